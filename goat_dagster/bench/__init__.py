@@ -1,0 +1,1 @@
+"""The benchmark harness: suites, sandboxes, agents, checks, the results journal. No Dagster here."""

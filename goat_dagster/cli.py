@@ -1,0 +1,172 @@
+"""The `goat` command (DESIGN §8). Every verb has --help; --json prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from goat_dagster import config
+from goat_dagster.registry import RegistryError
+
+
+def emit(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str, sort_keys=False))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    sys.exit(code)
+
+
+def not_landed(verb: str, issue: int, what: str) -> NoReturn:
+    fail(f"goat {verb}: not available yet — {what} lands with issue #{issue}.", code=2)
+
+
+class GoatGroup(click.Group):
+    """Turns the errors a user can fix (bad models.yaml, a suite, a missing file) into one clear
+    message instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RegistryError as exc:
+            fail(str(exc))
+        except FileNotFoundError as exc:
+            fail(f"error: {exc}")
+
+
+@click.group(cls=GoatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="goat-dagster")
+def main() -> None:
+    """goat: benchmark LLM coding agents across many models, as a Dagster asset graph.
+
+    Data lives in $GOAT_HOME (default ./.goat); the registry is models.yaml.
+    """
+    config.export_environment()
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled models.")
+def models(as_json: bool, enabled_only: bool) -> None:
+    """Show the model registry (models.yaml), validated."""
+    from goat_dagster.registry import load_registry
+
+    registry = load_registry()
+    rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
+    if as_json:
+        emit({"source": registry.source, "content_hash": registry.content_hash,
+              "router": registry.router.model_dump(mode="json"), "models": rows})
+        return
+    click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
+    click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
+
+
+def format_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in cols}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+# ---- demo / ui -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def demo(as_json: bool) -> None:
+    """The main job on the embedded default: instance, partitions, registry."""
+    from goat_dagster.demo import run_demo
+
+    result = run_demo(echo=not as_json)
+    if as_json:
+        emit(result)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+def ui(host: str, port: int) -> None:
+    """Start `dagster dev` (webserver + daemon) against the goat instance."""
+    from goat_dagster.devserver import run_dev
+
+    sys.exit(run_dev(host, port))
+
+
+# ---- harness ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--suite", "-s", required=True, help="Suite name (smoke, humaneval) or path to a YAML file.")
+@click.option("--model", "-m", required=True, help="Model key from models.yaml.")
+@click.option("--agent", default="builtin", show_default=True, help="builtin | oracle | command:CMD")
+@click.option("--sandbox", default="local", show_default=True, type=click.Choice(["local", "modal"]))
+@click.option("--parallel", default=2, show_default=True, type=int)
+@click.option("--epochs", default=1, show_default=True, type=int)
+@click.option("--run-id", default=None, help="Resume (or name) a run.")
+@click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+def run(**kwargs: Any) -> None:
+    """Run a suite against a model outside Dagster."""
+    not_landed("run", 5, "the benchmark harness")
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--full", is_flag=True, help="One row per task and epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def results(run_id: str | None, full: bool, as_json: bool) -> None:
+    """Show benchmark results (latest runs, or one run)."""
+    not_landed("results", 5, "the results lake")
+
+
+# ---- serving / traces / cloud ----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+@click.option("--budget-mb", default=None, type=int, help="Memory budget for loaded models.")
+@click.option("--margin-mb", default=None, type=int, help="Head-room kept free within the budget.")
+def serve(host: str, port: int, budget_mb: int | None, margin_mb: int | None) -> None:
+    """The local llama.cpp control plane (OpenAI-compatible)."""
+    not_landed("serve", 3, "the local llama.cpp control plane")
+
+
+@main.group()
+def traces() -> None:
+    """LLM call traces (local sink or Langfuse)."""
+
+
+@traces.command("verify")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def traces_verify(run_id: str, as_json: bool) -> None:
+    """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
+    not_landed("traces verify", 4, "trace export")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be created; change nothing.")
+@click.option("--env-file", default=".env", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Create without asking.")
+def setup(dry_run: bool, env_file: str, yes: bool) -> None:
+    """Create the Modal environment, secrets and volumes from ./.env."""
+    not_landed("setup", 7, "the Modal path")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def doctor(as_json: bool) -> None:
+    """Phased checks: config, secrets, services, endpoints, traces."""
+    not_landed("doctor", 7, "the Modal path")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""The one `Definitions` object of goat-dagster, assembled from assets/, resources/ and sensors/."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from goat_dagster import config
+from goat_dagster.assets.registry import model_registry
+from goat_dagster.sensors.registry import model_registry_sensor
+
+config.export_environment()
+
+defs = Definitions(
+    assets=[model_registry],
+    sensors=[model_registry_sensor],
+)

@@ -1,0 +1,1 @@
+"""Dagster ConfigurableResources: serving, litellm, sandbox, langfuse, storage."""

@@ -1,0 +1,1 @@
+"""Sensors: the model registry sensor and the benchmark suite sensor."""

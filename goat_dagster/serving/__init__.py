@@ -1,0 +1,1 @@
+"""Serving: the local llama.cpp control plane, Modal vLLM apps, the LiteLLM config builder."""
