@@ -1,0 +1,66 @@
+"""The record of a live model endpoint, shared by every serving backend and by routing.
+
+`serving_endpoint` (any backend) writes one `Endpoint` per model to
+`$GOAT_HOME/endpoints/<slug>.json` as well as to its asset metadata; `litellm_config` and the CLI
+read them back, so `goat run` outside Dagster sees the same endpoints the asset graph made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from goat_dagster import config
+from goat_dagster.registry import slugify
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_key: str
+    provider: str = Field(description="local | modal | cloud | openai_compatible")
+    engine: str
+    base_url: str | None = Field(description="OpenAI-compatible base URL ending in /v1 (None for cloud APIs)")
+    served_name: str = Field(description="model name the backend expects in requests")
+    healthy: bool
+    checked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    cold_start_s: float | None = Field(default=None, description="seconds from request to first answer")
+    load_s: float | None = None
+    app_name: str | None = Field(default=None, description="Modal app name, when on Modal")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+def endpoints_dir() -> Path:
+    return config.paths().home / "endpoints"
+
+
+def save_endpoint(ep: Endpoint) -> Path:
+    d = endpoints_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    target = d / f"{slugify(ep.model_key)}.json"
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(ep.model_dump_json(indent=2))
+    tmp.replace(target)  # atomic: readers never see half a record
+    return target
+
+
+def load_endpoint(model_key: str) -> Endpoint | None:
+    f = endpoints_dir() / f"{slugify(model_key)}.json"
+    if not f.exists():
+        return None
+    return Endpoint.model_validate(json.loads(f.read_text()))
+
+
+def load_endpoints() -> dict[str, Endpoint]:
+    d = endpoints_dir()
+    out: dict[str, Endpoint] = {}
+    if d.is_dir():
+        for f in sorted(d.glob("*.json")):
+            ep = Endpoint.model_validate(json.loads(f.read_text()))
+            out[ep.model_key] = ep
+    return out
