@@ -1,0 +1,256 @@
+"""The HTTP front of `goat serve`: an OpenAI-compatible API over the model manager.
+
+Routes: POST /v1/chat/completions (streaming SSE or not; the body reaches llama.cpp byte for byte,
+tools and tool_choice included), GET /v1/models, GET /healthz, GET /readyz, GET /status,
+GET /metrics, POST /admin/models/{model}/load, POST /admin/models/{model}/unload.
+Every error is JSON: {"error": {"message", "type", "code"}}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from goat_dagster import config
+from goat_dagster.serving.errors import ServeError, error_body, normalize_error
+from goat_dagster.serving.manager import Lease, ModelInstance, ModelManager
+
+log = logging.getLogger("goat.serve")
+_UPSTREAM_ERRORS = (httpx.TransportError,)
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _json(obj: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(obj, status)
+
+
+def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
+    """The Starlette app; its lifespan starts the crash/RSS monitor and stops every worker."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        manager.start_monitor()
+        try:
+            yield
+        finally:
+            await manager.shutdown()
+
+    # ---- OpenAI-compatible ---------------------------------------------------------------
+
+    async def chat_completions(request: Request) -> Response:
+        received = time.monotonic()
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise ServeError(400, "invalid_request_error", "the request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise ServeError(400, "invalid_request_error", "the request body must be a JSON object")
+        inst = manager.instance(manager.resolve(payload.get("model")))
+        deadline = received + manager.settings.request_timeout_s
+        try:
+            lease = await manager.acquire(inst, deadline)
+        except ServeError as exc:
+            manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
+            raise
+        if payload.get("stream"):
+            return await _stream(inst, lease, body, received, deadline)
+        return await _complete(inst, lease, body, received, deadline)
+
+    async def _complete(
+        inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
+    ) -> Response:
+        m = manager.metrics
+        try:
+            resp = await lease.client.post(
+                "/v1/chat/completions",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=max(0.001, deadline - time.monotonic()),
+            )
+        except httpx.TimeoutException:
+            m.requests.labels(inst.name, "504").inc()
+            raise ServeError(
+                504,
+                "timeout",
+                f"model {inst.name!r}: no answer within {manager.settings.request_timeout_s:g}s",
+            ) from None
+        except _UPSTREAM_ERRORS as exc:
+            raise _worker_lost(inst, exc) from None
+        finally:
+            lease.release()
+        m.requests.labels(inst.name, str(resp.status_code)).inc()
+        m.latency.labels(inst.name).observe(time.monotonic() - received)
+        if resp.status_code >= 400:
+            return _json(normalize_error(resp.status_code, resp.content), resp.status_code)
+        return Response(resp.content, resp.status_code, media_type="application/json")
+
+    async def _stream(
+        inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
+    ) -> Response:
+        m = manager.metrics
+        client = lease.client
+        req = client.build_request(
+            "POST",
+            "/v1/chat/completions",
+            content=body,
+            headers={"content-type": "application/json", "accept": "text/event-stream"},
+            timeout=max(0.001, deadline - time.monotonic()),
+        )
+        try:
+            resp = await client.send(req, stream=True)
+        except httpx.TimeoutException:
+            lease.release()
+            m.requests.labels(inst.name, "504").inc()
+            raise ServeError(504, "timeout", f"model {inst.name!r}: no answer in time") from None
+        except _UPSTREAM_ERRORS as exc:
+            lease.release()
+            raise _worker_lost(inst, exc) from None
+        if resp.status_code >= 400:
+            content = await resp.aread()
+            await resp.aclose()
+            lease.release()
+            m.requests.labels(inst.name, str(resp.status_code)).inc()
+            return _json(normalize_error(resp.status_code, content), resp.status_code)
+
+        async def relay() -> AsyncIterator[bytes]:
+            first = True
+            code = "200"
+            try:
+                async for chunk in resp.aiter_raw():
+                    if first:
+                        m.first_byte.labels(inst.name).observe(time.monotonic() - received)
+                        first = False
+                    yield chunk
+            except httpx.TimeoutException:
+                code = "504"
+                yield _sse_error(
+                    f"model {inst.name!r}: the stream ran past the request timeout", "timeout", 504
+                )
+            except _UPSTREAM_ERRORS as exc:
+                code = "502"
+                err = _worker_lost(inst, exc)
+                yield _sse_error(err.message, err.type, err.status)
+            finally:
+                lease.release()
+                with contextlib.suppress(Exception):
+                    await resp.aclose()
+                m.requests.labels(inst.name, code).inc()
+                m.latency.labels(inst.name).observe(time.monotonic() - received)
+
+        return StreamingResponse(relay(), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
+
+    def _worker_lost(inst: ModelInstance, exc: Exception) -> ServeError:
+        manager._check_worker(inst)
+        manager.metrics.requests.labels(inst.name, "502").inc()
+        if inst.state == "crashed":
+            return ServeError(
+                502,
+                "worker_crashed",
+                f"model {inst.name!r}: the worker died during the request ({inst.last_error}); "
+                "it is restarted on the next request",
+            )
+        return ServeError(502, "worker_error", f"model {inst.name!r}: {type(exc).__name__}: {exc}")
+
+    async def models(_request: Request) -> Response:
+        data = []
+        for m in manager.local_models():
+            inst = manager.instances.get(m.key)
+            data.append(
+                {
+                    "id": m.served_model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "goat-serve",
+                    "goat": {
+                        "key": m.key,
+                        "engine": m.engine,
+                        "state": inst.state if inst else "stopped",
+                        "context_length": m.context_length,
+                    },
+                }
+            )
+        return _json({"object": "list", "data": data})
+
+    # ---- operations ---------------------------------------------------------------------------
+
+    async def healthz(_request: Request) -> Response:
+        return _json(
+            {
+                "status": "ok",
+                "service": "goat-serve",
+                "pid": os.getpid(),
+                "goat_home": str(config.paths().home),
+                "models_file": str(config.models_file()),
+                "base_url": base_url,
+            }
+        )
+
+    async def readyz(_request: Request) -> Response:
+        loading = manager.loading()
+        if loading:
+            return _json({"status": "loading", "loading": loading}, 503)
+        return _json({"status": "ready"})
+
+    async def status(_request: Request) -> Response:
+        return _json({**manager.status(), "base_url": base_url})
+
+    async def metrics(_request: Request) -> Response:
+        manager.metrics.used_mb.set(manager.used_mb())
+        return Response(generate_latest(manager.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def admin_load(request: Request) -> Response:
+        t0 = time.monotonic()
+        st = await manager.load(request.path_params["model"])
+        return _json({**st, "request_s": round(time.monotonic() - t0, 3)})
+
+    async def admin_unload(request: Request) -> Response:
+        return _json(await manager.unload(request.path_params["model"]))
+
+    # ---- errors ----------------------------------------------------------------------------------
+
+    async def on_serve_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServeError)
+        return exc.response()
+
+    async def on_http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
+        return _json(error_body(str(exc.detail), kind, exc.status_code), exc.status_code)
+
+    async def on_crash(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return _json(error_body(f"{type(exc).__name__}: {exc}", "internal_error", 500), 500)
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/models/{model:path}/load", admin_load, methods=["POST"]),
+        Route("/admin/models/{model:path}/unload", admin_unload, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ServeError: on_serve_error, HTTPException: on_http_error, Exception: on_crash},
+    )
+
+
+def _sse_error(message: str, type_: str, code: int) -> bytes:
+    return f"data: {json.dumps(error_body(message, type_, code))}\n\n".encode()

@@ -1,0 +1,253 @@
+"""The real control plane with real SmolLM2 workers: chat, stream, tools, errors, status, metrics,
+the memory budget (eviction, never a busy worker), the queue bound, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def wait_for(pred, timeout: float = 30, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def read_sse(resp: httpx.Response) -> tuple[list[dict], bool]:
+    events, done = [], False
+    for line in resp.iter_lines():
+        if not line.startswith("data: "):
+            continue
+        data = line[len("data: ") :]
+        if data == "[DONE]":
+            done = True
+            continue
+        events.append(json.loads(data))
+    return events, done
+
+
+def long_stream_body(model: str, n: int) -> dict:
+    """A streamed completion of exactly n tokens (min_tokens keeps the end-of-turn token away)."""
+    return {
+        "model": model,
+        "stream": True,
+        "max_tokens": n,
+        "min_tokens": n,
+        "temperature": 0.3,
+        "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+    }
+
+
+def test_chat_completion(plane):
+    r = plane.chat("smol-a", "Say hello in five words", max_tokens=16)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["object"] == "chat.completion"
+    assert data["model"] == "smol-a"
+    assert data["choices"][0]["message"]["content"].strip()
+    assert data["usage"]["completion_tokens"] > 0
+    inst = plane.instance("smol-a")
+    assert inst["state"] == "ready" and inst["pid"] and inst["port"]
+
+
+def test_streamed_completion(plane):
+    body = {
+        "model": "smol-a",
+        "stream": True,
+        "max_tokens": 12,
+        "messages": [{"role": "user", "content": "Count from one to five."}],
+    }
+    with httpx.stream("POST", f"{plane.base_url}/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events, done = read_sse(r)
+    assert done, "the stream ends with [DONE]"
+    assert all(e["object"] == "chat.completion.chunk" for e in events)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert text.strip()
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_tool_call_passes_through(plane):
+    r = plane.chat(
+        "smol-a",
+        "What is the weather in Paris?",
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    call = message["tool_calls"][0]
+    assert call["type"] == "function"
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"]), dict)
+
+
+def test_models_health_and_errors(plane):
+    models = httpx.get(f"{plane.base_url}/models", timeout=10).json()
+    assert models["object"] == "list"
+    assert {m["id"] for m in models["data"]} == {"smol-a", "smol-b", "smol-huge"}
+    health = httpx.get(f"{plane.root}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["goat_home"] == str(plane.home)
+
+    unknown = plane.chat("no-such-model")
+    assert unknown.status_code == 404
+    err = unknown.json()["error"]
+    assert err["type"] == "model_not_found" and err["code"] == 404 and "smol-a" in err["message"]
+
+    bad = httpx.post(f"{plane.base_url}/chat/completions", content=b"{not json", timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+    missing = httpx.get(f"{plane.root}/v2/nothing", timeout=10)
+    assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "code"}
+
+
+def test_model_that_never_fits_gets_507(plane):
+    r = plane.chat("smol-huge")
+    assert r.status_code == 507
+    err = r.json()["error"]
+    assert err["type"] == "insufficient_memory"
+    assert "n_ctx=32768" in err["message"] and "--budget-mb" in err["message"]
+    assert plane.instance("smol-huge")["state"] == "failed"
+    assert plane.worker_pids(), "the running worker was not touched"
+
+
+def test_eviction_never_takes_a_busy_worker(plane):
+    assert plane.chat("smol-a").status_code == 200
+    a_pid = plane.instance("smol-a")["pid"]
+    evictions_before = plane.status()["evictions"]
+
+    with ThreadPoolExecutor(2) as pool:
+        first_chunk = threading.Event()
+
+        def stream_a():
+            with httpx.stream(
+                "POST",
+                f"{plane.base_url}/chat/completions",
+                json=long_stream_body("smol-a", 120),
+                timeout=120,
+            ) as r:
+                assert r.status_code == 200
+                events = []
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        first_chunk.set()
+                        events.append(line)
+                return events
+
+        a = pool.submit(stream_a)
+        assert first_chunk.wait(60)
+        b = pool.submit(plane.chat, "smol-b")
+        # b needs a's memory, but a has a request in flight: b waits, a keeps its worker
+
+        def b_waits():
+            s = plane.status()
+            states = {i["model"]: i["state"] for i in s["instances"]}
+            return s if states.get("smol-b") == "waiting_for_memory" else None
+
+        status = wait_for(b_waits)
+        inst_a = next(i for i in status["instances"] if i["model"] == "smol-a")
+        assert inst_a["state"] == "ready" and inst_a["pid"] == a_pid and inst_a["in_flight"] == 1
+        ready = httpx.get(f"{plane.root}/readyz", timeout=10)
+        assert ready.status_code == 503 and "smol-b" in ready.json()["loading"]
+
+        events = a.result(timeout=120)
+        assert events[-1] == "data: [DONE]", "the busy stream ran to its end"
+        assert len(events) >= 120
+        rb = b.result(timeout=120)
+    assert rb.status_code == 200, rb.text
+    status = plane.status()
+    by_model = {i["model"]: i for i in status["instances"]}
+    assert by_model["smol-a"]["state"] == "evicted" and by_model["smol-a"]["pid"] is None
+    assert by_model["smol-b"]["state"] == "ready"
+    assert status["evictions"] == evictions_before + 1
+    assert status["used_mb"] <= status["capacity_mb"]
+    assert not psutil.pid_exists(a_pid)
+    assert httpx.get(f"{plane.root}/readyz", timeout=10).status_code == 200
+
+
+def test_queue_overflow_answers_429(plane):
+    # max_queue is 1: one request in flight, one waiting, the third is refused
+    assert plane.chat("smol-a").status_code == 200
+    with ThreadPoolExecutor(3) as pool:
+        started = threading.Event()
+
+        def long_a():
+            with httpx.stream(
+                "POST", f"{plane.base_url}/chat/completions", json=long_stream_body("smol-a", 80), timeout=120
+            ) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        started.set()
+            return r.status_code
+
+        first = pool.submit(long_a)
+        assert started.wait(60)
+        second = pool.submit(plane.chat, "smol-a")
+        wait_for(lambda: plane.instance("smol-a")["queued"] == 1)
+        third = plane.chat("smol-a")
+        assert third.status_code == 429
+        assert third.json()["error"]["type"] == "queue_full"
+        assert int(third.headers["retry-after"]) >= 1
+        assert first.result(120) == 200
+        assert second.result(120).status_code == 200, "the queued request is served in turn"
+
+
+def test_killed_worker_recovers_on_next_request(plane):
+    assert plane.chat("smol-a").status_code == 200
+    inst = plane.instance("smol-a")
+    os.kill(inst["pid"], signal.SIGKILL)
+    r = plane.chat("smol-a")
+    assert r.status_code == 200, r.text
+    after = plane.instance("smol-a")
+    assert after["crashes"] == inst["crashes"] + 1
+    assert after["pid"] != inst["pid"] and after["state"] == "ready"
+    assert "SIGKILL" in after["last_crash"]["exit"]
+
+
+def test_status_and_metrics_fields(plane):
+    assert plane.chat("smol-a").status_code == 200
+    status = plane.status()
+    for field in ("budget_mb", "margin_mb", "used_mb", "capacity_mb", "instances"):
+        assert field in status
+    inst = next(i for i in status["instances"] if i["model"] == "smol-a")
+    for field in ("model", "state", "pid", "port", "rss_mb", "estimated_mb", "last_used", "in_flight"):
+        assert inst[field] is not None, field
+    assert inst["rss_mb"] > 50 and inst["estimated_mb"] > 50
+
+    text = httpx.get(f"{plane.root}/metrics", timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert samples[("goat_serve_requests_total", (("code", "200"), ("model", "smol-a")))] >= 1
+    assert samples[("goat_serve_request_duration_seconds_count", (("model", "smol-a"),))] >= 1
+    assert samples[("goat_serve_model_loads_total", (("model", "smol-a"), ("outcome", "ok")))] >= 1
+    assert ("goat_serve_queue_depth", (("model", "smol-a"),)) in samples
+    assert samples[("goat_serve_memory_budget_mb", ())] == status["budget_mb"]
+    assert samples[("goat_serve_memory_used_mb", ())] > 0
