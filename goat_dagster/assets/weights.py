@@ -3,6 +3,7 @@ sha256 and GGUF metadata. Local models here; Modal models through `serving/modal
 (issue #7); cloud and OpenAI-compatible models have no weights to manage and say so."""
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ def modal_deploy_function(name: str) -> Callable[..., Any]:
     """`ensure_modal_weights` / `ensure_modal_endpoint` from serving/modal_deploy.py, which lands
     with issue #7 (the Modal path); a clear error until then."""
     try:
-        from goat_dagster.serving import modal_deploy
+        modal_deploy = importlib.import_module("goat_dagster.serving.modal_deploy")
     except ModuleNotFoundError as exc:
         if exc.name != "goat_dagster.serving.modal_deploy":
             raise
