@@ -70,26 +70,45 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
             return await _stream(inst, lease, body, received, deadline)
         return await _complete(inst, lease, body, received, deadline)
 
+    async def _send(
+        inst: ModelInstance, lease: Lease, body: bytes, deadline: float, stream: bool
+    ) -> httpx.Response:
+        """Forward the request to the worker. A worker found dead before it answered (killed, OOM)
+        is restarted and the request sent once more: it had not been served."""
+        headers = {"content-type": "application/json"}
+        if stream:
+            headers["accept"] = "text/event-stream"
+        for attempt in (1, 2):
+            client = lease.client
+            req = client.build_request(
+                "POST",
+                "/v1/chat/completions",
+                content=body,
+                headers=headers,
+                timeout=max(0.001, deadline - time.monotonic()),
+            )
+            try:
+                return await client.send(req, stream=stream)
+            except httpx.TimeoutException:
+                manager.metrics.requests.labels(inst.name, "504").inc()
+                raise ServeError(
+                    504,
+                    "timeout",
+                    f"model {inst.name!r}: no answer within {manager.settings.request_timeout_s:g}s",
+                ) from None
+            except _UPSTREAM_ERRORS as exc:
+                if attempt == 2 or not await manager.worker_died(inst):
+                    raise await _worker_lost(inst, exc) from None
+                log.warning("%s: the worker died before answering; restarting it for this request", inst.name)
+                await manager.ensure_loaded(inst, deadline)
+        raise AssertionError("unreachable")
+
     async def _complete(
         inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
     ) -> Response:
         m = manager.metrics
         try:
-            resp = await lease.client.post(
-                "/v1/chat/completions",
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=max(0.001, deadline - time.monotonic()),
-            )
-        except httpx.TimeoutException:
-            m.requests.labels(inst.name, "504").inc()
-            raise ServeError(
-                504,
-                "timeout",
-                f"model {inst.name!r}: no answer within {manager.settings.request_timeout_s:g}s",
-            ) from None
-        except _UPSTREAM_ERRORS as exc:
-            raise _worker_lost(inst, exc) from None
+            resp = await _send(inst, lease, body, deadline, stream=False)
         finally:
             lease.release()
         m.requests.labels(inst.name, str(resp.status_code)).inc()
@@ -102,23 +121,11 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
         inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
     ) -> Response:
         m = manager.metrics
-        client = lease.client
-        req = client.build_request(
-            "POST",
-            "/v1/chat/completions",
-            content=body,
-            headers={"content-type": "application/json", "accept": "text/event-stream"},
-            timeout=max(0.001, deadline - time.monotonic()),
-        )
         try:
-            resp = await client.send(req, stream=True)
-        except httpx.TimeoutException:
+            resp = await _send(inst, lease, body, deadline, stream=True)
+        except BaseException:
             lease.release()
-            m.requests.labels(inst.name, "504").inc()
-            raise ServeError(504, "timeout", f"model {inst.name!r}: no answer in time") from None
-        except _UPSTREAM_ERRORS as exc:
-            lease.release()
-            raise _worker_lost(inst, exc) from None
+            raise
         if resp.status_code >= 400:
             content = await resp.aread()
             await resp.aclose()
@@ -142,7 +149,7 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
                 )
             except _UPSTREAM_ERRORS as exc:
                 code = "502"
-                err = _worker_lost(inst, exc)
+                err = await _worker_lost(inst, exc)
                 yield _sse_error(err.message, err.type, err.status)
             finally:
                 lease.release()
@@ -153,10 +160,10 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
 
         return StreamingResponse(relay(), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
 
-    def _worker_lost(inst: ModelInstance, exc: Exception) -> ServeError:
-        manager._check_worker(inst)
+    async def _worker_lost(inst: ModelInstance, exc: Exception) -> ServeError:
+        died = await manager.worker_died(inst)
         manager.metrics.requests.labels(inst.name, "502").inc()
-        if inst.state == "crashed":
+        if died:
             return ServeError(
                 502,
                 "worker_crashed",

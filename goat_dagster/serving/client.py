@@ -174,7 +174,8 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
     pid = int(state.get("pid", -1))
     try:
         proc = psutil.Process(pid)
-        if "goat_dagster" not in " ".join(proc.cmdline()):
+        cmd = proc.cmdline()
+        if "serve" not in cmd or not any("goat" in part for part in cmd):
             return None  # a stale record: the pid belongs to someone else now
         proc.terminate()
         try:

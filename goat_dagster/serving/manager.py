@@ -68,6 +68,7 @@ class ModelInstance:
     last_error: str | None = None
     evictions: int = 0
     requests: int = 0
+    stale: bool = False  # models.yaml changed under a running worker: restart it when idle
 
     @property
     def name(self) -> str:
@@ -211,7 +212,8 @@ class ModelManager:
         if inst is None:
             inst = self.instances[entry.key] = ModelInstance(entry=entry)
         elif inst.entry != entry:
-            inst.entry = entry  # picked up at the next (re)start; a running worker keeps its spec
+            inst.entry = entry
+            inst.stale = inst.worker is not None
         return inst
 
     # ---- waiting for change -----------------------------------------------------------------
@@ -298,6 +300,20 @@ class ModelManager:
         self.metrics.crashes.labels(inst.name).inc()
         self._drop_worker(inst, "crashed")
 
+    async def worker_died(self, inst: ModelInstance, wait_s: float = 1.0) -> bool:
+        """Whether the instance's worker is dead (waiting briefly: a killed process takes a moment
+        to exit); a dead one is recorded as a crash."""
+        w = inst.worker
+        if w is None:
+            return inst.state == "crashed"
+        deadline = time.monotonic() + wait_s
+        while w.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if w.alive():
+            return False
+        self._check_worker(inst)
+        return True
+
     def _drop_worker(self, inst: ModelInstance, state: str) -> None:
         client, inst.client = inst.client, None
         if client is not None:
@@ -345,7 +361,7 @@ class ModelManager:
 
     async def ensure_loaded(self, inst: ModelInstance, deadline: float) -> None:
         self._check_worker(inst)
-        if inst.state == "ready" and inst.worker is not None:
+        if inst.state == "ready" and inst.worker is not None and not inst.stale:
             return
         try:
             await asyncio.wait_for(self._load_lock.acquire(), max(0.001, deadline - time.monotonic()))
@@ -355,6 +371,10 @@ class ModelManager:
             ) from None
         try:
             self._check_worker(inst)
+            if inst.stale and inst.worker is not None and inst.in_flight <= 1:
+                log.info("%s: models.yaml changed; restarting its worker with the new settings", inst.name)
+                await self._stop_worker(inst, "stopped")
+            inst.stale = False
             if inst.state == "ready" and inst.worker is not None:
                 return
             await self._load(inst, deadline)

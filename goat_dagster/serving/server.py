@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from goat_dagster import config
+from goat_dagster.registry import load_registry
 from goat_dagster.serving.serve_config import ServeSettings
 
 log = logging.getLogger("goat.serve")
@@ -84,6 +85,7 @@ def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     paths = config.export_environment()
     paths.serve.mkdir(parents=True, exist_ok=True)
+    load_registry()  # a broken models.yaml stops us here, with file, line and field
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     host_for_url = f"[{settings.host}]" if ":" in settings.host else settings.host

