@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from goat_dagster.registry import load_registry
 from goat_dagster.serving.weights import locate_weights
@@ -49,6 +50,12 @@ class Sample:
     tokens: int = 0
     wall_s: float = 0.0
     full_latency_s: list[float] = field(default_factory=list)
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU of one process (not its children)."""
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def free_port() -> int:
@@ -167,6 +174,14 @@ def main() -> None:
         with httpx.Client(timeout=600) as client:
             for url in urls.values():  # warm-up: load the model, compile the chat template
                 stream_once(client, url, spec.served_model, "Hello", 8)
+            status = httpx.get(f"http://127.0.0.1:{goat_port}/status", timeout=10).json()
+            worker_pid = next(i["pid"] for i in status["instances"] if i["model"] == spec.served_model)
+            cpu_procs = {
+                "goat": psutil.Process(goat.pid),
+                "worker": psutil.Process(worker_pid),
+                "direct": psutil.Process(direct.pid),
+            }
+            cpu_before = {k: cpu_seconds(p) for k, p in cpu_procs.items()}
             for i, prompt in enumerate(prompts):
                 order = list(urls) if i % 2 == 0 else list(reversed(urls))
                 for name in order:
@@ -183,6 +198,7 @@ def main() -> None:
                     s.full_latency_s.append(
                         complete_once(client, urls[name], spec.served_model, prompt, args.max_tokens)
                     )
+            cpu = {k: cpu_seconds(p) - cpu_before[k] for k, p in cpu_procs.items()}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -222,6 +238,14 @@ def main() -> None:
         f"ratio goat/direct (median of per-prompt pairs): TTFT {ttft_ratio:.3f}  "
         f"decode tokens/s {tps_ratio:.3f}  non-streamed latency {full_ratio:.3f}  "
         f"streamed wall time {wall_ratio:.3f}"
+    )
+    n_requests = 2 * len(prompts)
+    print(
+        f"control-plane CPU: {cpu['goat'] * 1000 / n_requests:.1f} ms per request "
+        f"({cpu['goat'] * 1e6 / g.tokens:.0f} us per streamed token) = "
+        f"{100 * cpu['goat'] / cpu['worker']:.2f}% of its worker's CPU "
+        f"(worker {cpu['worker']:.1f} s, direct server {cpu['direct']:.1f} s, "
+        f"control plane {cpu['goat']:.2f} s)"
     )
     overhead = max(ttft_ratio - 1, 1 - tps_ratio, full_ratio - 1)
     verdict = "within" if overhead < 0.05 else "OVER"

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +29,6 @@ from goat_dagster.serving.errors import ServeError, error_body, normalize_error
 from goat_dagster.serving.manager import Lease, ModelInstance, ModelManager
 
 log = logging.getLogger("goat.serve")
-_UPSTREAM_ERRORS = (httpx.TransportError,)
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -72,36 +71,35 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
 
     async def _send(
         inst: ModelInstance, lease: Lease, body: bytes, deadline: float, stream: bool
-    ) -> httpx.Response:
-        """Forward the request to the worker. A worker found dead before it answered (killed, OOM)
-        is restarted and the request sent once more: it had not been served."""
+    ) -> aiohttp.ClientResponse:
+        """Forward the request to the worker (the response's headers are in; its body is not read).
+        A worker found dead before it answered (killed, OOM) is restarted and the request sent once
+        more: it had not been served."""
         headers = {"content-type": "application/json"}
         if stream:
             headers["accept"] = "text/event-stream"
         for attempt in (1, 2):
-            client = lease.client
-            req = client.build_request(
-                "POST",
-                "/v1/chat/completions",
-                content=body,
-                headers=headers,
-                timeout=max(0.001, deadline - time.monotonic()),
-            )
             try:
-                return await client.send(req, stream=stream)
-            except httpx.TimeoutException:
-                manager.metrics.requests.labels(inst.name, "504").inc()
-                raise ServeError(
-                    504,
-                    "timeout",
-                    f"model {inst.name!r}: no answer within {manager.settings.request_timeout_s:g}s",
-                ) from None
-            except _UPSTREAM_ERRORS as exc:
+                return await lease.client.post(
+                    "/v1/chat/completions",
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic())),
+                )
+            except TimeoutError:
+                raise _timed_out(inst) from None
+            except aiohttp.ClientError as exc:
                 if attempt == 2 or not await manager.worker_died(inst):
                     raise await _worker_lost(inst, exc) from None
                 log.warning("%s: the worker died before answering; restarting it for this request", inst.name)
                 await manager.ensure_loaded(inst, deadline)
         raise AssertionError("unreachable")
+
+    def _timed_out(inst: ModelInstance) -> ServeError:
+        manager.metrics.requests.labels(inst.name, "504").inc()
+        return ServeError(
+            504, "timeout", f"model {inst.name!r}: no answer within {manager.settings.request_timeout_s:g}s"
+        )
 
     async def _complete(
         inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
@@ -109,13 +107,21 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
         m = manager.metrics
         try:
             resp = await _send(inst, lease, body, deadline, stream=False)
+            try:
+                content = await resp.read()
+            except TimeoutError:
+                raise _timed_out(inst) from None
+            except aiohttp.ClientError as exc:
+                raise await _worker_lost(inst, exc) from None
+            finally:
+                resp.release()
         finally:
             lease.release()
-        m.requests.labels(inst.name, str(resp.status_code)).inc()
+        m.requests.labels(inst.name, str(resp.status)).inc()
         m.latency.labels(inst.name).observe(time.monotonic() - received)
-        if resp.status_code >= 400:
-            return _json(normalize_error(resp.status_code, resp.content), resp.status_code)
-        return Response(resp.content, resp.status_code, media_type="application/json")
+        if resp.status >= 400:
+            return _json(normalize_error(resp.status, content), resp.status)
+        return Response(content, resp.status, media_type="application/json")
 
     async def _stream(
         inst: ModelInstance, lease: Lease, body: bytes, received: float, deadline: float
@@ -126,35 +132,41 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
         except BaseException:
             lease.release()
             raise
-        if resp.status_code >= 400:
-            content = await resp.aread()
-            await resp.aclose()
-            lease.release()
-            m.requests.labels(inst.name, str(resp.status_code)).inc()
-            return _json(normalize_error(resp.status_code, content), resp.status_code)
+        if resp.status >= 400:
+            try:
+                content = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                content = b""
+            finally:
+                resp.release()
+                lease.release()
+            m.requests.labels(inst.name, str(resp.status)).inc()
+            return _json(normalize_error(resp.status, content), resp.status)
 
         async def relay() -> AsyncIterator[bytes]:
             first = True
             code = "200"
             try:
-                async for chunk in resp.aiter_raw():
+                async for chunk in resp.content.iter_any():
                     if first:
                         m.first_byte.labels(inst.name).observe(time.monotonic() - received)
                         first = False
                     yield chunk
-            except httpx.TimeoutException:
+            except TimeoutError:
                 code = "504"
                 yield _sse_error(
                     f"model {inst.name!r}: the stream ran past the request timeout", "timeout", 504
                 )
-            except _UPSTREAM_ERRORS as exc:
+            except aiohttp.ClientError as exc:
                 code = "502"
                 err = await _worker_lost(inst, exc)
                 yield _sse_error(err.message, err.type, err.status)
             finally:
                 lease.release()
-                with contextlib.suppress(Exception):
-                    await resp.aclose()
+                if resp.content.at_eof():
+                    resp.release()  # keep the connection for the next request
+                else:
+                    resp.close()  # the client went away: closing tells llama.cpp to stop generating
                 m.requests.labels(inst.name, code).inc()
                 m.latency.labels(inst.name).observe(time.monotonic() - received)
 
