@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from goat_dagster import config
 from goat_dagster.assets.registry import model_registry
+from goat_dagster.resources.modal import modal_resource_from_env
 from goat_dagster.sensors.registry import model_registry_sensor
 
 config.export_environment()
@@ -13,4 +14,5 @@ config.export_environment()
 defs = Definitions(
     assets=[model_registry],
     sensors=[model_registry_sensor],
+    resources={"modal": modal_resource_from_env()},
 )

@@ -99,6 +99,7 @@ class ModalCloud:
 
     @staticmethod
     def server_url() -> str:
+        """Modal's API URL(s); the default setting lists two, comma-separated."""
         import modal.config
 
         return str(modal.config.config.get("server_url"))
@@ -111,16 +112,21 @@ class ModalCloud:
                 "no Modal token (~/.modal.toml or MODAL_TOKEN_ID/MODAL_TOKEN_SECRET)",
                 "run `modal setup` (or `modal token new`), or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET",
             )
-        url = urlparse(self.server_url())
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            socket.create_connection((url.hostname or "", port), timeout=min(self.timeout_s, 10)).close()
-        except OSError as exc:
+        errors = []
+        for raw in self.server_url().split(","):
+            url = urlparse(raw.strip())
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                socket.create_connection((url.hostname or "", port), timeout=min(self.timeout_s, 10)).close()
+                break
+            except OSError as exc:
+                errors.append(f"{url.hostname}:{port} ({exc.strerror or exc})")
+        else:
             raise ModalUnavailable(
                 "unreachable",
-                f"cannot connect to {url.hostname}:{port} ({exc.strerror or exc})",
+                "cannot connect to " + ", ".join(errors),
                 "check the network / proxy settings, or MODAL_SERVER_URL if you set it",
-            ) from None
+            )
         self._call(lambda: self._modal().Environment.objects.list(client=self.client()))
 
     def _modal(self) -> Any:

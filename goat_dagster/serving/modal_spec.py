@@ -234,3 +234,15 @@ def fits_message(spec: ServeSpec, weight_bytes: int) -> str | None:
 
 def is_commit(revision: str) -> bool:
     return bool(_SHA_RE.match(revision))
+
+
+def cost_table(registry: Any) -> str:
+    """Markdown: what each Modal model costs while a replica is up (README "Cloud set-up")."""
+    rows = ["| model | app | GPU | GPUs | $/GPU-hour | $/hour while up |", "|---|---|---|---|---|---|"]
+    for m in registry.models.values():
+        if m.provider != "modal":
+            continue
+        n = m.modal.n_gpu
+        rate = m.pricing.gpu_hour_usd
+        rows.append(f"| `{m.gateway_name}` | `{app_name_for(m.key)}` | {m.gpu} | {n} | {rate:.2f} | {n * rate:.2f} |")
+    return "\n".join(rows)
