@@ -36,8 +36,10 @@ def run_demo(echo: bool = True) -> dict[str, Any]:
 
     registry = load_registry()
     diff = sync_model_partitions(instance, registry)
-    say(f"partitions 'models': +{len(diff.added)} -{len(diff.removed)} "
-        f"({len(registry.partition_keys())} in models.yaml)")
+    say(
+        f"partitions 'models': +{len(diff.added)} -{len(diff.removed)} "
+        f"({len(registry.partition_keys())} in models.yaml)"
+    )
 
     result = materialize([model_registry], instance=instance)
     if not result.success:

@@ -15,6 +15,7 @@ reach the same server without starting their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ def sqlalchemy_url(url: str) -> str:
     dagster-postgres' `NOTIFY run_events, $1` fails."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
 
 
@@ -65,10 +66,8 @@ def _prune_dead_handles(pgdata: Path) -> None:
 def _install_term_handler() -> None:
     """Turn SIGTERM into a normal exit so atexit hooks (pgserver's stop) run."""
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        try:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        except ValueError:  # not the main thread
-            pass
 
 
 def ensure_postgres() -> str:
