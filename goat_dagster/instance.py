@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,9 @@ def ensure_postgres() -> str:
         p = config.paths().ensure()
         p.pg.parent.mkdir(parents=True, exist_ok=True)
         if not external:  # we are the process that owns the embedded server's lifetime
-            import pgserver
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+                import pgserver
 
             _prune_dead_handles(p.pg)
             logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -122,10 +125,12 @@ def describe() -> dict[str, str]:
     """Where the instance lives, with the password (if any) masked, for `goat doctor`/`goat demo`."""
     url = os.environ.get("DAGSTER_PG_URL", "")
     masked = url
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+    if "@" in url:
         head, tail = url.split("@", 1)
-        user = head.split("//", 1)[-1].split(":", 1)[0]
-        masked = f"{head.split('//', 1)[0]}//{user}:***@{tail}"
+        scheme, _, userinfo = head.partition("//")
+        user, _, password = userinfo.partition(":")
+        if password:
+            masked = f"{scheme}//{user}:***@{tail}"
     return {
         "dagster_home": os.environ.get("DAGSTER_HOME", ""),
         "postgres": masked,
