@@ -61,8 +61,14 @@ def models(as_json: bool, enabled_only: bool) -> None:
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
-        emit({"source": registry.source, "content_hash": registry.content_hash,
-              "router": registry.router.model_dump(mode="json"), "models": rows})
+        emit(
+            {
+                "source": registry.source,
+                "content_hash": registry.content_hash,
+                "router": registry.router.model_dump(mode="json"),
+                "models": rows,
+            }
+        )
         return
     click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
     click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
