@@ -56,25 +56,59 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
     registry = None
     try:
         registry = load_registry()
-        out.append(Check("config", "models.yaml", "pass",
-                         f"{len(registry.models)} models, {len(registry.enabled())} enabled ({registry.source})"))
-        loose = [m.key for m in registry.models.values()
-                 if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned]
+        out.append(
+            Check(
+                "config",
+                "models.yaml",
+                "pass",
+                f"{len(registry.models)} models, {len(registry.enabled())} enabled ({registry.source})",
+            )
+        )
+        loose = [
+            m.key
+            for m in registry.models.values()
+            if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned
+        ]
         if loose:
-            out.append(Check("config", "pinned weights", "warn", f"not pinned to a commit: {', '.join(loose)}",
-                             "set weights.revision to the commit recorded by model_weights"))
+            out.append(
+                Check(
+                    "config",
+                    "pinned weights",
+                    "warn",
+                    f"not pinned to a commit: {', '.join(loose)}",
+                    "set weights.revision to the commit recorded by model_weights",
+                )
+            )
     except RegistryError as exc:
-        out.append(Check("config", "models.yaml", "fail", str(exc).replace("\n", " "),
-                         "fix the entry and field named above (file:line)"))
+        out.append(
+            Check(
+                "config",
+                "models.yaml",
+                "fail",
+                str(exc).replace("\n", " "),
+                "fix the entry and field named above (file:line)",
+            )
+        )
     if env_file.is_file():
         out.append(Check("config", ".env", "pass", f"{env_file} present"))
     else:
-        out.append(Check("config", ".env", "warn", f"no {env_file}", "create it (see .env.example), then `goat setup`"))
+        out.append(
+            Check(
+                "config", ".env", "warn", f"no {env_file}", "create it (see .env.example), then `goat setup`"
+            )
+        )
     if cloud.credentials_present():
         out.append(Check("config", "Modal credentials", "pass", "token configured"))
     else:
-        out.append(Check("config", "Modal credentials", "fail", "Modal not logged in (no token)",
-                         "run `modal setup`, or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"))
+        out.append(
+            Check(
+                "config",
+                "Modal credentials",
+                "fail",
+                "Modal not logged in (no token)",
+                "run `modal setup`, or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET",
+            )
+        )
     return out, registry
 
 
@@ -94,37 +128,73 @@ def check_modal(cloud: Any, registry: Any) -> list[Check]:
     out: list[Check] = []
     try:
         if cloud.environment not in cloud.environments():
-            return [Check("secrets", "environment", "fail", f"Modal environment {cloud.environment!r} does not exist",
-                          "run `goat setup`"),
-                    Check("services", "Modal", "skip", "no environment yet")]
+            return [
+                Check(
+                    "secrets",
+                    "environment",
+                    "fail",
+                    f"Modal environment {cloud.environment!r} does not exist",
+                    "run `goat setup`",
+                ),
+                Check("services", "Modal", "skip", "no environment yet"),
+            ]
         out.append(Check("secrets", "environment", "pass", cloud.environment))
         have = cloud.secrets()
         for name in SECRETS:
             ok = name in have
-            out.append(Check("secrets", name, "pass" if ok else "fail",
-                             "exists" if ok else "Secret not found", "" if ok else "run `goat setup`"))
+            out.append(
+                Check(
+                    "secrets",
+                    name,
+                    "pass" if ok else "fail",
+                    "exists" if ok else "Secret not found",
+                    "" if ok else "run `goat setup`",
+                )
+            )
         vols = cloud.volumes()
         missing = [v for v in VOLUMES if v not in vols]
-        out.append(Check("secrets", "volumes", "warn" if missing else "pass",
-                         f"missing: {', '.join(missing)}" if missing else ", ".join(VOLUMES),
-                         "run `goat setup` (apps also create them on first deploy)" if missing else ""))
+        out.append(
+            Check(
+                "secrets",
+                "volumes",
+                "warn" if missing else "pass",
+                f"missing: {', '.join(missing)}" if missing else ", ".join(VOLUMES),
+                "run `goat setup` (apps also create them on first deploy)" if missing else "",
+            )
+        )
         from goat_dagster.serving.modal_services import APP_NAME
 
         tags = cloud.app_tags(APP_NAME)
-        out.append(Check("services", APP_NAME, "pass" if tags is not None else "fail",
-                         "deployed" if tags is not None else "not deployed",
-                         "" if tags is not None else
-                         f"modal deploy -m goat_dagster.serving.modal_services --env {cloud.environment}"))
+        out.append(
+            Check(
+                "services",
+                APP_NAME,
+                "pass" if tags is not None else "fail",
+                "deployed" if tags is not None else "not deployed",
+                ""
+                if tags is not None
+                else f"modal deploy -m goat_dagster.serving.modal_services --env {cloud.environment}",
+            )
+        )
         for m in registry.enabled() if registry else []:
             if m.provider != "modal":
                 continue
             name = app_name_for(m.key)
             deployed = cloud.app_tags(name) is not None
-            module = "modal_gpt_oss" if m.engine == "vllm-gpt-oss" else "modal_vllm"
-            out.append(Check("services", name, "pass" if deployed else "fail",
-                             "deployed" if deployed else "not deployed",
-                             "" if deployed else
-                             f"GOAT_MODEL={m.key} modal deploy -m goat_dagster.serving.{module} --env {cloud.environment}"))
+            module = "goat_dagster.serving." + (
+                "modal_gpt_oss" if m.engine == "vllm-gpt-oss" else "modal_vllm"
+            )
+            out.append(
+                Check(
+                    "services",
+                    name,
+                    "pass" if deployed else "fail",
+                    "deployed" if deployed else "not deployed",
+                    ""
+                    if deployed
+                    else f"GOAT_MODEL={m.key} modal deploy -m {module} --env {cloud.environment}",
+                )
+            )
     except ModalUnavailable as exc:
         out.append(Check("services", "Modal", "fail", f"Modal {exc.reason}: {exc.detail}", exc.fix))
     return out
@@ -144,8 +214,15 @@ def check_endpoints(registry: Any, timeout_s: float = 10.0) -> list[Check]:
     enabled = {m.key for m in registry.enabled()} if registry else set()
     eps = [ep for ep in load_endpoints().values() if ep.model_key in enabled and ep.base_url]
     if not eps:
-        return [Check("endpoints", "records", "skip", "no endpoint recorded for an enabled model yet",
-                      "materialize serving_endpoint (or `goat demo`)")]
+        return [
+            Check(
+                "endpoints",
+                "records",
+                "skip",
+                "no endpoint recorded for an enabled model yet",
+                "materialize serving_endpoint (or `goat demo`)",
+            )
+        ]
     out = []
     for ep in eps:
         status, detail = "fail", ""
@@ -162,9 +239,17 @@ def check_endpoints(registry: Any, timeout_s: float = 10.0) -> list[Check]:
         if status == "fail" and ep.provider == "modal" and "Timeout" in detail:
             status = "warn"
             detail += " (scaled to zero? a cold start takes minutes)"
-        fix = "" if status == "pass" else (
-            "materialize serving_endpoint for this model" if ep.provider != "modal" else
-            "materialize serving_endpoint (redeploys and waits), or check `modal app logs " + (ep.app_name or "") + "`")
+        fix = (
+            ""
+            if status == "pass"
+            else (
+                "materialize serving_endpoint for this model"
+                if ep.provider != "modal"
+                else "materialize serving_endpoint (redeploys and waits), or check `modal app logs "
+                + (ep.app_name or "")
+                + "`"
+            )
+        )
         out.append(Check("endpoints", ep.model_key, status, detail, fix))
     return out
 
@@ -187,23 +272,51 @@ def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float =
 
     url = proxy_url()
     key = os.environ.get("LITELLM_MASTER_KEY", "")
-    meta = call_metadata(run_id=f"doctor-{trace_id[:8]}", suite="doctor", model=model, task_id="proxy-call",
-                         epoch=0, trace_id=trace_id, call_id=call_id, step=0)
-    body = {"model": model, "messages": [{"role": "user", "content": "Reply with OK."}],
-            "max_tokens": 8, "metadata": meta}
+    meta = call_metadata(
+        run_id=f"doctor-{trace_id[:8]}",
+        suite="doctor",
+        model=model,
+        task_id="proxy-call",
+        epoch=0,
+        trace_id=trace_id,
+        call_id=call_id,
+        step=0,
+    )
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Reply with OK."}],
+        "max_tokens": 8,
+        "metadata": meta,
+    }
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        return Check("proxy", model, "fail", f"no LiteLLM proxy at {url} ({type(exc).__name__})",
-                     "start the proxy (goat demo / the litellm resource), or set GOAT_LITELLM_URL "
-                     "to the goat-services URL")
-    if r.status_code in (401, 403):
-        return Check("proxy", model, "fail", f"{url} refused the key (HTTP {r.status_code})",
-                     "set LITELLM_MASTER_KEY to the proxy's master key")
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"no LiteLLM proxy at {url} ({type(exc).__name__})",
+            "start the proxy (goat demo / the litellm resource), or set GOAT_LITELLM_URL "
+            "to the goat-services URL",
+        )
+    # without a database LiteLLM answers any key but the master key with 400 "No connected db."
+    if r.status_code in (401, 403) or "no_db_connection" in r.text:
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"{url} refused the key (HTTP {r.status_code})",
+            "set LITELLM_MASTER_KEY to the proxy's master key",
+        )
     if r.status_code != 200:
-        return Check("proxy", model, "fail", f"HTTP {r.status_code}: {r.text[:200]}",
-                     "check the model is in the proxy config (litellm_config) and its endpoint is healthy")
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"HTTP {r.status_code}: {r.text[:200]}",
+            "check the model is in the proxy config (litellm_config) and its endpoint is healthy",
+        )
     return Check("proxy", model, "pass", f"{url}: answered (call {call_id[:12]})")
 
 
@@ -241,17 +354,23 @@ def find_trace(call_id: str, wait_s: float = 15.0, poll_s: float = 0.5) -> dict[
 def check_trace(call_id: str, wait_s: float) -> Check:
     rec = find_trace(call_id, wait_s=wait_s)
     if rec is None:
-        return Check("traces", call_id[:12], "fail",
-                     f"no record with goat_call_id {call_id} under {config.paths().traces} after {wait_s:.0f}s",
-                     "enable the local trace sink callback in the LiteLLM config (litellm_config), "
-                     "and check the proxy writes to this GOAT_HOME")
+        return Check(
+            "traces",
+            call_id[:12],
+            "fail",
+            f"no record with goat_call_id {call_id} under {config.paths().traces} after {wait_s:.0f}s",
+            "enable the local trace sink callback in the LiteLLM config (litellm_config), "
+            "and check the proxy writes to this GOAT_HOME",
+        )
     return Check("traces", call_id[:12], "pass", f"found in the trace sink ({config.paths().traces})")
 
 
 # ---- all phases --------------------------------------------------------------------------------
 
 
-def run_doctor(cloud: Any = None, env_file: str | Path = ".env", trace_wait_s: float | None = None) -> list[Check]:
+def run_doctor(
+    cloud: Any = None, env_file: str | Path = ".env", trace_wait_s: float | None = None
+) -> list[Check]:
     from goat_dagster.serving.modal_deploy import ModalCloud
     from goat_dagster.tracing.schema import new_id
 
@@ -268,9 +387,15 @@ def run_doctor(cloud: Any = None, env_file: str | Path = ".env", trace_wait_s: f
     proxy = check_proxy_call(model, call_id, trace_id)
     checks.append(proxy)
     if proxy.status != "pass":
-        checks.append(Check("traces", "trace", "skip", "no call went through the proxy", "fix the proxy phase first"))
+        checks.append(
+            Check("traces", "trace", "skip", "no call went through the proxy", "fix the proxy phase first")
+        )
     else:
-        wait = trace_wait_s if trace_wait_s is not None else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
+        wait = (
+            trace_wait_s
+            if trace_wait_s is not None
+            else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
+        )
         checks.append(check_trace(call_id, wait))
     return checks
 

@@ -6,12 +6,11 @@
 
 Secrets (each a set of environment variables Modal injects into the apps that attach it):
 
-| secret               | from .env                                                        | used by         |
-|----------------------|------------------------------------------------------------------|-----------------|
-| `goat-llm-providers` | the provider keys models.yaml names (`api_key_env`, `api_base_env`) and AZURE_/GROQ_/OPENAI_/ANTHROPIC_ keys | goat-services |
-| `goat-litellm`       | LITELLM_MASTER_KEY (required: the proxy URL is public)           | goat-services   |
-| `goat-langfuse`      | LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_HOST          | goat-services   |
-| `goat-hf-token`      | HF_TOKEN (gated models such as Llama 3.1 need it)                | every vLLM app  |
+- `goat-llm-providers`: provider keys models.yaml names (`api_key_env`, `api_base_env`) and the
+  AZURE_ / GROQ_ / OPENAI_ / ANTHROPIC_ keys; attached to goat-services.
+- `goat-litellm`: LITELLM_MASTER_KEY (required: the proxy URL is public); goat-services.
+- `goat-langfuse`: LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_HOST; goat-services.
+- `goat-hf-token`: HF_TOKEN (gated models such as Llama 3.1 need it); every vLLM app, goat-weights.
 
 Every app attaches its secrets unconditionally (seed 002), so all four are created even when a
 value is missing: a placeholder key (`GOAT_<X>_SET=0`) stands in, never an empty value. An existing
@@ -99,7 +98,11 @@ class SetupPlan:
 
     @property
     def problems(self) -> list[str]:
-        return [f"{s.name}: {k} is required (add it to {self.env_file})" for s in self.secrets for k in s.missing_required]
+        return [
+            f"{s.name}: {k} is required (add it to {self.env_file})"
+            for s in self.secrets
+            for k in s.missing_required
+        ]
 
     def render(self) -> str:
         lines = [f"Modal set-up from {self.env_file}", ""]
@@ -168,8 +171,12 @@ def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_no
         return {k: env[k] for k in keys if k in env}
 
     secrets = [
-        SecretPlan(SECRET_PROVIDERS, "provider API keys for the proxy", pick(provider_names), provider_names, needed),
-        SecretPlan(SECRET_LITELLM, "LiteLLM master key", pick(LITELLM_KEYS), list(LITELLM_KEYS), list(LITELLM_KEYS)),
+        SecretPlan(
+            SECRET_PROVIDERS, "provider API keys for the proxy", pick(provider_names), provider_names, needed
+        ),
+        SecretPlan(
+            SECRET_LITELLM, "LiteLLM master key", pick(LITELLM_KEYS), list(LITELLM_KEYS), list(LITELLM_KEYS)
+        ),
         SecretPlan(SECRET_LANGFUSE, "Langfuse tracing", pick(LANGFUSE_KEYS), list(LANGFUSE_KEYS)),
         SecretPlan(SECRET_HF, "Hugging Face token for gated weights", pick(HF_KEYS), list(HF_KEYS)),
     ]
@@ -181,13 +188,22 @@ def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_no
     if SECRET_HF in {s.name for s in secrets if s.placeholder}:
         warnings.append("no HF_TOKEN: gated models (meta-llama/Llama-3.1-8B-Instruct) will not download")
     langfuse = next(s for s in secrets if s.name == SECRET_LANGFUSE)
-    if langfuse.placeholder is None and not {"LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"} <= set(langfuse.values):
+    if langfuse.placeholder is None and not {"LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"} <= set(
+        langfuse.values
+    ):
         warnings.append("Langfuse needs both LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
 
     volumes = [VOLUME_MODELS, VOLUME_VLLM, VOLUME_FLASHINFER, VOLUME_RESULTS]
     if state is None:
         return SetupPlan(
-            str(env_file), environment, "ensure", secrets, [(v, "ensure") for v in volumes], False, modal_note, warnings
+            str(env_file),
+            environment,
+            "ensure",
+            secrets,
+            [(v, "ensure") for v in volumes],
+            False,
+            modal_note,
+            warnings,
         )
     env_action = "exists" if environment in state["environments"] else "create"
     for s in secrets:

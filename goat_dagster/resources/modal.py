@@ -26,12 +26,16 @@ from goat_dagster.serving.modal_spec import DEFAULT_ENVIRONMENT, ENVIRONMENT_ENV
 class ModalResource(ConfigurableResource):
     """The Modal environment goat deploys into, and the Modal operations assets use."""
 
-    environment: str = Field(default=DEFAULT_ENVIRONMENT, description="Modal environment (goat setup creates it)")
+    environment: str = Field(
+        default=DEFAULT_ENVIRONMENT, description="Modal environment (goat setup creates it)"
+    )
     token_id: str | None = Field(default=None, description="Modal token id; default: ~/.modal.toml")
     token_secret: str | None = Field(default=None, description="Modal token secret; default: ~/.modal.toml")
 
     def cloud(self) -> modal_deploy.ModalCloud:
-        return modal_deploy.ModalCloud(self.environment, token_id=self.token_id, token_secret=self.token_secret)
+        return modal_deploy.ModalCloud(
+            self.environment, token_id=self.token_id, token_secret=self.token_secret
+        )
 
     def ensure_weights(self, entry: ModelEntry, log: Any) -> dict[str, Any]:
         """Weights of a `provider: modal` model in Volume goat-model-cache; what is there."""
@@ -54,8 +58,11 @@ def modal_resource_from_env() -> ModalResource:
     """The resource for `Definitions`: EnvVar for every setting present in the environment, so a
     machine without Modal still loads the code location (Modal's own config fills the gaps)."""
     kwargs: dict[str, Any] = {}
-    for field, var in (("environment", ENVIRONMENT_ENV), ("token_id", "MODAL_TOKEN_ID"),
-                       ("token_secret", "MODAL_TOKEN_SECRET")):
+    for field, var in (
+        ("environment", ENVIRONMENT_ENV),
+        ("token_id", "MODAL_TOKEN_ID"),
+        ("token_secret", "MODAL_TOKEN_SECRET"),
+    ):
         if os.environ.get(var):
             kwargs[field] = EnvVar(var)
     return ModalResource(**kwargs)

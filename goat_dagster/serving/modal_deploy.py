@@ -168,7 +168,8 @@ class ModalCloud:
             worker.join(limit)
             if worker.is_alive():
                 raise ModalUnavailable(
-                    "unreachable", f"no answer from {self.server_url()} within {limit:.0f}s",
+                    "unreachable",
+                    f"no answer from {self.server_url()} within {limit:.0f}s",
                     "check the network, or retry; GOAT_MODAL_TIMEOUT_S raises the limit",
                 )
         err = box.get("error")
@@ -176,7 +177,8 @@ class ModalCloud:
             return box["value"]
         if isinstance(err, mexc.AuthError):
             raise ModalUnavailable(
-                "not logged in", str(err).split(". ")[0],
+                "not logged in",
+                str(err).split(". ")[0],
                 "run `modal setup` or `modal token new`; check MODAL_TOKEN_ID/MODAL_TOKEN_SECRET",
             ) from None
         if isinstance(err, mexc.ConnectionError | ConnectionError | OSError):
@@ -211,7 +213,9 @@ class ModalCloud:
         modal = self._modal()
 
         def lookup() -> str:
-            fn = modal.Function.from_name(app_name, function, environment_name=self.environment, client=self.client())
+            fn = modal.Function.from_name(
+                app_name, function, environment_name=self.environment, client=self.client()
+            )
             url = fn.get_web_url()
             if not url:
                 raise RuntimeError(f"{app_name}.{function} has no web URL")
@@ -251,13 +255,19 @@ class ModalCloud:
     def secrets(self) -> set[str]:
         modal = self._modal()
         return self._call(
-            lambda: {s.name for s in modal.Secret.objects.list(environment_name=self.environment, client=self.client())}
+            lambda: {
+                s.name
+                for s in modal.Secret.objects.list(environment_name=self.environment, client=self.client())
+            }
         )
 
     def volumes(self) -> set[str]:
         modal = self._modal()
         return self._call(
-            lambda: {v.name for v in modal.Volume.objects.list(environment_name=self.environment, client=self.client())}
+            lambda: {
+                v.name
+                for v in modal.Volume.objects.list(environment_name=self.environment, client=self.client())
+            }
         )
 
     def create_environment(self) -> None:
@@ -270,9 +280,13 @@ class ModalCloud:
 
         def run() -> None:
             if exists:
-                modal.Secret.from_name(name, environment_name=self.environment, client=self.client()).update(values)
+                modal.Secret.from_name(name, environment_name=self.environment, client=self.client()).update(
+                    values
+                )
             else:
-                modal.Secret.objects.create(name, values, environment_name=self.environment, client=self.client())
+                modal.Secret.objects.create(
+                    name, values, environment_name=self.environment, client=self.client()
+                )
 
         self._call(run)
 
@@ -310,9 +324,14 @@ def spec_for(entry: ModelEntry, weights: dict[str, Any] | None = None) -> ServeS
     """The app spec for a modal entry. A branch revision is served at the commit the weights
     record resolved it to (and the gpt-oss speculator at the commit downloaded with it)."""
     revision = None
-    if weights and isinstance(entry.weights, HFWeights) and weights.get("repo") == entry.weights.repo:
-        if not is_commit(entry.weights.revision) and weights.get("revision") == entry.weights.revision:
-            revision = weights.get("commit")
+    w = entry.weights
+    if (
+        weights
+        and isinstance(w, HFWeights)
+        and not is_commit(w.revision)
+        and (weights.get("repo"), weights.get("revision")) == (w.repo, w.revision)
+    ):
+        revision = weights.get("commit")
     if entry.engine == "vllm-gpt-oss":
         from goat_dagster.serving.modal_gpt_oss import gpt_oss_spec
 
@@ -329,10 +348,14 @@ def spec_for_key(key: str, expect_engine: str | None = None) -> ServeSpec:
     """For `GOAT_MODEL=<key> modal deploy -m ...`: the spec of that registry entry, checked."""
     entry = load_registry().get(key)
     if entry.provider != "modal":
-        raise ValueError(f"GOAT_MODEL={key}: provider is {entry.provider!r}; only provider: modal models deploy here")
+        raise ValueError(
+            f"GOAT_MODEL={key}: provider is {entry.provider!r}; only provider: modal models deploy here"
+        )
     if expect_engine and entry.engine != expect_engine:
         module = "modal_gpt_oss" if entry.engine == "vllm-gpt-oss" else "modal_vllm"
-        raise ValueError(f"GOAT_MODEL={key} has engine {entry.engine!r}: deploy with -m goat_dagster.serving.{module}")
+        raise ValueError(
+            f"GOAT_MODEL={key} has engine {entry.engine!r}: deploy with -m goat_dagster.serving.{module}"
+        )
     return spec_for(entry, load_weights_record(entry.key))
 
 
@@ -353,7 +376,9 @@ def _hf_cache_path(repo: str, commit: str) -> str:
 # ---- weights ----------------------------------------------------------------------------------
 
 
-def ensure_modal_weights(entry: ModelEntry, log: LogLike, *, cloud: ModalCloud | None = None) -> dict[str, Any]:
+def ensure_modal_weights(
+    entry: ModelEntry, log: LogLike, *, cloud: ModalCloud | None = None
+) -> dict[str, Any]:
     """Download (or find) the entry's weights in Volume `goat-model-cache` by revision; record them.
 
     Returns {model_key, repo, revision, commit, pinned, volume, path, files, n_files, bytes,
@@ -365,7 +390,9 @@ def ensure_modal_weights(entry: ModelEntry, log: LogLike, *, cloud: ModalCloud |
         raise ValueError(f"{entry.key}: ensure_modal_weights is for provider: modal models with hf weights")
     cloud = cloud or ModalCloud()
     spec = spec_for(entry)
-    log.info(f"{entry.key}: weights {w.repo}@{w.revision} -> Modal volume {VOLUME_MODELS} ({cloud.environment})")
+    log.info(
+        f"{entry.key}: weights {w.repo}@{w.revision} -> Modal volume {VOLUME_MODELS} ({cloud.environment})"
+    )
     t0 = time.monotonic()
     main = cloud.download_weights(w.repo, w.revision, list(w.files))
     if w.pinned and main["commit"] != w.revision:
@@ -455,7 +482,9 @@ def probe_endpoint(
                 "max_tokens": 8,
                 "temperature": 0,
             }
-            r = http.post(f"{base}/v1/chat/completions", json=body, timeout=max(deadline - time.monotonic(), 60))
+            r = http.post(
+                f"{base}/v1/chat/completions", json=body, timeout=max(deadline - time.monotonic(), 60)
+            )
             r.raise_for_status()
             if not r.json().get("choices"):
                 raise ValueError(f"no choices in the answer: {r.text[:200]}")
@@ -477,7 +506,11 @@ def smoke_test(url: str, served_name: str, *, prompt: str, timeout_s: float) -> 
         "function": {
             "name": "get_weather",
             "description": "Current weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
     with httpx.Client(timeout=300) as http:
@@ -587,7 +620,9 @@ def stop_modal_endpoint(entry: ModelEntry, log: LogLike, *, cloud: ModalCloud | 
     cloud = cloud or ModalCloud()
     spec = spec_for(entry, load_weights_record(entry.key))
     stopped = cloud.stop(spec.app_name)
-    log.info(f"{entry.key}: {spec.app_name} {'stopped' if stopped else 'was not deployed'} ({cloud.environment})")
+    log.info(
+        f"{entry.key}: {spec.app_name} {'stopped' if stopped else 'was not deployed'} ({cloud.environment})"
+    )
     ep = load_endpoint(entry.key)
     if ep is not None and ep.provider == "modal":
         ep.healthy = False
@@ -638,4 +673,3 @@ def ensure_modal_services(
     p.write_text(json.dumps(record, indent=2))
     log.info(f"LiteLLM proxy on Modal: {url} (set GOAT_LITELLM_URL={url} to route through it)")
     return url
-

@@ -3,7 +3,7 @@
 Deploy::
 
     GOAT_MODEL=gpt-oss-20b modal deploy -m goat_dagster.serving.modal_gpt_oss --env goat
-    GOAT_MODEL=gpt-oss-20b modal run -m goat_dagster.serving.modal_gpt_oss --env goat   # smoke test
+    GOAT_MODEL=gpt-oss-20b modal run --env goat -m goat_dagster.serving.modal_gpt_oss   # smoke test
 
 Differences from `modal_vllm` (seed 002; modal-labs/modal-examples `gpt_oss_inference.py`):
 - CUDA 12.8.1 *devel* base image (FlashInfer JIT-compiles its MXFP4 MoE kernels with nvcc) and the
@@ -57,7 +57,11 @@ def speculative_config(repo: str, revision: str | None = None) -> dict[str, Any]
     draft = SPECULATORS.get(repo)
     if draft is None:
         return None
-    cfg: dict[str, Any] = {"model": draft, "method": "eagle3", "num_speculative_tokens": NUM_SPECULATIVE_TOKENS}
+    cfg: dict[str, Any] = {
+        "model": draft,
+        "method": "eagle3",
+        "num_speculative_tokens": NUM_SPECULATIVE_TOKENS,
+    }
     if revision:
         cfg["revision"] = revision
     return cfg
@@ -80,10 +84,14 @@ def default_engine_args(repo: str, max_inputs: int, speculator_revision: str | N
     return args
 
 
-def gpt_oss_spec(entry: ModelEntry, *, revision: str | None = None, speculator_revision: str | None = None) -> ServeSpec:
+def gpt_oss_spec(
+    entry: ModelEntry, *, revision: str | None = None, speculator_revision: str | None = None
+) -> ServeSpec:
     spec = base_spec(entry, revision=revision)
     if spec.engine != ENGINE:
-        raise ValueError(f"{entry.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm")
+        raise ValueError(
+            f"{entry.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm"
+        )
     args = {**default_engine_args(spec.repo, spec.max_inputs, speculator_revision), **spec.engine_args}
     env = {"VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8": "1"} if spec.gpu.upper() in BLACKWELL else {}
     return ServeSpec(**{**spec.__dict__, "engine_args": args, "extra_env": env})
@@ -128,12 +136,18 @@ def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
     from goat_dagster.serving.modal_deploy import smoke_test
 
     assert SPEC is not None
-    print(smoke_test(serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s))
+    print(
+        smoke_test(
+            serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s
+        )
+    )
 
 
 def build_gpt_oss_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
     if spec.engine != ENGINE:
-        raise ValueError(f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm")
+        raise ValueError(
+            f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm"
+        )
     return build_serve_app(spec, gpt_oss_image(spec), gpt_oss_volumes(), _serve_raw, smoke)
 
 

@@ -105,7 +105,8 @@ def for_modal(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     bad = _literal_secrets(config)
     if bad:
         raise ConfigError(
-            "the LiteLLM config holds literal credentials at " + ", ".join(bad)
+            "the LiteLLM config holds literal credentials at "
+            + ", ".join(bad)
             + "; use os.environ/NAME references (values go in the Modal secrets via `goat setup`)"
         )
     cfg = json.loads(json.dumps(config))  # deep copy, and proof it is JSON-serialisable

@@ -244,5 +244,7 @@ def cost_table(registry: Any) -> str:
             continue
         n = m.modal.n_gpu
         rate = m.pricing.gpu_hour_usd
-        rows.append(f"| `{m.gateway_name}` | `{app_name_for(m.key)}` | {m.gpu} | {n} | {rate:.2f} | {n * rate:.2f} |")
+        rows.append(
+            f"| `{m.gateway_name}` | `{app_name_for(m.key)}` | {m.gpu} | {n} | {rate:.2f} | {n * rate:.2f} |"
+        )
     return "\n".join(rows)

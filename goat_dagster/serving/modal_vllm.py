@@ -3,7 +3,7 @@
 Deploy (the key is a models.yaml key with `provider: modal`, `engine: vllm`)::
 
     GOAT_MODEL=qwen3-4b modal deploy -m goat_dagster.serving.modal_vllm --env goat
-    GOAT_MODEL=qwen3-4b modal run -m goat_dagster.serving.modal_vllm --env goat   # smoke test
+    GOAT_MODEL=qwen3-4b modal run --env goat -m goat_dagster.serving.modal_vllm   # smoke test
 
 or let Dagster do it: `serving_endpoint` calls `modal_deploy.ensure_modal_endpoint`, which builds
 the same app with `build_vllm_app` and deploys it. gpt-oss models have their own image:
@@ -80,7 +80,11 @@ def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
     from goat_dagster.serving.modal_deploy import smoke_test
 
     assert SPEC is not None
-    print(smoke_test(serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s))
+    print(
+        smoke_test(
+            serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s
+        )
+    )
 
 
 def build_serve_app(
@@ -91,7 +95,9 @@ def build_serve_app(
     `raw_serve` and `raw_smoke` must be module-level functions of the module that rebuilds this app
     on import in the container (Modal imports the function's module there and looks the name up).
     """
-    app = modal.App(spec.app_name, tags={"goat-model": spec.app_name[len("goat-vllm-") :], "goat-spec": spec.digest})
+    app = modal.App(
+        spec.app_name, tags={"goat-model": spec.app_name[len("goat-vllm-") :], "goat-spec": spec.digest}
+    )
     web = modal.web_server(port=VLLM_PORT, startup_timeout=spec.startup_timeout_s)(raw_serve)
     fn = app.function(
         image=image,

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,12 +95,10 @@ def layers():
     return image_commands
 
 
-@pytest.fixture
-def goat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "goat"
-    monkeypatch.setenv("GOAT_HOME", str(home))
+@pytest.fixture(autouse=True)
+def _no_goat_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOAT_MODEL makes the app modules build an app at import; tests choose explicitly."""
     monkeypatch.delenv("GOAT_MODEL", raising=False)
-    return home
 
 
 # ---- a stand-in for a deployed vLLM app --------------------------------------------------------
@@ -144,7 +141,9 @@ class StandInApp:
                 if self.path == "/health":
                     return self._send(200, {})
                 if self.path == "/v1/models":
-                    return self._send(200, {"object": "list", "data": [{"id": s, "object": "model"} for s in app.served]})
+                    return self._send(
+                        200, {"object": "list", "data": [{"id": s, "object": "model"} for s in app.served]}
+                    )
                 self._send(404, {"error": "not found"})
 
             def do_POST(self) -> None:
@@ -154,12 +153,22 @@ class StandInApp:
                     return self._send(503, {"error": "starting"})
                 if self.path != "/v1/chat/completions" or body.get("model") not in app.served:
                     return self._send(404, {"error": f"model {body.get('model')!r} not served"})
-                self._send(200, {
-                    "id": "chatcmpl-standin", "object": "chat.completion", "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "OK"}}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-standin",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "OK"},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -30,7 +30,14 @@ MODAL_MODELS = [m for m in REGISTRY.models.values() if m.provider == "modal"]
 
 def test_registry_has_the_seed_models_on_modal():
     keys = {m.key for m in MODAL_MODELS}
-    assert {"llama-3.1-8b", "qwen3-4b", "qwen3-30b-a3b", "qwen3-235b-fp8", "gpt-oss-20b", "gpt-oss-120b"} <= keys
+    assert {
+        "llama-3.1-8b",
+        "qwen3-4b",
+        "qwen3-30b-a3b",
+        "qwen3-235b-fp8",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+    } <= keys
     # every Modal model is pinned to a commit (no `main` left)
     assert all(m.weights.pinned for m in MODAL_MODELS), [m.key for m in MODAL_MODELS if not m.weights.pinned]
 
@@ -52,7 +59,10 @@ def test_app_from_registry_entry(entry, inspect_function, layers):
     assert d["web_server_port"] == 8000
     assert d["web_server_startup_timeout"] == entry.modal.startup_timeout_s
     assert d["secrets"] == ["modal.Secret.from_name('goat-hf-token')"]  # always attached
-    expected_volumes = {"/root/.cache/huggingface": "goat-model-cache", "/root/.cache/vllm": "goat-vllm-cache"}
+    expected_volumes = {
+        "/root/.cache/huggingface": "goat-model-cache",
+        "/root/.cache/vllm": "goat-vllm-cache",
+    }
     if entry.engine == "vllm-gpt-oss":
         expected_volumes["/root/.cache/flashinfer"] = "goat-flashinfer-cache"
     assert d["volumes"] == expected_volumes
@@ -89,8 +99,11 @@ def test_gpt_oss_recipe():
     spec = spec_for(REGISTRY.get("gpt-oss-120b"))
     cmd = vllm_command(spec)
     spec_cfg = json.loads(cmd[cmd.index("--speculative-config") + 1])
-    assert spec_cfg == {"model": "RedHatAI/gpt-oss-120b-speculator.eagle3", "method": "eagle3",
-                        "num_speculative_tokens": 7}
+    assert spec_cfg == {
+        "model": "RedHatAI/gpt-oss-120b-speculator.eagle3",
+        "method": "eagle3",
+        "num_speculative_tokens": 7,
+    }
     assert json.loads(cmd[cmd.index("--compilation-config") + 1])["pass_config"]["fuse_allreduce_rms"] is True
     for flag in ("--async-scheduling", "--no-enforce-eager"):
         assert flag in cmd
@@ -103,8 +116,9 @@ def test_gpt_oss_recipe():
 
 def test_registry_engine_args_override_gpt_oss_defaults():
     entry = REGISTRY.get("gpt-oss-20b")
-    changed = entry.model_copy(update={"engine_args": {**entry.engine_args, "speculative-config": None,
-                                                       "kv-cache-dtype": "auto"}})
+    changed = entry.model_copy(
+        update={"engine_args": {**entry.engine_args, "speculative-config": None, "kv-cache-dtype": "auto"}}
+    )
     cmd = vllm_command(spec_for(changed))
     assert "--speculative-config" not in cmd
     assert cmd[cmd.index("--kv-cache-dtype") + 1] == "auto"
@@ -134,7 +148,7 @@ def test_weights_fit_the_gpus():
     for m in MODAL_MODELS:
         spec = spec_for(m)
         assert fits_message(spec, 10 * 10**9) is None
-    # the seed's A10G for Qwen3-30B-A3B (61 GB of BF16 weights) is refused before a GPU is paid for
+    # 61 GB of weights (Qwen3-30B-A3B in BF16) on one 24 GB A10G is refused before a GPU is paid for
     small = spec_for(REGISTRY.get("qwen3-4b"))
     msg = fits_message(small, 61 * 10**9)
     assert msg and "do not fit 1x A10G" in msg and "n_gpu" in msg
@@ -144,13 +158,17 @@ def test_container_reimport_rebuilds_the_same_function(monkeypatch, inspect_func
     """Seed 002: Modal re-imports the module in the container, where only the image env exists.
     The function rebuilt there must have the same dependencies (secret, image, volumes) as the
     deployed one, or Modal rejects it ("dep count mismatch")."""
-    for key, module in (("qwen3-4b", "goat_dagster.serving.modal_vllm"),
-                        ("gpt-oss-20b", "goat_dagster.serving.modal_gpt_oss")):
+    for key, module in (
+        ("qwen3-4b", "goat_dagster.serving.modal_vllm"),
+        ("gpt-oss-20b", "goat_dagster.serving.modal_gpt_oss"),
+    ):
         spec = spec_for(REGISTRY.get(key))
         _, local_fn = build_app_for(spec)
         monkeypatch.setenv(SPEC_ENV, spec.to_json())
         monkeypatch.setattr(modal, "is_local", lambda: False)
-        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith("goat_dagster.serving.modal_")}
+        saved = {
+            k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith("goat_dagster.serving.modal_")
+        }
         try:
             mod = importlib.import_module(module)
             remote_fn = mod.serve
@@ -212,19 +230,39 @@ def test_weights_app(inspect_function, layers):
 
 
 def test_services_app(inspect_function, layers):
-    cfg = {"model_list": [{"model_name": "gpt-5-nano", "litellm_params": {
-        "model": "azure/gpt-5-nano", "api_key": "os.environ/AZURE_API_KEY", "api_base": "os.environ/AZURE_API_BASE"}}]}
+    cfg = {
+        "model_list": [
+            {
+                "model_name": "gpt-5-nano",
+                "litellm_params": {
+                    "model": "azure/gpt-5-nano",
+                    "api_key": "os.environ/AZURE_API_KEY",
+                    "api_base": "os.environ/AZURE_API_BASE",
+                },
+            }
+        ]
+    }
     spec, dropped = modal_services.services_spec(cfg)
     assert dropped == []
     app, fn = modal_services.build_services_app(spec)
     d = inspect_function(fn)
     assert app.name == "goat-services" and d["tag"] == "proxy"
     assert d["web_server_port"] == 4000
-    assert sorted(d["secrets"]) == sorted(f"modal.Secret.from_name('{s}')"
-                                          for s in ("goat-llm-providers", "goat-litellm", "goat-langfuse"))
+    assert sorted(d["secrets"]) == sorted(
+        f"modal.Secret.from_name('{s}')" for s in ("goat-llm-providers", "goat-litellm", "goat-langfuse")
+    )
     assert d["volumes"] == {"/goat": "goat-results"}
     assert d["gpus"] == []
     text = "\n".join(layers(d["image"]))
     assert f"litellm[proxy]=={modal_services.litellm_version()}" in text
     assert "GOAT_HOME=/goat" in text
     assert spec.config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+
+
+def test_readme_cost_table_matches_the_registry():
+    from goat_dagster.config import project_dir
+    from goat_dagster.serving.modal_spec import cost_table
+
+    readme = (project_dir() / "README.md").read_text()
+    start, end = "<!-- cost-table:start -->\n", "\n<!-- cost-table:end -->"
+    assert readme[readme.index(start) + len(start) : readme.index(end)] == cost_table(REGISTRY)

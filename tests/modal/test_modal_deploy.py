@@ -105,7 +105,11 @@ def _hf_snapshot(root: Path, repo: str, commit: str, files: dict[str, bytes]) ->
     repo_dir = root / "hub" / f"models--{repo.replace('/', '--')}"
     snap = repo_dir / "snapshots" / commit
     for name, data in files.items():
-        etag = hashlib.sha256(data).hexdigest() if name.endswith(".safetensors") else hashlib.sha1(data).hexdigest()
+        etag = (
+            hashlib.sha256(data).hexdigest()
+            if name.endswith(".safetensors")
+            else hashlib.sha1(data).hexdigest()
+        )
         blob = repo_dir / "blobs" / etag
         blob.parent.mkdir(parents=True, exist_ok=True)
         blob.write_bytes(data)
@@ -119,10 +123,17 @@ def test_weights_record_resolves_a_branch(goat_home, fake_cloud, tmp_path, stand
     entry = REGISTRY.get("qwen3-4b")
     loose = entry.model_copy(update={"weights": entry.weights.model_copy(update={"revision": "main"})})
     commit = "c" * 40
-    snap = _hf_snapshot(tmp_path / "hf", entry.weights.repo, commit,
-                        {"config.json": b"{}", "model.safetensors": b"x" * 1000, "sub/tokenizer.json": b"[]"})
-    fake_cloud.snapshots[entry.weights.repo] = {"repo": entry.weights.repo, "revision": "main",
-                                               **snapshot_inventory(snap)}
+    snap = _hf_snapshot(
+        tmp_path / "hf",
+        entry.weights.repo,
+        commit,
+        {"config.json": b"{}", "model.safetensors": b"x" * 1000, "sub/tokenizer.json": b"[]"},
+    )
+    fake_cloud.snapshots[entry.weights.repo] = {
+        "repo": entry.weights.repo,
+        "revision": "main",
+        **snapshot_inventory(snap),
+    }
     record = ensure_modal_weights(loose, LOG, cloud=fake_cloud)
     assert fake_cloud.downloads == [(entry.weights.repo, "main", entry.weights.files)]
     assert record["commit"] == commit and record["pinned"] is False
@@ -130,7 +141,10 @@ def test_weights_record_resolves_a_branch(goat_home, fake_cloud, tmp_path, stand
     safet = next(f for f in record["files"] if f["path"] == "model.safetensors")
     assert safet["sha256"] == safet["etag"] and len(safet["sha256"]) == 64
     assert next(f for f in record["files"] if f["path"] == "config.json")["sha256"] is None
-    assert record["path"] == f"/root/.cache/huggingface/hub/models--Qwen--Qwen3-4B-Instruct-2507/snapshots/{commit}"
+    assert (
+        record["path"]
+        == f"/root/.cache/huggingface/hub/models--Qwen--Qwen3-4B-Instruct-2507/snapshots/{commit}"
+    )
     assert load_weights_record("qwen3-4b") == json.loads(json.dumps(record))
     # the endpoint then serves exactly that commit
     spec = spec_for(loose, load_weights_record("qwen3-4b"))
@@ -145,11 +159,19 @@ def test_gpt_oss_weights_bring_the_speculator(goat_home, fake_cloud, tmp_path):
     entry = REGISTRY.get("gpt-oss-20b")
     main = _hf_snapshot(tmp_path / "hf", entry.weights.repo, entry.weights.revision, {"config.json": b"{}"})
     draft_commit = "d" * 40
-    draft = _hf_snapshot(tmp_path / "hf", "RedHatAI/gpt-oss-20b-speculator.eagle3", draft_commit, {"config.json": b"{}"})
-    fake_cloud.snapshots[entry.weights.repo] = {"repo": entry.weights.repo, "revision": entry.weights.revision,
-                                               **snapshot_inventory(main)}
+    draft = _hf_snapshot(
+        tmp_path / "hf", "RedHatAI/gpt-oss-20b-speculator.eagle3", draft_commit, {"config.json": b"{}"}
+    )
+    fake_cloud.snapshots[entry.weights.repo] = {
+        "repo": entry.weights.repo,
+        "revision": entry.weights.revision,
+        **snapshot_inventory(main),
+    }
     fake_cloud.snapshots["RedHatAI/gpt-oss-20b-speculator.eagle3"] = {
-        "repo": "RedHatAI/gpt-oss-20b-speculator.eagle3", "revision": "main", **snapshot_inventory(draft)}
+        "repo": "RedHatAI/gpt-oss-20b-speculator.eagle3",
+        "revision": "main",
+        **snapshot_inventory(draft),
+    }
     record = ensure_modal_weights(entry, LOG, cloud=fake_cloud)
     assert record["extra"][0]["commit"] == draft_commit
     spec = spec_for(entry, record)
@@ -160,8 +182,16 @@ def test_endpoint_refuses_weights_that_cannot_fit(goat_home, fake_cloud):
     entry = REGISTRY.get("qwen3-4b")
     from goat_dagster.serving.modal_deploy import save_weights_record
 
-    save_weights_record({"model_key": "qwen3-4b", "repo": entry.weights.repo, "revision": entry.weights.revision,
-                         "commit": entry.weights.revision, "bytes": 61 * 10**9, "extra": []})
+    save_weights_record(
+        {
+            "model_key": "qwen3-4b",
+            "repo": entry.weights.repo,
+            "revision": entry.weights.revision,
+            "commit": entry.weights.revision,
+            "bytes": 61 * 10**9,
+            "extra": [],
+        }
+    )
     with pytest.raises(ValueError, match="do not fit 1x A10G"):
         ensure_modal_endpoint(entry, LOG, cloud=fake_cloud)
     assert fake_cloud.deployed == []
@@ -170,15 +200,28 @@ def test_endpoint_refuses_weights_that_cannot_fit(goat_home, fake_cloud):
 def test_services_config_for_modal(goat_home, fake_cloud):
     cfg = {
         "model_list": [
-            {"model_name": "smollm2-135m-local", "litellm_params": {"model": "openai/smollm2-135m",
-                                                                    "api_base": "http://127.0.0.1:8100/v1"}},
-            {"model_name": "qwen3-4b-local", "litellm_params": {"model": "hosted_vllm/Qwen/Qwen3-4B-Instruct-2507",
-                                                                "api_base": "https://ws--goat-vllm-qwen3-4b-serve.modal.run/v1"}},
-            {"model_name": "gpt-5-nano", "litellm_params": {"model": "azure/gpt-5-nano",
-                                                            "api_key": "os.environ/AZURE_API_KEY"}},
+            {
+                "model_name": "smollm2-135m-local",
+                "litellm_params": {"model": "openai/smollm2-135m", "api_base": "http://127.0.0.1:8100/v1"},
+            },
+            {
+                "model_name": "qwen3-4b-local",
+                "litellm_params": {
+                    "model": "hosted_vllm/Qwen/Qwen3-4B-Instruct-2507",
+                    "api_base": "https://ws--goat-vllm-qwen3-4b-serve.modal.run/v1",
+                },
+            },
+            {
+                "model_name": "gpt-5-nano",
+                "litellm_params": {"model": "azure/gpt-5-nano", "api_key": "os.environ/AZURE_API_KEY"},
+            },
         ],
-        "router_settings": {"fallbacks": [{"gpt-5-nano": ["smollm2-135m-local", "qwen3-4b-local"]},
-                                          {"smollm2-135m-local": ["gpt-5-nano"]}]},
+        "router_settings": {
+            "fallbacks": [
+                {"gpt-5-nano": ["smollm2-135m-local", "qwen3-4b-local"]},
+                {"smollm2-135m-local": ["gpt-5-nano"]},
+            ]
+        },
     }
     out, dropped = modal_services.for_modal(cfg)
     assert dropped == ["smollm2-135m-local"]
@@ -187,7 +230,9 @@ def test_services_config_for_modal(goat_home, fake_cloud):
     assert out["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert cfg["model_list"][0]["model_name"] == "smollm2-135m-local"  # input untouched
 
-    leaky = {"model_list": [{"model_name": "x", "litellm_params": {"model": "azure/x", "api_key": "sk-live-123"}}]}
+    leaky = {
+        "model_list": [{"model_name": "x", "litellm_params": {"model": "azure/x", "api_key": "sk-live-123"}}]
+    }
     with pytest.raises(modal_services.ConfigError, match=r"model_list\[0\].litellm_params.api_key") as err:
         modal_services.for_modal(leaky)
     assert "sk-live-123" not in str(err.value)
@@ -232,8 +277,11 @@ def test_resource_builds_the_edge_from_env(monkeypatch):
     monkeypatch.setenv("GOAT_MODAL_ENVIRONMENT", "goat-ci")
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-ci")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-ci")
-    res = ModalResource(environment=EnvVar("GOAT_MODAL_ENVIRONMENT"), token_id=EnvVar("MODAL_TOKEN_ID"),
-                        token_secret=EnvVar("MODAL_TOKEN_SECRET"))
+    res = ModalResource(
+        environment=EnvVar("GOAT_MODAL_ENVIRONMENT"),
+        token_id=EnvVar("MODAL_TOKEN_ID"),
+        token_secret=EnvVar("MODAL_TOKEN_SECRET"),
+    )
     cloud = res.process_config_and_initialize().cloud()
     assert cloud.environment == "goat-ci" and cloud.credentials_present()
     assert cloud._token == ("ak-ci", "as-ci")
