@@ -209,16 +209,20 @@ class ModalCloud:
 
         self._call(run, timeout_s=None)
 
-    def web_url(self, app_name: str, function: str = SERVE_FUNCTION) -> str:
+    def web_url(self, app_name: str, function: str = SERVE_FUNCTION) -> str | None:
+        """The function's public URL, or None when the app (or function) is not deployed."""
         modal = self._modal()
 
-        def lookup() -> str:
+        def lookup() -> str | None:
             fn = modal.Function.from_name(
                 app_name, function, environment_name=self.environment, client=self.client()
             )
-            url = fn.get_web_url()
+            try:
+                url = fn.get_web_url()
+            except modal.exception.NotFoundError:
+                return None
             if not url:
-                raise RuntimeError(f"{app_name}.{function} has no web URL")
+                raise RuntimeError(f"{app_name}.{function} is deployed but has no web URL")
             return str(url)
 
         return self._call(lookup)
@@ -565,24 +569,36 @@ def ensure_modal_endpoint(
         if problem:
             raise ValueError(problem)
     tags = cloud.app_tags(spec.app_name)
+    current = not redeploy and tags is not None and tags.get("goat-spec") == spec.digest
+    url = cloud.web_url(spec.app_name) if current else None
     deploy_s = None
-    if redeploy or tags is None or tags.get("goat-spec") != spec.digest:
-        why = "forced" if redeploy else "not deployed" if tags is None else "models.yaml changed"
+    if url is None:
+        why = (
+            "forced"
+            if redeploy
+            else "not deployed"
+            if tags is None
+            else "models.yaml changed"
+            if tags.get("goat-spec") != spec.digest
+            else "stopped"
+        )
         log.info(f"{entry.key}: deploying {spec.app_name} to Modal environment {cloud.environment} ({why})")
         app, _ = build_app_for(spec)
         t0 = time.monotonic()
         cloud.deploy(app)
         deploy_s = round(time.monotonic() - t0, 1)
+        url = cloud.web_url(spec.app_name)
+        if url is None:
+            raise RuntimeError(f"{spec.app_name} was deployed but Modal has no URL for its serve function")
     else:
         log.info(f"{entry.key}: {spec.app_name} is deployed and current (spec {spec.digest[:12]})")
-    url = cloud.web_url(spec.app_name)
     log.info(f"{entry.key}: {url} — waiting up to {spec.startup_timeout_s}s for /health (cold start)")
     probe = probe_endpoint(url, spec.served_model, timeout_s=spec.startup_timeout_s + 60, log=log)
     detail = {
         "environment": cloud.environment,
         "url": url,
         "gpu": spec.gpu_request,
-        "usd_per_hour": round(spec.n_gpu * spec.gpu_hour_usd, 2),
+        "usd_per_hour": round(spec.n_gpu * entry.pricing.gpu_hour_usd, 2),
         "revision": spec.revision,
         "spec_digest": spec.digest,
         "deployed_now": deploy_s is not None,
@@ -659,6 +675,8 @@ def ensure_modal_services(
         app, _ = modal_services.build_services_app(spec)
         cloud.deploy(app)
     url = cloud.web_url(modal_services.APP_NAME, modal_services.PROXY_FUNCTION)
+    if url is None:
+        raise RuntimeError(f"{modal_services.APP_NAME} is not deployed in {cloud.environment}")
     record = {
         "app_name": modal_services.APP_NAME,
         "url": url,

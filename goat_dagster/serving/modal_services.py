@@ -132,8 +132,10 @@ def for_modal(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             for k, v in fb.items()
             if k in names and any(t in names for t in v)
         ]
-    general = cfg.setdefault("general_settings", {})
-    general.setdefault("master_key", MASTER_KEY_REF)  # a public URL must never be an open proxy
+    general = cfg.get("general_settings") or {}
+    if not general.get("master_key"):
+        general["master_key"] = MASTER_KEY_REF  # a public URL must never be an open proxy
+    cfg["general_settings"] = general
     return cfg, sorted(dropped)
 
 

@@ -109,7 +109,6 @@ class ServeSpec:
     max_inputs: int
     startup_timeout_s: int
     timeout_s: int
-    gpu_hour_usd: float = 0.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -168,7 +167,6 @@ def base_spec(entry: ModelEntry, *, revision: str | None = None, **overrides: An
         "max_inputs": entry.modal.max_concurrent_inputs,
         "startup_timeout_s": entry.modal.startup_timeout_s,
         "timeout_s": entry.modal.timeout_s,
-        "gpu_hour_usd": entry.pricing.gpu_hour_usd,
     }
     fields.update(overrides)
     return ServeSpec(**fields)

@@ -5,7 +5,8 @@ snapshot downloaded here by revision is what `vllm serve --revision <commit>` fi
 and a GPU never waits on a download. `modal_deploy.ensure_modal_weights` runs it (an ephemeral
 `app.run()`), one model at a time::
 
-    modal run --env goat -m goat_dagster.serving.modal_weights --repo Qwen/Qwen3-4B-Instruct-2507 --revision <sha>
+    modal run --env goat -m goat_dagster.serving.modal_weights \
+        --repo Qwen/Qwen3-4B-Instruct-2507 --revision <sha>
 
 The function answers with what is on the Volume: the resolved commit (a branch like `main` is
 resolved and recorded), every file with its size and its hub etag (the sha256 for LFS files, as

@@ -202,8 +202,8 @@ class FakeCloud:
         self.deployed.append(app)
         self.tags[app.name] = dict(synchronizer._translate_in(app)._local_state.tags)
 
-    def web_url(self, app_name: str, function: str = "serve") -> str:
-        return self.urls[app_name]
+    def web_url(self, app_name: str, function: str = "serve") -> str | None:
+        return self.urls[app_name] if app_name in self.tags else None
 
     def stop(self, app_name: str) -> bool:
         self.stopped.append(app_name)
