@@ -5,12 +5,13 @@ from __future__ import annotations
 from dagster import Definitions
 
 from goat_dagster import config
+from goat_dagster.assets.leaderboard import leaderboard
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.sensors.registry import model_registry_sensor
 
 config.export_environment()
 
 defs = Definitions(
-    assets=[model_registry],
+    assets=[model_registry, leaderboard],
     sensors=[model_registry_sensor],
 )
