@@ -117,3 +117,16 @@ def test_definitions_validate() -> None:
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_pools_are_configured_once(pg_instance) -> None:
+    from goat_dagster.instance import POOL_LIMITS, configure_pools
+
+    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
+    assert {k: limits.get(k) for k in POOL_LIMITS} == POOL_LIMITS
+    # a limit a person changed in the UI survives the next start
+    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 2)
+    configure_pools(pg_instance)
+    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
+    assert limits["serving-local"] == 2
+    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 1)
