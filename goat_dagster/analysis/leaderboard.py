@@ -210,6 +210,13 @@ def _errors(r: dict[str, Any]) -> str:
     return f"{r['errors']} ({', '.join(parts)})" if parts else str(r["errors"])
 
 
+def _pass_at_k(r: dict[str, Any]) -> str:
+    if r["k"] is None:
+        return "-"
+    partial = f" ({r['pass_at_k_tasks']}/{r['tasks']} tasks)" if r["pass_at_k_tasks"] < r["tasks"] else ""
+    return f"pass@{r['k']} {_pct(r['pass_at_k'])}{partial}"
+
+
 def display_rows(board: Leaderboard) -> list[dict[str, str]]:
     """Every leaderboard column as formatted text, one dict per ranked run."""
     out = []
@@ -227,7 +234,7 @@ def display_rows(board: Leaderboard) -> list[dict[str, str]]:
                 "errors": _errors(r),
                 "pass@1": _pct(r["pass_rate"]),
                 "95% CI": _ci(r),
-                "pass@k": "-" if r["k"] is None else f"pass@{r['k']} {_pct(r['pass_at_k'])}",
+                "pass@k": _pass_at_k(r),
                 "cost": _usd(r["cost_usd"]),
                 "cost/solved": _usd(r["cost_per_solved"]),
                 "calls": str(r["calls"]),

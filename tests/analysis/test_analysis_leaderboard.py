@@ -142,8 +142,8 @@ def test_task_matrix_and_markdown(fixed_lake: GoatPaths) -> None:
     ]
     details = details_markdown(board)
     assert (
-        "| beta | smoke | run-b1 | 5 | 3 | 14 | 6 | 8 | 1 (timeout 1) | 42.9% | 21.4-67.4 | pass@3 75.0% "
-        "| $0 | $0 | 0 | - | 30.50 / 51.35 | 150 / 15 |"
+        "| beta | smoke | run-b1 | 5 | 3 | 14 | 6 | 8 | 1 (timeout 1) | 42.9% | 21.4-67.4 "
+        "| pass@3 75.0% (4/5 tasks) | $0 | $0 | 0 | - | 30.50 / 51.35 | 150 / 15 |"
     ) in details
     assert "| 6 | 3.50 / 8.75 | 25.00 / 38.50 | 1050 / 105 |" in details
     matrix = matrix_markdown(board)
