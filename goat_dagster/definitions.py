@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from goat_dagster import config
+from goat_dagster.assets.leaderboard import leaderboard
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.resources.modal import modal_resource_from_env
 from goat_dagster.sensors.registry import model_registry_sensor
@@ -12,7 +13,7 @@ from goat_dagster.sensors.registry import model_registry_sensor
 config.export_environment()
 
 defs = Definitions(
-    assets=[model_registry],
+    assets=[model_registry, leaderboard],
     sensors=[model_registry_sensor],
     resources={"modal": modal_resource_from_env()},
 )
