@@ -96,6 +96,16 @@ def ensure_postgres() -> str:
     return os.environ["DAGSTER_PG_URL"]
 
 
+def stop_postgres() -> None:
+    """Release this process's handle on the embedded server (it stops if this was the last user)."""
+    global _server
+    if _server is not None:
+        _server.cleanup()
+        _server = None
+        os.environ.pop(EMBEDDED_FLAG, None)
+        os.environ.pop("DAGSTER_PG_URL", None)
+
+
 def prepare_dagster_home() -> Path:
     """`$GOAT_HOME/dagster` with dagster.yaml linked to the project's; exported as DAGSTER_HOME."""
     p = config.export_environment().ensure()

@@ -32,8 +32,16 @@ def goat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A DagsterInstance stored in a real PostgreSQL 16 (pgserver), built by goat's own code."""
+def pg_instance() -> Iterator:
+    """A DagsterInstance stored in a real PostgreSQL 16 (pgserver), built by goat's own code.
+
+    Its GOAT_HOME is a private directory outside pytest's basetemp: as root, pgserver runs
+    PostgreSQL as the `pgserver` user, which must be able to traverse the path, and pytest (of this
+    or a concurrent session) resets /tmp/pytest-of-<user> to mode 700.
+    """
+    import shutil
+    import tempfile
+
     from goat_dagster import instance as goat_instance
 
     saved = {
@@ -46,7 +54,8 @@ def pg_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
             "GOAT_PROJECT_DIR",
         )
     }
-    home = tmp_path_factory.mktemp("pg-home")
+    home = Path(tempfile.mkdtemp(prefix="goat-test-pg-"))
+    home.chmod(0o755)
     os.environ["GOAT_HOME"] = str(home)
     os.environ["GOAT_PROJECT_DIR"] = str(PROJECT)
     os.environ.pop("DAGSTER_PG_URL", None)
@@ -56,6 +65,8 @@ def pg_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         yield inst
     finally:
         inst.dispose()
+        goat_instance.stop_postgres()
+        shutil.rmtree(home, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
