@@ -74,16 +74,17 @@ def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> 
     if run_id is None:
         raise Failure(f"no benchmark run found for model {partition!r}: materialize benchmark_results first")
     settings = langfuse.settings()
+    source = "langfuse" if settings else "sink"
     try:
         load_calls(run_id)
-        verified = verify_run(run_id, langfuse=settings)
+        verified = verify_run(run_id, source=source, langfuse=settings)
         records, found, missing, n_calls = verified.records, verified.found, verified.missing, verified.n_calls
         journal = True
     except FileNotFoundError:
-        _, records = collect_traces(run_id, langfuse=settings)
+        _, records = collect_traces(run_id, source=source, langfuse=settings)
         found, missing, _ = match_calls([], records)
         n_calls, journal = 0, False
-    result = export_traces(run_id, langfuse=settings, records=records)
+    result = export_traces(run_id, source=source, langfuse=settings, records=records)
     summary = result.summary()
     context.log.info(f"run {run_id}: {result.rows} traces from {result.source} -> {result.path}")
     check = AssetCheckResult(

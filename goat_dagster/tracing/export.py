@@ -131,7 +131,7 @@ def export_traces(
     if records is None:
         used, records = collect_traces(run_id, source=source, langfuse=langfuse)
     else:
-        used = records[0].source if records else resolve_source(source, langfuse)
+        used = resolve_source(source, langfuse)
     path = write_traces(records, export_path(run_id))
     return ExportResult(run_id=run_id, source=used, path=path, rows=len(records), records=records)
 

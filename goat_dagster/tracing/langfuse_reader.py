@@ -1,5 +1,5 @@
 """Reading traces back from Langfuse with the langfuse 5 SDK: observations v2
-(`Langfuse(...).api.observations.get_many`, cursor pagination), mapped to `TraceRecord`.
+(`LangfuseAPI(...).observations.get_many`, cursor pagination), mapped to `TraceRecord`.
 
 The proxy sends generations to Langfuse through LiteLLM's `langfuse_otel` callback (OTLP). Langfuse
 keeps a span's attributes in the observation's `metadata.attributes`; LiteLLM's `metadata` attribute
@@ -143,33 +143,37 @@ def record_from_observation(o: Any, *, secrets: list[str] | None = None) -> Trac
     )
 
 
-def iter_observations(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> Iterator[Any]:
+def iter_observations(
+    settings: LangfuseSettings, run_id: str, *, page_size: int = 100, timeout_s: float = 60
+) -> Iterator[Any]:
     """Every generation of a run (`session_id` = run id), following the v2 API's cursor."""
-    from langfuse import Langfuse
+    # The SDK's API client, as `Langfuse(...).api` builds it. Not `Langfuse(...)` itself: that keeps
+    # one resource manager per public key for the life of the process (a later host or secret key
+    # for the same public key would be ignored) and sets up an OTEL exporter a reader does not need.
+    from langfuse.api import LangfuseAPI
 
-    client = Langfuse(
-        public_key=settings.public_key,
-        secret_key=settings.secret_key,
-        base_url=settings.host,
-        tracing_enabled=False,  # read-only: this client sends no spans of its own
+    api = LangfuseAPI(
+        base_url=settings.host.rstrip("/"),
+        username=settings.public_key,
+        password=settings.secret_key,
+        x_langfuse_sdk_name="python",
+        x_langfuse_public_key=settings.public_key,
+        timeout=timeout_s,
     )
-    try:
-        cursor: str | None = None
-        while True:
-            page = client.api.observations.get_many(
-                session_id=run_id,
-                type="GENERATION",
-                fields=FIELDS,
-                expand_metadata="attributes",
-                limit=page_size,
-                cursor=cursor,
-            )
-            yield from page.data
-            cursor = page.meta.cursor
-            if not cursor:
-                break
-    finally:
-        client.shutdown()
+    cursor: str | None = None
+    while True:
+        page = api.observations.get_many(
+            session_id=run_id,
+            type="GENERATION",
+            fields=FIELDS,
+            expand_metadata="attributes",
+            limit=page_size,
+            cursor=cursor,
+        )
+        yield from page.data
+        cursor = page.meta.cursor
+        if not cursor:
+            break
 
 
 def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> list[TraceRecord]:
