@@ -12,9 +12,9 @@ from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.serving import proxy
 from goat_dagster.serving.endpoint import load_endpoints
 from goat_dagster.serving.litellm_config import (
-    build_litellm_config,
     config_yaml,
     langfuse_configured,
+    plan_litellm_config,
     validate_with_litellm,
     write_litellm_config,
 )
@@ -35,7 +35,7 @@ from goat_dagster.serving.litellm_config import (
 )
 def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource) -> MaterializeResult:
     registry = load_registry()
-    built = build_litellm_config(registry, load_endpoints())
+    built = plan_litellm_config(registry, load_endpoints())
     path = proxy.config_path()
     text = config_yaml(built.config)
     changed = not path.exists() or path.read_text() != text
@@ -64,7 +64,9 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
             "routing_strategy": registry.router.routing_strategy,
             "langfuse": langfuse_configured(),
             "deployments": MetadataValue.md(
-                markdown_table(built.routed, ["model_name", "provider", "litellm_model", "api_base", "defaults"])
+                markdown_table(
+                    built.routed, ["model_name", "provider", "litellm_model", "api_base", "defaults"]
+                )
             ),
             "skipped": MetadataValue.md(markdown_table(built.skipped, ["model", "reason"])),
         },

@@ -78,7 +78,12 @@ def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> 
     try:
         load_calls(run_id)
         verified = verify_run(run_id, source=source, langfuse=settings)
-        records, found, missing, n_calls = verified.records, verified.found, verified.missing, verified.n_calls
+        records, found, missing, n_calls = (
+            verified.records,
+            verified.found,
+            verified.missing,
+            verified.n_calls,
+        )
         journal = True
     except FileNotFoundError:
         _, records = collect_traces(run_id, source=source, langfuse=settings)
@@ -103,7 +108,10 @@ def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> 
         },
     )
     preview = [
-        {k: getattr(r, k) for k in ("task_id", "epoch", "step", "status", "latency_s", "total_tokens", "cost_usd")}
+        {
+            k: getattr(r, k)
+            for k in ("task_id", "epoch", "step", "status", "latency_s", "total_tokens", "cost_usd")
+        }
         for r in result.records[:20]
     ]
     return MaterializeResult(

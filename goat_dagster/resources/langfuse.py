@@ -29,8 +29,11 @@ class LangfuseResource(ConfigurableResource):
 
 def langfuse_resource_from_env() -> LangfuseResource:
     kwargs: dict[str, Any] = {}
-    for field_name, env in (("public_key", "LANGFUSE_PUBLIC_KEY"), ("secret_key", "LANGFUSE_SECRET_KEY"),
-                            ("host", "LANGFUSE_HOST")):
+    for field_name, env in (
+        ("public_key", "LANGFUSE_PUBLIC_KEY"),
+        ("secret_key", "LANGFUSE_SECRET_KEY"),
+        ("host", "LANGFUSE_HOST"),
+    ):
         if os.environ.get(env):
             kwargs[field_name] = EnvVar(env)
     return LangfuseResource(**kwargs)

@@ -48,9 +48,19 @@ class LiteLLMProxyResource(ConfigurableResource):
         External: only checks readiness (its config is deployed with it). Returns metadata."""
         if self.managed:
             handle = proxy.ensure_proxy(cfg, host=self.host, port=self.port, timeout_s=self.start_timeout_s)
-            return {"mode": "managed", "action": handle.action, "base_url": handle.base_url, "pid": handle.state.pid}
+            return {
+                "mode": "managed",
+                "action": handle.action,
+                "base_url": handle.base_url,
+                "pid": handle.state.pid,
+            }
         url = self.settings().base_url()
-        return {"mode": "external", "action": "none", "base_url": url, "ready": proxy.is_ready(url, timeout_s=10)}
+        return {
+            "mode": "external",
+            "action": "none",
+            "base_url": url,
+            "ready": proxy.is_ready(url, timeout_s=10),
+        }
 
     def base_url(self) -> str:
         return self.settings().base_url()
@@ -58,14 +68,20 @@ class LiteLLMProxyResource(ConfigurableResource):
     def client(self, model: str | ModelEntry) -> GatewayClient:
         return client_for(model, settings=self.settings())
 
-    def sandbox_client(self, model: str | ModelEntry, *, run_id: str | None = None, ttl_s: float = 6 * 3600) -> GatewayClient:
+    def sandbox_client(
+        self, model: str | ModelEntry, *, run_id: str | None = None, ttl_s: float = 6 * 3600
+    ) -> GatewayClient:
         return sandbox_client(model, run_id=run_id, ttl_s=ttl_s, settings=self.settings())
 
 
 def litellm_resource_from_env() -> LiteLLMProxyResource:
     """The resource as `definitions.py` builds it: EnvVar for whatever the environment sets."""
     kwargs: dict[str, Any] = {}
-    for field_name, env in (("mode", "GOAT_LITELLM_MODE"), ("url", "GOAT_LITELLM_URL"), ("host", "GOAT_LITELLM_HOST")):
+    for field_name, env in (
+        ("mode", "GOAT_LITELLM_MODE"),
+        ("url", "GOAT_LITELLM_URL"),
+        ("host", "GOAT_LITELLM_HOST"),
+    ):
         if os.environ.get(env):
             kwargs[field_name] = EnvVar(env)
     if os.environ.get("GOAT_LITELLM_PORT"):

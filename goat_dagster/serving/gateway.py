@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from goat_dagster.registry import ModelEntry, Registry, load_registry
 from goat_dagster.serving import proxy
 from goat_dagster.serving.endpoint import Endpoint, load_endpoints
-from goat_dagster.serving.litellm_config import MASTER_KEY_ENV, BuiltConfig, build_litellm_config
+from goat_dagster.serving.litellm_config import MASTER_KEY_ENV, BuiltConfig, plan_litellm_config
 from goat_dagster.serving.proxy_auth import mint_scoped_key
 
 if TYPE_CHECKING:
@@ -130,9 +130,13 @@ def sandbox_client(
     return GatewayClient(s.base_url() + "/v1", key, name)
 
 
-def build_config(registry: Registry | None = None, endpoints: dict[str, Endpoint] | None = None) -> BuiltConfig:
+def build_config(
+    registry: Registry | None = None, endpoints: dict[str, Endpoint] | None = None
+) -> BuiltConfig:
     """The proxy config for the registry (default: models.yaml) and the endpoint records."""
-    return build_litellm_config(registry or load_registry(), load_endpoints() if endpoints is None else endpoints)
+    return plan_litellm_config(
+        registry or load_registry(), load_endpoints() if endpoints is None else endpoints
+    )
 
 
 def ensure_gateway(

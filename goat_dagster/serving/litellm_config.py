@@ -78,7 +78,12 @@ def _costs(m: ModelEntry) -> dict[str, float]:
 
 
 def _model_info(m: ModelEntry, *, with_costs: bool) -> dict[str, Any]:
-    info: dict[str, Any] = {"id": m.slug, "goat_key": m.key, "goat_provider": m.provider, "goat_engine": m.engine}
+    info: dict[str, Any] = {
+        "id": m.slug,
+        "goat_key": m.key,
+        "goat_provider": m.provider,
+        "goat_engine": m.engine,
+    }
     if with_costs:
         info.update(_costs(m))
     return info
@@ -120,7 +125,11 @@ def _cloud(m: ModelEntry) -> dict[str, Any]:
         params["api_version"] = m.api_version
     params.update(m.request_defaults)
     priced = bool(m.pricing.input_per_mtok or m.pricing.output_per_mtok)
-    return {"model_name": m.gateway_name, "litellm_params": params, "model_info": _model_info(m, with_costs=priced)}
+    return {
+        "model_name": m.gateway_name,
+        "litellm_params": params,
+        "model_info": _model_info(m, with_costs=priced),
+    }
 
 
 def _openai_compatible(m: ModelEntry) -> dict[str, Any]:
@@ -130,7 +139,11 @@ def _openai_compatible(m: ModelEntry) -> dict[str, Any]:
         "api_key": _key_param(m),
         **m.request_defaults,
     }
-    return {"model_name": m.gateway_name, "litellm_params": params, "model_info": _model_info(m, with_costs=True)}
+    return {
+        "model_name": m.gateway_name,
+        "litellm_params": params,
+        "model_info": _model_info(m, with_costs=True),
+    }
 
 
 def _router_settings(registry: Registry, names: set[str]) -> dict[str, Any]:
@@ -164,8 +177,22 @@ def build_litellm_config(
     *,
     include_disabled: bool = False,
     langfuse: bool | None = None,
+) -> dict[str, Any]:
+    """The proxy config (a dict in LiteLLM's config.yaml format), validated; see `plan_litellm_config`."""
+    return plan_litellm_config(
+        registry, endpoints, include_disabled=include_disabled, langfuse=langfuse
+    ).config
+
+
+def plan_litellm_config(
+    registry: Registry,
+    endpoints: dict[str, Endpoint],
+    *,
+    include_disabled: bool = False,
+    langfuse: bool | None = None,
 ) -> BuiltConfig:
-    """The proxy config for the registry's (enabled) models and the endpoints that serve them.
+    """The proxy config for the registry's (enabled) models and the endpoints that serve them, with
+    what was routed and what was skipped (for asset metadata).
 
     `endpoints` maps model key -> Endpoint (as `load_endpoints()` returns). A self-hosted model
     without a healthy-or-not endpoint record is skipped (it is not routable yet) and listed in
@@ -243,7 +270,11 @@ def validate_litellm_config(cfg: dict[str, Any]) -> None:
             problems.append(f"{where}.model_name: missing")
             continue
         params = dep.get("litellm_params")
-        if not isinstance(params, dict) or not isinstance(params.get("model"), str) or "/" not in params["model"]:
+        if (
+            not isinstance(params, dict)
+            or not isinstance(params.get("model"), str)
+            or "/" not in params["model"]
+        ):
             problems.append(f"{where}.litellm_params.model: expected '<provider>/<model>'")
             continue
         for key in _SECRET_PARAMS:

@@ -79,7 +79,9 @@ def collect_traces(
     if used == "langfuse":
         settings = langfuse or LangfuseSettings.from_env()
         if settings is None:
-            raise ValueError("source 'langfuse' needs LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_HOST")
+            raise ValueError(
+                "source 'langfuse' needs LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_HOST"
+            )
         return used, read_langfuse(settings, run_id)
     return used, read_sink(run_id)
 
@@ -186,11 +188,20 @@ class VerifyResult:
         }
 
 
-def match_calls(calls: list[CallRecord], traces: list[TraceRecord]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+def match_calls(
+    calls: list[CallRecord], traces: list[TraceRecord]
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     traced = {t.call_id for t in traces if t.call_id}
     found = [c.call_id for c in calls if c.call_id in traced]
     missing = [
-        {"call_id": c.call_id, "task_id": c.task_id, "epoch": c.epoch, "step": c.step, "ok": c.ok, "error": c.error}
+        {
+            "call_id": c.call_id,
+            "task_id": c.task_id,
+            "epoch": c.epoch,
+            "step": c.step,
+            "ok": c.ok,
+            "error": c.error,
+        }
         for c in calls
         if c.call_id not in traced
     ]

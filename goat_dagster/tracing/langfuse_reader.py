@@ -129,7 +129,9 @@ def record_from_observation(o: Any, *, secrets: list[str] | None = None) -> Trac
         provider_model=provider_model,
         start_time=start,
         end_time=end,
-        latency_s=o.latency if o.latency is not None else ((end - start).total_seconds() if start and end else None),
+        latency_s=o.latency
+        if o.latency is not None
+        else ((end - start).total_seconds() if start and end else None),
         ttft_s=o.time_to_first_token,
         prompt_tokens=_int(prompt),
         completion_tokens=_int(completion),
@@ -179,5 +181,8 @@ def iter_observations(
 def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> list[TraceRecord]:
     """Langfuse's traces of one run, as `TraceRecord`s in call order."""
     secrets = secret_values()
-    recs = [record_from_observation(o, secrets=secrets) for o in iter_observations(settings, run_id, page_size=page_size)]
+    recs = [
+        record_from_observation(o, secrets=secrets)
+        for o in iter_observations(settings, run_id, page_size=page_size)
+    ]
     return sorted(recs, key=lambda r: r.start_time or datetime.min.replace(tzinfo=UTC))

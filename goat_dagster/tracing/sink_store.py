@@ -101,7 +101,9 @@ def record_from_payload(
     error = (payload.get("error_str") or err_info.get("error_message")) if status == "error" else None
     tags = req.get("tags") if isinstance(req.get("tags"), list) else list(payload.get("request_tags") or [])
     hidden = payload.get("hidden_params") or {}
-    params = {k: v for k, v in (payload.get("model_parameters") or {}).items() if k not in ("tools", "functions")}
+    params = {
+        k: v for k, v in (payload.get("model_parameters") or {}).items() if k not in ("tools", "functions")
+    }
     rec = TraceRecord(
         source="sink",
         call_id=req.get("goat_call_id"),

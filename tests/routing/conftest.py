@@ -173,10 +173,25 @@ def llama_endpoint(routing_env: RoutingEnv):
     port = free_port()
     log = open(routing_env.home / "llama_server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-         "--chat_format", "chatml-function-calling", "--n_threads", "2", "--n_ctx", "2048",
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_gguf()),
+            "--chat_format",
+            "chatml-function-calling",
+            "--n_threads",
+            "2",
+            "--n_ctx",
+            "2048",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
 
@@ -188,8 +203,15 @@ def llama_endpoint(routing_env: RoutingEnv):
 
     try:
         assert wait_until(up, 60, 0.2), (routing_env.home / "llama_server.log").read_text()[-2000:]
-        ep = Endpoint(model_key="smollm2-135m", provider="local", engine="llama.cpp", base_url=base,
-                      served_name="smollm2-135m", healthy=True, detail={"server": "llama_cpp.server"})
+        ep = Endpoint(
+            model_key="smollm2-135m",
+            provider="local",
+            engine="llama.cpp",
+            base_url=base,
+            served_name="smollm2-135m",
+            healthy=True,
+            detail={"server": "llama_cpp.server"},
+        )
         save_endpoint(ep)
         yield ep
     finally:

@@ -33,7 +33,9 @@ def _metadata_text(result, key: AssetKey) -> str:
 
 def test_litellm_config_asset_reuses_the_running_proxy(proxy_url, routing_env):
     before = proxy.read_state()
-    result = materialize([litellm_config], resources={"litellm": LiteLLMProxyResource(port=routing_env.proxy_port)})
+    result = materialize(
+        [litellm_config], resources={"litellm": LiteLLMProxyResource(port=routing_env.proxy_port)}
+    )
     assert result.success
     [mat] = result.asset_materializations_for_node("litellm_config")
     md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
@@ -52,11 +54,35 @@ def _journal(routing_env, run_id: str, n: int) -> list[CallRecord]:
     for step in range(n):
         trace_id, call_id = new_id(), new_id()
         client.openai().chat.completions.create(
-            model=client.model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6,
-            extra_body={"metadata": call_metadata(run_id=run_id, suite="smoke", model=client.model, task_id="colour",
-                                                  epoch=0, trace_id=trace_id, call_id=call_id, step=step)})
-        recs.append(CallRecord(run_id=run_id, suite="smoke", model=client.model, task_id="colour", epoch=0,
-                               step=step, trace_id=trace_id, call_id=call_id, started_at=datetime.now(UTC)))
+            model=client.model,
+            messages=[{"role": "user", "content": "Name a colour."}],
+            max_tokens=6,
+            extra_body={
+                "metadata": call_metadata(
+                    run_id=run_id,
+                    suite="smoke",
+                    model=client.model,
+                    task_id="colour",
+                    epoch=0,
+                    trace_id=trace_id,
+                    call_id=call_id,
+                    step=step,
+                )
+            },
+        )
+        recs.append(
+            CallRecord(
+                run_id=run_id,
+                suite="smoke",
+                model=client.model,
+                task_id="colour",
+                epoch=0,
+                step=step,
+                trace_id=trace_id,
+                call_id=call_id,
+                started_at=datetime.now(UTC),
+            )
+        )
     f = routing_env.home / "runs" / run_id / "calls.jsonl"
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text("".join(r.model_dump_json() + "\n" for r in recs))
@@ -71,7 +97,8 @@ def test_trace_export_writes_parquet_and_checks_every_call(proxy_url, routing_en
     recs = _journal(routing_env, run_id, 2)
     # what benchmark_results records: the run id of the run it made for this partition
     instance.report_runless_asset_event(
-        AssetMaterialization(asset_key="benchmark_results", partition=PARTITION, metadata={"run_id": run_id}))
+        AssetMaterialization(asset_key="benchmark_results", partition=PARTITION, metadata={"run_id": run_id})
+    )
     resources = {"langfuse": LangfuseResource()}  # not configured: traces come from the local sink
 
     ok = materialize([trace_export], partition_key=PARTITION, instance=instance, resources=resources)

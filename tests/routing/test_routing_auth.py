@@ -21,8 +21,12 @@ def test_roundtrip_carries_models_run_and_expiry():
 
 def test_rejects_tampering_other_master_and_expiry():
     key = mint_scoped_key(MASTER, models=["a-local"], ttl_s=60)
-    body, sig = key.removeprefix("sk-goat-").rsplit(".", 1)
-    forged = mint_scoped_key("sk-attacker", models=["b-local"], ttl_s=60).removeprefix("sk-goat-").rsplit(".", 1)[0]
+    _, sig = key.removeprefix("sk-goat-").rsplit(".", 1)
+    forged = (
+        mint_scoped_key("sk-attacker", models=["b-local"], ttl_s=60)
+        .removeprefix("sk-goat-")
+        .rsplit(".", 1)[0]
+    )
     with pytest.raises(ScopedKeyError, match="bad signature"):
         verify_scoped_key(MASTER, f"sk-goat-{forged}.{sig}")
     with pytest.raises(ScopedKeyError, match="bad signature"):

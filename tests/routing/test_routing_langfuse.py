@@ -50,11 +50,14 @@ def langfuse_api():
                 return self._send(401, {"message": "Invalid credentials"})
             if url.path != "/api/public/v2/observations":
                 return self._send(404, {"message": "not found"})
-            obs = [o for o in RECORDED["observations"]
-                   if o["sessionId"] == q.get("sessionId") and o["type"] == q.get("type", o["type"])]
+            obs = [
+                o
+                for o in RECORDED["observations"]
+                if o["sessionId"] == q.get("sessionId") and o["type"] == q.get("type", o["type"])
+            ]
             start = int(base64.b64decode(q["cursor"]).decode()) if q.get("cursor") else 0
             limit = int(q.get("limit", 50))
-            page = obs[start:start + limit]
+            page = obs[start : start + limit]
             nxt = start + limit
             meta = {"cursor": base64.b64encode(str(nxt).encode()).decode()} if nxt < len(obs) else {}
             self._send(200, {"data": page, "meta": meta})
@@ -91,7 +94,12 @@ def test_reads_every_page_with_the_v2_api(langfuse_api):
     assert (first.prompt_tokens, first.completion_tokens, first.total_tokens) == (11, 8, 19)
     assert first.latency_s == 0.8 and first.cost_usd == 0.0 and first.status == "success"
     assert "task:t1" in first.tags
-    assert failed.status == "error" and "AuthenticationError" in failed.error and failed.model == "gpt-4.1-mini" and failed.output is None
+    assert (
+        failed.status == "error"
+        and "AuthenticationError" in failed.error
+        and failed.model == "gpt-4.1-mini"
+        and failed.output is None
+    )
 
 
 def test_wrong_credentials_are_an_error(langfuse_api):
@@ -109,15 +117,25 @@ def test_export_schema_is_the_same_from_both_sources(langfuse_api, proxy_url):
     settings, _ = langfuse_api
     for o in RECORDED["observations"]:
         md = _requester(o)
-        meta = call_metadata(run_id=RUN_ID, suite=md["goat_suite"], model="smollm2-135m-local",
-                             task_id=md["goat_task_id"], epoch=md["goat_epoch"], trace_id=md["trace_id"],
-                             call_id=md["goat_call_id"], step=md["goat_step"])
+        meta = call_metadata(
+            run_id=RUN_ID,
+            suite=md["goat_suite"],
+            model="smollm2-135m-local",
+            task_id=md["goat_task_id"],
+            epoch=md["goat_epoch"],
+            trace_id=md["trace_id"],
+            call_id=md["goat_call_id"],
+            step=md["goat_step"],
+        )
         ok = o["level"] != "ERROR"
         model = "smollm2-135m-local" if ok else "gpt-4.1-mini"  # a cloud call that fails (fake key)
         try:
             client_for(model).openai(max_retries=0).chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8,
-                extra_body={"metadata": meta})
+                model=model,
+                messages=[{"role": "user", "content": "Say hi"}],
+                max_tokens=8,
+                extra_body={"metadata": meta},
+            )
         except openai.APIError:
             assert not ok
     assert wait_until(lambda: len({d["call_id"] for d in read_sink_lines(RUN_ID)}) == 3, 10)

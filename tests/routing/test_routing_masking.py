@@ -20,6 +20,6 @@ def test_env_secret_values_and_key_patterns_are_masked():
 
 
 def test_ids_and_numbers_survive():
-    text = '{"call_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90", "total_tokens": 1234567, "model": "smollm2-135m-local"}'
+    text = '{"call_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90", "total_tokens": 1234567, "model": "m-local"}'
     assert mask_text(text, []) == text
     assert mask_obj({"a": ["sk-abcdefghijkl", 3]}, []) == {"a": [MASK, 3]}

@@ -26,8 +26,16 @@ MODEL = "smollm2-135m-local"
 
 def _call(client, run_id: str, task_id: str, step: int = 1, **extra):
     trace_id, call_id = new_id(), new_id()
-    meta = call_metadata(run_id=run_id, suite="smoke", model=MODEL, task_id=task_id, epoch=0,
-                         trace_id=trace_id, call_id=call_id, step=step)
+    meta = call_metadata(
+        run_id=run_id,
+        suite="smoke",
+        model=MODEL,
+        task_id=task_id,
+        epoch=0,
+        trace_id=trace_id,
+        call_id=call_id,
+        step=step,
+    )
     started = datetime.now(UTC)
     resp = client.openai().chat.completions.create(
         model=client.model,
@@ -36,8 +44,18 @@ def _call(client, run_id: str, task_id: str, step: int = 1, **extra):
         extra_body={"metadata": meta},
         **extra,
     )
-    rec = CallRecord(run_id=run_id, suite="smoke", model=MODEL, task_id=task_id, epoch=0, step=step,
-                     trace_id=trace_id, call_id=call_id, started_at=started, finished_at=datetime.now(UTC))
+    rec = CallRecord(
+        run_id=run_id,
+        suite="smoke",
+        model=MODEL,
+        task_id=task_id,
+        epoch=0,
+        step=step,
+        trace_id=trace_id,
+        call_id=call_id,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+    )
     return resp, rec
 
 
@@ -73,11 +91,21 @@ def test_local_defaults_apply_unless_the_request_overrides(proxy_url):
     client = client_for(MODEL)
     _, plain = _call(client, "run-defaults", "plain")
     _, hot = _call(client, "run-defaults", "hot", temperature=0.9)
-    tools = [{"type": "function", "function": {"name": "get_time", "description": "current time",
-                                               "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_time",
+                "description": "current time",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
     _, tooled = _call(client, "run-defaults", "tools", tools=tools, max_tokens=32)
     _, none = _call(client, "run-defaults", "none", tools=tools, tool_choice="none", max_tokens=16)
-    params = {r.task_id: _sink_line("run-defaults", r.call_id)["request_params"] for r in (plain, hot, tooled, none)}
+    params = {
+        r.task_id: _sink_line("run-defaults", r.call_id)["request_params"] for r in (plain, hot, tooled, none)
+    }
     assert params["plain"]["temperature"] == 0.3
     assert params["hot"]["temperature"] == 0.9
     assert params["tools"]["tool_choice"] == "auto" and params["tools"]["temperature"] == 0.3
@@ -92,12 +120,20 @@ def test_scoped_sandbox_keys(proxy_url):
     assert _sink_line("run-scoped", rec.call_id)["status"] == "success"
     other = sandbox_client("claude-haiku", ttl_s=60)  # a key for another model only
     with pytest.raises(openai.PermissionDeniedError, match="not available for this API key"):
-        other.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2)
+        other.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2
+        )
     for bad in ("sk-goat-forged.signature", "sk-random-guess", FAKE_KEYS["OPENAI_API_KEY"]):
-        r = httpx.post(f"{proxy_url}/v1/chat/completions", headers={"Authorization": f"Bearer {bad}"},
-                       json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}, timeout=30)
+        r = httpx.post(
+            f"{proxy_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {bad}"},
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+            timeout=30,
+        )
         assert r.status_code == 401, (bad, r.text)
-    assert httpx.post(f"{proxy_url}/v1/chat/completions", json={"model": MODEL}, timeout=30).status_code == 401
+    assert (
+        httpx.post(f"{proxy_url}/v1/chat/completions", json={"model": MODEL}, timeout=30).status_code == 401
+    )
 
 
 def test_langfuse_otel_callback_exports_the_ids(proxy_url, routing_env):
@@ -112,7 +148,9 @@ def test_langfuse_otel_callback_exports_the_ids(proxy_url, routing_env):
         out = []
         for path, headers, body in routing_env.langfuse.requests:
             assert path == "/api/public/otel/v1/traces"
-            auth = base64.b64encode(f"pk-lf-FAKE-public-0001:{FAKE_KEYS['LANGFUSE_SECRET_KEY']}".encode()).decode()
+            auth = base64.b64encode(
+                f"pk-lf-FAKE-public-0001:{FAKE_KEYS['LANGFUSE_SECRET_KEY']}".encode()
+            ).decode()
             assert headers["authorization"] == f"Basic {auth}"
             req = ExportTraceServiceRequest()
             req.ParseFromString(body)
@@ -141,8 +179,11 @@ def test_provider_keys_never_reach_config_sink_or_log(proxy_url):
     # a cloud model whose (fake) key the proxy does resolve: it fails upstream, leaving an error trace
     with pytest.raises(openai.APIError):
         client_for("gpt-4.1-mini").openai(max_retries=0).chat.completions.create(
-            model="gpt-4.1-mini", messages=[{"role": "user", "content": "x"}], max_tokens=2,
-            extra_body={"metadata": {"session_id": "run-leak", "goat_call_id": new_id()}})
+            model="gpt-4.1-mini",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=2,
+            extra_body={"metadata": {"session_id": "run-leak", "goat_call_id": new_id()}},
+        )
     wait_until(lambda: any(d["status"] == "error" for d in read_sink_lines("run-leak")), 10)
     texts = {"config": proxy.config_path().read_text(), "log": proxy.log_path().read_text(errors="replace")}
     for f in sink_dir().rglob("*.jsonl"):
@@ -165,8 +206,15 @@ def test_traces_verify_cli(proxy_url, routing_env):
     ok = runner.invoke(goat, ["traces", "verify", run_id, "--source", "sink", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output) | {"missing_calls": []} == {
-        "run_id": run_id, "source": "sink", "calls": 2, "found": 2, "missing": 0, "extra": 0, "ok": True,
-        "missing_calls": []}
+        "run_id": run_id,
+        "source": "sink",
+        "calls": 2,
+        "found": 2,
+        "missing": 0,
+        "extra": 0,
+        "ok": True,
+        "missing_calls": [],
+    }
     lost = recs[0].model_copy(update={"call_id": new_id(), "step": 9})
     with journal.open("a") as fh:
         fh.write(lost.model_dump_json() + "\n")
