@@ -152,10 +152,40 @@ def traces() -> None:
 
 @traces.command("verify")
 @click.argument("run_id")
+@click.option(
+    "--source",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "sink", "langfuse"]),
+    help="Where traces are read from (auto: Langfuse when LANGFUSE_* is set, else the sink).",
+)
+@click.option(
+    "--wait-s",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Keep polling this long for traces still being written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def traces_verify(run_id: str, as_json: bool) -> None:
+def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> None:
     """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
-    not_landed("traces verify", 4, "trace export")
+    from goat_dagster.tracing.export import verify_run
+
+    result = verify_run(run_id, source=source, wait_s=wait_s)
+    if as_json:
+        emit(result.as_dict())
+    else:
+        click.echo(
+            f"run {run_id}: {result.n_calls} calls, {len(result.found)} traced, "
+            f"{len(result.missing)} missing (source: {result.source})"
+        )
+        for m in result.missing:
+            click.echo(
+                f"  missing  {m['call_id']}  task={m['task_id']} epoch={m['epoch']} step={m['step']}"
+                + (f"  (call failed: {m['error']})" if not m["ok"] else "")
+            )
+    if not result.ok:
+        sys.exit(1)
 
 
 @main.command()
