@@ -180,10 +180,13 @@ def services_spec(config: dict[str, Any] | str | Path | None = None) -> tuple[Se
 
 
 def services_image(spec: ServicesSpec) -> modal.Image:
+    # The generated config loads goat's trace sink (`callbacks`) and scoped-key check
+    # (`custom_auth`) from the goat_dagster package: ship it (they import only litellm + pydantic).
     return (
         modal.Image.debian_slim(python_version="3.12")
         .uv_pip_install(f"litellm[proxy]=={spec.litellm_version}")
         .env({SPEC_ENV: spec.to_json(), "GOAT_HOME": CONTAINER_GOAT_HOME})
+        .add_local_python_source("goat_dagster")
     )
 
 

@@ -257,6 +257,8 @@ def test_services_app(inspect_function, layers):
     assert f"litellm[proxy]=={modal_services.litellm_version()}" in text
     assert "GOAT_HOME=/goat" in text
     assert spec.config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    # the config's trace-sink callback and custom_auth live in goat_dagster: the image ships it
+    assert "goat_dagster" in synchronizer._translate_in(d["image"])._added_python_source_set
 
 
 def test_readme_cost_table_matches_the_registry():
