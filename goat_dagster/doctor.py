@@ -16,10 +16,8 @@ traceback; the local phases still run. Phases 5 and 6 are small functions (`chec
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,9 @@ import httpx
 
 from goat_dagster import config
 from goat_dagster.serving.modal_spec import SECRETS, VOLUMES, app_name_for
+from goat_dagster.tracing.schema import TraceRecord
 
 PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
-DEFAULT_PROXY_URL = "http://127.0.0.1:4000"
 
 
 @dataclass
@@ -42,8 +40,17 @@ class Check:
     fix: str = ""
 
 
-def proxy_url() -> str:
-    return os.environ.get("GOAT_LITELLM_URL", DEFAULT_PROXY_URL).rstrip("/")
+def proxy_target() -> tuple[str, str]:
+    """The proxy goat uses and its admin key, found the way every other part finds them
+    (`GatewaySettings.from_env()`: the managed proxy under $GOAT_HOME, or GOAT_LITELLM_URL)."""
+    from goat_dagster.serving.gateway import GatewayError, GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    try:
+        key = settings.admin_key()
+    except GatewayError:
+        key = ""
+    return settings.base_url(), key
 
 
 # ---- phase 1: config -----------------------------------------------------------------------------
@@ -270,10 +277,9 @@ def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float =
     """One chat completion through the proxy carrying goat's call metadata."""
     from goat_dagster.tracing.schema import call_metadata
 
-    url = proxy_url()
-    key = os.environ.get("LITELLM_MASTER_KEY", "")
+    url, key = proxy_target()
     meta = call_metadata(
-        run_id=f"doctor-{trace_id[:8]}",
+        run_id=doctor_run_id(trace_id),
         suite="doctor",
         model=model,
         task_id="proxy-call",
@@ -307,7 +313,8 @@ def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float =
             model,
             "fail",
             f"{url} refused the key (HTTP {r.status_code})",
-            "set LITELLM_MASTER_KEY to the proxy's master key",
+            "external proxy: set LITELLM_MASTER_KEY to its master key; managed: the key is in "
+            "$GOAT_HOME/litellm/master_key (remove it and restart the proxy if it is stale)",
         )
     if r.status_code != 200:
         return Check(
@@ -320,49 +327,49 @@ def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float =
     return Check("proxy", model, "pass", f"{url}: answered (call {call_id[:12]})")
 
 
-def _sink_records(root: Path) -> Iterator[dict[str, Any]]:
-    for f in sorted(root.rglob("*.jsonl")) if root.is_dir() else []:
-        with f.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+def doctor_run_id(trace_id: str) -> str:
+    return f"doctor-{trace_id[:8]}"
 
 
-def _has_value(obj: Any, value: str) -> bool:
-    if isinstance(obj, dict):
-        return any(_has_value(v, value) for v in obj.values())
-    if isinstance(obj, list):
-        return any(_has_value(v, value) for v in obj)
-    return obj == value
+def find_trace(call_id: str, run_id: str, wait_s: float = 15.0, poll_s: float = 0.5) -> TraceRecord | None:
+    """The trace of call `call_id` of run `run_id`, from wherever traces go (Langfuse when
+    configured, else the local sink), polling up to wait_s."""
+    from goat_dagster.tracing.export import collect_traces
 
-
-def find_trace(call_id: str, wait_s: float = 15.0, poll_s: float = 0.5) -> dict[str, Any] | None:
-    """The trace sink record carrying `call_id` (as goat_call_id / call_id), polling up to wait_s."""
-    root = config.paths().traces
     deadline = time.monotonic() + wait_s
     while True:
-        for rec in _sink_records(root):
-            if _has_value(rec, call_id):
-                return rec
-        if time.monotonic() >= deadline:
-            return None
+        _, records = collect_traces(run_id)
+        found = next((r for r in records if r.call_id == call_id), None)
+        if found is not None or time.monotonic() >= deadline:
+            return found
         time.sleep(poll_s)
 
 
-def check_trace(call_id: str, wait_s: float) -> Check:
-    rec = find_trace(call_id, wait_s=wait_s)
+def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
+    from goat_dagster.tracing.export import resolve_source
+
+    source = resolve_source()
+    where = "Langfuse" if source == "langfuse" else f"the trace sink ({config.paths().traces})"
+    try:
+        rec = find_trace(call_id, run_id, wait_s=wait_s)
+    except Exception as exc:  # Langfuse unreachable, bad credentials: a finding, not a crash
+        return Check(
+            "traces",
+            call_id[:12],
+            "fail",
+            f"cannot read traces from {where}: {exc}",
+            "check LANGFUSE_HOST / LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY",
+        )
     if rec is None:
         return Check(
             "traces",
             call_id[:12],
             "fail",
-            f"no record with goat_call_id {call_id} under {config.paths().traces} after {wait_s:.0f}s",
-            "enable the local trace sink callback in the LiteLLM config (litellm_config), "
-            "and check the proxy writes to this GOAT_HOME",
+            f"no trace of call {call_id} (run {run_id}) in {where} after {wait_s:.0f}s",
+            "the proxy config must load the trace sink callback (litellm_config); "
+            "check the proxy writes to this GOAT_HOME",
         )
-    return Check("traces", call_id[:12], "pass", f"found in the trace sink ({config.paths().traces})")
+    return Check("traces", call_id[:12], "pass", f"found in {where}")
 
 
 # ---- all phases --------------------------------------------------------------------------------
@@ -396,7 +403,7 @@ def run_doctor(
             if trace_wait_s is not None
             else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
         )
-        checks.append(check_trace(call_id, wait))
+        checks.append(check_trace(call_id, doctor_run_id(trace_id), wait))
     return checks
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.doctor import check_proxy_call, check_trace, find_trace
+from goat_dagster.doctor import check_proxy_call, check_trace, doctor_run_id, find_trace
 from goat_dagster.tracing.schema import TraceRecord, new_id
+from goat_dagster.tracing.sink_store import append_line
 
 pytestmark = pytest.mark.integration
 MASTER_KEY = "sk-doctor-test-key"
@@ -138,12 +139,16 @@ def test_proxy_call_passes_and_reports_a_wrong_key(proxy, monkeypatch):
 
 def test_trace_found_by_call_id(tmp_path, monkeypatch):
     monkeypatch.setenv("GOAT_HOME", str(tmp_path))
-    sink = tmp_path / "traces"
-    sink.mkdir()
-    call_id = new_id()
-    rec = TraceRecord(source="sink", call_id=call_id, trace_id=new_id(), run_id="doctor-x", model="m")
-    (sink / "2025-01-01.jsonl").write_text("not json\n" + rec.model_dump_json() + "\n")
-    assert find_trace(call_id, wait_s=0)["call_id"] == call_id
-    assert check_trace(call_id, 0).status == "pass"
-    missing = check_trace(new_id(), 0.2)
-    assert missing.status == "fail" and "trace sink" in missing.fix
+    for var in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    call_id, trace_id = new_id(), new_id()
+    run_id = doctor_run_id(trace_id)
+    rec = TraceRecord(source="sink", call_id=call_id, trace_id=trace_id, run_id=run_id, model="m")
+    sink_file = append_line(json.loads(rec.model_dump_json()))
+    with sink_file.open("a") as fh:
+        fh.write("a line cut by a crash\n")
+    found = find_trace(call_id, run_id, wait_s=0)
+    assert found is not None and found.call_id == call_id
+    assert check_trace(call_id, run_id, 0).status == "pass"
+    missing = check_trace(new_id(), run_id, 0.2)
+    assert missing.status == "fail" and "trace sink" in missing.detail
