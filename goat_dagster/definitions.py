@@ -6,16 +6,27 @@ from dagster import Definitions
 
 from goat_dagster import config
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
+from goat_dagster.assets.leaderboard import leaderboard
 from goat_dagster.assets.registry import model_registry
+from goat_dagster.assets.routing import litellm_config
+from goat_dagster.assets.traces import trace_export
 from goat_dagster.assets.weights import model_weights
+from goat_dagster.resources.langfuse import langfuse_resource_from_env
+from goat_dagster.resources.litellm import litellm_resource_from_env
+from goat_dagster.resources.modal import modal_resource_from_env
 from goat_dagster.resources.serving import LocalServingResource
 from goat_dagster.sensors.registry import model_registry_sensor
 
 config.export_environment()
 
 defs = Definitions(
-    assets=[model_registry, model_weights, serving_endpoint],
+    assets=[model_registry, model_weights, serving_endpoint, litellm_config, trace_export, leaderboard],
     asset_checks=[serving_endpoint_answers],
     sensors=[model_registry_sensor],
-    resources={"local_serving": LocalServingResource()},
+    resources={
+        "local_serving": LocalServingResource(),
+        "modal": modal_resource_from_env(),
+        "litellm": litellm_resource_from_env(),
+        "langfuse": langfuse_resource_from_env(),
+    },
 )

@@ -2,7 +2,7 @@
 and in the asset metadata; the `serving_endpoint_answers` check probes it again.
 
 - local: `goat serve` running (started detached if not), model loaded, a real chat completion.
-- modal: `serving/modal_deploy.ensure_modal_endpoint` (issue #7).
+- modal: the model's `goat-vllm-<key>` app deployed and answering (`ModalResource.ensure_endpoint`).
 - cloud / openai_compatible: registered; probed when possible, otherwise the record says what was
   not checked (and `healthy` is False).
 """
@@ -25,20 +25,14 @@ from dagster import (
 )
 
 from goat_dagster.assets.common import OWNERS, markdown_table
-from goat_dagster.assets.weights import SERVING_LOCAL_POOL, modal_deploy_function, model_weights
+from goat_dagster.assets.weights import model_weights, serving_slot
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import ModelEntry, load_registry, slugify
+from goat_dagster.registry import load_registry, slugify
+from goat_dagster.resources.modal import ModalResource
 from goat_dagster.resources.serving import LocalServingResource
 from goat_dagster.serving.client import probe_chat
 from goat_dagster.serving.endpoint import Endpoint, endpoints_dir, load_endpoint, save_endpoint
 from goat_dagster.serving.external_endpoint import register_external_endpoint
-
-SERVING_BACKEND_TAG = "goat/serving-backend"
-
-
-def serving_run_tags(entry: ModelEntry) -> dict[str, str]:
-    """Run tags for runs that serve or benchmark `entry`: dagster.yaml limits `local` runs to one."""
-    return {SERVING_BACKEND_TAG: entry.backend}
 
 
 def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any]:
@@ -73,21 +67,21 @@ def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any
     kinds={"llama.cpp", "openai"},
     owners=OWNERS,
     code_version="1",
-    pool=SERVING_LOCAL_POOL,
     description="A live OpenAI-compatible endpoint for the model (local control plane, Modal vLLM app, or "
     "a registered external/cloud endpoint): base_url, served name, engine, health, load/cold-start seconds.",
 )
 def serving_endpoint(
-    context: AssetExecutionContext, local_serving: LocalServingResource
+    context: AssetExecutionContext, local_serving: LocalServingResource, modal: ModalResource
 ) -> MaterializeResult:
     entry = load_registry().get(context.partition_key)
     say = context.log.info
-    if entry.provider == "local":
-        ep = local_serving.ensure_endpoint(entry, log=say)
-    elif entry.provider == "modal":
-        ep = modal_deploy_function("ensure_modal_endpoint")(entry, say)
-    else:
-        ep = register_external_endpoint(entry, log=say)
+    with serving_slot(context, entry):
+        if entry.provider == "local":
+            ep = local_serving.ensure_endpoint(entry, log=say)
+        elif entry.provider == "modal":
+            ep = modal.ensure_endpoint(entry, context.log)
+        else:
+            ep = register_external_endpoint(entry, log=say)
     path = save_endpoint(ep)
     meta = endpoint_metadata(ep, path)
     say(f"{entry.key}: endpoint recorded in {path} (healthy={ep.healthy})")

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,7 +49,6 @@ class LocatedWeights:
     commit: str | None = None
     package: str | None = None
     package_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gguf_files(self) -> list[Path]:

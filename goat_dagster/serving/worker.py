@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -276,11 +275,3 @@ class Worker:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "port": self.port,
-            "log": str(self.log_path),
-            "spec": json.loads(self.spec.model_dump_json()),
-        }

@@ -1,10 +1,13 @@
 """`model_weights` and `serving_endpoint` materialized through Dagster: a local model through a real
 detached `goat serve`, OpenAI-compatible endpoints probed for real (our own control plane stands in
-for an external server on loopback), a cloud model whose key is absent, and the Modal branch."""
+for an external server on loopback), a cloud model whose key is absent, and Modal weights through the
+ModalResource (with a recorded Modal edge: the cloud is unreachable here)."""
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from dagster import (
@@ -16,6 +19,8 @@ from dagster import (
 
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
 from goat_dagster.assets.weights import model_weights
+from goat_dagster.pools import backend_slot
+from goat_dagster.resources.modal import ModalResource
 from goat_dagster.resources.serving import LocalServingResource
 from goat_dagster.serving.client import running_control_plane, stop_control_plane
 from goat_dagster.serving.endpoint import load_endpoint
@@ -84,7 +89,7 @@ def run(instance, key, raise_on_error=True):
         ASSETS,
         partition_key=key,
         instance=instance,
-        resources={"local_serving": LocalServingResource(port=0)},
+        resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
         raise_on_error=raise_on_error,
     )
 
@@ -96,7 +101,7 @@ def run_check_only(instance, key):
         ASSETS,
         partition_key=key,
         instance=instance,
-        resources={"local_serving": LocalServingResource(port=0)},
+        resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
         selection=AssetSelection.assets(model_weights) | AssetSelection.checks(serving_endpoint_answers),
         raise_on_error=False,
     )
@@ -168,12 +173,65 @@ def test_cloud_without_key_says_what_was_not_checked(registry_env):
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
 
 
-def test_modal_path_names_its_issue(registry_env):
-    result = run(registry_env, "llama-modal", raise_on_error=False)
-    assert not result.success
-    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
-    messages = []
-    while error is not None:
-        messages.append(error.message)
-        error = error.cause
-    assert any("modal_deploy.py" in m and "lands with issue #7" in m for m in messages), messages
+class RecordedModalEdge:
+    """Modal's cloud is unreachable from here: the `ModalCloud` edge answers `download_weights` with
+    a snapshot inventory of the shape `modal_weights.snapshot_inventory` returns on Modal."""
+
+    environment = "goat-test"
+
+    def download_weights(self, repo: str, revision: str, allow_patterns: list[str] | None) -> dict:
+        files = [
+            {"path": "config.json", "bytes": 855, "etag": "c" * 40, "sha256": None},
+            {"path": "model.safetensors", "bytes": 16_060_522_240, "etag": "d" * 64, "sha256": "d" * 64},
+        ]
+        return {"commit": revision, "files": files, "n_files": 2, "bytes": sum(f["bytes"] for f in files)}
+
+
+class OfflineModal(ModalResource):
+    def cloud(self):
+        return RecordedModalEdge()
+
+
+def test_modal_weights_go_through_the_modal_resource(registry_env):
+    def once():
+        return materialize(
+            [model_weights],
+            partition_key="llama-modal",
+            instance=registry_env,
+            resources={"modal": OfflineModal()},
+        ).asset_materializations_for_node("model_weights")[0]
+
+    first, second = once(), once()
+    meta = first.metadata
+    assert meta["repo"].value == "meta-llama/Llama-3.1-8B-Instruct"
+    assert meta["resolved_commit"].value == "0e9e39f249a16976918f6564b8830bc894c89659"
+    assert meta["n_files"].value == 2 and "model.safetensors" in meta["files"].value
+    assert first.tags["dagster/data_version"] == second.tags["dagster/data_version"]
+
+
+def test_local_endpoint_waits_for_the_serving_local_slot(registry_env, pg_instance):
+    """On the real instance (PostgreSQL, pools configured by goat: serving-local has one slot), a
+    local serving_endpoint step waits while another step holds the local CPU server."""
+    pg_instance.add_dynamic_partitions("models", ["smollm2-135m"])
+    done: dict = {}
+
+    def materialize_endpoint():
+        done["result"] = materialize(
+            [model_weights, serving_endpoint],
+            selection=[serving_endpoint],
+            partition_key="smollm2-135m",
+            instance=pg_instance,
+            resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
+        )
+
+    try:
+        worker = threading.Thread(target=materialize_endpoint)
+        with backend_slot(pg_instance, "serving-local", "another-run", "benchmark_results"):
+            worker.start()
+            time.sleep(3)
+            assert worker.is_alive() and load_endpoint("smollm2-135m") is None, "it waited for the slot"
+        worker.join(120)
+        assert done["result"].success and load_endpoint("smollm2-135m").healthy
+        assert pg_instance.event_log_storage.get_concurrency_info("serving-local").claimed_slots == []
+    finally:
+        pg_instance.delete_dynamic_partition("models", "smollm2-135m")
