@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="a local model key of models.yaml")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2, help="how many times each prompt runs on each path")
+    ap.add_argument("--short-pairs", type=int, default=40, help="max_tokens=1 request pairs (fixed cost)")
     args = ap.parse_args()
 
     entry = load_registry().get(args.model)
@@ -168,7 +170,7 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{direct_port}/v1/models", direct)
         wait_http(f"http://127.0.0.1:{goat_port}/healthz", goat)
 
-        prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
+        prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts] * args.rounds
         results = {"direct": Sample(), "goat serve": Sample()}
         urls = {"direct": direct_url, "goat serve": goat_url}
         with httpx.Client(timeout=600) as client:
@@ -199,6 +201,12 @@ def main() -> None:
                         complete_once(client, urls[name], spec.served_model, prompt, args.max_tokens)
                     )
             cpu = {k: cpu_seconds(p) - cpu_before[k] for k, p in cpu_procs.items()}
+            short = {"direct": [], "goat serve": []}
+            for i in range(args.short_pairs):
+                for name in list(urls) if i % 2 == 0 else list(reversed(urls)):
+                    short[name].append(
+                        complete_once(client, urls[name], spec.served_model, PROMPTS[i % 3], 1)
+                    )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -223,7 +231,8 @@ def main() -> None:
 
     print(
         f"model {spec.served_model} ({Path(spec.model_path).name}, n_ctx {spec.n_ctx}), "
-        f"{len(prompts)} prompts x max {args.max_tokens} tokens, greedy, streamed + non-streamed"
+        f"{args.prompts} prompts x {args.rounds} rounds x max {args.max_tokens} tokens, greedy, "
+        "streamed + non-streamed"
     )
     print(
         f"{'path':<11} {'TTFT ms':>10} {'decode t/s':>10} {'stream t/s':>12} {'non-str ms':>12} {'tokens':>7}"
@@ -238,6 +247,13 @@ def main() -> None:
         f"ratio goat/direct (median of per-prompt pairs): TTFT {ttft_ratio:.3f}  "
         f"decode tokens/s {tps_ratio:.3f}  non-streamed latency {full_ratio:.3f}  "
         f"streamed wall time {wall_ratio:.3f}"
+    )
+    diffs_ms = [(g_ - d_) * 1000 for d_, g_ in zip(short["direct"], short["goat serve"], strict=True)]
+    print(
+        f"fixed cost per request (max_tokens=1, {args.short_pairs} pairs): "
+        f"{statistics.median(diffs_ms):+.1f} ms median "
+        f"(direct {statistics.median(short['direct']) * 1000:.1f} ms, "
+        f"ratio {paired(short['direct'], short['goat serve']):.3f})"
     )
     n_requests = 2 * len(prompts)
     print(
