@@ -86,9 +86,9 @@ def serving_endpoint(
     meta = endpoint_metadata(ep, path)
     say(f"{entry.key}: endpoint recorded in {path} (healthy={ep.healthy})")
     if not ep.healthy and entry.self_hosted:
+        why = ep.detail.get("error") or ep.detail.get("probe", {}).get("error") or "see the detail table"
         raise Failure(
-            description=f"{entry.key}: the endpoint at {ep.base_url} did not answer a chat completion: "
-            f"{ep.detail.get('probe', {}).get('error', 'see detail')}",
+            description=f"{entry.key}: the endpoint at {ep.base_url} did not answer a chat completion: {why}",
             metadata=meta,
         )
     return MaterializeResult(metadata=meta)
