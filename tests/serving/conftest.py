@@ -31,11 +31,14 @@ def plane(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> Iterator[P
     """One control plane for the session: budget for one worker, queue bound 1."""
     home = tmp_path_factory.mktemp("serve-home")
     models = write_models_yaml(home / "models.yaml", smollm2)
+    with pytest.MonkeyPatch.context() as mp:  # the GGUF metadata cache goes to this GOAT_HOME
+        mp.setenv("GOAT_HOME", str(home))
+        budget = one_worker_budget_mb(smollm2)
     p = start_plane(
         home,
         models,
         "--budget-mb",
-        str(one_worker_budget_mb(smollm2)),
+        str(budget),
         "--margin-mb",
         "0",
         "--max-queue",

@@ -7,7 +7,7 @@ from goat_dagster.serving.memory import MIB, RUNTIME_MB, Resident, estimate_memo
 from goat_dagster.serving.serve_config import ServeSettings
 
 
-def test_estimate_is_weights_plus_kv_cache_plus_scratch(smollm2):
+def test_estimate_is_weights_plus_kv_cache_plus_scratch(goat_home, smollm2):
     info = read_gguf_info(smollm2)
     size = smollm2.stat().st_size
     small = estimate_memory(info, size, 2048)

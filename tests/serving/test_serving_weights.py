@@ -43,7 +43,7 @@ models:
     return reg.get(key)
 
 
-def test_gguf_metadata_of_smollm2(smollm2):
+def test_gguf_metadata_of_smollm2(goat_home, smollm2):
     info = read_gguf_info(smollm2)
     assert info.architecture == "llama"
     assert info.quantization == "Q4_1"
@@ -56,7 +56,7 @@ def test_gguf_metadata_of_smollm2(smollm2):
     assert info.kv_bytes_per_token() == 30 * 3 * 128 * 2
 
 
-def test_not_a_gguf_is_a_clear_error(tmp_path):
+def test_not_a_gguf_is_a_clear_error(goat_home, tmp_path):
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"not a gguf at all" * 10)
     with pytest.raises(GGUFError, match=r"model\.gguf: not a readable GGUF"):
