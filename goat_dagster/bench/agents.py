@@ -11,7 +11,9 @@ An agent reports what it used in `Usage` as it goes, so the numbers survive an e
 
 from __future__ import annotations
 
+import os
 import secrets
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +86,10 @@ class Agent:
     def run(self, ctx: AgentContext) -> None:
         raise NotImplementedError
 
+    def mounts(self) -> list[str]:
+        """Host paths the agent needs to see (read-only) inside a local sandbox."""
+        return []
+
 
 class OracleAgent(Agent):
     name = "oracle"
@@ -104,6 +110,14 @@ class CommandAgent(Agent):
             raise ValueError("command agent needs a command: --agent 'command:<cmd>'")
         self.command = command
         self.name = f"command:{command}"
+
+    def mounts(self) -> list[str]:
+        """Absolute host paths named in the command (the agent's binary or script), if they exist."""
+        try:
+            words = shlex.split(self.command)
+        except ValueError:
+            words = self.command.split()
+        return [w for w in words if w.startswith("/") and os.path.exists(w)]
 
     def env(self, ctx: AgentContext, base_url: str, key: str) -> dict[str, str]:
         assert ctx.gateway is not None

@@ -138,6 +138,7 @@ class GatewayClient:
         retries: int = 3,
         backoff_s: float = 1.0,
         on_cost: Callable[[float], None] | None = None,
+        http_client: Any = None,
     ) -> None:
         from openai import OpenAI  # imported here: `goat run --agent oracle` never pays for it
 
@@ -147,7 +148,10 @@ class GatewayClient:
         self.backoff_s = backoff_s
         self.on_cost = on_cost
         self.client = OpenAI(
-            base_url=gateway.base_url, api_key=gateway.api_key.get_secret_value(), max_retries=0
+            base_url=gateway.base_url,
+            api_key=gateway.api_key.get_secret_value(),
+            max_retries=0,
+            http_client=http_client,
         )
 
     def chat(

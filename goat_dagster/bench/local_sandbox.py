@@ -93,6 +93,32 @@ def base_interpreter() -> Path:
     return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
 
 
+def _others_can_read(path: Path) -> bool:
+    """Whether a user with no special rights can reach and read `path` (o+x on every parent)."""
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            return False
+        if not mode & 0o001 or (p == path and not mode & 0o004):
+            return False
+    return True
+
+
+def _sweep_stale() -> None:
+    """Remove the sandbox dirs of harness processes that died without cleaning up (SIGKILL)."""
+    for d in Path(tempfile.gettempdir()).glob("goat-sandbox-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def _slot_uid(index: int) -> int:
     # distinct per slot and (almost surely) per harness process, so RLIMIT_NPROC counts per slot
     return 200_000 + ((os.getpid() & 0xFFFF) << 5) + index
@@ -188,7 +214,7 @@ class LocalSlot:
         self.relay = self.dir / "relay"
         for d in (self.work, self.tmp, self.relay):
             d.mkdir(parents=True, exist_ok=True)
-        self.uid = _slot_uid(index) if os.geteuid() == 0 else None
+        self.uid = _slot_uid(index) if os.geteuid() == 0 and pool.can_drop_root else None
         if self.uid is not None:
             for d in (self.work, self.tmp, self.relay):
                 os.chown(d, self.uid, self.uid)
@@ -310,7 +336,18 @@ class LocalSandboxPool(SandboxPool):
             self.warnings.append(NO_BWRAP_WARNING)
             warnings.warn(NO_BWRAP_WARNING, stacklevel=2)
         self.python = base_interpreter()
-        self.base = Path(tempfile.mkdtemp(prefix="goat-sandbox-"))
+        # as root, tasks run as an unprivileged per-slot uid; without bubblewrap that uid must be
+        # able to reach the interpreter on the host (under /root it usually cannot)
+        self.can_drop_root = bool(self.bwrap) or _others_can_read(Path(sys.base_prefix).resolve())
+        if os.geteuid() == 0 and not self.can_drop_root:
+            msg = (
+                f"the sandbox runs task code as root: the interpreter under {sys.base_prefix} is not "
+                "readable by an unprivileged user and bubblewrap is not there to mount it"
+            )
+            self.warnings.append(msg)
+            warnings.warn(msg, stacklevel=2)
+        _sweep_stale()
+        self.base = Path(tempfile.mkdtemp(prefix=f"goat-sandbox-{os.getpid()}-"))
         os.chmod(self.base, 0o755)
         self._support()
         self.slots: queue.Queue[LocalSlot] = queue.Queue()
@@ -403,6 +440,8 @@ class LocalSandboxPool(SandboxPool):
             str(etc / "group"),
             "/etc/group",
         ]
+        # bwrap creates missing mount-point parents 0700: make them traversable for the sandbox user
+        argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/run"]
         argv += ["--ro-bind", str(self.support), SUPPORT]
         argv += ["--bind", str(slot.work), WORKDIR, "--bind", str(slot.relay), RELAY_DIR]
         argv += [
@@ -413,6 +452,16 @@ class LocalSandboxPool(SandboxPool):
             "--tmpfs",
             "/tmp",
         ]
+        # after /tmp's tmpfs, so an agent script under the host's /tmp stays visible
+        made = {"/", "/tmp", "/usr", "/etc", "/opt", "/run", WORKDIR, *map(str, prefix.parents), str(prefix)}
+        for extra in self.options.ro_paths:
+            path = Path(extra).resolve()
+            if path.exists() and not str(path).startswith("/usr/"):
+                for parent in reversed(path.parents):
+                    if str(parent) not in made:
+                        argv += ["--perms", "0755", "--dir", str(parent)]
+                        made.add(str(parent))
+                argv += ["--ro-bind", str(path), str(path)]
         argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORKDIR, "--clearenv"]
         for k, v in self.worker_env().items():
             argv += ["--setenv", k, v]

@@ -103,6 +103,16 @@ def new_run_id(model: str, suite: str) -> str:
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transient failures: a task attempt ending in an infra error is tried again `retries` times;
+    a single model call `call_retries` times; waits grow from `backoff_s` (x2 each time)."""
+
+    retries: int = 2
+    call_retries: int = 3
+    backoff_s: float = 2.0
+
+
 @dataclass
 class _Budget:
     limit: float | None
@@ -130,22 +140,23 @@ class _Run:
         pool: SandboxPool,
         gateway: Gateway | None,
         limits: AgentLimits,
-        retries: int,
-        backoff_s: float,
+        retry: RetryPolicy,
         budget: _Budget,
         on_task: OnTask | None,
         total: int,
         done_rows: dict[tuple[str, int], ResultRow],
     ):
         self.spec, self.suite, self.agent, self.journal, self.pool = spec, suite, agent, journal, pool
-        self.gateway, self.limits, self.retries, self.backoff_s = gateway, limits, retries, backoff_s
+        self.gateway, self.limits, self.retry = gateway, limits, retry
         self.budget, self.on_task, self.total = budget, on_task, total
         self.rows = dict(done_rows)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.calls = CallLog(spec.run_id)
         self.client = (
-            GatewayClient(gateway, self.calls, on_cost=budget.add)
+            GatewayClient(
+                gateway, self.calls, retries=retry.call_retries, backoff_s=retry.backoff_s, on_cost=budget.add
+            )
             if agent.uses_client and gateway is not None
             else None
         )
@@ -207,7 +218,7 @@ class _Run:
         total = Usage()
         detail: dict[str, Any] = {"attempts": []}
         status, kind, trace_id = "error", "infra", None
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.retry.retries + 1):
             trace_id = new_id()
             usage = Usage()
             note: dict[str, Any] = {"trace_id": trace_id}
@@ -228,9 +239,9 @@ class _Run:
                 setattr(total, f, getattr(total, f) + getattr(usage, f))
             note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
             detail["attempts"].append(note)
-            if kind != "infra" or attempt >= self.retries or self.stop.is_set():
+            if kind != "infra" or attempt >= self.retry.retries or self.stop.is_set():
                 break
-            time.sleep(self.backoff_s * (2**attempt))
+            time.sleep(self.retry.backoff_s * (2**attempt))
         finished = datetime.now(UTC)
         row = ResultRow(
             run_id=self.spec.run_id,
@@ -318,8 +329,7 @@ def run_benchmark(
     budget_usd: float | None = None,
     gateway: Gateway | None = None,
     limits: AgentLimits | None = None,
-    retries: int = 2,
-    backoff_s: float = 2.0,
+    retry: RetryPolicy | None = None,
     task_ids: list[str] | None = None,
     on_task: OnTask | None = None,
     on_start: Callable[[RunSpec, int, int], None] | None = None,
@@ -330,7 +340,7 @@ def run_benchmark(
 
     `on_task(row, progress)` is called after each task x epoch is journaled; `on_start(spec,
     pending, total)` once before work starts. Pass `gateway` to override `resolve_gateway(model)`,
-    `pool` to reuse a sandbox pool across runs.
+    `pool` to reuse a sandbox pool across runs, `task_ids` to run a subset of the suite.
     """
     from goat_dagster.registry import load_registry
 
@@ -372,9 +382,12 @@ def run_benchmark(
                 gateway = resolve_gateway(entry.key, registry)
             own_pool = pool is None
             if pool is None:
-                pool = make_pool(
-                    sandbox, PoolOptions(size=min(parallel, len(pending)), network=the_agent.needs_network)
+                options = PoolOptions(
+                    size=min(parallel, len(pending)),
+                    network=the_agent.needs_network,
+                    ro_paths=tuple(the_agent.mounts()),
                 )
+                pool = make_pool(sandbox, options)
             isolation, warns = pool.isolation, list(pool.warnings)
             run = _Run(
                 journal.spec,
@@ -384,8 +397,7 @@ def run_benchmark(
                 pool,
                 gateway,
                 limits or AgentLimits(),
-                retries,
-                backoff_s,
+                retry or RetryPolicy(),
                 budget,
                 on_task,
                 len(items),
@@ -467,4 +479,4 @@ def _summary(
     )
 
 
-__all__ = ["Progress", "RunError", "RunSummary", "new_run_id", "run_benchmark"]
+__all__ = ["Progress", "RetryPolicy", "RunError", "RunSummary", "new_run_id", "run_benchmark"]

@@ -182,6 +182,7 @@ class PoolOptions:
     network: bool = False  # the agent needs a way to the model gateway (command agents)
     image: str | None = None  # Modal: image to run; local: ignored
     lifetime_s: int = 3600  # Modal: sandbox lifetime
+    ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only at the same place (an agent's binary)
 
 
 def make_pool(kind: str, options: PoolOptions) -> SandboxPool:

@@ -26,6 +26,7 @@ import select
 import shlex
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -265,8 +266,9 @@ class Worker:
         cap = int(req.get("cap", 64 * 1024))
         hard_cap = int(req.get("hard_cap", 16 * 1024 * 1024))
         limits = req.get("limits") or {}
-        cwd = os.path.join(self.root, self.resolve(req.get("cwd") or "."))
+        cwd = os.path.normpath(os.path.join(self.root, self.resolve(req.get("cwd") or ".")))
         warm = self.warm_python(cmd, env) if req.get("warm", True) else None
+        self.reap()  # orphans killed with an earlier command's process group
 
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -341,6 +343,7 @@ class Worker:
             os.close(fd)
         if status is None:
             _, status = os.waitpid(pid, 0)
+        self.reap()
         exit_code = os.waitstatus_to_exitcode(status)
         if exit_code < 0 and killed is None:
             sig = -exit_code
@@ -468,29 +471,34 @@ def bridge_pipe(conn: socket.socket, target: str) -> None:
     up.close()
 
 
-def empty_dir(path: str) -> None:
-    import shutil
-
-    def fix(func, p, _exc):  # a task may chmod 000 a directory: make it removable
+def empty_dir(path: str, dev: int | None = None) -> None:
+    """Remove everything under `path` (not `path` itself), never crossing into a mount point."""
+    if dev is None:
+        dev = os.lstat(path).st_dev
+    try:
+        names = os.listdir(path)
+    except PermissionError:  # a task may have chmod'ed a directory to 000
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
+            os.chmod(path, 0o700)
+            names = os.listdir(path)
         except OSError:
-            pass
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-    for name in os.listdir(path):
+            return
+    except OSError:
+        return
+    for name in names:
         p = os.path.join(path, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p, onerror=fix)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if st.st_dev != dev:
+            continue  # a read-only mount (an agent's binary): leave it
+        if stat.S_ISDIR(st.st_mode):
+            empty_dir(p, dev)
+            with contextlib.suppress(OSError):
+                os.rmdir(p)
         else:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(p)
 
 
@@ -547,20 +555,20 @@ def run_python(spec: list, env: dict, cwd: str) -> None:
     try:
         if kind == "file":
             sys.argv = [target, *args]
-            sys.path[0] = os.path.dirname(os.path.normpath(os.path.join(cwd, target)))
-            runpy.run_path(target, run_name="__main__")
+            script = os.path.normpath(os.path.join(cwd, target))  # __main__.__file__ is absolute
+            sys.path[0] = os.path.dirname(script)
+            if os.path.isdir(script) or not os.path.isfile(script):
+                runpy.run_path(target, run_name="__main__")  # a directory/zip with __main__.py
+            else:
+                run_main_source(script)
         elif kind == "-m":
             sys.argv = [target, *args]
             sys.path[0] = cwd
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            import types
-
             sys.argv = ["-c", *args]
             sys.path[0] = ""
-            main = types.ModuleType("__main__")
-            sys.modules["__main__"] = main
-            exec(compile(target, "<string>", "exec"), main.__dict__)
+            run_main_source(None, target)
     except SystemExit as exc:
         code = exit_code_of(exc)
     except BaseException as exc:
@@ -582,6 +590,25 @@ def run_python(spec: list, env: dict, cwd: str) -> None:
     os._exit(code)
 
 
+def run_main_source(path: str | None, source: str | None = None) -> None:
+    """Execute a script (or `-c` code) as the `__main__` module, the way the interpreter does."""
+    import builtins
+    import types
+
+    if path is not None:
+        with open(path, "rb") as f:
+            source_bytes = f.read()
+        code = compile(source_bytes, path, "exec", dont_inherit=True)
+    else:
+        code = compile(source or "", "<string>", "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __spec__=None, __cached__=None)
+    if path is not None:
+        main.__file__ = path
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
 def exit_code_of(exc: SystemExit) -> int:
     if exc.code is None:
         return 0
@@ -596,9 +623,11 @@ def print_user_traceback(exc: BaseException) -> None:
     import runpy
     import traceback
 
-    skip = {os.path.abspath(__file__), os.path.abspath(runpy.__file__)}
+    skip = {os.path.abspath(__file__), os.path.abspath(runpy.__file__), "<frozen runpy>"}
     tb = exc.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in skip:
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename in skip or os.path.abspath(tb.tb_frame.f_code.co_filename) in skip
+    ):
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
 
@@ -624,10 +653,10 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="a private /tmp to empty between tasks")
     ap.add_argument("--uid", type=int, default=None)
     args = ap.parse_args()
-    if args.uid is not None and os.geteuid() == 0:
-        drop_privileges(args.uid)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if args.uid is not None and os.geteuid() == 0:
+        drop_privileges(args.uid)
     worker = Worker(args.root, args.tmp)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(b'{"ok": true, "ready": true}\n')
