@@ -17,6 +17,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.bench.sandbox import Sandbox
@@ -144,8 +145,15 @@ class CommandAgent(Agent):
             ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits)
             base_url = ctx.sandbox.gateway_url(str(ctx.relay.socket_path))
         elif ctx.gateway.agent_key is not None:
+            # a cloud sandbox calls the gateway itself, with a scoped (virtual) key
+            host = urlsplit(ctx.gateway.base_url).hostname or ""
+            if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+                raise InfraError(
+                    f"the gateway {ctx.gateway.base_url} is on this machine's loopback, which a "
+                    f"{ctx.sandbox.kind} sandbox cannot reach; set GOAT_LLM_BASE_URL to a proxy it can reach"
+                )
             token = ctx.gateway.agent_key.get_secret_value()
-            base_url = ctx.sandbox.gateway_url(None)
+            base_url = ctx.gateway.base_url
         else:
             raise InfraError(
                 "a command agent in this sandbox needs a scoped gateway key: set GOAT_LLM_AGENT_KEY "

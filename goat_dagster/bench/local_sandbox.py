@@ -307,9 +307,7 @@ class LocalSandbox(Sandbox):
     def kill_processes(self) -> None:
         self._call({"op": "kill"})
 
-    def gateway_url(self, relay_socket: str | None) -> str:
-        if relay_socket is None:
-            raise SandboxError("no gateway relay for this sandbox", transient=False)
+    def gateway_url(self, relay_socket: str) -> str:
         inside = f"{RELAY_DIR}/{Path(relay_socket).name}" if self.pool.bwrap else relay_socket
         port = self._call({"op": "bridge", "unix": inside})["port"]
         return f"http://127.0.0.1:{port}/v1"

@@ -144,9 +144,9 @@ class Sandbox(ABC):
     def kill_processes(self) -> None:
         """Stop everything still running in the sandbox (between the agent and the check)."""
 
-    def gateway_url(self, relay_socket: str | None) -> str:
-        """A base URL, reachable from inside the sandbox, that leads to the model gateway relay."""
-        raise SandboxError(f"the {self.kind} sandbox cannot reach a model gateway", transient=False)
+    def gateway_url(self, relay_socket: str) -> str:
+        """A base URL, reachable from inside the sandbox, that leads to the host's gateway relay."""
+        raise SandboxError(f"the {self.kind} sandbox cannot reach the host's gateway relay", transient=False)
 
 
 class SandboxPool(ABC):
