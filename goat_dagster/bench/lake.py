@@ -76,8 +76,9 @@ def write_results(run_id: str, rows: list[ResultRow]) -> Path:
     """Write (or replace) the run's Parquet file atomically (written aside, then renamed)."""
     target = results_file(run_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    stem = target.with_name(f".{target.stem}.{os.getpid()}")
-    ndjson, tmp = stem.with_suffix(".jsonl"), stem.with_suffix(".parquet")
+    # names outside the lake's `*.parquet` glob until the final rename
+    ndjson = target.with_name(f".{target.stem}.{os.getpid()}.jsonl.tmp")
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.parquet.tmp")
     ndjson.write_text("".join(r.model_dump_json() + "\n" for r in rows))
     con = _duck()
     try:
