@@ -61,8 +61,14 @@ def models(as_json: bool, enabled_only: bool) -> None:
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
-        emit({"source": registry.source, "content_hash": registry.content_hash,
-              "router": registry.router.model_dump(mode="json"), "models": rows})
+        emit(
+            {
+                "source": registry.source,
+                "content_hash": registry.content_hash,
+                "router": registry.router.model_dump(mode="json"),
+                "models": rows,
+            }
+        )
         return
     click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
     click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
@@ -268,10 +274,40 @@ def traces() -> None:
 
 @traces.command("verify")
 @click.argument("run_id")
+@click.option(
+    "--source",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "sink", "langfuse"]),
+    help="Where traces are read from (auto: Langfuse when LANGFUSE_* is set, else the sink).",
+)
+@click.option(
+    "--wait-s",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Keep polling this long for traces still being written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def traces_verify(run_id: str, as_json: bool) -> None:
+def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> None:
     """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
-    not_landed("traces verify", 4, "trace export")
+    from goat_dagster.tracing.export import verify_run
+
+    result = verify_run(run_id, source=source, wait_s=wait_s)
+    if as_json:
+        emit(result.as_dict())
+    else:
+        click.echo(
+            f"run {run_id}: {result.n_calls} calls, {len(result.found)} traced, "
+            f"{len(result.missing)} missing (source: {result.source})"
+        )
+        for m in result.missing:
+            click.echo(
+                f"  missing  {m['call_id']}  task={m['task_id']} epoch={m['epoch']} step={m['step']}"
+                + (f"  (call failed: {m['error']})" if not m["ok"] else "")
+            )
+    if not result.ok:
+        sys.exit(1)
 
 
 @main.command()
@@ -280,14 +316,47 @@ def traces_verify(run_id: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Create without asking.")
 def setup(dry_run: bool, env_file: str, yes: bool) -> None:
     """Create the Modal environment, secrets and volumes from ./.env."""
-    not_landed("setup", 7, "the Modal path")
+    from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan, modal_state, read_env_file
+    from goat_dagster.serving.modal_deploy import ModalCloud, ModalUnavailable
+    from goat_dagster.serving.modal_spec import ENVIRONMENT_ENV
+
+    try:
+        cloud = ModalCloud(read_env_file(env_file).get(ENVIRONMENT_ENV))
+        try:
+            state, note = modal_state(cloud), ""
+        except ModalUnavailable as exc:
+            if not dry_run:
+                fail(f"goat setup: {exc}")
+            state, note = None, f"Modal {exc.reason}: {exc.detail}"
+        plan = build_plan(env_file, state, note)
+        click.echo(plan.render())
+        if plan.problems:
+            sys.exit(1)
+        if dry_run:
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                fail("goat setup: no terminal to ask; re-run with --yes to apply this plan")
+            click.confirm("Apply this plan?", abort=True)
+        apply_plan(plan, cloud, click.echo)
+    except (SetupError, ModalUnavailable) as exc:
+        fail(f"goat setup: {exc}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def doctor(as_json: bool) -> None:
     """Phased checks: config, secrets, services, endpoints, traces."""
-    not_landed("doctor", 7, "the Modal path")
+    from goat_dagster.doctor import render, run_doctor, to_json
+
+    checks = run_doctor()
+    result = to_json(checks)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(render(checks))
+    if not result["ok"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

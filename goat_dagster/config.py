@@ -102,8 +102,16 @@ class GoatPaths:
         return self.home / "litellm"
 
     def ensure(self) -> GoatPaths:
-        for d in (self.home, self.lake_results, self.lake_traces, self.models, self.logs, self.traces,
-                  self.runs, self.dagster_home):
+        for d in (
+            self.home,
+            self.lake_results,
+            self.lake_traces,
+            self.models,
+            self.logs,
+            self.traces,
+            self.runs,
+            self.dagster_home,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -36,10 +36,16 @@ def run_demo(echo: bool = True) -> dict[str, Any]:
 
     registry = load_registry()
     diff = sync_model_partitions(instance, registry)
-    say(f"partitions 'models': +{len(diff.added)} -{len(diff.removed)} "
-        f"({len(registry.partition_keys())} in models.yaml)")
+    say(
+        f"partitions 'models': +{len(diff.added)} -{len(diff.removed)} "
+        f"({len(registry.partition_keys())} in models.yaml)"
+    )
 
-    result = materialize([model_registry], instance=instance)
+    result = materialize(
+        [model_registry],
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
     if not result.success:
         raise click.ClickException("materializing model_registry failed; see the run in `make ui`")
     say(f"materialized model_registry in run {result.run_id}\n")

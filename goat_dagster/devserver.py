@@ -49,8 +49,9 @@ def run_dev(host: str, port: int) -> int:
     if owns_daemon:
         cmd = [_bin("dagster"), "dev", "-h", host, "-p", str(port), "-w", str(workspace)]
     else:
-        print("another `goat ui` runs the daemon for this GOAT_HOME: starting a webserver only",
-              file=sys.stderr)
+        print(
+            "another `goat ui` runs the daemon for this GOAT_HOME: starting a webserver only", file=sys.stderr
+        )
         cmd = [_bin("dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)]
     print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={home})", file=sys.stderr)
     proc = subprocess.Popen(cmd, cwd=config.project_dir(), env=os.environ.copy())

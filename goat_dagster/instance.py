@@ -15,11 +15,13 @@ reach the same server without starting their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +41,7 @@ def sqlalchemy_url(url: str) -> str:
     dagster-postgres' `NOTIFY run_events, $1` fails."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
 
 
@@ -65,10 +67,8 @@ def _prune_dead_handles(pgdata: Path) -> None:
 def _install_term_handler() -> None:
     """Turn SIGTERM into a normal exit so atexit hooks (pgserver's stop) run."""
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        try:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        except ValueError:  # not the main thread
-            pass
 
 
 def ensure_postgres() -> str:
@@ -83,7 +83,9 @@ def ensure_postgres() -> str:
         p = config.paths().ensure()
         p.pg.parent.mkdir(parents=True, exist_ok=True)
         if not external:  # we are the process that owns the embedded server's lifetime
-            import pgserver
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+                import pgserver
 
             _prune_dead_handles(p.pg)
             logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -92,6 +94,16 @@ def ensure_postgres() -> str:
             os.environ["DAGSTER_PG_URL"] = sqlalchemy_url(_server.get_uri())
             os.environ[EMBEDDED_FLAG] = "1"
     return os.environ["DAGSTER_PG_URL"]
+
+
+def stop_postgres() -> None:
+    """Release this process's handle on the embedded server (it stops if this was the last user)."""
+    global _server
+    if _server is not None:
+        _server.cleanup()
+        _server = None
+        os.environ.pop(EMBEDDED_FLAG, None)
+        os.environ.pop("DAGSTER_PG_URL", None)
 
 
 def prepare_dagster_home() -> Path:
@@ -110,23 +122,41 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+# Steps of one serving backend that may run at once (asset `pool=`): one local CPU server must not
+# be flooded; remote GPUs and cloud APIs take several benchmarks side by side.
+POOL_LIMITS: dict[str, int] = {"serving-local": 1, "serving-modal": 8, "serving-cloud": 8}
+
+
+def configure_pools(instance: DagsterInstance) -> None:
+    """Give goat's pools their limits, once: a limit changed later in the UI is left alone."""
+    storage = instance.event_log_storage
+    known = storage.get_concurrency_keys()
+    for pool, limit in POOL_LIMITS.items():
+        if pool not in known:
+            storage.set_concurrency_slots(pool, limit)
+
+
 def ensure_instance() -> DagsterInstance:
-    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed)."""
+    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed), pools configured."""
     from dagster import DagsterInstance
 
     ensure_postgres()
     prepare_dagster_home()
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    configure_pools(instance)
+    return instance
 
 
 def describe() -> dict[str, str]:
     """Where the instance lives, with the password (if any) masked, for `goat doctor`/`goat demo`."""
     url = os.environ.get("DAGSTER_PG_URL", "")
     masked = url
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+    if "@" in url:
         head, tail = url.split("@", 1)
-        user = head.split("//", 1)[-1].split(":", 1)[0]
-        masked = f"{head.split('//', 1)[0]}//{user}:***@{tail}"
+        scheme, _, userinfo = head.partition("//")
+        user, _, password = userinfo.partition(":")
+        if password:
+            masked = f"{scheme}//{user}:***@{tail}"
     return {
         "dagster_home": os.environ.get("DAGSTER_HOME", ""),
         "postgres": masked,

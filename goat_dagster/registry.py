@@ -152,7 +152,9 @@ class RouterSettings(_Strict):
     @classmethod
     def _strategy(cls, v: str) -> str:
         if v not in ROUTING_STRATEGIES:
-            raise ValueError(f"unknown routing strategy {v!r}; expected one of {', '.join(ROUTING_STRATEGIES)}")
+            raise ValueError(
+                f"unknown routing strategy {v!r}; expected one of {', '.join(ROUTING_STRATEGIES)}"
+            )
         return v
 
 
@@ -373,9 +375,14 @@ def _entry_problems(path: str, data: LineDict, key: str, err: ValidationError) -
     for e in err.errors(include_url=False):
         loc = list(e["loc"])
         # drop discriminated-union tags pydantic inserts (e.g. 'hf' in weights.hf.revision)
-        if len(loc) >= 2 and loc[0] == "weights" and isinstance(raw.get("weights"), dict):
-            if loc[1] == raw["weights"].get("source"):
-                loc.pop(1)
+        weights = raw.get("weights")
+        if (
+            len(loc) >= 2
+            and loc[0] == "weights"
+            and isinstance(weights, dict)
+            and loc[1] == weights.get("source")
+        ):
+            loc.pop(1)
         field = ".".join(str(p) for p in loc) or None
         msg = e["msg"]
         if e["type"] == "missing":
@@ -406,12 +413,26 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
     allowed_top = {"version", "router", "models"}
     for k in data:
         if k not in allowed_top:
-            problems.append(Problem(path_s, data.key_lines.get(k), None, str(k),
-                                    f"unknown top-level section; expected {', '.join(sorted(allowed_top))}"))
+            problems.append(
+                Problem(
+                    path_s,
+                    data.key_lines.get(k),
+                    None,
+                    str(k),
+                    f"unknown top-level section; expected {', '.join(sorted(allowed_top))}",
+                )
+            )
     models_raw = data.get("models")
     if not isinstance(models_raw, LineDict) or not models_raw:
-        problems.append(Problem(path_s, data.key_lines.get("models", 1), None, "models",
-                                "expected a non-empty mapping of model key -> entry"))
+        problems.append(
+            Problem(
+                path_s,
+                data.key_lines.get("models", 1),
+                None,
+                "models",
+                "expected a non-empty mapping of model key -> entry",
+            )
+        )
         raise RegistryError(problems)
 
     entries: dict[str, ModelEntry] = {}
@@ -423,17 +444,31 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
             problems.append(Problem(path_s, line, key_s, None, "entry must be a mapping of fields"))
             continue
         if "key" in raw and raw["key"] != key_s:
-            problems.append(Problem(path_s, raw.key_lines.get("key", line), key_s, "key",
-                                    f"'key: {raw['key']}' disagrees with the entry name {key_s!r}"))
+            problems.append(
+                Problem(
+                    path_s,
+                    raw.key_lines.get("key", line),
+                    key_s,
+                    "key",
+                    f"'key: {raw['key']}' disagrees with the entry name {key_s!r}",
+                )
+            )
             continue
         slug = slugify(key_s)
         if not slug:
             problems.append(Problem(path_s, line, key_s, None, "key has no letters or digits"))
             continue
         if slug in slugs:
-            problems.append(Problem(path_s, line, key_s, None,
-                                    f"key slugifies to {slug!r}, the same partition key as {slugs[slug]!r} "
-                                    f"(line {models_raw.key_lines.get(slugs[slug])})"))
+            problems.append(
+                Problem(
+                    path_s,
+                    line,
+                    key_s,
+                    None,
+                    f"key slugifies to {slug!r}, the same partition key as {slugs[slug]!r} "
+                    f"(line {models_raw.key_lines.get(slugs[slug])})",
+                )
+            )
             continue
         slugs[slug] = key_s
         try:
@@ -447,18 +482,39 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
     except ValidationError as err:
         for e in err.errors(include_url=False):
             loc = ["router", *e["loc"]]
-            problems.append(Problem(path_s, line_of(data, loc), None, ".".join(map(str, loc)),
-                                    e["msg"].removeprefix("Value error, ")))
+            problems.append(
+                Problem(
+                    path_s,
+                    line_of(data, loc) or data.line,
+                    None,
+                    ".".join(map(str, loc)),
+                    e["msg"].removeprefix("Value error, "),
+                )
+            )
     if router is not None:
         names = {m.gateway_name for m in entries.values()} | set(entries)
         for i, fb in enumerate(router.fallbacks):
             for name in [fb.model, *fb.to]:
                 if entries and name not in names and len(entries) == len(models_raw):
-                    problems.append(Problem(path_s, line_of(data, ["router", "fallbacks", i]), None,
-                                            f"router.fallbacks[{i}]", f"unknown model {name!r}"))
+                    problems.append(
+                        Problem(
+                            path_s,
+                            line_of(data, ["router", "fallbacks", i]) or data.line,
+                            None,
+                            f"router.fallbacks[{i}]",
+                            f"unknown model {name!r}",
+                        )
+                    )
     if data.get("version", 1) != 1:
-        problems.append(Problem(path_s, data.key_lines.get("version"), None, "version",
-                                f"unsupported version {data.get('version')!r}; expected 1"))
+        problems.append(
+            Problem(
+                path_s,
+                data.key_lines.get("version"),
+                None,
+                "version",
+                f"unsupported version {data.get('version')!r}; expected 1",
+            )
+        )
     if problems:
         raise RegistryError(problems)
     return Registry(
@@ -475,8 +531,17 @@ def load_registry(path: Path | str | None = None) -> Registry:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RegistryError([Problem(str(path), None, None, None,
-                                     "file not found (set GOAT_MODELS_FILE or run from the project)")]) from None
+        raise RegistryError(
+            [
+                Problem(
+                    str(path),
+                    None,
+                    None,
+                    None,
+                    "file not found (set GOAT_MODELS_FILE or run from the project)",
+                )
+            ]
+        ) from None
     return parse_registry(text, path)
 
 

@@ -76,7 +76,7 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         except OSError as exc:
             raise YamlProblem(path, None, f"cannot read: {exc.strerror}") from None
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -89,8 +89,9 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
 
 
 def line_of(data: Any, loc: Sequence[Any]) -> int | None:
-    """The line of the deepest key along `loc` that exists in `data` (a LineDict tree)."""
-    line: int | None = getattr(data, "line", None) or None
+    """The line of the deepest key along `loc` that exists in `data` (a LineDict tree), or None
+    when not even the first key exists (the caller knows the enclosing line)."""
+    line: int | None = None
     node = data
     for part in loc:
         if isinstance(node, LineDict) and part in node:

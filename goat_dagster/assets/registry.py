@@ -1,6 +1,5 @@
 """`model_registry`: the validated models.yaml as a table; data version = content hash."""
 
-
 from dagster import (
     AssetExecutionContext,
     DataVersion,
@@ -17,9 +16,17 @@ from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.registry import load_registry
 
 _COLUMNS = [
-    ("key", "string"), ("partition", "string"), ("provider", "string"), ("engine", "string"),
-    ("gateway_name", "string"), ("weights", "string"), ("gpu", "string"), ("enabled", "bool"),
-    ("input_per_mtok", "float"), ("output_per_mtok", "float"), ("gpu_hour_usd", "float"),
+    ("key", "string"),
+    ("partition", "string"),
+    ("provider", "string"),
+    ("engine", "string"),
+    ("gateway_name", "string"),
+    ("weights", "string"),
+    ("gpu", "string"),
+    ("enabled", "bool"),
+    ("input_per_mtok", "float"),
+    ("output_per_mtok", "float"),
+    ("gpu_hour_usd", "float"),
 ]
 
 

@@ -5,7 +5,6 @@ cheap no-op and a changed entry is told apart from an untouched one. An invalid 
 SkipReason that names file, line, entry and field; no partition is added or removed then.
 """
 
-
 import json
 from dataclasses import dataclass, field
 

@@ -1,0 +1,385 @@
+"""The leaderboard across models, the per-task matrix and A/B comparisons of runs, from the warehouse SQL.
+
+Entry point: `build_leaderboard()` reads the lake in an in-memory snapshot (see warehouse.py for the
+definitions of every number) and returns a `Leaderboard`; the `*_markdown` functions render it for the
+Dagster UI, `render_leaderboard_text` for a terminal.
+
+Which run counts for a model: by default the latest run per (model, suite) (latest start, then latest
+finish, then greatest run_id: the `leaderboard` view). Pass `run_ids` to rank chosen runs instead.
+Comparisons: by default each ranked run against the previous run of the same (model, suite), when
+there is one; pass `compare=(run_a, run_b)` for any two runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from goat_dagster import config
+from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
+from goat_dagster.assets.common import markdown_table
+
+SELECTION_LATEST = "latest run per (model, suite)"
+CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
+
+
+class UnknownRunError(ValueError):
+    """A run id asked for is not in the results lake."""
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Per-task A/B of two runs: `rows` from `ab_compare(run_a, run_b)`, `counts` per change."""
+
+    run_a: str
+    run_b: str
+    label_a: str
+    label_b: str
+    rows: list[dict[str, Any]]
+    counts: dict[str, int]
+
+    @property
+    def flipped(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["change"] in ("pass→fail", "fail→pass")]
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Rows of `run_summary` for the ranked runs (best pass rate first within a suite), their
+    `task_outcomes`, and how the runs were chosen."""
+
+    rows: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    selection: str
+    result_rows: int = 0
+    trace_rows: int = 0
+    runs_in_lake: int = 0
+    skipped_files: list[str] = field(default_factory=list)
+    comparisons: list[RunComparison] = field(default_factory=list)
+
+    @property
+    def suites(self) -> list[str]:
+        return sorted({r["suite"] for r in self.rows})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO strings) for `--json` output."""
+
+        def clean(row: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+        return {
+            "selection": self.selection,
+            "result_rows": self.result_rows,
+            "trace_rows": self.trace_rows,
+            "runs_in_lake": self.runs_in_lake,
+            "skipped_files": self.skipped_files,
+            "leaderboard": [clean(r) for r in self.rows],
+            "tasks": [clean(r) for r in self.tasks],
+            "comparisons": [
+                {"run_a": c.run_a, "run_b": c.run_b, "counts": c.counts, "flipped": c.flipped}
+                for c in self.comparisons
+            ],
+        }
+
+
+def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["suite"], r["pass_rate"] is None, -(r["pass_rate"] or 0.0), r["model"], r["run_id"]
+
+    return sorted(rows, key=key)
+
+
+def compute_leaderboard(snapshot: LakeSnapshot, run_ids: Sequence[str] | None = None) -> Leaderboard:
+    """The leaderboard of one snapshot: the `leaderboard` view, or the given runs of `run_summary`."""
+    con = snapshot.con
+    if run_ids:
+        ids = list(dict.fromkeys(run_ids))
+        rows = query(con, "SELECT * EXCLUDE (recency) FROM run_summary WHERE list_contains(?, run_id)", [ids])
+        missing = sorted(set(ids) - {r["run_id"] for r in rows})
+        if missing:
+            raise UnknownRunError(f"run(s) not in the results lake: {', '.join(missing)}")
+        tasks = query(
+            con,
+            "SELECT * FROM task_outcomes WHERE list_contains(?, run_id) ORDER BY suite, task_id, model",
+            [ids],
+        )
+        selection = "runs " + ", ".join(ids)
+    else:
+        rows = query(con, "SELECT * FROM leaderboard")
+        tasks = query(con, "SELECT * FROM task_matrix")
+        selection = SELECTION_LATEST
+    runs = con.execute("SELECT count(*) FROM run_summary").fetchone()
+    return Leaderboard(
+        rows=_order(rows),
+        tasks=tasks,
+        selection=selection,
+        result_rows=snapshot.count("results"),
+        trace_rows=snapshot.count("traces"),
+        runs_in_lake=int(runs[0]) if runs else 0,
+        skipped_files=list(snapshot.skipped),
+    )
+
+
+def _run_label(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    row = con.execute("SELECT model, suite FROM run_summary WHERE run_id = ? LIMIT 1", [run_id]).fetchone()
+    if row is None:
+        raise UnknownRunError(f"run not in the results lake: {run_id}")
+    return f"{row[0]} on {row[1]} ({run_id})"
+
+
+def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> RunComparison:
+    """Which tasks flipped between run A and run B (pass→fail, fail→pass) and the counts per change."""
+    label_a, label_b = _run_label(con, run_a), _run_label(con, run_b)
+    rows = query(con, "SELECT * FROM ab_compare(?, ?)", [run_a, run_b])
+    counts = {c: 0 for c in CHANGES}
+    for r in rows:
+        counts[r["change"]] += 1
+    return RunComparison(run_a, run_b, label_a, label_b, rows, counts)
+
+
+def previous_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(previous run, run) for each run that has an earlier run of the same (model, suite)."""
+    return [
+        (prev, run)
+        for run, prev in con.execute(
+            """SELECT s.run_id, p.run_id FROM run_summary s
+               JOIN run_summary p ON p.model = s.model AND p.suite = s.suite AND p.recency = s.recency + 1
+               WHERE list_contains(?, s.run_id) ORDER BY s.suite, s.model""",
+            [list(run_ids)],
+        ).fetchall()
+    ]
+
+
+def build_leaderboard(
+    paths: config.GoatPaths | None = None,
+    *,
+    run_ids: Sequence[str] | None = None,
+    compare: tuple[str, str] | None = None,
+) -> Leaderboard:
+    """Leaderboard, per-task outcomes and A/B comparisons from one in-memory snapshot of the lake.
+
+    `run_ids`: rank these runs instead of the latest per (model, suite). `compare`: the one A/B to
+    make; by default every ranked run against its (model, suite)'s previous run.
+    """
+    with open_snapshot(paths) as snap:
+        board = compute_leaderboard(snap, run_ids)
+        pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
+        comparisons = [compare_runs(snap.con, a, b) for a, b in pairs]
+    return replace(board, comparisons=comparisons)
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+# The Dagster UI shows markdown metadata under ~1000 characters inline in a narrow column, longer
+# markdown behind "[Show Markdown]" in a wide dialog: `leaderboard_markdown` is the compact table,
+# `details_markdown` the full one.
+
+NOTES = [
+    "errors (infra, timeout, agent, budget) are never scored",
+    "pass@1 = passed / (passed + failed), Wilson 95% interval",
+    "pass@k: unbiased estimator (Chen et al. 2021), k = epochs",
+    "cost/solved = run cost / passed attempts",
+    "latency p50/p95: per LLM call (traces), per task (wall time)",
+]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return "-" if r["ci_low"] is None else f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}"
+
+
+def _secs(a: float | None, b: float | None) -> str:
+    return "-" if a is None else f"{a:.2f} / {b:.2f}"
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "$0" if x == 0 else f"${x:.4g}"
+
+
+def _errors(r: dict[str, Any]) -> str:
+    kinds = [(k, r[f"errors_{k}"]) for k in (*ERROR_KINDS, "other")]
+    parts = [f"{k} {n}" for k, n in kinds if n]
+    return f"{r['errors']} ({', '.join(parts)})" if parts else str(r["errors"])
+
+
+def _pass_at_k(r: dict[str, Any]) -> str:
+    if r["k"] is None:
+        return "-"
+    partial = f" ({r['pass_at_k_tasks']}/{r['tasks']} tasks)" if r["pass_at_k_tasks"] < r["tasks"] else ""
+    return f"pass@{r['k']} {_pct(r['pass_at_k'])}{partial}"
+
+
+def display_rows(board: Leaderboard) -> list[dict[str, str]]:
+    """Every leaderboard column as formatted text, one dict per ranked run."""
+    out = []
+    for r in board.rows:
+        out.append(
+            {
+                "model": r["model"],
+                "suite": r["suite"],
+                "run": r["run_id"],
+                "tasks": str(r["tasks"]),
+                "epochs": str(r["epochs"]),
+                "scored": str(r["scored"]),
+                "passed": str(r["passed"]),
+                "failed": str(r["failed"]),
+                "errors": _errors(r),
+                "pass@1": _pct(r["pass_rate"]),
+                "95% CI": _ci(r),
+                "pass@k": _pass_at_k(r),
+                "cost": _usd(r["cost_usd"]),
+                "cost/solved": _usd(r["cost_per_solved"]),
+                "calls": str(r["calls"]),
+                "call p50/p95 s": _secs(r["call_p50_s"], r["call_p95_s"]),
+                "task p50/p95 s": _secs(r["task_p50_s"], r["task_p95_s"]),
+                "tokens in/out": "-"
+                if r["prompt_tokens"] is None
+                else f"{r['prompt_tokens']} / {r['completion_tokens']}",
+            }
+        )
+    return out
+
+
+def _with_suite(board: Leaderboard, columns: list[str]) -> list[str]:
+    return columns if len(board.suites) <= 1 else [columns[0], "suite", *columns[1:]]
+
+
+def _errors_short(r: dict[str, Any]) -> str:
+    parts = [f"{k} {r[f'errors_{k}']}" for k in (*ERROR_KINDS, "other") if r[f"errors_{k}"]]
+    return ", ".join(parts) or "0"
+
+
+def leaderboard_markdown(board: Leaderboard) -> str:
+    """The compact leaderboard (fits the UI's metadata column): model, pass@1 and its interval,
+    passed of scored, errors by kind, cost per solved task."""
+    if not board.rows:
+        return "_No benchmark results in the lake yet._"
+    rows = [
+        {
+            **d,
+            "passed": f"{d['passed']}/{d['scored']}",
+            "errors": _errors_short(r),
+            "$/solved": d["cost/solved"],
+        }
+        for d, r in zip(display_rows(board), board.rows, strict=True)
+    ]
+    columns = _with_suite(board, ["model", "pass@1", "95% CI", "passed", "errors", "$/solved"])
+    return markdown_table(rows, columns) + f"\n\n{board.selection}; errors are not scored."
+
+
+DETAIL_COLUMNS = [
+    "model",
+    "suite",
+    "run",
+    "tasks",
+    "epochs",
+    "scored",
+    "passed",
+    "failed",
+    "errors",
+    "pass@1",
+    "95% CI",
+    "pass@k",
+    "cost",
+    "cost/solved",
+    "calls",
+    "call p50/p95 s",
+    "task p50/p95 s",
+    "tokens in/out",
+]
+
+
+def details_markdown(board: Leaderboard) -> str:
+    """Every column of the leaderboard, with the definitions of the numbers."""
+    if not board.rows:
+        return "_No benchmark results in the lake yet._"
+    notes = "\n".join(f"- {n}" for n in [f"runs: {board.selection}", *NOTES])
+    skipped = f"\n- skipped unreadable lake files: {len(board.skipped_files)}" if board.skipped_files else ""
+    return markdown_table(display_rows(board), DETAIL_COLUMNS) + "\n\n" + notes + skipped
+
+
+def matrix_markdown(board: Leaderboard) -> str:
+    """One table per suite: tasks down, models across; ✓ passed, ✗ failed, E:<kind> error,
+    `passed/scored` when a task ran several epochs."""
+    if not board.tasks:
+        return "_No task results yet._"
+    parts = []
+    for suite in sorted({t["suite"] for t in board.tasks}):
+        runs = [r for r in board.rows if r["suite"] == suite]
+        models = [r["model"] for r in runs]
+        cells: dict[str, dict[str, str]] = {}
+        for t in board.tasks:
+            if t["suite"] == suite:
+                cells.setdefault(t["task_id"], {})[t["model"]] = t["cell"]
+        rows: list[dict[str, Any]] = [
+            {"task": task, **{m: by_model.get(m, "-") for m in models}}
+            for task, by_model in sorted(cells.items())
+        ]
+        rows.append({"task": "**passed**", **{r["model"]: f"{r['passed']}/{r['scored']}" for r in runs}})
+        parts.append(f"**{suite}**\n\n" + markdown_table(rows, ["task", *models]))
+    legend = "- ✓ passed, ✗ failed\n- E:kind error (not scored)\n- p/s: passed of scored epochs"
+    return "\n\n".join(parts) + "\n\n" + legend
+
+
+def _tasks(rows: list[dict[str, Any]], change: str, limit: int = 20) -> str:
+    ids = [r["task_id"] for r in rows if r["change"] == change]
+    return ", ".join(ids[:limit]) + (f", … ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
+    if not comparisons:
+        return "_No comparison: no model has two runs of the same suite yet._"
+    parts = []
+    for c in comparisons:
+        lines = [f"- **A**: {c.label_a}", f"- **B**: {c.label_b}"]
+        for change in ("pass→fail", "fail→pass"):
+            n = c.counts[change]
+            lines.append(f"- {change}: {n}" + (f" ({_tasks(c.rows, change)})" if n else ""))
+        lines.append(f"- unchanged: {c.counts['unchanged']}, not comparable: {c.counts['not comparable']}")
+        parts.append("\n".join(lines))
+    return "\n\n---\n\n".join(parts)
+
+
+TEXT_COLUMNS = [
+    "model",
+    "suite",
+    "run",
+    "scored",
+    "passed",
+    "failed",
+    "errors",
+    "pass@1",
+    "95% CI",
+    "pass@k",
+    "cost/solved",
+    "call p50/p95 s",
+    "task p50/p95 s",
+]
+
+
+def render_leaderboard_text(board: Leaderboard) -> str:
+    """The leaderboard and the A/B flips as plain text for a terminal (`goat demo`, `goat results`)."""
+    from goat_dagster.cli import format_table
+
+    if not board.rows:
+        return "No benchmark results in the lake yet."
+    lines = [
+        format_table(display_rows(board), TEXT_COLUMNS),
+        "",
+        f"runs: {board.selection}; " + "; ".join(NOTES),
+    ]
+    for c in board.comparisons:
+        counts = ", ".join(f"{k} {n}" for k, n in c.counts.items())
+        flips = "; ".join(f"{r['task_id']} {r['change']}" for r in c.flipped)
+        lines.append(f"A/B {c.label_a} -> {c.label_b}: {counts}" + (f" ({flips})" if flips else ""))
+    if board.skipped_files:
+        lines.append(f"skipped unreadable lake files: {len(board.skipped_files)}")
+    return "\n".join(lines)

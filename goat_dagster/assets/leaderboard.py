@@ -1,0 +1,92 @@
+"""`leaderboard`: DuckDB analysis across models over the results and traces lake (goat_dagster.analysis)."""
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from goat_dagster import config as goat_config
+from goat_dagster.analysis.chart import image_markdown, render_chart
+from goat_dagster.analysis.leaderboard import (
+    build_leaderboard,
+    comparison_markdown,
+    details_markdown,
+    leaderboard_markdown,
+    matrix_markdown,
+)
+from goat_dagster.analysis.warehouse import ensure_warehouse
+from goat_dagster.assets.common import OWNERS
+
+
+class LeaderboardConfig(Config):
+    run_ids: list[str] = Field(
+        default_factory=list,
+        description="Rank these runs instead of the latest run per (model, suite).",
+    )
+    compare_a: str | None = Field(default=None, description="A/B: run A (needs compare_b).")
+    compare_b: str | None = Field(
+        default=None, description="A/B: run B. Default: each ranked run vs its previous."
+    )
+
+
+@asset(
+    key="leaderboard",
+    deps=[AssetKey("benchmark_results"), AssetKey("trace_export")],
+    group_name="analysis",
+    kinds={"duckdb", "parquet"},
+    owners=OWNERS,
+    code_version="1",
+    description=(
+        "Pass rate (Wilson 95% interval), pass@k, errors by kind, cost per solved task, latency p50/p95 "
+        "per call and per task, and tokens per model (latest run per model and suite); a per-task "
+        "matrix; A/B flips against the previous run. The same SQL is kept as views in "
+        "$GOAT_HOME/warehouse.duckdb."
+    ),
+)
+def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> MaterializeResult:
+    paths = goat_config.paths()
+    if (config.compare_a is None) != (config.compare_b is None):
+        raise ValueError("leaderboard config: compare_a and compare_b go together (two run ids)")
+    compare = (config.compare_a, config.compare_b) if config.compare_a and config.compare_b else None
+
+    warehouse = ensure_warehouse(paths)
+    if warehouse.state == "busy":
+        context.log.warning(f"{warehouse.path}: views not refreshed ({warehouse.detail})")
+    else:
+        context.log.info(f"{warehouse.path}: views {warehouse.state} (version {warehouse.version})")
+
+    board = build_leaderboard(paths, run_ids=config.run_ids or None, compare=compare)
+    for note in board.skipped_files:
+        context.log.warning(f"skipped lake file: {note}")
+    context.log.info(
+        f"{len(board.rows)} ranked runs ({board.selection}) from {board.runs_in_lake} runs, "
+        f"{board.result_rows} result rows, {board.trace_rows} trace rows"
+    )
+
+    chart_path = render_chart(board.rows, paths.lake / "leaderboard" / "leaderboard.png")
+    metadata = {
+        "leaderboard": MetadataValue.md(leaderboard_markdown(board)),
+        "chart": MetadataValue.md(
+            image_markdown(chart_path, "pass rate by model") if chart_path else "_No results to chart yet._"
+        ),
+        "per_task_matrix": MetadataValue.md(matrix_markdown(board)),
+        "ab_comparison": MetadataValue.md(comparison_markdown(board.comparisons)),
+        "leaderboard_details": MetadataValue.md(details_markdown(board)),
+        "selection": board.selection,
+        "dagster/row_count": len(board.rows),
+        "n_models": len({r["model"] for r in board.rows}),
+        "n_runs_in_lake": board.runs_in_lake,
+        "n_result_rows": board.result_rows,
+        "n_trace_rows": board.trace_rows,
+        "n_skipped_files": len(board.skipped_files),
+        "warehouse": MetadataValue.path(str(warehouse.path)),
+        "warehouse_views": f"{warehouse.state} (version {warehouse.version})",
+    }
+    if chart_path:
+        metadata["chart_path"] = MetadataValue.path(str(chart_path))
+    return MaterializeResult(metadata=metadata)

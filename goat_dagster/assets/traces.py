@@ -1,0 +1,131 @@
+"""`trace_export`: the LLM call traces of the latest benchmark run of a model (Langfuse if configured,
+else the local trace sink) as Parquet in the lake, with a check that every call has a trace."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.partitions import models_partitions
+from goat_dagster.registry import load_registry
+from goat_dagster.resources.langfuse import LangfuseResource
+from goat_dagster.tracing.export import (
+    collect_traces,
+    export_traces,
+    find_latest_run,
+    load_calls,
+    match_calls,
+    verify_run,
+)
+
+BENCHMARK_RESULTS = AssetKey("benchmark_results")
+CHECK_NAME = "every_call_has_trace"
+
+
+def latest_benchmark_run(instance: DagsterInstance, partition: str) -> str | None:
+    """The run id of the latest `benchmark_results` materialization of this partition (its
+    `run_id` metadata), else the newest run journal of that model under $GOAT_HOME/runs."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=BENCHMARK_RESULTS, asset_partitions=[partition]), limit=1
+    ).records
+    if records:
+        mat = records[0].asset_materialization
+        value = mat.metadata.get("run_id") if mat else None
+        if value is not None:
+            return str(getattr(value, "value", value))
+    entry = load_registry().get(partition)
+    return find_latest_run({entry.key, entry.slug, entry.gateway_name})
+
+
+@asset(
+    key="trace_export",
+    partitions_def=models_partitions,
+    group_name="traces",
+    kinds={"parquet", "langfuse"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[BENCHMARK_RESULTS],
+    check_specs=[
+        AssetCheckSpec(
+            CHECK_NAME,
+            asset="trace_export",
+            description="Every LLM call the harness made in the run has a trace (matched by call_id).",
+        )
+    ],
+    description=(
+        "LLM call traces of the latest benchmark run of this model, from Langfuse when LANGFUSE_* is "
+        "set, else from the local trace sink, in one schema (TraceRecord) as "
+        "$GOAT_HOME/lake/traces/<run_id>.parquet."
+    ),
+)
+def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> MaterializeResult:
+    partition = context.partition_key
+    run_id = latest_benchmark_run(context.instance, partition)
+    if run_id is None:
+        raise Failure(f"no benchmark run found for model {partition!r}: materialize benchmark_results first")
+    settings = langfuse.settings()
+    source = "langfuse" if settings else "sink"
+    try:
+        load_calls(run_id)
+        verified = verify_run(run_id, source=source, langfuse=settings)
+        records, found, missing, n_calls = (
+            verified.records,
+            verified.found,
+            verified.missing,
+            verified.n_calls,
+        )
+        journal = True
+    except FileNotFoundError:
+        _, records = collect_traces(run_id, source=source, langfuse=settings)
+        found, missing, _ = match_calls([], records)
+        n_calls, journal = 0, False
+    result = export_traces(run_id, source=source, langfuse=settings, records=records)
+    summary = result.summary()
+    context.log.info(f"run {run_id}: {result.rows} traces from {result.source} -> {result.path}")
+    check = AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=journal and not missing,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "run_id": run_id,
+            "calls": n_calls,
+            "found": len(found),
+            "missing": len(missing),
+            "journal": "found" if journal else "missing ($GOAT_HOME/runs/<run_id>/calls.jsonl)",
+            "missing_calls": MetadataValue.md(
+                markdown_table(missing[:50], ["call_id", "task_id", "epoch", "step", "ok", "error"])
+            ),
+        },
+    )
+    preview = [
+        {
+            k: getattr(r, k)
+            for k in ("task_id", "epoch", "step", "status", "latency_s", "total_tokens", "cost_usd")
+        }
+        for r in result.records[:20]
+    ]
+    return MaterializeResult(
+        metadata={
+            "run_id": run_id,
+            "source": result.source,
+            "path": MetadataValue.path(str(result.path)),
+            "rows": result.rows,
+            "errors": summary["errors"],
+            "prompt_tokens": summary["prompt_tokens"],
+            "completion_tokens": summary["completion_tokens"],
+            "cost_usd": summary["cost_usd"],
+            "calls_without_trace": len(missing),
+            "preview": MetadataValue.md(markdown_table(preview)),
+        },
+        check_results=[check],
+    )

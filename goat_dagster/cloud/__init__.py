@@ -1,0 +1,1 @@
+"""Cloud provisioning: `goat setup` (Modal environment, secrets, volumes from ./.env)."""

@@ -1,0 +1,435 @@
+"""`goat doctor`: phased checks of the whole path, each with a pass/fail and the fix to try.
+
+The phases follow seed 000's `test_modal_infra.sh`:
+
+1. config    models.yaml valid, weights pinned, .env present, Modal credentials present
+2. secrets   Modal reachable; environment, the four secrets and the volumes exist
+3. services  `goat-services` and the enabled Modal models' `goat-vllm-<key>` apps deployed
+4. endpoints every recorded endpoint of an enabled model answers its health probe
+5. proxy     one chat call through the LiteLLM proxy (GOAT_LITELLM_URL, LITELLM_MASTER_KEY)
+6. traces    that call's trace is in the local trace sink (matched by its `goat_call_id`)
+
+Modal being unreachable (or not logged in) fails phases 2-3 with that reason instead of a
+traceback; the local phases still run. Phases 5 and 6 are small functions (`check_proxy_call`,
+`find_trace`) so the routing stage can point them at its own client and sink reader.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from goat_dagster import config
+from goat_dagster.serving.modal_spec import SECRETS, VOLUMES, app_name_for
+from goat_dagster.tracing.schema import TraceRecord
+
+PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
+
+
+@dataclass
+class Check:
+    phase: str
+    name: str
+    status: str  # pass | fail | warn | skip
+    detail: str
+    fix: str = ""
+
+
+def proxy_target() -> tuple[str, str]:
+    """The proxy goat uses and its admin key, found the way every other part finds them
+    (`GatewaySettings.from_env()`: the managed proxy under $GOAT_HOME, or GOAT_LITELLM_URL)."""
+    from goat_dagster.serving.gateway import GatewayError, GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    try:
+        key = settings.admin_key()
+    except GatewayError:
+        key = ""
+    return settings.base_url(), key
+
+
+# ---- phase 1: config -----------------------------------------------------------------------------
+
+
+def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
+    from goat_dagster.registry import HFWeights, RegistryError, load_registry
+
+    out: list[Check] = []
+    registry = None
+    try:
+        registry = load_registry()
+        out.append(
+            Check(
+                "config",
+                "models.yaml",
+                "pass",
+                f"{len(registry.models)} models, {len(registry.enabled())} enabled ({registry.source})",
+            )
+        )
+        loose = [
+            m.key
+            for m in registry.models.values()
+            if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned
+        ]
+        if loose:
+            out.append(
+                Check(
+                    "config",
+                    "pinned weights",
+                    "warn",
+                    f"not pinned to a commit: {', '.join(loose)}",
+                    "set weights.revision to the commit recorded by model_weights",
+                )
+            )
+    except RegistryError as exc:
+        out.append(
+            Check(
+                "config",
+                "models.yaml",
+                "fail",
+                str(exc).replace("\n", " "),
+                "fix the entry and field named above (file:line)",
+            )
+        )
+    if env_file.is_file():
+        out.append(Check("config", ".env", "pass", f"{env_file} present"))
+    else:
+        out.append(
+            Check(
+                "config", ".env", "warn", f"no {env_file}", "create it (see .env.example), then `goat setup`"
+            )
+        )
+    if cloud.credentials_present():
+        out.append(Check("config", "Modal credentials", "pass", "token configured"))
+    else:
+        out.append(
+            Check(
+                "config",
+                "Modal credentials",
+                "fail",
+                "Modal not logged in (no token)",
+                "run `modal setup`, or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET",
+            )
+        )
+    return out, registry
+
+
+# ---- phases 2 and 3: Modal ---------------------------------------------------------------------
+
+
+def check_modal(cloud: Any, registry: Any) -> list[Check]:
+    from goat_dagster.serving.modal_deploy import ModalUnavailable
+
+    try:
+        cloud.check()
+    except ModalUnavailable as exc:
+        return [
+            Check(phase, "Modal", "fail", f"Modal {exc.reason}: {exc.detail}", exc.fix)
+            for phase in ("secrets", "services")
+        ]
+    out: list[Check] = []
+    try:
+        if cloud.environment not in cloud.environments():
+            return [
+                Check(
+                    "secrets",
+                    "environment",
+                    "fail",
+                    f"Modal environment {cloud.environment!r} does not exist",
+                    "run `goat setup`",
+                ),
+                Check("services", "Modal", "skip", "no environment yet"),
+            ]
+        out.append(Check("secrets", "environment", "pass", cloud.environment))
+        have = cloud.secrets()
+        for name in SECRETS:
+            ok = name in have
+            out.append(
+                Check(
+                    "secrets",
+                    name,
+                    "pass" if ok else "fail",
+                    "exists" if ok else "Secret not found",
+                    "" if ok else "run `goat setup`",
+                )
+            )
+        vols = cloud.volumes()
+        missing = [v for v in VOLUMES if v not in vols]
+        out.append(
+            Check(
+                "secrets",
+                "volumes",
+                "warn" if missing else "pass",
+                f"missing: {', '.join(missing)}" if missing else ", ".join(VOLUMES),
+                "run `goat setup` (apps also create them on first deploy)" if missing else "",
+            )
+        )
+        from goat_dagster.serving.modal_services import APP_NAME
+
+        tags = cloud.app_tags(APP_NAME)
+        out.append(
+            Check(
+                "services",
+                APP_NAME,
+                "pass" if tags is not None else "fail",
+                "deployed" if tags is not None else "not deployed",
+                ""
+                if tags is not None
+                else f"modal deploy -m goat_dagster.serving.modal_services --env {cloud.environment}",
+            )
+        )
+        for m in registry.enabled() if registry else []:
+            if m.provider != "modal":
+                continue
+            name = app_name_for(m.key)
+            deployed = cloud.app_tags(name) is not None
+            module = "goat_dagster.serving." + (
+                "modal_gpt_oss" if m.engine == "vllm-gpt-oss" else "modal_vllm"
+            )
+            out.append(
+                Check(
+                    "services",
+                    name,
+                    "pass" if deployed else "fail",
+                    "deployed" if deployed else "not deployed",
+                    ""
+                    if deployed
+                    else f"GOAT_MODEL={m.key} modal deploy -m {module} --env {cloud.environment}",
+                )
+            )
+    except ModalUnavailable as exc:
+        out.append(Check("services", "Modal", "fail", f"Modal {exc.reason}: {exc.detail}", exc.fix))
+    return out
+
+
+# ---- phase 4: endpoints --------------------------------------------------------------------------
+
+
+def health_url(base_url: str) -> list[str]:
+    root = base_url.rstrip("/").removesuffix("/v1")
+    return [f"{root}/health", f"{root}/healthz"]
+
+
+def check_endpoints(registry: Any, timeout_s: float = 10.0) -> list[Check]:
+    from goat_dagster.serving.endpoint import load_endpoints
+
+    enabled = {m.key for m in registry.enabled()} if registry else set()
+    eps = [ep for ep in load_endpoints().values() if ep.model_key in enabled and ep.base_url]
+    if not eps:
+        return [
+            Check(
+                "endpoints",
+                "records",
+                "skip",
+                "no endpoint recorded for an enabled model yet",
+                "materialize serving_endpoint (or `goat demo`)",
+            )
+        ]
+    out = []
+    for ep in eps:
+        status, detail = "fail", ""
+        for url in health_url(ep.base_url or ""):
+            try:
+                r = httpx.get(url, timeout=timeout_s)
+            except httpx.HTTPError as exc:
+                detail = f"{type(exc).__name__} at {url}"
+                continue
+            if r.status_code == 200:
+                status, detail = "pass", f"{url} 200"
+                break
+            detail = f"{url} HTTP {r.status_code}"
+        if status == "fail" and ep.provider == "modal" and "Timeout" in detail:
+            status = "warn"
+            detail += " (scaled to zero? a cold start takes minutes)"
+        fix = (
+            ""
+            if status == "pass"
+            else (
+                "materialize serving_endpoint for this model"
+                if ep.provider != "modal"
+                else "materialize serving_endpoint (redeploys and waits), or check `modal app logs "
+                + (ep.app_name or "")
+                + "`"
+            )
+        )
+        out.append(Check("endpoints", ep.model_key, status, detail, fix))
+    return out
+
+
+# ---- phases 5 and 6: a call through the proxy, and its trace -----------------------------------------
+
+
+def pick_model(registry: Any) -> str | None:
+    """The model doctor asks: the first enabled one, local before cloud before Modal GPUs."""
+    if registry is None:
+        return None
+    order = {"local": 0, "openai_compatible": 1, "cloud": 2, "modal": 3}
+    enabled = sorted(registry.enabled(), key=lambda m: order.get(m.provider, 9))
+    return enabled[0].gateway_name if enabled else None
+
+
+def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float = 120.0) -> Check:
+    """One chat completion through the proxy carrying goat's call metadata."""
+    from goat_dagster.tracing.schema import call_metadata
+
+    url, key = proxy_target()
+    meta = call_metadata(
+        run_id=doctor_run_id(trace_id),
+        suite="doctor",
+        model=model,
+        task_id="proxy-call",
+        epoch=0,
+        trace_id=trace_id,
+        call_id=call_id,
+        step=0,
+    )
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Reply with OK."}],
+        "max_tokens": 8,
+        "metadata": meta,
+    }
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"no LiteLLM proxy at {url} ({type(exc).__name__})",
+            "start the proxy (goat demo / the litellm resource), or set GOAT_LITELLM_URL "
+            "to the goat-services URL",
+        )
+    # without a database LiteLLM answers any key but the master key with 400 "No connected db."
+    if r.status_code in (401, 403) or "no_db_connection" in r.text:
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"{url} refused the key (HTTP {r.status_code})",
+            "external proxy: set LITELLM_MASTER_KEY to its master key; managed: the key is in "
+            "$GOAT_HOME/litellm/master_key (remove it and restart the proxy if it is stale)",
+        )
+    if r.status_code != 200:
+        return Check(
+            "proxy",
+            model,
+            "fail",
+            f"HTTP {r.status_code}: {r.text[:200]}",
+            "check the model is in the proxy config (litellm_config) and its endpoint is healthy",
+        )
+    return Check("proxy", model, "pass", f"{url}: answered (call {call_id[:12]})")
+
+
+def doctor_run_id(trace_id: str) -> str:
+    return f"doctor-{trace_id[:8]}"
+
+
+def find_trace(call_id: str, run_id: str, wait_s: float = 15.0, poll_s: float = 0.5) -> TraceRecord | None:
+    """The trace of call `call_id` of run `run_id`, from wherever traces go (Langfuse when
+    configured, else the local sink), polling up to wait_s."""
+    from goat_dagster.tracing.export import collect_traces
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        _, records = collect_traces(run_id)
+        found = next((r for r in records if r.call_id == call_id), None)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(poll_s)
+
+
+def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
+    from goat_dagster.tracing.export import resolve_source
+
+    source = resolve_source()
+    where = "Langfuse" if source == "langfuse" else f"the trace sink ({config.paths().traces})"
+    try:
+        rec = find_trace(call_id, run_id, wait_s=wait_s)
+    except Exception as exc:  # Langfuse unreachable, bad credentials: a finding, not a crash
+        return Check(
+            "traces",
+            call_id[:12],
+            "fail",
+            f"cannot read traces from {where}: {exc}",
+            "check LANGFUSE_HOST / LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY",
+        )
+    if rec is None:
+        return Check(
+            "traces",
+            call_id[:12],
+            "fail",
+            f"no trace of call {call_id} (run {run_id}) in {where} after {wait_s:.0f}s",
+            "the proxy config must load the trace sink callback (litellm_config); "
+            "check the proxy writes to this GOAT_HOME",
+        )
+    return Check("traces", call_id[:12], "pass", f"found in {where}")
+
+
+# ---- all phases --------------------------------------------------------------------------------
+
+
+def run_doctor(
+    cloud: Any = None, env_file: str | Path = ".env", trace_wait_s: float | None = None
+) -> list[Check]:
+    from goat_dagster.serving.modal_deploy import ModalCloud
+    from goat_dagster.tracing.schema import new_id
+
+    cloud = cloud or ModalCloud()
+    checks, registry = check_config(cloud, Path(env_file))
+    checks += check_modal(cloud, registry)
+    checks += check_endpoints(registry)
+    model = pick_model(registry)
+    if model is None:
+        checks.append(Check("proxy", "model", "skip", "no enabled model in models.yaml", "enable one"))
+        checks.append(Check("traces", "trace", "skip", "no call made"))
+        return checks
+    call_id, trace_id = new_id(), new_id()
+    proxy = check_proxy_call(model, call_id, trace_id)
+    checks.append(proxy)
+    if proxy.status != "pass":
+        checks.append(
+            Check("traces", "trace", "skip", "no call went through the proxy", "fix the proxy phase first")
+        )
+    else:
+        wait = (
+            trace_wait_s
+            if trace_wait_s is not None
+            else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
+        )
+        checks.append(check_trace(call_id, doctor_run_id(trace_id), wait))
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    marks = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
+    lines = []
+    for phase in PHASES:
+        rows = [c for c in checks if c.phase == phase]
+        if not rows:
+            continue
+        if any(c.status == "fail" for c in rows):
+            head = "FAILED"
+        elif all(c.status == "skip" for c in rows):
+            head = "skipped"
+        else:
+            head = "ok"
+        lines.append(f"[{phase}] {head}")
+        for c in rows:
+            lines.append(f"  {marks[c.status]}  {c.name}: {c.detail}")
+            if c.fix and c.status in ("fail", "warn"):
+                lines.append(f"        fix: {c.fix}")
+    failed = sum(c.status == "fail" for c in checks)
+    lines.append("")
+    lines.append(f"{failed} check(s) failed" if failed else "all checks passed")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": not any(c.status == "fail" for c in checks), "checks": [asdict(c) for c in checks]}

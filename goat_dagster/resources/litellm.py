@@ -1,0 +1,93 @@
+"""`LiteLLMProxyResource`: the LiteLLM proxy, managed (a detached process under $GOAT_HOME) or
+external (a URL and its master key, e.g. a proxy deployed on Modal).
+
+It hands out what a client needs (`client`, `sandbox_client`: base_url, a key, the model name) and
+never a provider key; provider keys stay in the proxy's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from goat_dagster.registry import ModelEntry
+from goat_dagster.serving import proxy
+from goat_dagster.serving.gateway import GatewayClient, GatewaySettings, client_for, sandbox_client
+
+
+class LiteLLMProxyResource(ConfigurableResource):
+    mode: str = Field(default="managed", description="managed | external")
+    host: str = Field(default=proxy.DEFAULT_HOST, description="managed: interface to bind")
+    port: int = Field(default=proxy.DEFAULT_PORT, description="managed: port to bind")
+    url: str | None = Field(default=None, description="external: the proxy's base URL")
+    master_key: str | None = Field(
+        default=None, description="external: the proxy's master key (managed: kept in $GOAT_HOME/litellm)"
+    )
+    start_timeout_s: float = Field(default=120.0, description="managed: how long to wait for readiness")
+
+    def settings(self) -> GatewaySettings:
+        if self.mode not in ("managed", "external"):
+            raise ValueError(f"LiteLLMProxyResource.mode must be managed or external, not {self.mode!r}")
+        return GatewaySettings(
+            mode=self.mode,  # type: ignore[arg-type]
+            host=self.host,
+            port=self.port,
+            url=self.url,
+            master_key=self.master_key,
+        )
+
+    @property
+    def managed(self) -> bool:
+        return self.mode == "managed"
+
+    def apply(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Serve `cfg`. Managed: reuse the proxy if its config is unchanged, else (re)start it.
+        External: only checks readiness (its config is deployed with it). Returns metadata."""
+        if self.managed:
+            handle = proxy.ensure_proxy(cfg, host=self.host, port=self.port, timeout_s=self.start_timeout_s)
+            return {
+                "mode": "managed",
+                "action": handle.action,
+                "base_url": handle.base_url,
+                "pid": handle.state.pid,
+            }
+        url = self.settings().base_url()
+        return {
+            "mode": "external",
+            "action": "none",
+            "base_url": url,
+            "ready": proxy.is_ready(url, timeout_s=10),
+        }
+
+    def base_url(self) -> str:
+        return self.settings().base_url()
+
+    def client(self, model: str | ModelEntry) -> GatewayClient:
+        return client_for(model, settings=self.settings())
+
+    def sandbox_client(
+        self, model: str | ModelEntry, *, run_id: str | None = None, ttl_s: float = 6 * 3600
+    ) -> GatewayClient:
+        return sandbox_client(model, run_id=run_id, ttl_s=ttl_s, settings=self.settings())
+
+
+def litellm_resource_from_env() -> LiteLLMProxyResource:
+    """The resource as `definitions.py` builds it: EnvVar for whatever the environment sets."""
+    kwargs: dict[str, Any] = {}
+    for field_name, env in (
+        ("mode", "GOAT_LITELLM_MODE"),
+        ("url", "GOAT_LITELLM_URL"),
+        ("host", "GOAT_LITELLM_HOST"),
+    ):
+        if os.environ.get(env):
+            kwargs[field_name] = EnvVar(env)
+    if os.environ.get("GOAT_LITELLM_PORT"):
+        kwargs["port"] = EnvVar.int("GOAT_LITELLM_PORT")
+    if os.environ.get("GOAT_LITELLM_URL"):
+        kwargs.setdefault("mode", "external")
+        if os.environ.get("LITELLM_MASTER_KEY"):
+            kwargs["master_key"] = EnvVar("LITELLM_MASTER_KEY")
+    return LiteLLMProxyResource(**kwargs)

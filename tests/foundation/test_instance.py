@@ -1,0 +1,132 @@
+"""The Dagster instance: PostgreSQL storage, reused by concurrent processes, stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey
+
+from goat_dagster.instance import sqlalchemy_url
+
+pytestmark = pytest.mark.integration
+PROJECT = Path(__file__).resolve().parents[2]
+
+MATERIALIZE = """
+from dagster import DagsterInstance, materialize
+from goat_dagster.assets.registry import model_registry
+from goat_dagster.instance import ensure_instance
+result = materialize([model_registry], instance=ensure_instance())
+print("RUN", result.run_id, result.success)
+"""
+
+
+def test_sqlalchemy_url_names_psycopg2() -> None:
+    assert sqlalchemy_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg2://u:p@h:5432/d"
+    assert sqlalchemy_url("postgres://u@/d?host=/s") == "postgresql+psycopg2://u@/d?host=/s"
+    assert sqlalchemy_url("postgresql+psycopg2://x") == "postgresql+psycopg2://x"
+
+
+def test_concurrent_runs_share_the_embedded_server(pg_instance) -> None:
+    """Two processes materialize at once against the same instance: both runs and both
+    materializations land, and neither starts a second PostgreSQL."""
+    before = pg_instance.get_latest_materialization_event(AssetKey("model_registry"))
+    env = dict(os.environ)  # carries DAGSTER_PG_URL / GOAT_PG_EMBEDDED of the session's server
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MATERIALIZE],
+            env=env,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    run_ids = []
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        line = next(ln for ln in out.splitlines() if ln.startswith("RUN "))
+        _, run_id, ok = line.split()
+        assert ok == "True"
+        run_ids.append(run_id)
+    for run_id in run_ids:
+        run = pg_instance.get_run_by_id(run_id)
+        assert run is not None and run.is_success
+    records = pg_instance.fetch_materializations(AssetKey("model_registry"), limit=100).records
+    ours = [r for r in records if r.run_id in run_ids]
+    assert len(ours) == 2
+    after = pg_instance.get_latest_materialization_event(AssetKey("model_registry"))
+    assert after is not None and (before is None or after.run_id != before.run_id)
+
+
+def test_embedded_server_starts_on_demand_and_stops_with_last_user(tmp_path: Path) -> None:
+    """A fresh GOAT_HOME: `goat demo`-style use starts PostgreSQL under $GOAT_HOME/pg and the server
+    is stopped when the last process using it exits."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DAGSTER_PG_URL", "GOAT_PG_EMBEDDED", "DAGSTER_HOME")
+    }
+    env["GOAT_HOME"] = str(tmp_path / "home")
+    out = subprocess.run(
+        [sys.executable, "-c", MATERIALIZE], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    pgdata = tmp_path / "home" / "pg"
+    assert (pgdata / "PG_VERSION").read_text().strip() == "16"
+    deadline = time.time() + 20
+    while (pgdata / "postmaster.pid").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not (pgdata / "postmaster.pid").exists(), "embedded PostgreSQL still running after exit"
+    # and it comes back on the next use with the data of the first
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from dagster import AssetKey; from goat_dagster.instance import ensure_instance;"
+            "event = ensure_instance().get_latest_materialization_event(AssetKey('model_registry'));"
+            "print(event is not None)",
+        ],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip().endswith("True")
+
+
+def test_definitions_validate() -> None:
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-m",
+            "goat_dagster.definitions",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_pools_are_configured_once(pg_instance) -> None:
+    from goat_dagster.instance import POOL_LIMITS, configure_pools
+
+    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
+    assert {k: limits.get(k) for k in POOL_LIMITS} == POOL_LIMITS
+    # a limit a person changed in the UI survives the next start
+    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 2)
+    configure_pools(pg_instance)
+    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
+    assert limits["serving-local"] == 2
+    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 1)
