@@ -141,24 +141,19 @@ class CommandAgent(Agent):
         assert ctx.gateway is not None
         if ctx.relay is not None:
             # the sandbox reaches only the relay; the relay holds the real key and checks ours
-            token = "sk-goat-attempt-" + secrets.token_hex(16)
+            token = "sk-relay-" + secrets.token_hex(16)
             ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits)
             base_url = ctx.sandbox.gateway_url(str(ctx.relay.socket_path))
-        elif ctx.gateway.agent_key is not None:
-            # a cloud sandbox calls the gateway itself, with a scoped (virtual) key
+        else:
+            # a cloud sandbox calls the gateway itself, with a key scoped to this model and run
             host = urlsplit(ctx.gateway.base_url).hostname or ""
             if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
                 raise InfraError(
                     f"the gateway {ctx.gateway.base_url} is on this machine's loopback, which a "
-                    f"{ctx.sandbox.kind} sandbox cannot reach; set GOAT_LLM_BASE_URL to a proxy it can reach"
+                    f"{ctx.sandbox.kind} sandbox cannot reach; set GOAT_LITELLM_URL to a proxy it can reach"
                 )
-            token = ctx.gateway.agent_key.get_secret_value()
             base_url = ctx.gateway.base_url
-        else:
-            raise InfraError(
-                "a command agent in this sandbox needs a scoped gateway key: set GOAT_LLM_AGENT_KEY "
-                "(a LiteLLM virtual key limited to this model), never a provider key"
-            )
+            token = scoped_key(ctx)
         try:
             res = ctx.sandbox.exec(
                 self.command, timeout_s=max(1.0, ctx.time_left()), env=self.env(ctx, base_url, token)
@@ -177,6 +172,22 @@ class CommandAgent(Agent):
                 raise InfraError(f"{message} (after {ctx.usage.gateway_errors} gateway error(s))")
             raise AgentError(message)
         ctx.usage.stop_reason = "command finished"
+
+
+def scoped_key(ctx: AgentContext) -> str:
+    """GOAT_LLM_AGENT_KEY if given, else a proxy scoped key (serving/proxy_auth.py) for this model
+    and run, valid a little longer than the agent may take."""
+    assert ctx.gateway is not None
+    if ctx.gateway.agent_key is not None:
+        return ctx.gateway.agent_key.get_secret_value()
+    from goat_dagster.serving.proxy_auth import mint_scoped_key
+
+    return mint_scoped_key(
+        ctx.gateway.api_key.get_secret_value(),
+        models=[ctx.gateway.model],
+        run_id=ctx.call.run_id,
+        ttl_s=ctx.limits.max_seconds + 600,
+    )
 
 
 def make_agent(spec: str) -> Agent:

@@ -26,7 +26,6 @@ from goat_dagster import config
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
-DEFAULT_BASE_URL = "http://127.0.0.1:4000"
 COST_HEADER = "x-litellm-response-cost"
 
 
@@ -47,15 +46,27 @@ class Gateway(BaseModel):
 
 
 def resolve_gateway(model_key: str, registry: Any = None) -> Gateway:
-    """The gateway for a registry model: GOAT_LLM_BASE_URL / GOAT_LLM_API_KEY, else the managed
-    LiteLLM proxy on 127.0.0.1:4000, asking for the model's `gateway_name`."""
+    """The gateway for a registry model.
+
+    GOAT_LLM_BASE_URL (+ GOAT_LLM_API_KEY) names one explicitly; otherwise it is the LiteLLM proxy
+    of `serving.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
+    key — host-side only: sandboxes get a relay or a scoped key, never this one. The model name is
+    the registry's `gateway_name` (`<key>-local` for self-hosted models).
+    """
     from goat_dagster.registry import load_registry
 
     entry = (registry or load_registry()).get(model_key)
-    key = os.environ.get("GOAT_LLM_API_KEY") or os.environ.get("LITELLM_MASTER_KEY") or "sk-goat-local"
     agent_key = os.environ.get("GOAT_LLM_AGENT_KEY")
+    explicit = os.environ.get("GOAT_LLM_BASE_URL")
+    if explicit:
+        base_url, key = explicit, os.environ.get("GOAT_LLM_API_KEY") or "sk-goat-local"
+    else:
+        from goat_dagster.serving.gateway import client_for
+
+        client = client_for(entry, registry=registry)
+        base_url, key = client.base_url, client.api_key
     return Gateway(
-        base_url=os.environ.get("GOAT_LLM_BASE_URL") or DEFAULT_BASE_URL,
+        base_url=base_url,
         api_key=SecretStr(key),
         model=entry.gateway_name,
         input_per_mtok=entry.pricing.input_per_mtok,

@@ -47,14 +47,16 @@ TASK_MARK = "GOAT_TASK_PROCESS"
 # when it ends, with everything it left in the background; stdout/stderr cut at the hard cap
 _WRAPPER = """\
 ulimit -c 0; ulimit -v {mem_kb}; ulimit -f {fsize_kb}; ulimit -u {nproc}; ulimit -n {nofile}
-o=$(mktemp); e=$(mktemp)
-timeout -s KILL {timeout} bash -c "$1" </dev/null > >(head -c {hard} >"$o") 2> >(head -c {hard} >"$e") &
+d=$(mktemp -d); mkfifo "$d/o" "$d/e"
+head -c {hard} <"$d/o" >"$d/out" & h1=$!
+head -c {hard} <"$d/e" >"$d/err" & h2=$!
+timeout -s KILL {timeout} bash -c "$1" </dev/null >"$d/o" 2>"$d/e" &
 pid=$!
 wait $pid
 code=$?
 kill -KILL -- -$pid 2>/dev/null
-wait
-cat "$o"; cat "$e" >&2; rm -f "$o" "$e"
+wait $h1 $h2
+cat "$d/out"; cat "$d/err" >&2; rm -rf "$d"
 exit $code
 """
 
@@ -306,7 +308,13 @@ class ModalSandboxPool(SandboxPool):
                 import modal
 
                 if self._app is None:
-                    self._app = modal.App.lookup(APP_NAME, create_if_missing=True)
+                    try:
+                        self._app = modal.App.lookup(APP_NAME, create_if_missing=True)
+                    except Exception as exc:
+                        raise SandboxError(
+                            f"Modal app {APP_NAME!r}: {type(exc).__name__}: {exc}",
+                            transient=is_transient(exc),
+                        ) from exc
                 if self._image is None:
                     self._image = (
                         modal.Image.from_registry(self.options.image)

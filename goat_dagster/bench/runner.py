@@ -222,6 +222,7 @@ class _Run:
             trace_id = new_id()
             usage = Usage()
             note: dict[str, Any] = {"trace_id": trace_id}
+            retryable = True
             try:
                 status, kind = self.attempt(task, epoch, trace_id, usage, note), None
             except AttemptError as exc:
@@ -230,6 +231,7 @@ class _Run:
             except SandboxError as exc:
                 status, kind = "error", "infra"
                 note["error"] = f"sandbox: {exc}"
+                retryable = exc.transient  # e.g. no Modal credentials: another attempt would not help
             except Exception as exc:  # a bug of ours is not the model's failure
                 status, kind = "error", "infra"
                 note["error"] = f"{type(exc).__name__}: {exc}"
@@ -239,7 +241,7 @@ class _Run:
                 setattr(total, f, getattr(total, f) + getattr(usage, f))
             note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
             detail["attempts"].append(note)
-            if kind != "infra" or attempt >= self.retry.retries or self.stop.is_set():
+            if kind != "infra" or not retryable or attempt >= self.retry.retries or self.stop.is_set():
                 break
             time.sleep(self.retry.backoff_s * (2**attempt))
         finished = datetime.now(UTC)

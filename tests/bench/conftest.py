@@ -1,4 +1,5 @@
-"""Fixtures of the harness tests: a GOAT_HOME per test, sandbox pools, and a real model endpoint.
+"""Fixtures of the harness tests: sandbox pools and a real model endpoint (`goat_home`, a GOAT_HOME
+per test, comes from tests/conftest.py).
 
 The model endpoint is a real llama.cpp server (llama-cpp-python's OpenAI-compatible server) with
 the real SmolLM2-135M weights, started once per session on a free port. `model_gateway` is the
@@ -11,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +24,7 @@ import pytest
 from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions
-
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def smollm2_gguf() -> Path:
@@ -88,16 +81,6 @@ class LlamaServer:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def bench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A GOAT_HOME of the test's own; the project's suites and models.yaml."""
-    home = tmp_path / "goat-home"
-    home.mkdir()
-    monkeypatch.setenv("GOAT_HOME", str(home))
-    monkeypatch.setenv("GOAT_PROJECT_DIR", str(PROJECT))
-    return home
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from pathlib import Path
 from goat_dagster.bench.lake import ResultRow
 from goat_dagster.bench.report import ProgressBar
 from goat_dagster.bench.runner import Progress, RunSpec
-
-from .conftest import PROJECT
+from tests.conftest import PROJECT
 
 RUN_KEYS = ["run_id", "model", "suite", "n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd"]
 
@@ -28,43 +27,41 @@ def goat(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_run_and_results(bench_home: Path) -> None:
-    res = goat(
-        bench_home, "run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "oracle", "--json"
-    )
+def test_run_and_results(goat_home: Path) -> None:
+    res = goat(goat_home, "run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "oracle", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert list(summary)[: len(RUN_KEYS)] == RUN_KEYS  # DESIGN §8, in that order
     assert (summary["n"], summary["passed"], summary["pass_rate"]) == (5, 5, 1.0)
     assert res.stderr == ""  # no progress bar when stderr is not a terminal
 
-    text = goat(bench_home, "run", "-s", "smoke", "-m", "smollm2-135m", "--agent", "oracle", "--epochs", "2")
+    text = goat(goat_home, "run", "-s", "smoke", "-m", "smollm2-135m", "--agent", "oracle", "--epochs", "2")
     assert text.returncode == 0, text.stderr
     assert "10/10 scored tasks passed (100.0%)" in text.stdout
 
-    listing = json.loads(goat(bench_home, "results", "--json").stdout)
+    listing = json.loads(goat(goat_home, "results", "--json").stdout)
     assert len(listing["runs"]) == 2
     for r in listing["runs"]:
         assert set(RUN_KEYS) <= set(r)
-    one = json.loads(goat(bench_home, "results", summary["run_id"], "--full", "--json").stdout)
+    one = json.loads(goat(goat_home, "results", summary["run_id"], "--full", "--json").stdout)
     assert one["run"]["run_id"] == summary["run_id"] and one["run"]["passed"] == 5
     assert len(one["rows"]) == 5 and set(one["rows"][0]) == set(ResultRow.model_fields)
-    table = goat(bench_home, "results", summary["run_id"], "--full")
+    table = goat(goat_home, "results", summary["run_id"], "--full")
     assert "reverse-string" in table.stdout and "passed" in table.stdout
-    assert summary["run_id"] in goat(bench_home, "results").stdout
+    assert summary["run_id"] in goat(goat_home, "results").stdout
 
 
-def test_clear_errors(bench_home: Path, tmp_path: Path) -> None:
+def test_clear_errors(goat_home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntasks:\n  - id: x\n    check: true\n")
-    res = goat(bench_home, "run", "--suite", str(bad), "--model", "smollm2-135m", "--agent", "oracle")
+    res = goat(goat_home, "run", "--suite", str(bad), "--model", "smollm2-135m", "--agent", "oracle")
     assert res.returncode == 1
     assert f"{bad}:3: tasks[x].instruction: required field is missing" in res.stderr
-    res = goat(bench_home, "run", "--suite", "smoke", "--model", "no-such-model", "--agent", "oracle")
+    res = goat(goat_home, "run", "--suite", "smoke", "--model", "no-such-model", "--agent", "oracle")
     assert res.returncode == 1 and "model 'no-such-model' is not in" in res.stderr
-    res = goat(bench_home, "run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "magic")
+    res = goat(goat_home, "run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "magic")
     assert res.returncode == 1 and "unknown agent 'magic'" in res.stderr
-    res = goat(bench_home, "results", "nope")
+    res = goat(goat_home, "results", "nope")
     assert res.returncode == 1 and "no run 'nope'" in res.stderr
     assert "Traceback" not in res.stderr
 

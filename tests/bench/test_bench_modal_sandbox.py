@@ -11,6 +11,7 @@ transfer, a whole run — is the real code; only `modal.Sandbox.create` itself i
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import modal.exception as me
 import pytest
 
 from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, create_with_retry
-from goat_dagster.bench.runner import run_benchmark
+from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
 
 
@@ -215,8 +216,55 @@ def test_exec_limits_and_paths(tmp_path: Path) -> None:
         sb.kill_processes()
 
 
-def test_a_run_on_the_modal_backend(bench_home: Path, tmp_path: Path) -> None:
+def test_a_run_on_the_modal_backend(goat_home: Path, tmp_path: Path) -> None:
     pool, factory = make_pool(tmp_path, options=PoolOptions(size=1))
     s = run_benchmark("smoke", "smollm2-135m", agent="oracle", sandbox="modal", pool=pool, parallel=1)
     assert (s.n, s.passed, s.sandbox, s.isolation) == (5, 5, "modal", "modal")
     assert len(factory.calls) == 5 and all(sb.terminated for sb in factory.made)  # one sandbox per task
+
+
+def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
+    from goat_dagster.bench.gateway import Gateway
+    from goat_dagster.serving.proxy_auth import verify_scoped_key
+
+    master = "sk-master-of-the-proxy"
+    show_env = "command:env"
+    pool, _ = make_pool(tmp_path, options=PoolOptions(size=1, network=True))
+    remote = Gateway(
+        base_url="https://goat-proxy.example.modal.run/v1", api_key=master, model="qwen3-4b-local"
+    )
+    s = run_benchmark(
+        "smoke",
+        "smollm2-135m",
+        agent=show_env,
+        sandbox="modal",
+        pool=pool,
+        gateway=remote,
+        task_ids=["fizzbuzz"],
+    )
+    entry = json.loads(Path(s.journal_dir, "results.jsonl").read_text().splitlines()[-1])
+    env = dict(
+        ln.split("=", 1)
+        for ln in entry["detail"]["attempts"][-1]["notes"][-1].split("output: ")[1].splitlines()
+        if "=" in ln
+    )
+    assert env["OPENAI_BASE_URL"] == remote.base_url and env["OPENAI_MODEL"] == "qwen3-4b-local"
+    assert master not in json.dumps(env)
+    claims = verify_scoped_key(master, env["OPENAI_API_KEY"])
+    assert claims.models == ("qwen3-4b-local",) and claims.run_id == s.run_id
+
+    # a proxy on this machine's loopback cannot be reached from the cloud: a clear infra error
+    local = Gateway(base_url="http://127.0.0.1:4000/v1", api_key=master, model="qwen3-4b-local")
+    s = run_benchmark(
+        "smoke",
+        "smollm2-135m",
+        agent=show_env,
+        sandbox="modal",
+        pool=pool,
+        gateway=local,
+        task_ids=["fizzbuzz"],
+        retry=RetryPolicy(retries=0),
+    )
+    entry = json.loads(Path(s.journal_dir, "results.jsonl").read_text().splitlines()[-1])
+    assert entry["row"]["error_kind"] == "infra"
+    assert "loopback" in entry["detail"]["attempts"][-1]["error"]

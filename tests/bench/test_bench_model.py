@@ -28,7 +28,7 @@ def calls_of(journal_dir: str) -> list[dict]:
     return [json.loads(ln) for ln in Path(journal_dir, "calls.jsonl").read_text().splitlines()]
 
 
-def test_every_call_carries_metadata_and_is_logged(bench_home: Path, model_gateway: Gateway) -> None:
+def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gateway: Gateway) -> None:
     sent: list[dict] = []
 
     def record(request: httpx.Request) -> None:  # observe what goes on the wire
@@ -63,7 +63,7 @@ def test_every_call_carries_metadata_and_is_logged(bench_home: Path, model_gatew
 
 
 @pytest.mark.slow
-def test_builtin_agent_runs_smoke_with_smollm2(bench_home: Path, model_gateway: Gateway) -> None:
+def test_builtin_agent_runs_smoke_with_smollm2(goat_home: Path, model_gateway: Gateway) -> None:
     limits = AgentLimits(max_steps=2, max_output_tokens=192, max_seconds=600)
     s = run_benchmark(
         "smoke", "smollm2-135m", agent="builtin", gateway=model_gateway, parallel=2, limits=limits
@@ -89,7 +89,7 @@ def test_builtin_agent_runs_smoke_with_smollm2(bench_home: Path, model_gateway: 
     assert s.cost_usd > 0
 
 
-def test_killed_model_server_gives_infra_errors_not_failures(bench_home: Path, tmp_path: Path) -> None:
+def test_killed_model_server_gives_infra_errors_not_failures(goat_home: Path, tmp_path: Path) -> None:
     server = LlamaServer(tmp_path / "doomed.log")
     gateway = Gateway(base_url=server.base_url, api_key="k", model="smollm2-135m-local")
     order: list[str] = []
@@ -126,7 +126,7 @@ def test_killed_model_server_gives_infra_errors_not_failures(bench_home: Path, t
     assert s.errors_by_kind["infra"] == 2 and s.failed + s.passed == 1
 
 
-def test_budget_stops_new_tasks_and_a_resume_finishes_them(bench_home: Path, model_gateway: Gateway) -> None:
+def test_budget_stops_new_tasks_and_a_resume_finishes_them(goat_home: Path, model_gateway: Gateway) -> None:
     s = run_benchmark(
         "smoke",
         "smollm2-135m",
@@ -199,7 +199,7 @@ sys.exit(1 if problems else 0)
 
 
 def test_command_agent_reaches_only_the_gateway_relay(
-    bench_home: Path, tmp_path: Path, model_gateway: Gateway, llama_server: LlamaServer
+    goat_home: Path, tmp_path: Path, model_gateway: Gateway, llama_server: LlamaServer
 ) -> None:
     script = tmp_path / "agent.py"
     script.write_text(AGENT_SCRIPT.format(llama_port=llama_server.port))

