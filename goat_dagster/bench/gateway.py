@@ -26,7 +26,7 @@ from goat_dagster import config
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
-COST_HEADER = "x-litellm-response-cost"
+COST_HEADERS = ("x-litellm-response-cost", "x-litellm-response-cost-original")
 
 
 class Gateway(BaseModel):
@@ -128,14 +128,24 @@ class CallResult:
     latency_s: float
 
 
-def _header_cost(headers: Any) -> float | None:
-    raw = headers.get(COST_HEADER) if headers is not None else None
-    if raw in (None, "", "None", "null"):
+def header_cost(headers: Any) -> float | None:
+    """The call's cost as LiteLLM's proxy reports it, or None when it does not.
+
+    `x-litellm-response-cost` is the cost; LiteLLM 1.106 leaves it out when its logging object has
+    not settled the cost yet, while `x-litellm-response-cost-original` (the same cost before any
+    discount or margin, which goat does not configure) is there: then that one.
+    """
+    if headers is None:
         return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
+    for name in COST_HEADERS:
+        raw = headers.get(name)
+        if raw in (None, "", "None", "null"):
+            continue
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            continue
+    return None
 
 
 class GatewayClient:
@@ -238,7 +248,7 @@ class GatewayClient:
         usage = completion.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = _header_cost(raw.headers)
+        cost = header_cost(raw.headers)
         source = "gateway"
         if cost is None:
             cost, source = self.gateway.registry_cost(prompt_tokens, completion_tokens), "registry"

@@ -300,6 +300,7 @@ class ModalSandboxPool(SandboxPool):
         self.limiter = limiter
         self.retry_backoff_s = retry_backoff_s
         self._lock = threading.Lock()
+        self._resources()  # fail fast (no credentials, no network) before any task starts
 
     def _resources(self) -> tuple[Any, Any]:
         """The Modal app and image (looked up once, lazily: this is where the network starts)."""

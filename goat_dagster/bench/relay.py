@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from goat_dagster.bench.gateway import COST_HEADER, CallContext, CallLog, Gateway
+from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, header_cost
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
 if TYPE_CHECKING:
@@ -208,11 +208,7 @@ class GatewayRelay:
             self._record(call, usage, call_id, started, ok=False, error=f"HTTP {status} from the gateway")
             return
         pt, ct = _usage_of(bytes(collected))
-        cost_raw = resp_headers.get(COST_HEADER)
-        try:
-            cost = float(cost_raw) if cost_raw not in (None, "", "None") else None
-        except ValueError:
-            cost = None
+        cost = header_cost(resp_headers)
         source = "gateway"
         if cost is None:
             cost, source = self.gateway.registry_cost(pt, ct), "registry"

@@ -14,6 +14,7 @@ from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, GatewayCli
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.tools import TOOL_SCHEMAS
 from goat_dagster.tracing.schema import call_metadata, new_id
+from tests.conftest import free_port
 
 from .conftest import LlamaServer
 
@@ -235,3 +236,43 @@ def test_command_agent_reaches_only_the_gateway_relay(
         task_ids=["fizzbuzz"],
     )
     assert s.errors_by_kind["agent"] == 1
+
+
+def test_through_the_litellm_proxy_costs_and_traces(
+    goat_home: Path, llama_server: LlamaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default gateway: the managed LiteLLM proxy (routing) in front of the model; its cost
+    header is used, and its trace sink holds every call the harness logged, by call id."""
+    from goat_dagster.serving import proxy
+    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+    from goat_dagster.serving.gateway import ensure_gateway
+
+    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
+    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    save_endpoint(
+        Endpoint(
+            model_key="smollm2-135m",
+            provider="local",
+            engine="llama.cpp",
+            base_url=llama_server.base_url,
+            served_name="smollm2-135m",
+            healthy=True,
+        )
+    )
+    ensure_gateway()
+    try:
+        s = run_benchmark(
+            "smoke", "smollm2-135m", agent="builtin", task_ids=["fizzbuzz"], limits=QUICK, retry=FAST_RETRY
+        )
+    finally:
+        proxy.stop_proxy()
+    assert s.errors == 0
+    calls = calls_of(s.journal_dir)
+    assert calls and all(c["ok"] and c["cost_source"] == "gateway" for c in calls)
+    sink = [json.loads(ln) for ln in (goat_home / "traces" / f"{s.run_id}.jsonl").read_text().splitlines()]
+    by_call = {t["call_id"]: t for t in sink}
+    for c in calls:
+        trace = by_call[c["call_id"]]
+        assert trace["trace_id"] == c["trace_id"] and trace["run_id"] == s.run_id
+        assert trace["prompt_tokens"] == c["prompt_tokens"] and trace["model"] == "smollm2-135m-local"
