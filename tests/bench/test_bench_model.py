@@ -127,14 +127,28 @@ def test_killed_model_server_gives_infra_errors_not_failures(goat_home: Path, tm
     assert s.errors_by_kind["infra"] == 2 and s.failed + s.passed == 1
 
 
-def test_budget_stops_new_tasks_and_a_resume_finishes_them(goat_home: Path, model_gateway: Gateway) -> None:
+ONE_CALL = """\
+import json, os, urllib.request
+env = os.environ
+body = {"model": env["OPENAI_MODEL"], "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+headers = {"Authorization": "Bearer " + env["OPENAI_API_KEY"], "Content-Type": "application/json"}
+url = env["OPENAI_BASE_URL"] + "/chat/completions"
+urllib.request.urlopen(urllib.request.Request(url, json.dumps(body).encode(), headers), timeout=300).read()
+"""
+
+
+def test_budget_stops_new_tasks_and_a_resume_finishes_them(
+    goat_home: Path, tmp_path: Path, model_gateway: Gateway
+) -> None:
+    script = tmp_path / "one_call.py"
+    script.write_text(ONE_CALL)
+    agent = f"command:python {script}"  # one short call per task: the budget is what is tested
     s = run_benchmark(
         "smoke",
         "smollm2-135m",
-        agent="builtin",
+        agent=agent,
         gateway=model_gateway,
         parallel=1,
-        limits=QUICK,
         budget_usd=1e-9,
         run_id="budgeted",
         task_ids=THREE,
@@ -145,15 +159,14 @@ def test_budget_stops_new_tasks_and_a_resume_finishes_them(goat_home: Path, mode
     again = run_benchmark(
         "smoke",
         "smollm2-135m",
-        agent="builtin",
+        agent=agent,
         gateway=model_gateway,
         parallel=1,
-        limits=QUICK,
         run_id="budgeted",
         task_ids=THREE,
     )
     assert again.resumed and again.reused_rows == 1
-    assert again.n == 3 and again.errors_by_kind["budget"] == 0
+    assert again.n == 3 and again.errors_by_kind["budget"] == 0 and again.cost_usd > s.cost_usd
 
 
 AGENT_SCRIPT = '''\
