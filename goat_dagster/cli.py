@@ -169,89 +169,16 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def results(run_id: str | None, full: bool, as_json: bool) -> None:
     """Show benchmark results (latest runs, or one run)."""
-    from goat_dagster.bench import lake
-    from goat_dagster.bench.journal import read_spec
-    from goat_dagster.bench.report import incomplete_runs, journal_summary, row_notes, summary_text
+    from goat_dagster.bench.report import results_view
 
-    if run_id is None:
-        runs = lake.run_summaries()
-        runs += incomplete_runs({r["run_id"] for r in runs})
-        for r in runs:
-            r.pop("rows", None)
-        if as_json:
-            emit({"runs": runs})
-            return
-        if not runs:
-            click.echo(f"no runs yet in {lake.results_dir()} (start one with `goat run`)")
-            return
-        for r in runs:
-            r["pass"] = "n/a" if r["pass_rate"] is None else f"{r['pass_rate'] * 100:.1f}%"
-            r["state"] = "incomplete" if r.get("complete") is False else "done"
-            r["cost"] = f"{r['cost_usd']:.4f}"
-        click.echo(
-            format_table(
-                runs,
-                [
-                    "run_id",
-                    "model",
-                    "suite",
-                    "agent",
-                    "n",
-                    "passed",
-                    "failed",
-                    "errors",
-                    "pass",
-                    "cost",
-                    "state",
-                ],
-            )
-        )
-        return
-    found = lake.run_summaries(run_id=run_id)
-    if found:
-        summary = found[0]
-        rows = lake.read_rows(run_id) if full else []
-    else:
-        spec = read_spec(run_id)
-        if spec is None:
-            fail(f"goat results: no run {run_id!r} in {lake.results_dir()} or its journals")
-        summary = journal_summary(spec)
-        rows = summary.pop("rows") if full else []
-        summary.pop("rows", None)
+    try:
+        payload, text = results_view(run_id, full)
+    except LookupError as exc:
+        fail(f"goat results: {exc.args[0]}")
     if as_json:
-        emit({"run": summary, **({"rows": rows} if full else {})})
-        return
-    click.echo(summary_text(summary))
-    if full:
-        notes = row_notes(run_id)
-        table = [
-            {
-                **r,
-                "tokens": r["prompt_tokens"] + r["completion_tokens"],
-                "error_kind": r["error_kind"] or "",
-                "wall_s": f"{r['wall_s']:.2f}",
-                "note": notes.get((r["task_id"], r["epoch"]), ""),
-            }
-            for r in rows
-        ]
-        click.echo("")
-        click.echo(
-            format_table(
-                table,
-                [
-                    "task_id",
-                    "epoch",
-                    "status",
-                    "error_kind",
-                    "wall_s",
-                    "steps",
-                    "tool_calls",
-                    "tokens",
-                    "cost_usd",
-                    "note",
-                ],
-            )
-        )
+        emit(payload)
+    else:
+        click.echo(text)
 
 
 # ---- serving / traces / cloud ----------------------------------------------------------------

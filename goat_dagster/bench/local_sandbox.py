@@ -190,6 +190,9 @@ class _Worker:
             return self._readline(timeout)
 
     def kill(self) -> None:
+        if getattr(self, "stderr", None) is not None:
+            self.stderr.close()
+            self.stderr = None
         if self.proc is not None:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, 9)
@@ -216,8 +219,9 @@ class LocalSlot:
             d.mkdir(parents=True, exist_ok=True)
         self.uid = _slot_uid(index) if os.geteuid() == 0 and pool.can_drop_root else None
         if self.uid is not None:
-            for d in (self.work, self.tmp, self.relay):
+            for d in (self.work, self.tmp):
                 os.chown(d, self.uid, self.uid)
+            self.relay.chmod(0o755)
         self.worker = _Worker(self)
 
     @property
@@ -441,7 +445,9 @@ class LocalSandboxPool(SandboxPool):
         # bwrap creates missing mount-point parents 0700: make them traversable for the sandbox user
         argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/run"]
         argv += ["--ro-bind", str(self.support), SUPPORT]
-        argv += ["--bind", str(slot.work), WORKDIR, "--bind", str(slot.relay), RELAY_DIR]
+        argv += ["--bind", str(slot.work), WORKDIR]
+        # read-only: a task can connect to the relay's socket but not remove or replace it
+        argv += ["--ro-bind", str(slot.relay), RELAY_DIR]
         argv += [
             "--perms",
             "1777",

@@ -124,3 +124,79 @@ def journal_summary(spec: RunSpec) -> dict[str, Any]:
         "complete": False,
         "rows": [r.model_dump(mode="json") for r in rows],
     }
+
+
+RUNS_COLUMNS = [
+    "run_id",
+    "model",
+    "suite",
+    "agent",
+    "n",
+    "passed",
+    "failed",
+    "errors",
+    "pass",
+    "cost",
+    "state",
+]
+ROW_COLUMNS = [
+    "task_id",
+    "epoch",
+    "status",
+    "error_kind",
+    "wall_s",
+    "steps",
+    "tool_calls",
+    "tokens",
+    "cost_usd",
+    "note",
+]
+
+
+def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
+    """`goat results`: (the --json object, the text). Raises LookupError for an unknown run."""
+    from goat_dagster.cli import format_table
+
+    if run_id is None:
+        runs = lake.run_summaries()
+        runs += incomplete_runs({r["run_id"] for r in runs})
+        for r in runs:
+            r.pop("rows", None)
+        if not runs:
+            return {"runs": []}, f"no runs yet in {lake.results_dir()} (start one with `goat run`)"
+        table = [
+            {
+                **r,
+                "pass": pct(r["pass_rate"]),
+                "state": "incomplete" if r.get("complete") is False else "done",
+                "cost": f"{r['cost_usd']:.4f}",
+            }
+            for r in runs
+        ]
+        return {"runs": runs}, format_table(table, RUNS_COLUMNS)
+    found = lake.run_summaries(run_id=run_id)
+    if found:
+        summary, rows = found[0], lake.read_rows(run_id) if full else []
+    else:
+        spec = read_spec(run_id)
+        if spec is None:
+            raise LookupError(f"no run {run_id!r} in {lake.results_dir()} or its journals")
+        summary = journal_summary(spec)
+        all_rows = summary.pop("rows")
+        rows = all_rows if full else []
+    payload = {"run": summary, **({"rows": rows} if full else {})}
+    text = summary_text(summary)
+    if full:
+        notes = row_notes(run_id)
+        table = [
+            {
+                **r,
+                "tokens": r["prompt_tokens"] + r["completion_tokens"],
+                "error_kind": r["error_kind"] or "",
+                "wall_s": f"{r['wall_s']:.2f}",
+                "note": notes.get((r["task_id"], r["epoch"]), ""),
+            }
+            for r in rows
+        ]
+        text += "\n\n" + format_table(table, ROW_COLUMNS)
+    return payload, text

@@ -64,11 +64,11 @@ class Worker:
                 continue
             try:
                 with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
+                    raw = f.read()
             except OSError:
                 continue
             # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-            fields = stat[stat.rfind(b")") + 2 :].split()
+            fields = raw[raw.rfind(b")") + 2 :].split()
             parent[int(name)] = int(fields[1])
         out = []
         for pid in parent:
@@ -399,7 +399,7 @@ class Worker:
             return {
                 "ok": False,
                 "kind": "not_found",
-                "error": f"{exc.filename or ''}: no such file or directory",
+                "error": f"{req.get('path') or exc.filename or ''}: no such file or directory",
             }
         except IsADirectoryError:
             return {"ok": False, "kind": "is_dir", "error": f"{req.get('path')}: is a directory"}
