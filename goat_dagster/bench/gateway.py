@@ -75,6 +75,19 @@ def resolve_gateway(model_key: str, registry: Any = None) -> Gateway:
     )
 
 
+def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
+    """Raise ConnectionError when nothing answers at the gateway's address (any HTTP answer will do)."""
+    import httpx
+
+    url = gateway.base_url.rstrip("/") + "/models"
+    try:
+        httpx.get(
+            url, headers={"Authorization": f"Bearer {gateway.api_key.get_secret_value()}"}, timeout=timeout_s
+        )
+    except httpx.HTTPError as exc:
+        raise ConnectionError(f"no model gateway answers at {gateway.base_url}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class CallContext:
     """Who is calling: the identity every call's metadata and record carry."""

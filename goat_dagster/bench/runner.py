@@ -32,7 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster.bench.agents import Agent, AgentContext, AgentLimits, Usage, make_agent
 from goat_dagster.bench.errors import AttemptError
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, GatewayClient, resolve_gateway
+from goat_dagster.bench.gateway import (
+    CallContext,
+    CallLog,
+    Gateway,
+    GatewayClient,
+    check_reachable,
+    resolve_gateway,
+)
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, write_results
 from goat_dagster.bench.sandbox import (
@@ -376,12 +383,17 @@ def run_benchmark(
         pending = [(t, e) for t, e in items if (t.id, e) not in done]
         if on_start is not None:
             on_start(journal.spec, len(pending), len(items))
-        budget = _Budget(budget_usd, spent=sum(r.cost_usd for r in journal.rows().values()))
+        # everything this run has paid for so far, redone rows included
+        budget = _Budget(budget_usd, spent=sum(e["row"].cost_usd for e in journal.entries()))
         isolation, warns = "", []
         run: _Run | None = None
         if pending:
-            if the_agent.needs_gateway and gateway is None:
-                gateway = resolve_gateway(entry.key, registry)
+            if the_agent.needs_gateway:
+                gateway = gateway or resolve_gateway(entry.key, registry)
+                try:  # a gateway down from the start is a clear error, not a run of infra rows
+                    check_reachable(gateway)
+                except ConnectionError as exc:
+                    raise RunError(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
             own_pool = pool is None
             if pool is None:
                 options = PoolOptions(

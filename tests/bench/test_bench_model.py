@@ -125,6 +125,15 @@ def test_killed_model_server_gives_infra_errors_not_failures(goat_home: Path, tm
     for task in order[1:]:
         assert (rows[task]["status"], rows[task]["error_kind"]) == ("error", "infra"), rows[task]
     assert s.errors_by_kind["infra"] == 2 and s.failed + s.passed == 1
+    # each infra row was tried again (FAST_RETRY: 2 attempts), each attempt with its own trace id
+    for entry in (json.loads(ln) for ln in Path(s.journal_dir, "results.jsonl").read_text().splitlines()):
+        if entry["row"]["error_kind"] == "infra":
+            attempts = entry["detail"]["attempts"]
+            assert len(attempts) == 2 and attempts[0]["trace_id"] != attempts[1]["trace_id"]
+            assert entry["row"]["trace_id"] == attempts[-1]["trace_id"]
+            assert "cannot reach the gateway" in attempts[-1]["error"]
+    failed_calls = [c for c in calls_of(s.journal_dir) if not c["ok"]]
+    assert len(failed_calls) == 4 and all("cannot reach the gateway" in c["error"] for c in failed_calls)
 
 
 ONE_CALL = """\

@@ -20,7 +20,7 @@ from goat_dagster.bench import lake
 from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
-from goat_dagster.bench.runner import RetryPolicy, run_benchmark
+from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.suite import parse_suite
 from tests.conftest import PROJECT, free_port
 
@@ -109,26 +109,13 @@ def test_wrong_reference_fails_and_errors_are_kept_apart(goat_home: Path, tmp_pa
     assert hang["detail"]["attempts"][0]["check_killed"] == "timeout"
 
 
-def test_unreachable_gateway_is_an_infra_error_after_retries(goat_home: Path) -> None:
+def test_a_gateway_down_from_the_start_is_a_clear_error(goat_home: Path) -> None:
     dead = Gateway(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", model="smollm2-135m-local")
-    s = run_benchmark(
-        "smoke",
-        "smollm2-135m",
-        agent="builtin",
-        gateway=dead,
-        task_ids=["fizzbuzz", "palindrome"],
-        retry=RetryPolicy(retries=1, call_retries=1, backoff_s=0.01),
-    )
-    assert (s.n, s.passed, s.failed, s.errors) == (2, 0, 0, 2)
-    assert s.errors_by_kind["infra"] == 2
-    journal = [json.loads(ln) for ln in Path(s.journal_dir, "results.jsonl").read_text().splitlines()]
-    for entry in journal:
-        attempts = entry["detail"]["attempts"]
-        assert len(attempts) == 2 and attempts[0]["trace_id"] != attempts[1]["trace_id"]
-        assert entry["row"]["trace_id"] == attempts[-1]["trace_id"]
-        assert "cannot reach the gateway" in attempts[-1]["error"]
-    calls = [json.loads(ln) for ln in Path(s.journal_dir, "calls.jsonl").read_text().splitlines()]
-    assert len(calls) == 4 and not any(c["ok"] for c in calls)
+    with pytest.raises(RunError, match=r"no model gateway answers at http://127\.0\.0\.1:\d+/v1"):
+        run_benchmark("smoke", "smollm2-135m", agent="builtin", gateway=dead, run_id="no-gateway")
+    assert not (goat_home / "lake" / "results" / "no-gateway.parquet").exists()
+    # the oracle needs no gateway
+    assert run_benchmark("smoke", "smollm2-135m", agent="oracle", gateway=dead).passed == 5
 
 
 def test_journal_survives_a_torn_last_line(goat_home: Path) -> None:

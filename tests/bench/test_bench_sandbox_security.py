@@ -121,7 +121,8 @@ def test_only_the_work_dir_is_writable(pool: LocalSandboxPool) -> None:
     marker = f"goat-sandbox-probe-{os.getpid()}-{time.time_ns()}"
     with pool.session() as sb:
         res = sb.exec(
-            "for d in /usr /etc /opt/goat /root /bin /run /run/goat; do touch $d/x 2>/dev/null && echo WROTE $d; done;"
+            "for d in /usr /etc /opt/goat /root /bin /run /run/goat; do"
+            " touch $d/x 2>/dev/null && echo WROTE $d; done;"
             f" touch /workspace/ok && touch /tmp/{marker} && echo fine",
             timeout_s=10,
         )
