@@ -12,9 +12,11 @@ transfer, a whole run — is the real code; only `modal.Sandbox.create` itself i
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +232,19 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     master = "sk-master-of-the-proxy"
     show_env = "command:env"
     pool, _ = make_pool(tmp_path, options=PoolOptions(size=1, network=True))
-    remote = Gateway(
-        base_url="https://goat-proxy.example.modal.run/v1", api_key=master, model="qwen3-4b-local"
-    )
+    # a proxy a cloud sandbox could reach: not on loopback (here: this machine's outward address)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.254.254.254", 1))  # no packet is sent; picks the outward interface
+        address = probe.getsockname()[0]
+    except OSError:
+        pytest.skip("no non-loopback interface")
+    finally:
+        probe.close()
+    server = ThreadingHTTPServer((address, 0), BaseHTTPRequestHandler)  # answers 501: it is there
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://{address}:{server.server_address[1]}/v1"
+    remote = Gateway(base_url=base, api_key=master, model="qwen3-4b-local")
     s = run_benchmark(
         "smoke",
         "smollm2-135m",
@@ -252,9 +264,14 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     assert master not in json.dumps(env)
     claims = verify_scoped_key(master, env["OPENAI_API_KEY"])
     assert claims.models == ("qwen3-4b-local",) and claims.run_id == s.run_id
+    server.shutdown()
 
     # a proxy on this machine's loopback cannot be reached from the cloud: a clear infra error
-    local = Gateway(base_url="http://127.0.0.1:4000/v1", api_key=master, model="qwen3-4b-local")
+    loopback = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=loopback.serve_forever, daemon=True).start()
+    local = Gateway(
+        base_url=f"http://127.0.0.1:{loopback.server_address[1]}/v1", api_key=master, model="qwen3-4b-local"
+    )
     s = run_benchmark(
         "smoke",
         "smollm2-135m",
@@ -268,3 +285,4 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     entry = json.loads(Path(s.journal_dir, "results.jsonl").read_text().splitlines()[-1])
     assert entry["row"]["error_kind"] == "infra"
     assert "loopback" in entry["detail"]["attempts"][-1]["error"]
+    loopback.shutdown()
