@@ -16,7 +16,7 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
@@ -202,7 +202,3 @@ def make_agent(spec: str) -> Agent:
     if spec.startswith("command:"):
         return CommandAgent(spec.removeprefix("command:"))
     raise ValueError(f"unknown agent {spec!r}; expected builtin, oracle or command:<cmd>")
-
-
-def describe(agent: Agent) -> dict[str, Any]:
-    return {"name": agent.name, "needs_gateway": agent.needs_gateway, "needs_network": agent.needs_network}

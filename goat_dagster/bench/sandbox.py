@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -195,7 +195,3 @@ def make_pool(kind: str, options: PoolOptions) -> SandboxPool:
 
         return ModalSandboxPool(options)
     raise ValueError(f"unknown sandbox {kind!r}; expected local or modal")
-
-
-def iter_files(entries: list[Entry]) -> Iterator[Entry]:
-    return (e for e in entries if e.kind == "file")

@@ -248,6 +248,9 @@ def test_sigkill_at_any_point_then_resume_gives_every_row_once(goat_home: Path) 
             kept.setdefault(row["task_id"], row["trace_id"])
     assert 0 < len(kept) < 164, "the kills should have landed mid-run"
     assert not (goat_home / "lake" / "results" / f"{run_id}.parquet").exists()
+    listed = goat("results", "--json", home=goat_home)
+    runs = json.loads(listed.communicate(timeout=60)[0])["runs"]
+    assert [(r["run_id"], r["complete"], r["n"]) for r in runs] == [(run_id, False, len(kept))]
 
     proc = goat(*args, home=goat_home)
     out, err = proc.communicate(timeout=120)

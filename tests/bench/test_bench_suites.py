@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from goat_dagster.bench.humaneval import TEST_FILE
-from goat_dagster.bench.suite import SuiteError, load_suite, parse_suite
+from goat_dagster.bench.suite import SuiteError, available_suites, load_suite, parse_suite, suites_hash
 
 GOOD = """\
 name: mini
@@ -101,3 +101,13 @@ def test_suite_from_a_path(tmp_path: Path) -> None:
     f.write_text(GOOD)
     suite = load_suite(str(f))
     assert suite.name == "mini" and suite.source == str(f)
+
+
+def test_suites_hash_follows_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOAT_SUITES_DIR", str(tmp_path))
+    (tmp_path / "a.yaml").write_text(GOOD)
+    first = suites_hash()
+    assert suites_hash() == first
+    (tmp_path / "a.yaml").write_text(GOOD + "# edited\n")
+    assert suites_hash() != first
+    assert available_suites() == ["a", "humaneval"]
