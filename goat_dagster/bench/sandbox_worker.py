@@ -99,6 +99,20 @@ class Worker:
         self.reap()
         return killed
 
+    def wait_group_gone(self, pgid: int, timeout: float = 5.0) -> None:
+        """SIGKILL a process group until none of it is left (its orphans are ours to reap)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            self.reap()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        self.reap()
+
     @staticmethod
     def reap() -> None:
         while True:
@@ -343,7 +357,7 @@ class Worker:
             os.close(fd)
         if status is None:
             _, status = os.waitpid(pid, 0)
-        self.reap()
+        self.wait_group_gone(pid)
         exit_code = os.waitstatus_to_exitcode(status)
         if exit_code < 0 and killed is None:
             sig = -exit_code
