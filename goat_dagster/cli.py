@@ -118,9 +118,49 @@ def ui(host: str, port: int) -> None:
 @click.option("--run-id", default=None, help="Resume (or name) a run.")
 @click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
-def run(**kwargs: Any) -> None:
-    """Run a suite against a model outside Dagster."""
-    not_landed("run", 5, "the benchmark harness")
+def run(
+    suite: str,
+    model: str,
+    agent: str,
+    sandbox: str,
+    parallel: int,
+    epochs: int,
+    run_id: str | None,
+    budget_usd: float | None,
+    as_json: bool,
+) -> None:
+    """Run a suite against a model outside Dagster.
+
+    Results go to $GOAT_HOME/lake/results/<run_id>.parquet; a killed run resumes with --run-id.
+    """
+    from goat_dagster.bench.journal import RunError
+    from goat_dagster.bench.report import ProgressBar, summary_text
+    from goat_dagster.bench.runner import run_benchmark
+    from goat_dagster.bench.sandbox import SandboxError
+    from goat_dagster.bench.suite import SuiteError
+
+    bar = ProgressBar()
+    try:
+        summary = run_benchmark(
+            suite,
+            model,
+            agent=agent,
+            sandbox=sandbox,
+            parallel=parallel,
+            epochs=epochs,
+            run_id=run_id,
+            budget_usd=budget_usd,
+            on_start=bar.start,
+            on_task=bar.task,
+        )
+    except (SuiteError, RunError, SandboxError, KeyError, ValueError) as exc:
+        fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
+    finally:
+        bar.close()
+    if as_json:
+        emit(summary.model_dump(mode="json"))
+    else:
+        click.echo(summary_text(summary.model_dump(mode="json")))
 
 
 @main.command()
@@ -129,7 +169,16 @@ def run(**kwargs: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def results(run_id: str | None, full: bool, as_json: bool) -> None:
     """Show benchmark results (latest runs, or one run)."""
-    not_landed("results", 5, "the results lake")
+    from goat_dagster.bench.report import results_view
+
+    try:
+        payload, text = results_view(run_id, full)
+    except LookupError as exc:
+        fail(f"goat results: {exc.args[0]}")
+    if as_json:
+        emit(payload)
+    else:
+        click.echo(text)
 
 
 # ---- serving / traces / cloud ----------------------------------------------------------------

@@ -1,0 +1,518 @@
+"""The `local` sandbox: warm workers on this machine, one per parallel slot.
+
+Each slot is one long-lived `sandbox_worker.py` process, started once inside bubblewrap:
+
+- new PID, network (loopback only), IPC, UTS and cgroup namespaces; `--die-with-parent`;
+- a read-only view of /usr, the Python interpreter and a few /etc files; nothing else of the host
+  (no /home, /root, /work, /var, no host /tmp); a private size-capped tmpfs /tmp;
+- the slot's work directory, mounted at /workspace, is the only writable place on disk;
+- no capabilities, `no_new_privs`, and (when the harness runs as root) a per-slot unprivileged uid
+  so the process-count rlimit applies;
+- an environment of an allow-list only (`sandbox.scrubbed_env`).
+
+Per task the worker kills everything left over, empties /workspace and /tmp, and runs each command
+in a forked child with rlimits, a wall-clock timeout that kills its process group, and capped
+output. Because the worker is already running, a task costs a fork, not a container start — and
+`python ...` commands fork the warm interpreter instead of starting a new one.
+
+Without bubblewrap the same worker runs as a plain subprocess; a warning names what is weaker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from goat_dagster.bench import sandbox_worker
+from goat_dagster.bench.sandbox import (
+    Entry,
+    ExecResult,
+    PoolOptions,
+    Sandbox,
+    SandboxError,
+    SandboxFileError,
+    SandboxPathError,
+    SandboxPool,
+    scrubbed_env,
+)
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "/workspace"
+SUPPORT = "/opt/goat"
+RELAY_DIR = "/run/goat"
+SANDBOX_PATH = f"{SUPPORT}/bin:/usr/local/bin:/usr/bin:/bin"
+# /etc entries a sandbox may see (read-only); notably not shadow, ssh, machine-id or credentials
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "hosts",
+    "ssl",
+    "ca-certificates",
+    "mime.types",
+    "protocols",
+    "services",
+)
+NO_BWRAP_WARNING = (
+    "bubblewrap (bwrap) is not installed: the local sandbox runs tasks as plain subprocesses. Still "
+    "applied: a scrubbed environment, rlimits, timeouts with process-group kill, capped output and "
+    "path checks on file tools. Weaker: no network isolation (task code can reach the network and "
+    "local services), no filesystem isolation (task code can read the host's files and write wherever "
+    "the sandbox user may), no PID namespace. Install it: apt-get install bubblewrap."
+)
+
+
+def find_bwrap() -> str | None:
+    """The bubblewrap binary, unless GOAT_SANDBOX_BWRAP=0 turns isolation off on purpose."""
+    if os.environ.get("GOAT_SANDBOX_BWRAP", "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    return shutil.which("bwrap")
+
+
+def base_interpreter() -> Path:
+    """The interpreter (not the venv) task code runs under: stdlib only, no project packages."""
+    return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+
+
+def _others_can_read(path: Path) -> bool:
+    """Whether a user with no special rights can reach and read `path` (o+x on every parent)."""
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            return False
+        if not mode & 0o001 or (p == path and not mode & 0o004):
+            return False
+    return True
+
+
+def _sweep_stale() -> None:
+    """Remove the sandbox dirs of harness processes that died without cleaning up (SIGKILL)."""
+    for d in Path(tempfile.gettempdir()).glob("goat-sandbox-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def _slot_uid(index: int) -> int:
+    # distinct per slot and (almost surely) per harness process, so RLIMIT_NPROC counts per slot
+    return 200_000 + ((os.getpid() & 0xFFFF) << 5) + index
+
+
+class _Worker:
+    """One worker process and its request/response pipe."""
+
+    def __init__(self, slot: LocalSlot) -> None:
+        self.slot = slot
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()
+        self.buf = bytearray()
+
+    def start(self) -> None:
+        slot = self.slot
+        argv = slot.pool.command_for(slot)
+        self.stderr = open(slot.dir / "worker.log", "ab")  # noqa: SIM115 - lives with the process
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                bufsize=0,
+                env=slot.pool.worker_env(),
+                cwd=str(slot.work),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start the sandbox worker ({argv[0]}): {exc}") from exc
+        self.buf = bytearray()
+        first = self._readline(timeout=30)
+        if not first.get("ready"):
+            raise SandboxError(f"sandbox worker did not start: {first}")
+
+    def _readline(self, timeout: float) -> dict[str, Any]:
+        """One JSON line from the worker, waiting at most `timeout` seconds."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            if not ready:
+                self.kill()
+                raise SandboxError(f"sandbox worker did not answer within {timeout:.0f}s; restarted")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                self.kill()
+                raise SandboxError(f"sandbox worker exited: {self.slot.log_tail() or 'no output'}")
+            self.buf += chunk
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        return json.loads(line)
+
+    def request(self, req: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.start()
+            assert self.proc is not None and self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                self.kill()
+                raise SandboxError(f"sandbox worker is gone: {exc}; {self.slot.log_tail()}") from exc
+            return self._readline(timeout)
+
+    def kill(self) -> None:
+        if getattr(self, "stderr", None) is not None:
+            self.stderr.close()
+            self.stderr = None
+        if self.proc is not None:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, 9)
+            with suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            for f in (self.proc.stdin, self.proc.stdout):
+                if f is not None:
+                    with suppress(OSError):
+                        f.close()
+            self.proc = None
+
+
+class LocalSlot:
+    """A slot: its directories and its worker."""
+
+    def __init__(self, pool: LocalSandboxPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.dir = pool.base / f"slot-{index}"
+        self.work = self.dir / "work"
+        self.tmp = self.dir / "tmp"
+        self.relay = self.dir / "relay"
+        for d in (self.work, self.tmp, self.relay):
+            d.mkdir(parents=True, exist_ok=True)
+        self.uid = _slot_uid(index) if os.geteuid() == 0 and pool.can_drop_root else None
+        if self.uid is not None:
+            for d in (self.work, self.tmp):
+                os.chown(d, self.uid, self.uid)
+            self.relay.chmod(0o755)
+        self.worker = _Worker(self)
+
+    @property
+    def root(self) -> str:
+        """The work dir as task code sees it."""
+        return WORKDIR if self.pool.bwrap else str(self.work)
+
+    def log_tail(self, n: int = 800) -> str:
+        try:
+            text = (self.dir / "worker.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-n:].strip()
+
+
+class LocalSandbox(Sandbox):
+    kind = "local"
+
+    def __init__(self, slot: LocalSlot) -> None:
+        self.slot = slot
+        self.pool = slot.pool
+        self.workdir = slot.root
+        self.isolation = self.pool.isolation
+
+    def _call(self, req: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        resp = self.slot.worker.request(req, timeout=timeout)
+        if not resp.get("ok"):
+            kind = resp.get("kind")
+            if kind == "path":
+                raise SandboxPathError(resp["error"])
+            if kind in ("not_found", "is_dir", "os"):
+                raise SandboxFileError(resp["error"])
+            raise SandboxError(f"sandbox worker: {resp.get('error')}")
+        return resp
+
+    def exec(
+        self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> ExecResult:
+        limits = self.pool.options.limits
+        resp = self._call(
+            {
+                "op": "exec",
+                "cmd": command,
+                "timeout": timeout_s,
+                "env": self.pool.env(env, self.slot),
+                "cwd": cwd,
+                "cap": limits.output_keep_bytes,
+                "hard_cap": limits.output_hard_bytes,
+                "limits": limits.rlimits(),
+                "warm": self.pool.warm,
+            },
+            timeout=timeout_s + 30,
+        )
+        return ExecResult(
+            exit_code=resp["exit"],
+            stdout=resp["stdout"],
+            stderr=resp["stderr"],
+            duration_s=resp["duration"],
+            killed=resp["killed"],
+            truncated=resp["truncated"],
+            output_bytes=resp["output_bytes"],
+            warm=resp["warm"],
+        )
+
+    def write_files(self, files: Mapping[str, str | bytes]) -> None:
+        if not files:
+            return
+        payload = []
+        for path, data in files.items():
+            if isinstance(data, bytes):
+                import base64
+
+                payload.append({"path": path, "b64": base64.b64encode(data).decode()})
+            else:
+                payload.append({"path": path, "text": data})
+        self._call({"op": "write", "files": payload})
+
+    def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
+        import base64
+
+        return base64.b64decode(self._call({"op": "read", "path": path, "limit": limit})["b64"])
+
+    def walk(self, limit: int = 5000) -> list[Entry]:
+        resp = self._call({"op": "walk", "limit": limit})
+        return [Entry(p, k, s, t) for p, k, s, t in resp["entries"]]
+
+    def kill_processes(self) -> None:
+        self._call({"op": "kill"})
+
+    def gateway_url(self, relay_socket: str) -> str:
+        inside = f"{RELAY_DIR}/{Path(relay_socket).name}" if self.pool.bwrap else relay_socket
+        port = self._call({"op": "bridge", "unix": inside})["port"]
+        return f"http://127.0.0.1:{port}/v1"
+
+    @property
+    def relay_dir(self) -> Path:
+        """Host directory whose unix sockets the sandbox can reach (at RELAY_DIR inside)."""
+        return self.slot.relay
+
+    def reset(self) -> None:
+        self._call({"op": "reset"}, timeout=60)
+
+
+class LocalSandboxPool(SandboxPool):
+    kind = "local"
+
+    def __init__(self, options: PoolOptions, *, bwrap: str | bool | None = True, warm: bool = True) -> None:
+        super().__init__()
+        self.options = options
+        self.warm = warm
+        self.bwrap = find_bwrap() if bwrap is True else (bwrap or None)
+        self.isolation = "bwrap" if self.bwrap else "none"
+        if not self.bwrap:
+            self.warnings.append(NO_BWRAP_WARNING)
+            warnings.warn(NO_BWRAP_WARNING, stacklevel=2)
+        self.python = base_interpreter()
+        # as root, tasks run as an unprivileged per-slot uid; without bubblewrap that uid must be
+        # able to reach the interpreter on the host (under /root it usually cannot)
+        self.can_drop_root = bool(self.bwrap) or _others_can_read(Path(sys.base_prefix).resolve())
+        if os.geteuid() == 0 and not self.can_drop_root:
+            msg = (
+                f"the sandbox runs task code as root: the interpreter under {sys.base_prefix} is not "
+                "readable by an unprivileged user and bubblewrap is not there to mount it"
+            )
+            self.warnings.append(msg)
+            warnings.warn(msg, stacklevel=2)
+        _sweep_stale()
+        self.base = Path(tempfile.mkdtemp(prefix=f"goat-sandbox-{os.getpid()}-"))
+        os.chmod(self.base, 0o755)
+        self._support()
+        self.slots: queue.Queue[LocalSlot] = queue.Queue()
+        self._all: list[LocalSlot] = []
+        self._closed = False
+        try:
+            started = [LocalSlot(self, i) for i in range(max(1, options.size))]
+            # start every worker now, from this thread: --die-with-parent is tied to the thread
+            # that spawned bwrap, so it must be one that lives as long as the pool
+            for slot in started:
+                slot.worker.start()
+                self._all.append(slot)
+                self.slots.put(slot)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def _support(self) -> None:
+        """/opt/goat in the sandbox: the worker, `python`/`python3`, a passwd naming the sandbox user."""
+        sup = self.base / "support"
+        (sup / "bin").mkdir(parents=True)
+        shutil.copy2(sandbox_worker.__file__, sup / "sandbox_worker.py")
+        for name in ("python", "python3"):
+            (sup / "bin" / name).symlink_to(self.python)
+        (sup / "etc").mkdir()
+        uid = "{uid}"
+        (sup / "etc" / "passwd").write_text(
+            f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+        (sup / "etc" / "group").write_text("root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
+        for p in sup.rglob("*"):
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        sup.chmod(0o755)
+        self.support = sup
+
+    def _passwd_for(self, slot: LocalSlot) -> Path:
+        uid = slot.uid if slot.uid is not None else (os.getuid() if not self.bwrap else 1000)
+        etc = slot.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        for name in ("passwd", "group"):
+            (etc / name).write_text((self.support / "etc" / name).read_text().replace("{uid}", str(uid)))
+            (etc / name).chmod(0o644)
+        return etc
+
+    def command_for(self, slot: LocalSlot) -> list[str]:
+        worker_args = ["--root", slot.root, "--tmp", "/tmp" if self.bwrap else str(slot.tmp)]
+        if slot.uid is not None:
+            worker_args += ["--uid", str(slot.uid)]
+        if not self.bwrap:
+            return [str(self.python), "-E", "-s", "-B", str(self.support / "sandbox_worker.py"), *worker_args]
+        etc = self._passwd_for(slot)
+        argv = [self.bwrap]
+        if os.geteuid() == 0:
+            # privileged bwrap: no user namespace, so the worker can drop to the slot's uid
+            argv += [
+                "--unshare-ipc",
+                "--unshare-pid",
+                "--unshare-net",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+            ]
+        else:
+            argv += ["--unshare-all", "--uid", "1000", "--gid", "1000"]
+        argv += ["--die-with-parent", "--new-session", "--hostname", "goat-sandbox"]
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            p = Path("/") / top
+            if p.is_symlink():
+                argv += ["--symlink", os.readlink(p), str(p)]
+            elif p.is_dir():
+                argv += ["--ro-bind", str(p), str(p)]
+        prefix = Path(sys.base_prefix).resolve()
+        if not str(prefix).startswith("/usr/"):
+            # parents are created like the host's (e.g. /root 0700): make them traversable
+            for parent in reversed(prefix.parents[:-1]):
+                argv += ["--perms", "0755", "--dir", str(parent)]
+            argv += ["--ro-bind", str(prefix), str(prefix)]
+        argv += ["--dir", "/etc"]
+        for name in ETC_FILES:
+            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        argv += [
+            "--ro-bind",
+            str(etc / "passwd"),
+            "/etc/passwd",
+            "--ro-bind",
+            str(etc / "group"),
+            "/etc/group",
+        ]
+        # bwrap creates missing mount-point parents 0700: make them traversable for the sandbox user
+        argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/run"]
+        argv += ["--ro-bind", str(self.support), SUPPORT]
+        argv += ["--bind", str(slot.work), WORKDIR]
+        # read-only: a task can connect to the relay's socket but not remove or replace it
+        argv += ["--ro-bind", str(slot.relay), RELAY_DIR]
+        argv += [
+            "--perms",
+            "1777",
+            "--size",
+            str(self.options.limits.tmp_mb * 1024 * 1024),
+            "--tmpfs",
+            "/tmp",
+        ]
+        # after /tmp's tmpfs, so an agent script under the host's /tmp stays visible
+        made = {"/", "/tmp", "/usr", "/etc", "/opt", "/run", WORKDIR, *map(str, prefix.parents), str(prefix)}
+        for extra in self.options.ro_paths:
+            path = Path(extra).resolve()
+            if path.exists() and not str(path).startswith("/usr/"):
+                for parent in reversed(path.parents):
+                    if str(parent) not in made:
+                        argv += ["--perms", "0755", "--dir", str(parent)]
+                        made.add(str(parent))
+                argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORKDIR, "--clearenv"]
+        for k, v in self.worker_env().items():
+            argv += ["--setenv", k, v]
+        argv += [
+            "--",
+            f"{SUPPORT}/bin/python",
+            "-E",
+            "-s",
+            "-B",
+            f"{SUPPORT}/sandbox_worker.py",
+            *worker_args,
+        ]
+        return argv
+
+    def worker_env(self) -> dict[str, str]:
+        """The worker's own environment: nothing from the host but the allow-list."""
+        path = SANDBOX_PATH if self.bwrap else f"{self.support}/bin:/usr/local/bin:/usr/bin:/bin"
+        return scrubbed_env(path=path)
+
+    def env(self, extra: Mapping[str, str] | None, slot: LocalSlot) -> dict[str, str]:
+        if self.bwrap:
+            return scrubbed_env(extra, path=SANDBOX_PATH)
+        return scrubbed_env(
+            extra, path=f"{self.support}/bin:/usr/local/bin:/usr/bin:/bin", home=str(slot.tmp)
+        )
+
+    # ---- sessions ------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[LocalSandbox]:
+        if self._closed:
+            raise SandboxError("the sandbox pool is closed", transient=False)
+        slot = self.slots.get()
+        try:
+            sb = LocalSandbox(slot)
+            sb.reset()  # nothing left of the previous task: no process, no file
+            yield sb
+        finally:
+            try:
+                sb.kill_processes()  # nothing keeps running between tasks
+            except (SandboxError, UnboundLocalError) as exc:
+                log.warning("sandbox slot %s: cleanup failed (%s); restarting its worker", slot.index, exc)
+                slot.worker.kill()
+            self.slots.put(slot)
+
+    def close(self) -> None:
+        self._closed = True
+        for slot in self._all:
+            slot.worker.kill()
+        shutil.rmtree(self.base, ignore_errors=True)

