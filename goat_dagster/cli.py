@@ -189,13 +189,22 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
 @click.option("--port", default=8100, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--budget-mb", default=None, type=int, help="Memory budget for loaded models.")
 @click.option("--margin-mb", default=None, type=int, help="Head-room kept free within the budget.")
-@click.option("--max-queue", default=16, show_default=True, type=int,
-              help="Waiting requests per model; 429 beyond.")
+@click.option(
+    "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
+)
 @click.option("--timeout-s", default=600.0, show_default=True, type=float, help="Per-request timeout.")
 @click.option("--detach", is_flag=True, help="Start in the background (or reuse the running one) and return.")
 @click.option("--stop", is_flag=True, help="Stop the background control plane of this GOAT_HOME.")
-def serve(host: str, port: int, budget_mb: int | None, margin_mb: int | None, max_queue: int,
-          timeout_s: float, detach: bool, stop: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    budget_mb: int | None,
+    margin_mb: int | None,
+    max_queue: int,
+    timeout_s: float,
+    detach: bool,
+    stop: bool,
+) -> None:
     """The local llama.cpp control plane (OpenAI-compatible)."""
     from goat_dagster.serving.client import ServeClientError, ensure_control_plane, stop_control_plane
     from goat_dagster.serving.serve_config import ServeSettings
@@ -205,8 +214,14 @@ def serve(host: str, port: int, budget_mb: int | None, margin_mb: int | None, ma
         pid = stop_control_plane()
         click.echo(f"stopped goat serve pid {pid}" if pid else "goat serve is not running")
         return
-    settings = ServeSettings(host=host, port=port, budget_mb=budget_mb, margin_mb=margin_mb,
-                             max_queue=max_queue, request_timeout_s=timeout_s)
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        budget_mb=budget_mb,
+        margin_mb=margin_mb,
+        max_queue=max_queue,
+        request_timeout_s=timeout_s,
+    )
     try:
         if detach:
             cp = ensure_control_plane(settings)
