@@ -138,9 +138,11 @@ def run(
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.sandbox import SandboxError
     from goat_dagster.bench.suite import SuiteError
+    from goat_dagster.serving.stack import StackError
 
     bar = ProgressBar()
     try:
+        prepare_gateway(model, agent, quiet=as_json)
         summary = run_benchmark(
             suite,
             model,
@@ -153,7 +155,7 @@ def run(
             on_start=bar.start,
             on_task=bar.task,
         )
-    except (SuiteError, RunError, SandboxError, KeyError, ValueError) as exc:
+    except (SuiteError, RunError, SandboxError, StackError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
@@ -161,6 +163,23 @@ def run(
         emit(summary.model_dump(mode="json"))
     else:
         click.echo(summary_text(summary.model_dump(mode="json")))
+
+
+def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
+    """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
+    GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
+    import os
+
+    from goat_dagster.bench.agents import make_agent
+    from goat_dagster.registry import load_registry
+    from goat_dagster.serving.stack import ensure_model_stack
+
+    if not make_agent(agent).needs_gateway or os.environ.get("GOAT_LLM_BASE_URL"):
+        return
+    registry = load_registry()
+    ensure_model_stack(
+        registry.get(model), registry, log=None if quiet else lambda m: click.echo(m, err=True)
+    )
 
 
 @main.command()

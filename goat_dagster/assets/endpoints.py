@@ -7,6 +7,8 @@ and in the asset metadata; the `serving_endpoint_answers` check probes it again.
   not checked (and `healthy` is False).
 """
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -91,7 +94,16 @@ def serving_endpoint(
             description=f"{entry.key}: the endpoint at {ep.base_url} did not answer a chat completion: {why}",
             metadata=meta,
         )
-    return MaterializeResult(metadata=meta)
+    return MaterializeResult(metadata=meta, data_version=endpoint_version(ep))
+
+
+def endpoint_version(ep: Endpoint) -> DataVersion:
+    """What downstream assets depend on: where the model is and under which name — not its health
+    or timings, so re-checking an unchanged endpoint keeps benchmarks fresh."""
+    ident = {
+        k: getattr(ep, k) for k in ("model_key", "provider", "engine", "base_url", "served_name", "app_name")
+    }
+    return DataVersion(hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16])
 
 
 def _endpoint_answers(context: AssetCheckExecutionContext) -> AssetCheckResult:

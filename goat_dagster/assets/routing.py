@@ -45,7 +45,7 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
             candidate.write_text(text)
             validate_with_litellm(candidate)
     write_litellm_config(built.config, path)
-    applied = litellm.apply(built.config)
+    applied = litellm.apply(built.config, log=context.log.info)
     context.log.info(
         f"{len(built.routed)} deployments, {len(built.skipped)} skipped; proxy {applied['action']} "
         f"at {applied['base_url']}"

@@ -16,6 +16,7 @@ to the results lake as one Parquet file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -53,6 +54,7 @@ from goat_dagster.bench.sandbox import (
 )
 from goat_dagster.bench.suite import Suite, Task, load_suite
 from goat_dagster.registry import slugify
+from goat_dagster.serving.proxy import gateway_lease
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
@@ -421,6 +423,9 @@ def run_benchmark(
                 threading.Thread(target=run.worker, args=(pending,), name=f"goat-task-{i}", daemon=True)
                 for i in range(min(parallel, len(pending)))
             ]
+            lease = contextlib.ExitStack()
+            if the_agent.needs_gateway:  # the managed proxy is not restarted under a running benchmark
+                lease.enter_context(gateway_lease())
             try:
                 for th in threads:
                     th.start()
@@ -431,6 +436,7 @@ def run_benchmark(
                 run.stop.set()
                 raise
             finally:
+                lease.close()
                 for relay in run.relays.values():
                     relay.close()
                 if own_pool:

@@ -43,11 +43,14 @@ class LiteLLMProxyResource(ConfigurableResource):
     def managed(self) -> bool:
         return self.mode == "managed"
 
-    def apply(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Serve `cfg`. Managed: reuse the proxy if its config is unchanged, else (re)start it.
-        External: only checks readiness (its config is deployed with it). Returns metadata."""
+    def apply(self, cfg: dict[str, Any], log: Any = None) -> dict[str, Any]:
+        """Serve `cfg`. Managed: reuse the proxy if its config is unchanged, else (re)start it (after
+        running benchmarks release their lease). External: only checks readiness (its config is
+        deployed with it). Returns metadata."""
         if self.managed:
-            handle = proxy.ensure_proxy(cfg, host=self.host, port=self.port, timeout_s=self.start_timeout_s)
+            handle = proxy.ensure_proxy(
+                cfg, host=self.host, port=self.port, timeout_s=self.start_timeout_s, log=log
+            )
             return {
                 "mode": "managed",
                 "action": handle.action,

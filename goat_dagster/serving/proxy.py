@@ -120,6 +120,43 @@ def _locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def gateway_lease() -> Iterator[None]:
+    """Held (shared) by a benchmark run while it calls the proxy. Restarting the proxy for a new
+    config takes the lease exclusively, so it waits for running benchmarks instead of cutting
+    their calls; runs that only read the config never block each other."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / "lease", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _exclusive_lease(log: Any = None, poll_s: float = 2.0) -> Iterator[None]:
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / "lease", "a") as fh:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if log is not None and waited % 60 == 0:
+                    log(
+                        "waiting for running benchmarks to finish their calls before restarting the "
+                        f"LiteLLM proxy with the new config ({waited:.0f}s so far)"
+                    )
+                time.sleep(poll_s)
+                waited += poll_s
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def read_state() -> ProxyState | None:
     try:
         return ProxyState(**json.loads(_state_file().read_text()))
@@ -270,8 +307,10 @@ def ensure_proxy(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     timeout_s: float = 120.0,
+    log: Any = None,
 ) -> ProxyHandle:
-    """Make the managed proxy serve `cfg`: reuse it when up with the same config, else (re)start."""
+    """Make the managed proxy serve `cfg`: reuse it when up with the same config, else (re)start.
+    A restart first waits for running benchmarks to release their `gateway_lease`."""
     sha = config_hash(cfg)
     with _locked():
         path = config_path()
@@ -281,8 +320,9 @@ def ensure_proxy(
             same = st.config_sha256 == sha and (st.host, st.port) == (host, port)
             if same and is_ready(st.base_url):
                 return ProxyHandle(st, "reused", changed)
-            _stop(st)
-            _state_file().unlink(missing_ok=True)
-            return ProxyHandle(_start(path, sha, host, port, timeout_s), "restarted", True)
+            with _exclusive_lease(log):
+                _stop(st)
+                _state_file().unlink(missing_ok=True)
+                return ProxyHandle(_start(path, sha, host, port, timeout_s), "restarted", True)
         _state_file().unlink(missing_ok=True)
         return ProxyHandle(_start(path, sha, host, port, timeout_s), "started", changed)

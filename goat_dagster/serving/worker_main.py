@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ServerSettings
 
+    from goat_dagster.serving.llama_patches import bound_tool_calling
     from goat_dagster.serving.worker import READY_LINE, WorkerSpec, isolated_model_settings
+
+    bound_tool_calling()
 
     spec = WorkerSpec.model_validate_json(args.spec)
     model_settings = isolated_model_settings()(**spec.model_settings_kwargs())

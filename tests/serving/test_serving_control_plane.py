@@ -281,3 +281,37 @@ def test_edited_models_yaml_restarts_the_idle_worker(plane):
     after = plane.instance("smol-b")
     assert after["n_ctx"] == 1024 and after["pid"] != before["pid"]
     assert plane.instance("smol-a")["state"] != "ready" or plane.instance("smol-a")["n_ctx"] == 2048
+
+
+WRITE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "write_file",
+        "description": "Write a file",
+        "parameters": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path", "content"],
+        },
+    },
+}
+
+
+def test_max_tokens_bounds_auto_tool_calls(plane):
+    """llama-cpp-python's chatml-function-calling ignores max_tokens with tool_choice "auto"
+    (its inner completions run with max_tokens=None); the worker bounds them (llama_patches)."""
+    from goat_dagster.serving.llama_patches import ROUTING_FLOOR
+
+    r = plane.chat(
+        "smol-a",
+        "Use write_file to write numbers.txt containing every number from 1 to 2000, one per line.",
+        max_tokens=24,
+        temperature=0,  # greedy, no repeat penalty: unbounded, SmolLM2 writes until its context is full
+        repeat_penalty=1.0,
+        tools=[WRITE_TOOL],
+        tool_choice="auto",
+    )
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    # each inner completion (routing, arguments or message, follow-up) stops at max(24, floor)
+    assert usage["completion_tokens"] <= 3 * max(24, ROUTING_FLOOR), usage
