@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from goat_dagster import config
+from goat_dagster.assets.benchmarks import benchmark_results, benchmark_suite
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
 from goat_dagster.assets.leaderboard import leaderboard
 from goat_dagster.assets.registry import model_registry
@@ -14,19 +15,31 @@ from goat_dagster.assets.weights import model_weights
 from goat_dagster.resources.langfuse import langfuse_resource_from_env
 from goat_dagster.resources.litellm import litellm_resource_from_env
 from goat_dagster.resources.modal import modal_resource_from_env
+from goat_dagster.resources.sandbox import SandboxResource
 from goat_dagster.resources.serving import LocalServingResource
 from goat_dagster.sensors.registry import model_registry_sensor
+from goat_dagster.sensors.suite import benchmark_suite_sensor
 
 config.export_environment()
 
 defs = Definitions(
-    assets=[model_registry, model_weights, serving_endpoint, litellm_config, trace_export, leaderboard],
+    assets=[
+        model_registry,
+        model_weights,
+        serving_endpoint,
+        litellm_config,
+        benchmark_suite,
+        benchmark_results,
+        trace_export,
+        leaderboard,
+    ],
     asset_checks=[serving_endpoint_answers],
-    sensors=[model_registry_sensor],
+    sensors=[model_registry_sensor, benchmark_suite_sensor],
     resources={
         "local_serving": LocalServingResource(),
         "modal": modal_resource_from_env(),
         "litellm": litellm_resource_from_env(),
         "langfuse": langfuse_resource_from_env(),
+        "sandbox": SandboxResource(),
     },
 )

@@ -1,22 +1,41 @@
 """`goat demo`: the main job on the embedded default.
 
-Starts what the embedded default needs (the PostgreSQL-backed instance), loads the code location,
-syncs the `models` partitions from models.yaml, materializes `model_registry` through the real
-instance (the run shows in the UI afterwards) and prints the registry.
+1. the Dagster instance (embedded PostgreSQL unless DAGSTER_PG_URL) and the code location;
+2. the `models` partitions synced from models.yaml;
+3. for each enabled *local* model, one Dagster run of the whole graph for its partition —
+   weights -> `goat serve` endpoint -> LiteLLM proxy config -> suite -> benchmark -> traces ->
+   leaderboard — through the real instance (the runs show in `make ui` afterwards). Assets that are
+   fresh (nothing upstream changed since their last materialization) are skipped, so a second
+   `goat demo` reuses what is up and fresh;
+4. the leaderboard, printed.
+
+The benchmark uses demo-sized limits (`DEMO_BENCHMARK`) so it finishes in minutes on a laptop CPU;
+materialize `benchmark_results` from the UI (or `goat run`) for the full defaults.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
 
+# small limits: a 135M-parameter model on 2 CPU cores; one task at a time shares llama.cpp's
+# prompt cache between the steps of a task instead of thrashing it
+DEMO_BENCHMARK: dict[str, Any] = {
+    "parallel": 1,
+    "max_steps": 8,
+    "max_output_tokens": 256,
+    "max_seconds": 180.0,
+}
 
-def run_demo(echo: bool = True) -> dict[str, Any]:
-    from dagster import materialize
 
-    from goat_dagster.assets.registry import model_registry
-    from goat_dagster.cli import format_table
+def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
+    from dagster import AssetKey, materialize
+
+    from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
+    from goat_dagster.config import paths
+    from goat_dagster.freshness import stale_or_missing
     from goat_dagster.instance import describe, ensure_instance
     from goat_dagster.registry import load_registry
     from goat_dagster.sensors.registry import sync_model_partitions
@@ -25,6 +44,7 @@ def run_demo(echo: bool = True) -> dict[str, Any]:
         if echo:
             click.echo(msg)
 
+    t0 = time.monotonic()
     instance = ensure_instance()
     where = describe()
     say(f"instance: {where['dagster_home']} (PostgreSQL {where['postgres']}, embedded={where['embedded']})")
@@ -32,30 +52,66 @@ def run_demo(echo: bool = True) -> dict[str, Any]:
     from goat_dagster.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    say(f"code location: goat_dagster.definitions ({len(graph.get_all_asset_keys())} assets)")
+    assets = list(defs.assets or [])
+    say(f"code location: goat_dagster.definitions ({len(graph.materializable_asset_keys)} assets)")
 
     registry = load_registry()
     diff = sync_model_partitions(instance, registry)
     say(
         f"partitions 'models': +{len(diff.added)} -{len(diff.removed)} "
-        f"({len(registry.partition_keys())} in models.yaml)"
+        f"({len(registry.partition_keys())} in {registry.source})"
     )
+    local = [m for m in registry.enabled() if m.provider == "local"]
+    if not local:
+        raise click.ClickException(
+            f"no enabled local model in {registry.source}: enable one (e.g. smollm2-135m)"
+        )
 
-    result = materialize(
-        [model_registry],
-        instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    if not result.success:
-        raise click.ClickException("materializing model_registry failed; see the run in `make ui`")
-    say(f"materialized model_registry in run {result.run_id}\n")
-    rows = registry.table()
-    say(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "enabled"]))
+    op_config = {
+        "benchmark_suite": {"config": {"suite": suite}},
+        "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},
+    }
+    all_keys = sorted(graph.materializable_asset_keys)
+    runs = []
+    for entry in local:
+        wanted = stale_or_missing(instance, graph, all_keys, entry.slug)
+        if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up, fresh or not
+            wanted = sorted({*wanted, AssetKey("serving_endpoint"), AssetKey("litellm_config")})
+        if not wanted:
+            say(f"{entry.key}: every asset is fresh; nothing to run")
+            continue
+        say(f"{entry.key}: materializing {', '.join(k.to_user_string() for k in wanted)}")
+        result = materialize(
+            assets,
+            selection=wanted,
+            # a run of only unpartitioned assets (say, just the leaderboard) takes no partition key
+            partition_key=entry.slug if any(graph.get(k).is_partitioned for k in wanted) else None,
+            instance=instance,
+            resources=defs.resources,
+            run_config={
+                "ops": {k: v for k, v in op_config.items() if AssetKey(k) in wanted},
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
+            tags={"goat/reason": "goat demo"},
+            raise_on_error=False,
+        )
+        runs.append({"model": entry.key, "run_id": result.run_id, "success": result.success})
+        if not result.success:
+            raise click.ClickException(
+                f"the demo run for {entry.key} failed (run {result.run_id}): its logs are above and in `make ui`"
+            )
+        say(f"{entry.key}: run {result.run_id} succeeded")
+
+    board = build_leaderboard()
+    say("")
+    say(render_leaderboard_text(board))
+    say(f"\ndone in {time.monotonic() - t0:.0f}s; `make ui` shows these runs; results in {paths().lake}")
     return {
         "instance": where,
         "partitions": registry.partition_keys(),
         "added": diff.added,
         "removed": diff.removed,
-        "run_id": result.run_id,
-        "models": rows,
+        "runs": runs,
+        "leaderboard": board.to_json(),
+        "models": [m.key for m in local],
     }

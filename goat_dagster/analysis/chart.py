@@ -32,11 +32,11 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     labels = [_label(r, many_suites) for r in ranked]
     rates = [100 * (r["pass_rate"] or 0.0) for r in ranked]
     low = [
-        rate - 100 * r["ci_low"] if r["ci_low"] is not None else 0.0
+        max(0.0, rate - 100 * r["ci_low"]) if r["ci_low"] is not None else 0.0  # float noise at 0%
         for rate, r in zip(rates, ranked, strict=True)
     ]
     high = [
-        100 * r["ci_high"] - rate if r["ci_high"] is not None else 0.0
+        max(0.0, 100 * r["ci_high"] - rate) if r["ci_high"] is not None else 0.0
         for rate, r in zip(rates, ranked, strict=True)
     ]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, DataVersion, MaterializeResult, MetadataValue, asset
 
 from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.partitions import models_partitions
@@ -101,6 +101,7 @@ def modal_weights_metadata(record: dict[str, Any]) -> dict[str, Any]:
 @asset(
     key="model_weights",
     partitions_def=models_partitions,
+    deps=[AssetKey("model_registry")],
     group_name="serving",
     kinds={"gguf", "huggingface"},
     owners=OWNERS,

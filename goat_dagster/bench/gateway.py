@@ -45,25 +45,28 @@ class Gateway(BaseModel):
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
 
-def resolve_gateway(model_key: str, registry: Any = None) -> Gateway:
+def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) -> Gateway:
     """The gateway for a registry model.
 
     GOAT_LLM_BASE_URL (+ GOAT_LLM_API_KEY) names one explicitly; otherwise it is the LiteLLM proxy
     of `serving.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
     key — host-side only: sandboxes get a relay or a scoped key, never this one. The model name is
-    the registry's `gateway_name` (`<key>-local` for self-hosted models).
+    the registry's `gateway_name` (`<key>-local` for self-hosted models). `client` (a
+    `serving.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
+    explicitly.
     """
     from goat_dagster.registry import load_registry
 
     entry = (registry or load_registry()).get(model_key)
     agent_key = os.environ.get("GOAT_LLM_AGENT_KEY")
     explicit = os.environ.get("GOAT_LLM_BASE_URL")
-    if explicit:
+    if client is None and explicit:
         base_url, key = explicit, os.environ.get("GOAT_LLM_API_KEY") or "sk-goat-local"
     else:
-        from goat_dagster.serving.gateway import client_for
+        if client is None:
+            from goat_dagster.serving.gateway import client_for
 
-        client = client_for(entry, registry=registry)
+            client = client_for(entry, registry=registry)
         base_url, key = client.base_url, client.api_key
     return Gateway(
         base_url=base_url,

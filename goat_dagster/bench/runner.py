@@ -48,6 +48,7 @@ from goat_dagster.bench.sandbox import (
     Sandbox,
     SandboxError,
     SandboxFileError,
+    SandboxLimits,
     SandboxPathError,
     SandboxPool,
     make_pool,
@@ -340,6 +341,7 @@ def run_benchmark(
     budget_usd: float | None = None,
     gateway: Gateway | None = None,
     limits: AgentLimits | None = None,
+    sandbox_limits: SandboxLimits | None = None,
     retry: RetryPolicy | None = None,
     task_ids: list[str] | None = None,
     on_task: OnTask | None = None,
@@ -400,6 +402,7 @@ def run_benchmark(
             if pool is None:
                 options = PoolOptions(
                     size=min(parallel, len(pending)),
+                    limits=sandbox_limits or SandboxLimits(),
                     network=the_agent.needs_network,
                     ro_paths=tuple(the_agent.mounts()),
                 )

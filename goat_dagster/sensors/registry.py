@@ -1,8 +1,12 @@
-"""`model_registry_sensor`: keeps the `models` partitions in step with models.yaml.
+"""`model_registry_sensor`: keeps the `models` partitions in step with models.yaml and benchmarks
+new or changed models.
 
 Cursor: JSON with the sha256 of the file and a content hash per model, so an unchanged file is a
-cheap no-op and a changed entry is told apart from an untouched one. An invalid file is a
-SkipReason that names file, line, entry and field; no partition is added or removed then.
+cheap no-op and a changed entry is told apart from an untouched one. On a change it adds/removes
+partitions, re-materializes `model_registry`, and for every new or changed *enabled* model requests
+weights -> endpoint -> proxy config -> benchmark -> traces -> leaderboard in one run of that
+partition. An invalid file is a SkipReason that names file, line, entry and field; no partition is
+added or removed and nothing runs then.
 """
 
 import json
@@ -10,9 +14,12 @@ from dataclasses import dataclass, field
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
+    AssetSelection,
     DagsterInstance,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
+    RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -21,7 +28,19 @@ from dagster import (
 
 from goat_dagster import config
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
+from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import Registry, RegistryError, file_hash, load_registry
+
+# what a new or changed model needs, in lineage order (one run per partition)
+MODEL_CHAIN = [
+    AssetKey("model_weights"),
+    AssetKey("serving_endpoint"),
+    AssetKey("litellm_config"),
+    AssetKey("benchmark_suite"),
+    AssetKey("benchmark_results"),
+    AssetKey("trace_export"),
+    AssetKey("leaderboard"),
+]
 
 
 @dataclass
@@ -78,11 +97,31 @@ def _read_cursor(cursor: str | None) -> dict:
         return {}
 
 
+def model_run_requests(registry: Registry, slugs: list[str], reason: str) -> list[RunRequest]:
+    """One run per enabled model among `slugs`: its whole chain, keyed on the entry's content."""
+    out = []
+    for slug in slugs:
+        entry = registry.by_slug[slug]
+        if not entry.enabled:
+            continue
+        out.append(
+            RunRequest(
+                run_key=f"registry:{slug}:{entry.content_hash()[:16]}",
+                partition_key=slug,
+                asset_selection=MODEL_CHAIN,
+                tags={RUN_TAG: entry.backend, "goat/reason": reason},
+            )
+        )
+    return out
+
+
 @sensor(
     name="model_registry_sensor",
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds/removes `models` partitions when models.yaml changes.",
+    target=AssetSelection.assets(AssetKey("model_registry"), *MODEL_CHAIN),
+    description="Adds/removes `models` partitions when models.yaml changes and benchmarks new or "
+    "changed enabled models.",
 )
 def model_registry_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     path = config.models_file()
@@ -103,4 +142,12 @@ def model_registry_sensor(context: SensorEvaluationContext) -> SensorResult | Sk
         f"{path.name}: +{diff.added or '[]'} -{diff.removed or '[]'} changed {diff.changed or '[]'}"
     )
     cursor = json.dumps({"file_sha256": digest, "models": model_hashes(registry)}, sort_keys=True)
-    return SensorResult(dynamic_partitions_requests=diff.requests(), cursor=cursor)
+    runs = [
+        RunRequest(
+            run_key=f"registry:{registry.content_hash[:16]}", asset_selection=[AssetKey("model_registry")]
+        )
+    ]
+    if state:  # the first look at the file is a baseline, not a change: no benchmarks for it
+        runs += model_run_requests(registry, diff.added, "new model in models.yaml")
+        runs += model_run_requests(registry, diff.changed, "model changed in models.yaml")
+    return SensorResult(dynamic_partitions_requests=diff.requests(), run_requests=runs, cursor=cursor)

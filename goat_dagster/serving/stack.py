@@ -49,11 +49,16 @@ def ensure_endpoint(entry: ModelEntry, log: Log) -> Endpoint:
 
 def ensure_model_stack(entry: ModelEntry, registry: Registry | None = None, log: Log | None = None) -> str:
     """Endpoint + proxy for `entry`; returns the proxy's base URL."""
-    from goat_dagster.serving.gateway import ensure_gateway
+    from goat_dagster.serving.client import ServeClientError
+    from goat_dagster.serving.gateway import GatewayError, ensure_gateway
+    from goat_dagster.serving.proxy import ProxyError
 
     say = log or (lambda _m: None)
     registry = registry or load_registry()
-    ensure_endpoint(entry, say)
-    url = ensure_gateway(registry, load_endpoints())
+    try:
+        ensure_endpoint(entry, say)
+        url = ensure_gateway(registry, load_endpoints())
+    except (ServeClientError, GatewayError, ProxyError) as exc:
+        raise StackError(str(exc)) from exc
     say(f"LiteLLM proxy: {url}")
     return url

@@ -1,0 +1,263 @@
+"""`benchmark_suite` and `benchmark_results`: the suite as a table, and one benchmark run of it per
+model partition through the model's endpoint and the LiteLLM proxy (goat_dagster.bench does the work).
+
+Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults to $GOAT_SUITE or
+`smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
+"""
+
+import os
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RetryRequested,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+from pydantic import Field
+
+from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.weights import serving_slot
+from goat_dagster.bench.agents import AgentLimits, make_agent
+from goat_dagster.bench.gateway import resolve_gateway
+from goat_dagster.bench.journal import RunError
+from goat_dagster.bench.lake import ResultRow, read_rows
+from goat_dagster.bench.runner import Progress, run_benchmark
+from goat_dagster.bench.sandbox import SandboxError
+from goat_dagster.bench.suite import Suite, SuiteError, load_suite
+from goat_dagster.partitions import models_partitions
+from goat_dagster.registry import ModelEntry, load_registry
+from goat_dagster.resources.litellm import LiteLLMProxyResource
+from goat_dagster.resources.sandbox import SandboxResource
+
+DEFAULT_SUITE = os.environ.get("GOAT_SUITE", "smoke")
+EVERY_TASK = "every_task_has_a_row"
+NO_INFRA = "no_infra_errors"
+
+
+class SuiteConfig(Config):
+    suite: str = Field(default=DEFAULT_SUITE, description="smoke, humaneval, or a path to a suite YAML")
+
+
+class BenchmarkConfig(Config):
+    suite: str = Field(default=DEFAULT_SUITE, description="smoke, humaneval, or a path to a suite YAML")
+    agent: str = Field(default="builtin", description="builtin | oracle | command:<cmd>")
+    epochs: int = Field(default=1, ge=1)
+    parallel: int = Field(
+        default=2, ge=1, description="tasks at once (a local CPU server serves one at a time)"
+    )
+    budget_usd: float | None = Field(default=None, description="stop starting tasks once this much is spent")
+    max_steps: int = Field(default=30, ge=1, description="model calls per task attempt")
+    max_output_tokens: int = Field(default=1024, ge=16, description="completion tokens per call")
+    max_seconds: float = Field(
+        default=900.0, gt=0, description="wall clock of one task attempt's agent phase"
+    )
+    tasks: list[str] | None = Field(default=None, description="only these task ids")
+
+
+def load_suite_or_fail(name: str) -> Suite:
+    try:
+        return load_suite(name)
+    except SuiteError as exc:
+        raise Failure(description=str(exc)) from None
+
+
+def goat_run_id(context: AssetExecutionContext, entry: ModelEntry, suite: Suite) -> str:
+    """Stable across retries of the same Dagster run (root run id), so a retried run resumes the
+    harness journal instead of starting over; distinct per partition and per backfill run."""
+    root = context.run.root_run_id or context.run.run_id
+    return f"dg-{root[:8]}-{entry.slug}-{suite.name}"
+
+
+@asset(
+    key="benchmark_suite",
+    group_name="benchmark",
+    kinds={"yaml", "pydantic"},
+    owners=OWNERS,
+    code_version="1",
+    description="The tasks of the configured suite as a table; data version = the suite's content hash.",
+)
+def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> MaterializeResult:
+    suite = load_suite_or_fail(config.suite)
+    rows = suite.table()
+    context.log.info(
+        f"suite {suite.name} ({suite.source or 'built in'}): {len(rows)} tasks, version {suite.version}"
+    )
+    columns = [
+        ("suite", "string"), ("task_id", "string"), ("files", "int"), ("tests", "int"), ("check", "string"),
+        ("timeout_s", "float"), ("has_reference", "bool"), ("instruction", "string"),
+    ]  # fmt: skip
+    return MaterializeResult(
+        data_version=DataVersion(suite.version),
+        metadata={
+            "suite": suite.name,
+            "suite_version": suite.version,
+            "source": suite.source or "built in",
+            "n_tasks": len(rows),
+            "tasks": MetadataValue.table(
+                records=[TableRecord(r) for r in rows],
+                schema=TableSchema(columns=[TableColumn(n, t) for n, t in columns]),
+            ),
+            "preview": MetadataValue.md(
+                markdown_table(rows[:50], ["task_id", "check", "timeout_s", "instruction"])
+            ),
+        },
+    )
+
+
+@asset(
+    key="benchmark_results",
+    partitions_def=models_partitions,
+    deps=[AssetKey("serving_endpoint"), AssetKey("litellm_config"), AssetKey("benchmark_suite")],
+    group_name="benchmark",
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    code_version="1",
+    check_specs=[
+        AssetCheckSpec(
+            EVERY_TASK, asset="benchmark_results", description="one row per task x epoch, no duplicate"
+        ),
+        AssetCheckSpec(
+            NO_INFRA,
+            asset="benchmark_results",
+            description="no row failed for infrastructure reasons (warning)",
+        ),
+    ],
+    description=(
+        "One benchmark run of the suite against the partition's model through the LiteLLM proxy: rows in "
+        "$GOAT_HOME/lake/results/<run_id>.parquet (pass/fail per task x epoch, errors of the infrastructure "
+        "kept apart), with pass rate and its 95% interval, tokens, cost and wall time."
+    ),
+)
+def benchmark_results(
+    context: AssetExecutionContext,
+    config: BenchmarkConfig,
+    litellm: LiteLLMProxyResource,
+    sandbox: SandboxResource,
+) -> MaterializeResult:
+    registry = load_registry()
+    entry = registry.get(context.partition_key)
+    suite = load_suite_or_fail(config.suite)
+    run_id = goat_run_id(context, entry, suite)
+    agent = make_agent(config.agent)
+    gateway = (
+        resolve_gateway(entry.key, registry, client=litellm.client(entry)) if agent.needs_gateway else None
+    )
+    limits = AgentLimits(
+        max_steps=config.max_steps, max_output_tokens=config.max_output_tokens, max_seconds=config.max_seconds
+    )
+
+    def on_task(row: ResultRow, progress: Progress) -> None:
+        kind = f" ({row.error_kind})" if row.error_kind else ""
+        context.log.info(
+            f"[{progress.done}/{progress.total}] {row.task_id} epoch {row.epoch}: {row.status}{kind} "
+            f"in {row.wall_s:.1f}s, {row.steps} steps, {row.prompt_tokens + row.completion_tokens} tokens"
+        )
+
+    context.log.info(
+        f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
+    )
+    try:
+        with serving_slot(context, entry):
+            summary = run_benchmark(
+                suite,
+                entry.key,
+                agent=config.agent,
+                sandbox=sandbox.backend,
+                parallel=config.parallel,
+                epochs=config.epochs,
+                run_id=run_id,
+                budget_usd=config.budget_usd,
+                gateway=gateway,
+                limits=limits,
+                sandbox_limits=sandbox.limits(),
+                task_ids=config.tasks,
+                on_task=on_task,
+                registry=registry,
+            )
+    except (RunError, SandboxError) as exc:
+        # infrastructure (gateway down, sandbox unavailable): retry the step, resuming the journal
+        context.log.error(f"run {run_id}: {exc}")
+        raise RetryRequested(max_retries=2, seconds_to_wait=30) from exc
+
+    expected = {
+        (t, e) for t in (config.tasks or [t.id for t in suite.tasks]) for e in range(1, config.epochs + 1)
+    }
+    rows = read_rows(run_id)
+    keys = [(r["task_id"], int(r["epoch"])) for r in rows]
+    missing = sorted(expected - set(keys))
+    duplicates = len(keys) - len(set(keys))
+    infra = summary.errors_by_kind.get("infra", 0)
+    board = build_leaderboard(run_ids=[run_id])
+    stats = board.rows[0] if board.rows else {}
+    ci = (
+        f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}%"
+        if stats.get("ci_low") is not None
+        else "n/a (nothing scored)"
+    )
+    table_rows = [
+        {k: r.get(k) for k in ("task_id", "epoch", "status", "error_kind", "wall_s", "steps", "tool_calls")}
+        | {"tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)}
+        for r in rows
+    ]
+    context.log.info(
+        f"run {run_id}: {summary.passed}/{summary.passed + summary.failed} scored tasks passed, "
+        f"{summary.errors} errors {summary.errors_by_kind or ''}"
+    )
+    return MaterializeResult(
+        data_version=DataVersion(run_id),
+        metadata={
+            "run_id": run_id,
+            "model": entry.key,
+            "suite": suite.name,
+            "suite_version": suite.version,
+            "agent": summary.agent,
+            "sandbox": f"{summary.sandbox} ({summary.isolation})" if summary.isolation else summary.sandbox,
+            "n": summary.n,
+            "passed": summary.passed,
+            "failed": summary.failed,
+            "errors": summary.errors,
+            "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
+            "pass_rate": MetadataValue.float(summary.pass_rate) if summary.pass_rate is not None else "n/a",
+            "pass_rate_95ci": ci,
+            "prompt_tokens": int(stats.get("prompt_tokens") or 0),
+            "completion_tokens": int(stats.get("completion_tokens") or 0),
+            "cost_usd": MetadataValue.float(summary.cost_usd),
+            "wall_s": MetadataValue.float(summary.wall_s),
+            "resumed_rows": summary.reused_rows,
+            "results": MetadataValue.path(summary.results_path),
+            "tasks": MetadataValue.md(markdown_table(table_rows)),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name=EVERY_TASK,
+                passed=not missing and not duplicates,
+                description=(
+                    f"{len(expected)} rows as expected"
+                    if not missing and not duplicates
+                    else f"missing {missing[:10]}{' ...' * (len(missing) > 10)}; {duplicates} duplicated"
+                ),
+                metadata={"expected": len(expected), "rows": len(rows), "duplicates": duplicates},
+            ),
+            AssetCheckResult(
+                check_name=NO_INFRA,
+                passed=infra == 0,
+                severity=AssetCheckSeverity.WARN,
+                description="no infrastructure errors"
+                if infra == 0
+                else f"{infra} rows hit infrastructure errors",
+                metadata={"infra_errors": infra},
+            ),
+        ],
+    )

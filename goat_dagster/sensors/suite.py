@@ -1,0 +1,82 @@
+"""`benchmark_suite_sensor`: re-runs benchmarks when the configured suite changes.
+
+Cursor: the suite's file hash (`bench.suite.suites_hash`) and content version. A change requests
+`benchmark_suite` once and, for every enabled model partition, one run of endpoint -> proxy config
+-> benchmark -> traces -> leaderboard (run_key = suite hash + model, so each change runs each model
+once). A suite that does not validate is a SkipReason naming file, task and field; nothing runs.
+The first look at a suite is a baseline, not a change.
+"""
+
+import json
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from goat_dagster.assets.benchmarks import DEFAULT_SUITE
+from goat_dagster.bench.suite import SuiteError, load_suite, suite_path, suites_hash
+from goat_dagster.partitions import MODELS_PARTITIONS_NAME
+from goat_dagster.pools import RUN_TAG
+from goat_dagster.registry import RegistryError, load_registry
+
+BENCHMARK_CHAIN = [
+    AssetKey("serving_endpoint"),
+    AssetKey("litellm_config"),
+    AssetKey("benchmark_results"),
+    AssetKey("trace_export"),
+    AssetKey("leaderboard"),
+]
+
+
+def suite_fingerprint(name: str) -> str:
+    """Hash of the suite's file (content version for built-in suites); raises SuiteError if invalid."""
+    suite = load_suite(name)
+    path = suite_path(name)
+    return suites_hash([path.stem]) if path is not None and path.parent.exists() else suite.version
+
+
+@sensor(
+    name="benchmark_suite_sensor",
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    target=AssetSelection.assets(AssetKey("benchmark_suite"), *BENCHMARK_CHAIN),
+    description=f"Benchmarks every enabled model again when the suite ({DEFAULT_SUITE}) changes.",
+)
+def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    name = DEFAULT_SUITE
+    try:
+        digest = suite_fingerprint(name)
+    except SuiteError as exc:
+        return SkipReason(f"{exc}\nNo benchmark was requested.")
+    state = json.loads(context.cursor) if context.cursor else {}
+    if state.get("hash") == digest:
+        return SkipReason(f"suite {name} unchanged ({digest[:12]})")
+    cursor = json.dumps({"suite": name, "hash": digest})
+    if not state:
+        return SensorResult(run_requests=[], cursor=cursor)
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        return SkipReason(f"suite {name} changed, but models.yaml is invalid:\n{exc}")
+    partitions = set(context.instance.get_dynamic_partitions(MODELS_PARTITIONS_NAME))
+    runs = [RunRequest(run_key=f"suite:{digest[:16]}", asset_selection=[AssetKey("benchmark_suite")])]
+    for entry in registry.enabled():
+        if entry.slug not in partitions:
+            continue  # the registry sensor adds it (and benchmarks it) first
+        runs.append(
+            RunRequest(
+                run_key=f"suite:{digest[:16]}:{entry.slug}",
+                partition_key=entry.slug,
+                asset_selection=BENCHMARK_CHAIN,
+                tags={RUN_TAG: entry.backend, "goat/reason": f"suite {name} changed"},
+            )
+        )
+    context.log.info(f"suite {name} changed ({digest[:12]}): {len(runs) - 1} model runs requested")
+    return SensorResult(run_requests=runs, cursor=cursor)
