@@ -98,7 +98,8 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         runs.append({"model": entry.key, "run_id": result.run_id, "success": result.success})
         if not result.success:
             raise click.ClickException(
-                f"the demo run for {entry.key} failed (run {result.run_id}); its logs are above and in make ui"
+                f"the demo run for {entry.key} failed (run {result.run_id}); "
+                "its logs are above and in the UI (make ui)"
             )
         say(f"{entry.key}: run {result.run_id} succeeded")
 
