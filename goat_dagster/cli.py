@@ -204,10 +204,24 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8100, show_default=True, type=int, help="0 picks a free port.")
-@click.option("--budget-mb", default=None, type=int, help="Memory budget for loaded models.")
-@click.option("--margin-mb", default=None, type=int, help="Head-room kept free within the budget.")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GOAT_SERVE_HOST")
+@click.option(
+    "--port", default=8100, show_default=True, type=int, envvar="GOAT_SERVE_PORT", help="0 picks a free port."
+)
+@click.option(
+    "--budget-mb",
+    default=None,
+    type=int,
+    envvar="GOAT_SERVE_BUDGET_MB",
+    help="Memory budget for loaded models.",
+)
+@click.option(
+    "--margin-mb",
+    default=None,
+    type=int,
+    envvar="GOAT_SERVE_MARGIN_MB",
+    help="Head-room kept free in the budget.",
+)
 @click.option(
     "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
 )

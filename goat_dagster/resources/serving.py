@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from goat_dagster.registry import ModelEntry
 from goat_dagster.serving.client import ControlPlane, ensure_control_plane
 from goat_dagster.serving.endpoint import Endpoint
 from goat_dagster.serving.local_endpoint import ensure_local_endpoint
-from goat_dagster.serving.serve_config import DEFAULT_HOST, DEFAULT_PORT, ServeSettings
+from goat_dagster.serving.serve_config import DEFAULT_HOST, DEFAULT_PORT, ENV, ServeSettings
 
 
 class LocalServingResource(ConfigurableResource):
@@ -37,3 +38,14 @@ class LocalServingResource(ConfigurableResource):
 
     def ensure_endpoint(self, entry: ModelEntry, log: Callable[[str], None] | None = None) -> Endpoint:
         return ensure_local_endpoint(entry, self.settings(), log=log)
+
+
+def local_serving_resource_from_env() -> LocalServingResource:
+    """The resource as `definitions.py` builds it: EnvVar for whatever the environment sets
+    (GOAT_SERVE_HOST, GOAT_SERVE_PORT, GOAT_SERVE_BUDGET_MB, GOAT_SERVE_MARGIN_MB)."""
+    kwargs = {
+        field: (EnvVar(env) if field == "host" else EnvVar.int(env))
+        for field, env in ENV.items()
+        if os.environ.get(env)
+    }
+    return LocalServingResource(**kwargs)

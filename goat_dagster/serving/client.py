@@ -100,7 +100,7 @@ def ensure_control_plane(
     `settings.port == 0` means "any free port": a running one is reused whatever its port. A fixed
     port that answers as another GOAT_HOME's control plane, or as something else, is an error.
     """
-    settings = settings or ServeSettings()
+    settings = settings or ServeSettings.from_env()
     say = log or (lambda _m: None)
     paths = config.export_environment()
     with _start_lock():

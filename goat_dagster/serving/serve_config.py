@@ -3,12 +3,17 @@ start all build one of these)."""
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster.serving.memory import DEFAULT_MARGIN_MB, default_budget_mb
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
+# what the environment may set, for every way of starting or finding goat serve
+ENV = {"host": "GOAT_SERVE_HOST", "port": "GOAT_SERVE_PORT", "budget_mb": "GOAT_SERVE_BUDGET_MB",
+       "margin_mb": "GOAT_SERVE_MARGIN_MB"}  # fmt: skip
 
 
 class ServeSettings(BaseModel):
@@ -23,6 +28,11 @@ class ServeSettings(BaseModel):
     max_queue: int = Field(default=16, ge=0, description="requests waiting per model before 429")
     request_timeout_s: float = Field(default=600.0, gt=0, description="queue wait + load + generation")
     load_timeout_s: float = Field(default=300.0, gt=0, description="worker start until the model answers")
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """Defaults, overridden by GOAT_SERVE_HOST / _PORT / _BUDGET_MB / _MARGIN_MB."""
+        return cls(**{field: os.environ[env] for field, env in ENV.items() if os.environ.get(env)})
 
     @property
     def resolved_budget_mb(self) -> int:

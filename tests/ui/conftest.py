@@ -50,12 +50,12 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise TimeoutError(url)
 
 
-def start_ui(port: int, log: Path) -> subprocess.Popen:
+def start_ui(port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     goat = str(Path(sys.executable).with_name("goat"))
     return subprocess.Popen(
         [goat, "ui", "--host", "127.0.0.1", "--port", str(port)],
         cwd=PROJECT,
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -73,12 +73,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def dagster_ui(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dagster_ui(pg_instance, stack_env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`goat ui` on the session's instance, with the session's local stack (two local models,
+    goat serve and the proxy on their own ports): runs it launches use the same servers."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
     logs = tmp_path_factory.mktemp("ui-logs")
     port = free_port()
-    proc = start_ui(port, logs / "goat-ui.log")
+    proc = start_ui(port, logs / "goat-ui.log", stack_env.env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/server_info", proc)
