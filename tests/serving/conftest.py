@@ -26,7 +26,7 @@ def smollm2() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def plane(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> Iterator[Plane]:
     """One control plane for the session: budget for one worker, queue bound 1."""
     home = tmp_path_factory.mktemp("serve-home")

