@@ -2,9 +2,10 @@
 per test, comes from tests/conftest.py).
 
 The model endpoint is a real llama.cpp server (llama-cpp-python's OpenAI-compatible server) with
-the real SmolLM2-135M weights, started once per session on a free port. `model_gateway` is the
-one place that says how the harness reaches a model: when the LiteLLM proxy and `goat serve`
-land, switch it to them (base_url of the proxy, its key, the `<key>-local` model name).
+the real SmolLM2-135M weights, started once per session on a free port, that these tests can kill
+and restart at will (infra errors mid-run). `model_gateway` calls it directly, so a failure here
+is the harness's; `test_through_the_litellm_proxy_costs_and_traces` puts the real proxy in front,
+and tests/graph runs the harness through `goat serve` and the proxy as the assets do.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
 @pytest.fixture(scope="session")
 def model_gateway(llama_server: LlamaServer) -> Gateway:
-    """How the harness reaches SmolLM2 in these tests (switch to the LiteLLM proxy when it lands).
+    """How the harness reaches SmolLM2 in these tests: the llama.cpp server directly.
 
     The registry prices local models at 0; a price here makes the registry-pricing fallback
     (no x-litellm-response-cost header from llama.cpp) visible in cost_usd.
