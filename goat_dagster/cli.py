@@ -21,10 +21,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def not_landed(verb: str, issue: int, what: str) -> NoReturn:
-    fail(f"goat {verb}: not available yet — {what} lands with issue #{issue}.", code=2)
-
-
 class GoatGroup(click.Group):
     """Turns the errors a user can fix (bad models.yaml, a suite, a missing file) into one clear
     message instead of a traceback."""
