@@ -340,11 +340,12 @@ def setup(dry_run: bool, env_file: str, yes: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def doctor(as_json: bool) -> None:
+@click.option("--cloud", is_flag=True, help="Check Modal even when no enabled model runs there.")
+def doctor(as_json: bool, cloud: bool) -> None:
     """Phased checks: config, secrets, services, endpoints, traces."""
     from goat_dagster.doctor import render, run_doctor, to_json
 
-    checks = run_doctor()
+    checks = run_doctor(check_cloud=True if cloud else None)
     result = to_json(checks)
     if as_json:
         emit(result)

@@ -375,15 +375,38 @@ def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
 # ---- all phases --------------------------------------------------------------------------------
 
 
+def modal_in_use(cloud: Any, registry: Any) -> str | None:
+    """Why Modal matters here (None when it does not): an enabled model on Modal, a proxy outside
+    this machine, or Modal credentials someone configured."""
+    if registry is not None and any(m.provider == "modal" for m in registry.enabled()):
+        return "an enabled model runs on Modal"
+    if os.environ.get("GOAT_LITELLM_URL"):
+        return "the LiteLLM proxy is external (GOAT_LITELLM_URL)"
+    if cloud.credentials_present():
+        return "Modal credentials are configured"
+    return None
+
+
 def run_doctor(
-    cloud: Any = None, env_file: str | Path = ".env", trace_wait_s: float | None = None
+    cloud: Any = None,
+    env_file: str | Path = ".env",
+    trace_wait_s: float | None = None,
+    check_cloud: bool | None = None,
 ) -> list[Check]:
+    """All phases. Modal's (credentials, secrets, services) run when Modal is in use or
+    `check_cloud` is True; a machine that only benchmarks local models skips them, saying why."""
     from goat_dagster.serving.modal_deploy import ModalCloud
     from goat_dagster.tracing.schema import new_id
 
     cloud = cloud or ModalCloud()
     checks, registry = check_config(cloud, Path(env_file))
-    checks += check_modal(cloud, registry)
+    reason = modal_in_use(cloud, registry)
+    if check_cloud or (check_cloud is None and reason):
+        checks += check_modal(cloud, registry)
+    else:
+        why = "no enabled model runs on Modal, no Modal credentials set (`goat doctor --cloud` checks anyway)"
+        checks = [c for c in checks if c.name != "Modal credentials"]
+        checks += [Check(phase, "Modal", "skip", why) for phase in ("secrets", "services")]
     checks += check_endpoints(registry)
     model = pick_model(registry)
     if model is None:

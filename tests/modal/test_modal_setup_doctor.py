@@ -192,7 +192,7 @@ def test_doctor_without_modal(tmp_path, cli_env, logged_in):
             MODAL_TOKEN_SECRET="as-test",
             MODAL_SERVER_URL=f"http://127.0.0.1:{_closed_port()}",
         )
-    r = _goat(["doctor"], env, tmp_path)
+    r = _goat(["doctor", "--cloud"], env, tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "Traceback" not in out
@@ -205,10 +205,23 @@ def test_doctor_without_modal(tmp_path, cli_env, logged_in):
     assert "[proxy] FAILED" in out and "no LiteLLM proxy at" in out
     assert "[traces] skipped" in out
 
-    r = _goat(["doctor", "--json"], env, tmp_path)
+    r = _goat(["doctor", "--json", "--cloud"], env, tmp_path)
     assert r.returncode == 1
     result = json.loads(r.stdout)
     assert result["ok"] is False
     by_phase = {c["phase"]: c for c in result["checks"] if c["status"] == "fail"}
     assert {"secrets", "services", "proxy"} <= set(by_phase)
     assert by_phase["secrets"]["fix"]
+
+
+def test_doctor_skips_modal_on_a_local_only_machine(tmp_path, cli_env):
+    """No enabled model on Modal, no Modal token, the proxy local: the Modal phases say why they
+    were skipped instead of failing a machine that only benchmarks local models."""
+    env = {k: v for k, v in cli_env.items() if not k.startswith("MODAL_") and k != "GOAT_LITELLM_URL"}
+    env["GOAT_LITELLM_PORT"] = str(_closed_port())  # the managed proxy, not running
+    r = _goat(["doctor", "--json"], env, tmp_path)
+    result = json.loads(r.stdout)
+    by_phase = {c["phase"]: c for c in result["checks"]}
+    for phase in ("secrets", "services"):
+        assert by_phase[phase]["status"] == "skip" and "--cloud" in by_phase[phase]["detail"]
+    assert not any(c["name"] == "Modal credentials" for c in result["checks"])
