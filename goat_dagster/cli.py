@@ -262,6 +262,17 @@ def serve(
         fail(f"goat serve: {exc}")
 
 
+@main.command()
+def stop() -> None:
+    """Stop what goat started in the background for this GOAT_HOME: goat serve and the LiteLLM proxy."""
+    from goat_dagster.serving.client import stop_control_plane
+    from goat_dagster.serving.proxy import stop_proxy
+
+    pid = stop_control_plane()
+    click.echo(f"goat serve: {'stopped (pid ' + str(pid) + ')' if pid else 'not running'}")
+    click.echo(f"LiteLLM proxy: {'stopped' if stop_proxy() else 'not running'}")
+
+
 @main.group()
 def traces() -> None:
     """LLM call traces (local sink or Langfuse)."""
