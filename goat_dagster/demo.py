@@ -108,7 +108,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     say(render_leaderboard_text(board))
     say(f"\ndone in {time.monotonic() - t0:.0f}s; `make ui` shows these runs; results in {paths().lake}")
     say(
-        "goat serve and the LiteLLM proxy keep running in the background for the next run; `goat stop` stops them"
+        "goat serve and the LiteLLM proxy stay up in the background for the next run (`goat stop` stops them)"
     )
     return {
         "instance": where,
