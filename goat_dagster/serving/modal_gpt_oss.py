@@ -17,7 +17,6 @@ Anything under `engine_args` in models.yaml overrides these defaults (it is appl
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_FLASHINFER,
     ServeSpec,
     base_spec,
+    module_spec,
     spec_from_env,
     vllm_command,
 )
@@ -151,19 +151,7 @@ def build_gpt_oss_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
     return build_serve_app(spec, gpt_oss_image(spec), gpt_oss_volumes(), _serve_raw, smoke)
 
 
-def _module_spec() -> ServeSpec | None:
-    if not modal.is_local():
-        spec = spec_from_env()
-        return spec if spec is not None and spec.engine == ENGINE else None
-    key = os.environ.get(MODEL_ENV)
-    if not key:
-        return None
-    from goat_dagster.serving.modal_deploy import spec_for_key
-
-    return spec_for_key(key, expect_engine=ENGINE)
-
-
-SPEC = _module_spec()
+SPEC = module_spec(ENGINE)
 if SPEC is not None:
     app, serve = build_gpt_oss_app(SPEC)
 

@@ -178,6 +178,23 @@ def spec_from_env() -> ServeSpec | None:
     return ServeSpec.from_json(raw) if raw else None
 
 
+def module_spec(engine: str) -> ServeSpec | None:
+    """What an app module (modal_vllm, modal_gpt_oss) builds at import: locally, the registry entry
+    named by $GOAT_MODEL; in the container, the spec baked into the image (Modal re-imports the
+    module there, where models.yaml is not)."""
+    import modal
+
+    if not modal.is_local():
+        spec = spec_from_env()
+        return spec if spec is not None and spec.engine == engine else None
+    key = os.environ.get(MODEL_ENV)
+    if not key:
+        return None
+    from goat_dagster.serving.modal_deploy import spec_for_key
+
+    return spec_for_key(key, expect_engine=engine)
+
+
 def cli_arg(name: str, value: Any) -> list[str]:
     """One engine arg as vLLM CLI tokens: True -> flag, False/None -> omitted, dict/list -> JSON."""
     flag = "--" + name.replace("_", "-")

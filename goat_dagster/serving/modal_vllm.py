@@ -20,7 +20,6 @@ dependency count between the local and the container import, which Modal rejects
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any
 
@@ -37,6 +36,7 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_MODELS,
     VOLUME_VLLM,
     ServeSpec,
+    module_spec,
     spec_from_env,
     vllm_command,
 )
@@ -121,20 +121,7 @@ def build_vllm_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
     return build_serve_app(spec, vllm_image(spec), cache_volumes(), _serve_raw, smoke)
 
 
-def _module_spec() -> ServeSpec | None:
-    """Locally: the registry entry named by $GOAT_MODEL. In the container: the baked-in spec."""
-    if not modal.is_local():
-        spec = spec_from_env()
-        return spec if spec is not None and spec.engine == ENGINE else None
-    key = os.environ.get(MODEL_ENV)
-    if not key:
-        return None
-    from goat_dagster.serving.modal_deploy import spec_for_key
-
-    return spec_for_key(key, expect_engine=ENGINE)
-
-
-SPEC = _module_spec()
+SPEC = module_spec(ENGINE)
 if SPEC is not None:
     app, serve = build_vllm_app(SPEC)
 
