@@ -30,10 +30,28 @@ DEMO_BENCHMARK: dict[str, Any] = {
 }
 
 
+def changed_roots(instance: Any, registry_version: str, suite_version: str) -> list[Any]:
+    """`model_registry` / `benchmark_suite` when their file's content differs from the data version
+    of their last materialization (or they never were): only those are materialized again."""
+    from dagster import AssetKey
+
+    out = []
+    for key, version in (
+        (AssetKey("model_registry"), registry_version),
+        (AssetKey("benchmark_suite"), suite_version),
+    ):
+        event = instance.get_latest_materialization_event(key)
+        recorded = event.asset_materialization.tags.get("dagster/data_version") if event else None
+        if recorded != version:
+            out.append(key)
+    return out
+
+
 def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     from dagster import AssetKey, materialize
 
     from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
+    from goat_dagster.bench.suite import load_suite
     from goat_dagster.config import paths
     from goat_dagster.freshness import stale_or_missing
     from goat_dagster.instance import describe, ensure_instance
@@ -71,21 +89,15 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         "benchmark_suite": {"config": {"suite": suite}},
         "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},
     }
-    all_keys = sorted(graph.materializable_asset_keys)
-    runs = []
-    for entry in local:
-        wanted = stale_or_missing(instance, graph, all_keys, entry.slug)
-        if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up, fresh or not
-            wanted = sorted({*wanted, AssetKey("serving_endpoint"), AssetKey("litellm_config")})
-        if not wanted:
-            say(f"{entry.key}: every asset is fresh; nothing to run")
-            continue
-        say(f"{entry.key}: materializing {', '.join(k.to_user_string() for k in wanted)}")
+    runs: list[dict[str, Any]] = []
+
+    def run(wanted: list[AssetKey], partition: str | None, label: str) -> None:
+        say(f"{label}: materializing {', '.join(k.to_user_string() for k in wanted)}")
         result = materialize(
             assets,
             selection=wanted,
             # a run of only unpartitioned assets (say, just the leaderboard) takes no partition key
-            partition_key=entry.slug if any(graph.get(k).is_partitioned for k in wanted) else None,
+            partition_key=partition if any(graph.get(k).is_partitioned for k in wanted) else None,
             instance=instance,
             resources=defs.resources,
             run_config={
@@ -95,13 +107,30 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
             tags={"goat/reason": "goat demo"},
             raise_on_error=False,
         )
-        runs.append({"model": entry.key, "run_id": result.run_id, "success": result.success})
+        runs.append({"for": label, "run_id": result.run_id, "success": result.success})
         if not result.success:
             raise click.ClickException(
-                f"the demo run for {entry.key} failed (run {result.run_id}); "
-                "its logs are above and in the UI (make ui)"
+                f"the demo run for {label} failed (run {result.run_id}); its logs are above and in the UI"
             )
-        say(f"{entry.key}: run {result.run_id} succeeded")
+
+    # the files behind the root assets may have changed since they were last materialized
+    roots = changed_roots(instance, registry.content_hash, load_suite(suite).version)
+    if roots:
+        run(roots, None, "registry and suite")
+    all_keys = sorted(graph.materializable_asset_keys)
+    for entry in local:
+        # rounds: an asset whose data version changes makes its children stale only then; content
+        # hashes stop the wave where nothing really changed (a registry edit elsewhere re-checks
+        # weights and the proxy config, not the benchmark)
+        for _ in range(len(all_keys)):
+            wanted = stale_or_missing(instance, graph, all_keys, entry.slug)
+            if not wanted:
+                break
+            if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up
+                wanted = sorted({*wanted, AssetKey("serving_endpoint"), AssetKey("litellm_config")})
+            run(wanted, entry.slug, entry.key)
+        if not any(r["for"] == entry.key for r in runs):
+            say(f"{entry.key}: every asset is fresh; nothing to run")
 
     board = build_leaderboard()
     say("")

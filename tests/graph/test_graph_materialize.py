@@ -4,6 +4,12 @@ sandboxes, the Parquet lake and DuckDB."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, materialize
@@ -14,6 +20,7 @@ from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUICK = {"parallel": 1, "max_steps": 3, "max_output_tokens": 64, "max_seconds": 120.0}
+PROJECT = Path(__file__).resolve().parents[2]
 ALL = sorted(defs.resolve_asset_graph().materializable_asset_keys)
 
 
@@ -23,8 +30,18 @@ def meta(result, key: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()}
 
 
-def test_whole_graph_for_smollm2_on_smoke(pg_instance, stack_env, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def one_model(stack_env, tmp_path_factory) -> Path:
+    """The session's registry with only smollm2-135m: what this module benchmarks."""
+    text = stack_env.models_file.read_text()
+    path = tmp_path_factory.mktemp("one-model") / "models.yaml"
+    path.write_text(text[: text.index("  smollm2-135m-b:")])
+    return path
+
+
+def test_whole_graph_for_smollm2_on_smoke(pg_instance, stack_env, one_model, monkeypatch) -> None:
     stack_env.apply(monkeypatch)
+    monkeypatch.setenv("GOAT_MODELS_FILE", str(one_model))
     pg_instance.add_dynamic_partitions(MODELS_PARTITIONS_NAME, ["smollm2-135m", "smollm2-135m-b"])
     result = materialize(
         list(defs.assets),
@@ -82,3 +99,20 @@ def test_whole_graph_for_smollm2_on_smoke(pg_instance, stack_env, monkeypatch) -
     assert stale_or_missing(pg_instance, graph, [AssetKey("benchmark_results")], "smollm2-135m-b") == [
         AssetKey("benchmark_results")
     ]
+
+
+def test_goat_demo_reuses_what_is_up_and_fresh(pg_instance, stack_env, one_model) -> None:
+    """`goat demo` on the instance the graph above was materialized into: the suite it would run is
+    the one already benchmarked with nothing changed upstream, so it runs nothing, reuses the
+    servers and prints the leaderboard."""
+    env = {**os.environ, **stack_env.env, "GOAT_MODELS_FILE": str(one_model)}
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("goat")), "demo", "--json"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert [r["for"] for r in result["runs"] if r["for"] == "smollm2-135m"] == []
+    assert result["models"] == ["smollm2-135m"]
+    board = result["leaderboard"]
+    assert any(row["model"] == "smollm2-135m" for row in board["leaderboard"])
