@@ -71,6 +71,13 @@ def langfuse_configured(environ: dict[str, str] | None = None) -> bool:
 
 
 def _costs(m: ModelEntry) -> dict[str, float]:
+    """LiteLLM's pricing of a deployment. Per token for APIs; a GPU billed by the hour (Modal) is
+    priced per second of each call (`input_cost_per_second`, which LiteLLM applies to the response
+    time when a model has no token prices): the GPU time a call held, an upper bound when calls
+    overlap on one replica, without the idle minutes before scale-to-zero."""
+    if m.pricing.gpu_hour_usd:
+        gpus = m.modal.n_gpu if m.provider == "modal" else 1
+        return {"input_cost_per_second": float(f"{m.pricing.gpu_hour_usd * gpus / 3600:.10g}")}
     return {  # %.10g: 5e-08, not 5.0000000000000004e-08
         "input_cost_per_token": float(f"{m.pricing.input_per_token:.10g}"),
         "output_cost_per_token": float(f"{m.pricing.output_per_token:.10g}"),
@@ -108,7 +115,6 @@ def _self_hosted(m: ModelEntry, ep: Endpoint | None) -> tuple[dict[str, Any] | N
     return {
         "model_name": m.gateway_name,
         "litellm_params": params,
-        # GPU-hour pricing is not per token: LiteLLM reports 0 and the leaderboard adds GPU time.
         "model_info": _model_info(m, with_costs=True),
     }, ""
 
