@@ -3,7 +3,7 @@ GOAT_HOME runs (start it detached when it does not, reuse it when it does), load
 OpenAI-compatible endpoint with a real chat completion, stop the control plane.
 
 State lives in `$GOAT_HOME/serve/`: `serve.json` (pid, port, URLs; written by the server itself),
-`serve.log` (the detached server's output), `serve.lock` (one starter at a time).
+`$GOAT_HOME/logs/serve.log` (the detached server's output), `serve.lock` (one starter at a time).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class ControlPlane:
 
 
 def serve_log_path() -> Path:
-    return config.paths().serve / "serve.log"
+    return config.paths().logs / "serve.log"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, RegistryError, load_registry
 from goat_dagster.serving.errors import ServeError
 from goat_dagster.serving.gguf_info import GGUFError, read_gguf_info
@@ -165,7 +166,6 @@ class ModelManager:
 
     def registry(self) -> Registry:
         """models.yaml, re-read when the file changed (an invalid edit keeps the last good one)."""
-        from goat_dagster import config
 
         path = config.models_file()
         try:
@@ -427,7 +427,7 @@ class ModelManager:
 
         inst.spec, inst.estimate, inst.state, inst.last_error = spec, est, "loading", None
         self.changed()
-        log_path = self.state_dir / "workers" / f"{inst.entry.slug}.log"
+        log_path = config.paths().logs / "workers" / f"{inst.entry.slug}.log"
         log.info(
             "%s: starting a worker (%s, estimate %s)", inst.name, Path(spec.model_path).name, est.explain()
         )
@@ -568,7 +568,6 @@ class ModelManager:
         return [i.name for i in self.instances.values() if i.state in ("loading", "waiting_for_memory")]
 
     def status(self) -> dict[str, Any]:
-        from goat_dagster import config
 
         for inst in self.instances.values():
             self._check_worker(inst)

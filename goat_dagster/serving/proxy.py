@@ -89,7 +89,7 @@ def _state_file() -> Path:
 
 
 def log_path() -> Path:
-    return state_dir() / "proxy.log"
+    return config.paths().logs / "litellm-proxy.log"
 
 
 def master_key() -> str:
