@@ -80,20 +80,19 @@ def write_results(run_id: str, rows: list[ResultRow]) -> Path:
     ndjson = target.with_name(f".{target.stem}.{os.getpid()}.jsonl.tmp")
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.parquet.tmp")
     ndjson.write_text("".join(r.model_dump_json() + "\n" for r in rows))
-    con = _duck()
     try:
-        cols = ", ".join(f"{c} {t}" for c, t in RESULT_TYPES.items())
-        con.execute(f"CREATE TABLE r ({cols})")
-        if rows:
-            spec = "{" + ", ".join(f"{c}: '{t}'" for c, t in RESULT_TYPES.items()) + "}"
-            con.execute(
-                f"INSERT INTO r SELECT {', '.join(RESULT_COLUMNS)} FROM read_json(?, "
-                f"format='newline_delimited', columns={spec})",
-                [str(ndjson)],
-            )
-        con.execute(f"COPY r TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        with _duck() as con:
+            cols = ", ".join(f"{c} {t}" for c, t in RESULT_TYPES.items())
+            con.execute(f"CREATE TABLE r ({cols})")
+            if rows:
+                spec = "{" + ", ".join(f"{c}: '{t}'" for c, t in RESULT_TYPES.items()) + "}"
+                con.execute(
+                    f"INSERT INTO r SELECT {', '.join(RESULT_COLUMNS)} FROM read_json(?, "
+                    f"format='newline_delimited', columns={spec})",
+                    [str(ndjson)],
+                )
+            con.execute(f"COPY r TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
-        con.close()
         ndjson.unlink(missing_ok=True)
     tmp.replace(target)
     return target
@@ -104,6 +103,7 @@ def _sql_path(p: Path) -> str:
 
 
 def _duck() -> Any:
+    """A new in-memory DuckDB connection (UTC); use it as `with _duck() as con:` so it is closed."""
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -124,10 +124,10 @@ def read_rows(run_id: str) -> list[dict[str, Any]]:
     f = results_file(run_id)
     if not f.exists():
         return []
-    con = _duck()
-    cur = con.execute("SELECT * FROM read_parquet(?) ORDER BY epoch, started_at, task_id", [str(f)])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    with _duck() as con:
+        cur = con.execute("SELECT * FROM read_parquet(?) ORDER BY epoch, started_at, task_id", [str(f)])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 _SUMMARY_SQL = """
@@ -167,10 +167,12 @@ def run_summaries(
     sql = _SUMMARY_SQL.format(where=("WHERE " + " AND ".join(conds)) if conds else "")
     if limit:
         sql += f" LIMIT {int(limit)}"
-    cur = _duck().execute(sql, [_glob(), *params])
-    cols = [d[0] for d in cur.description]
+    with _duck() as con:
+        cur = con.execute(sql, [_glob(), *params])
+        cols = [d[0] for d in cur.description]
+        fetched = cur.fetchall()
     out = []
-    for r in cur.fetchall():
+    for r in fetched:
         row = dict(zip(cols, r, strict=True))
         scored = row["passed"] + row["failed"]
         row["pass_rate"] = round(row["passed"] / scored, 4) if scored else None

@@ -7,7 +7,8 @@ Each slot is one long-lived `sandbox_worker.py` process, started once inside bub
   (no /home, /root, /work, /var, no host /tmp); a private size-capped tmpfs /tmp;
 - the slot's work directory, mounted at /workspace, is the only writable place on disk;
 - no capabilities, `no_new_privs`, and (when the harness runs as root) a per-slot unprivileged uid
-  so the process-count rlimit applies;
+  so the process-count rlimit applies, while the worker runs as a second uid of its own that task
+  code cannot signal (a task that runs `kill -9 -1` or `pkill python` kills only its own processes);
 - an environment of an allow-list only (`sandbox.scrubbed_env`).
 
 Per task the worker kills everything left over, empties /workspace and /tmp, and runs each command
@@ -16,6 +17,9 @@ output. Because the worker is already running, a task costs a fork, not a contai
 `python ...` commands fork the warm interpreter instead of starting a new one.
 
 Without bubblewrap the same worker runs as a plain subprocess; a warning names what is weaker.
+Where task code can reach the worker (not root: one uid for both), a command that kills it comes
+back as an `ExecResult` with `killed="sandbox"` (the task's own doing, not an infrastructure error)
+and the next request starts a new worker.
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ import os
 import queue
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from goat_dagster.bench import sandbox_worker
 from goat_dagster.bench.sandbox import (
@@ -124,36 +130,59 @@ def _slot_uid(index: int) -> int:
     return 200_000 + ((os.getpid() & 0xFFFF) << 5) + index
 
 
+def _worker_uid(index: int) -> int:
+    # the slot's worker: a uid no task of any slot runs as (task uids stay below 2_300_000)
+    return 4_200_000 + _slot_uid(index)
+
+
+class WorkerExited(SandboxError):
+    """The worker process went away while the host waited for its answer."""
+
+
 class _Worker:
     """One worker process and its request/response pipe."""
 
     def __init__(self, slot: LocalSlot) -> None:
         self.slot = slot
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr: BinaryIO | None = None  # its worker.log, open while it runs
         self.lock = threading.Lock()
         self.buf = bytearray()
 
     def start(self) -> None:
+        """(Re)start the worker, from the pool's spawner thread (see `LocalSandboxPool.spawn`)."""
+        self.kill()  # whatever is left of a previous one: its process, pipes and log handle
         slot = self.slot
         argv = slot.pool.command_for(slot)
-        self.stderr = open(slot.dir / "worker.log", "ab")  # noqa: SIM115 - lives with the process
+        log_file = open(slot.dir / "worker.log", "ab")  # noqa: SIM115 - lives with the process
         try:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self.stderr,
-                bufsize=0,
-                env=slot.pool.worker_env(),
-                cwd=str(slot.work),
-                start_new_session=True,
-                close_fds=True,
+            self.proc = slot.pool.spawn(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    bufsize=0,
+                    env=slot.pool.worker_env(),
+                    cwd=str(slot.work),
+                    start_new_session=True,
+                    close_fds=True,
+                )
             )
         except OSError as exc:
+            log_file.close()
             raise SandboxError(f"cannot start the sandbox worker ({argv[0]}): {exc}") from exc
+        except BaseException:
+            log_file.close()
+            raise
+        self.stderr = log_file
         self.buf = bytearray()
-        first = self._readline(timeout=30)
+        try:
+            first = self._readline(timeout=30)
+        except WorkerExited as exc:
+            raise SandboxError(f"sandbox worker did not start: {exc}") from None
         if not first.get("ready"):
+            self.kill()
             raise SandboxError(f"sandbox worker did not start: {first}")
 
     def _readline(self, timeout: float) -> dict[str, Any]:
@@ -170,27 +199,35 @@ class _Worker:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 self.kill()
-                raise SandboxError(f"sandbox worker exited: {self.slot.log_tail() or 'no output'}")
+                raise WorkerExited(f"sandbox worker exited: {self.slot.log_tail() or 'no output'}")
             self.buf += chunk
         line, _, rest = bytes(self.buf).partition(b"\n")
         self.buf = bytearray(rest)
         return json.loads(line)
 
     def request(self, req: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Send one request and wait for its answer, starting a new worker if the last one died.
+
+        Raises WorkerExited when the worker dies before it answers this request.
+        """
+        line = json.dumps(req).encode() + b"\n"
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
-                self.start()
-            assert self.proc is not None and self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(json.dumps(req).encode() + b"\n")
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                self.kill()
-                raise SandboxError(f"sandbox worker is gone: {exc}; {self.slot.log_tail()}") from exc
+            for tries in (1, 2):
+                if self.proc is None or self.proc.poll() is not None:
+                    self.start()
+                assert self.proc is not None and self.proc.stdin is not None
+                try:
+                    self.proc.stdin.write(line)
+                    self.proc.stdin.flush()
+                    break
+                except OSError as exc:  # it died after its last answer (e.g. killed by a task's leftover)
+                    self.kill()
+                    if tries == 2:
+                        raise SandboxError(f"sandbox worker is gone: {exc}; {self.slot.log_tail()}") from exc
             return self._readline(timeout)
 
     def kill(self) -> None:
-        if getattr(self, "stderr", None) is not None:
+        if self.stderr is not None:
             self.stderr.close()
             self.stderr = None
         if self.proc is not None:
@@ -218,6 +255,7 @@ class LocalSlot:
         for d in (self.work, self.tmp, self.relay):
             d.mkdir(parents=True, exist_ok=True)
         self.uid = _slot_uid(index) if os.geteuid() == 0 and pool.can_drop_root else None
+        self.worker_uid = _worker_uid(index) if self.uid is not None else None
         if self.uid is not None:
             for d in (self.work, self.tmp):
                 os.chown(d, self.uid, self.uid)
@@ -247,7 +285,14 @@ class LocalSandbox(Sandbox):
         self.isolation = self.pool.isolation
 
     def _call(self, req: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-        resp = self.slot.worker.request(req, timeout=timeout)
+        try:
+            resp = self.slot.worker.request(req, timeout=timeout)
+        except WorkerExited:
+            if req["op"] == "exec":
+                raise
+            # file and process ops are idempotent: a task's leftover that killed the worker while
+            # it served one (where it can) does not get to turn the attempt into an infra error
+            resp = self.slot.worker.request(req, timeout=timeout)
         if not resp.get("ok"):
             kind = resp.get("kind")
             if kind == "path":
@@ -261,20 +306,38 @@ class LocalSandbox(Sandbox):
         self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> ExecResult:
         limits = self.pool.options.limits
-        resp = self._call(
-            {
-                "op": "exec",
-                "cmd": command,
-                "timeout": timeout_s,
-                "env": self.pool.env(env, self.slot),
-                "cwd": cwd,
-                "cap": limits.output_keep_bytes,
-                "hard_cap": limits.output_hard_bytes,
-                "limits": limits.rlimits(),
-                "warm": self.pool.warm,
-            },
-            timeout=timeout_s + 30,
-        )
+        started = time.monotonic()
+        try:
+            resp = self._call(
+                {
+                    "op": "exec",
+                    "cmd": command,
+                    "timeout": timeout_s,
+                    "env": self.pool.env(env, self.slot),
+                    "cwd": cwd,
+                    "cap": limits.output_keep_bytes,
+                    "hard_cap": limits.output_hard_bytes,
+                    "limits": limits.rlimits(),
+                    "warm": self.pool.warm,
+                },
+                timeout=timeout_s + 30,
+            )
+        except WorkerExited as exc:
+            # The worker died while this command ran: where task code can signal the worker (one
+            # uid for both), the command did it (`kill -9 -1`, `pkill python`). That is the task's
+            # failure, not the infrastructure's; the next request starts a new worker.
+            log.warning("sandbox slot %s: the worker died during `%s`: %s", self.slot.index, command, exc)
+            return ExecResult(
+                exit_code=-int(signal.SIGKILL),
+                stdout="",
+                stderr=(
+                    "sandbox: this command killed the sandbox (its worker process died while the "
+                    "command ran); its processes are gone, the files stay, and the next command "
+                    "runs in a new sandbox process"
+                ),
+                duration_s=time.monotonic() - started,
+                killed="sandbox",
+            )
         return ExecResult(
             exit_code=resp["exit"],
             stdout=resp["stdout"],
@@ -355,13 +418,14 @@ class LocalSandboxPool(SandboxPool):
         self.slots: queue.Queue[LocalSlot] = queue.Queue()
         self._all: list[LocalSlot] = []
         self._closed = False
+        # every worker is started from this one thread: --die-with-parent ties bwrap to the thread
+        # that spawned it, so a worker restarted from a task thread would die with that thread
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goat-sandbox-spawner")
         try:
-            started = [LocalSlot(self, i) for i in range(max(1, options.size))]
-            # start every worker now, from this thread: --die-with-parent is tied to the thread
-            # that spawned bwrap, so it must be one that lives as long as the pool
-            for slot in started:
-                slot.worker.start()
+            for i in range(max(1, options.size)):
+                slot = LocalSlot(self, i)
                 self._all.append(slot)
+                slot.worker.start()
                 self.slots.put(slot)
         except BaseException:
             self.close()
@@ -401,7 +465,7 @@ class LocalSandboxPool(SandboxPool):
     def command_for(self, slot: LocalSlot) -> list[str]:
         worker_args = ["--root", slot.root, "--tmp", "/tmp" if self.bwrap else str(slot.tmp)]
         if slot.uid is not None:
-            worker_args += ["--uid", str(slot.uid)]
+            worker_args += ["--uid", str(slot.uid), "--worker-uid", str(slot.worker_uid)]
         if not self.bwrap:
             return [str(self.python), "-E", "-s", "-B", str(self.support / "sandbox_worker.py"), *worker_args]
         etc = self._passwd_for(slot)
@@ -480,6 +544,14 @@ class LocalSandboxPool(SandboxPool):
         ]
         return argv
 
+    def spawn(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        """Run `start` (a Popen) on the pool's spawner thread, which lives as long as the pool."""
+        try:
+            future = self._spawner.submit(start)
+        except RuntimeError:  # shut down
+            raise SandboxError("the sandbox pool is closed", transient=False) from None
+        return future.result()
+
     def worker_env(self) -> dict[str, str]:
         """The worker's own environment: nothing from the host but the allow-list."""
         path = SANDBOX_PATH if self.bwrap else f"{self.support}/bin:/usr/local/bin:/usr/bin:/bin"
@@ -515,4 +587,5 @@ class LocalSandboxPool(SandboxPool):
         self._closed = True
         for slot in self._all:
             slot.worker.kill()
+        self._spawner.shutdown(wait=True)
         shutil.rmtree(self.base, ignore_errors=True)

@@ -42,7 +42,7 @@ class ExecResult:
     stdout: str
     stderr: str
     duration_s: float
-    killed: str | None = None  # timeout | output | cpu | file_size | signal N
+    killed: str | None = None  # timeout | output | cpu | file_size | signal N | sandbox (it killed it)
     truncated: bool = False
     output_bytes: int = 0
     warm: bool = False

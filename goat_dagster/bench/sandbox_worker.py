@@ -12,13 +12,19 @@ commands are run by forking this already-started interpreter (a warm "zygote") i
 exec'ing a new one: the same interpreter and sys.path, without ~30 ms of start-up per command.
 
 The worker is a child subreaper, so nothing a task starts can escape `kill`: orphans are
-re-parented to it and every descendant is SIGKILLed between phases and tasks. File operations
+re-parented to it and every descendant is SIGKILLed between phases and tasks. Started as root
+(privileged bubblewrap), the worker and the task code run under two different uids: task commands
+run as the slot's uid with no capabilities, the worker as another uid that keeps only CAP_KILL,
+CAP_SETUID and CAP_SETGID (to stop task processes and to become the task uid in each command's
+child) and touches files as the task uid (fsuid). So `kill -9 -1` or `pkill python` in a task
+cannot reach the worker: a task can wreck its own processes, never its sandbox. File operations
 resolve paths beneath the work directory and refuse `..`, outside absolute paths and symlinks that
 leave it, walking the resolved path with O_NOFOLLOW so a racing symlink swap fails closed.
 """
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -31,8 +37,12 @@ import sys
 import threading
 import time
 
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+WORKER_CAPS = (CAP_KILL, CAP_SETGID, CAP_SETUID)  # what the worker keeps when tasks have their own uid
 PY_FLAGS_OK = {"-B", "-u", "-E", "-s", "-b"}
 SHELL_META = set("|&;<>()$`\\\n*?[]{}~#!")
 
@@ -42,9 +52,10 @@ class PathError(Exception):
 
 
 class Worker:
-    def __init__(self, root: str, tmp: str | None) -> None:
+    def __init__(self, root: str, tmp: str | None, task_uid: int | None = None) -> None:
         self.root = os.path.realpath(root)
         self.tmp = tmp
+        self.task_uid = task_uid  # commands run as this uid (the worker itself runs as another)
         self.interpreters = {
             "python",
             "python3",
@@ -292,6 +303,8 @@ class Worker:
         if pid == 0:  # child: never returns
             try:
                 os.setsid()
+                if self.task_uid is not None:
+                    become_task_user(self.task_uid)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.dup2(out_w, 1)
@@ -396,6 +409,7 @@ class Worker:
             "ok": True,
             "pid": os.getpid(),
             "uid": os.getuid(),
+            "task_uid": os.getuid() if self.task_uid is None else self.task_uid,
             "root": self.root,
             "python": sys.executable,
             "version": list(sys.version_info[:3]),
@@ -646,17 +660,74 @@ def print_user_traceback(exc: BaseException) -> None:
     traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if LIBC.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {value}): {os.strerror(err)}")
+
+
+def capset(caps: tuple[int, ...]) -> None:
+    """Set this thread's effective and permitted capabilities to exactly `caps` (none inheritable)."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [
+            ("effective", ctypes.c_uint32),
+            ("permitted", ctypes.c_uint32),
+            ("inheritable", ctypes.c_uint32),
+        ]
+
+    mask = 0
+    for cap in caps:
+        mask |= 1 << cap
+    data = (Data * 2)()
+    for i in range(2):
+        word = (mask >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective = data[i].permitted = word
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    if LIBC.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
 def drop_privileges(uid: int) -> None:
-    """When started as root (privileged bubblewrap): become `uid`, with no capabilities left."""
+    """Root (privileged bubblewrap) with no uid of its own to spare: become `uid`, no capabilities."""
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
 
 
-def prctl(option: int, value: int) -> None:
-    import ctypes
+def become_worker_user(uid: int, task_uid: int) -> None:
+    """From root: become `uid` with only WORKER_CAPS, touching files as `task_uid`.
 
-    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    Signals need the sender's uid to match the target's (or CAP_KILL), so task code running as
+    `task_uid` cannot signal this process, while the worker can still stop every task process.
+    Files are opened and created as `task_uid` (fsuid), exactly as task code would.
+    """
+    prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    prctl(PR_SET_KEEPCAPS, 0)
+    capset(WORKER_CAPS)
+    LIBC.setfsgid(task_uid)
+    LIBC.setfsuid(task_uid)
+    if LIBC.setfsuid(-1) != task_uid or LIBC.setfsgid(-1) != task_uid:  # -1 only reports it
+        raise OSError(f"could not set the file-system uid/gid to {task_uid}")
+
+
+def become_task_user(uid: int) -> None:
+    """In a command's child of a worker from `become_worker_user`: `uid`, no capabilities at all."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # between two non-root uids: capabilities stay, so drop them
+    capset(())
+    prctl(PR_SET_DUMPABLE, 1)  # its /proc/self belongs to it, as for any process of that uid
 
 
 def main() -> None:
@@ -665,13 +736,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--tmp", default=None, help="a private /tmp to empty between tasks")
-    ap.add_argument("--uid", type=int, default=None)
+    ap.add_argument("--uid", type=int, default=None, help="the uid task commands run as (from root)")
+    ap.add_argument("--worker-uid", type=int, default=None, help="the worker's own uid (from root)")
     args = ap.parse_args()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    task_uid = None
     if args.uid is not None and os.geteuid() == 0:
-        drop_privileges(args.uid)
-    worker = Worker(args.root, args.tmp)
+        if args.worker_uid is not None and args.worker_uid != args.uid:
+            become_worker_user(args.worker_uid, args.uid)
+            task_uid = args.uid
+        else:
+            drop_privileges(args.uid)
+    worker = Worker(args.root, args.tmp, task_uid)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(b'{"ok": true, "ready": true}\n')
     out.flush()
@@ -681,7 +758,10 @@ def main() -> None:
         except ValueError:
             resp = {"ok": False, "kind": "protocol", "error": "bad request line"}
         else:
-            resp = worker.handle(req)
+            try:
+                resp = worker.handle(req)
+            except Exception as exc:  # a bug of the worker's answers as one; the worker lives on
+                resp = {"ok": False, "kind": "internal", "error": f"{type(exc).__name__}: {exc}"}
         out.write(json.dumps(resp).encode() + b"\n")
         out.flush()
     worker.kill_all()  # the host went away: leave nothing behind

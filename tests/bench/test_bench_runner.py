@@ -272,3 +272,41 @@ def test_sigkill_at_any_point_then_resume_gives_every_row_once(goat_home: Path) 
         time.sleep(0.1)
     else:
         raise AssertionError("sandbox workers outlived their killed harness")
+
+
+VANDAL = """\
+name: vandal
+defaults: {check: python test_it.py, timeout_s: 10}
+tasks:
+  - id: kills-every-process
+    instruction: return 1
+    tests: {test_it.py: "from solution import f\\nassert f() == 1\\n"}
+    reference: {solution.py: "import os, signal\\nos.kill(-1, signal.SIGKILL)\\ndef f():\\n    return 1\\n"}
+  - id: pkills-python
+    instruction: return 1
+    tests: {test_it.py: "from solution import f\\nassert f() == 1\\n"}
+    reference:
+      solution.py: |
+        import subprocess
+        subprocess.run(["pkill", "-9", "-f", "python"])
+        def f():
+            return 1
+"""
+
+
+def test_a_task_that_wrecks_its_sandbox_is_scored_not_an_infra_error(goat_home: Path, tmp_path: Path) -> None:
+    suite = parse_suite(VANDAL, tmp_path / "vandal.yaml")
+    s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=1)
+    assert (s.passed, s.failed, s.errors) == (1, 1, 0), s
+    detail = {
+        d["row"]["task_id"]: d
+        for d in (json.loads(ln) for ln in Path(s.journal_dir, "results.jsonl").read_text().splitlines())
+    }
+    # kill(-1, SIGKILL) spares its caller: everything else of the task died, the check went on
+    assert detail["kills-every-process"]["row"]["status"] == "passed"
+    # pkill -9 -f python killed the check itself (and, but for the worker's own uid, the sandbox)
+    pkill = detail["pkills-python"]
+    assert (pkill["row"]["status"], pkill["row"]["error_kind"]) == ("failed", None)
+    assert pkill["detail"]["attempts"][0]["check_killed"] == "signal 9"
+    for d in detail.values():
+        assert len(d["detail"]["attempts"]) == 1  # nothing was retried: no infra error happened

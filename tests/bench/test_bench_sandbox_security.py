@@ -210,3 +210,63 @@ def test_without_bubblewrap_a_warning_names_what_is_weaker() -> None:
     text = " ".join(str(w.message) for w in caught)
     assert "no network isolation" in text and "no filesystem isolation" in text
     assert "apt-get install bubblewrap" in text
+
+
+def test_a_task_cannot_kill_its_sandbox(pool: LocalSandboxPool) -> None:
+    """`kill -9 -1` and `pkill -f python` in task code end the task's own processes, never the
+    worker that serves the sandbox: the worker runs under a uid task code cannot signal."""
+    with pool.session() as sb:
+        before = sb.slot.worker.request({"op": "ping"})
+        assert before["uid"] != before["task_uid"]
+        vandal = [
+            "sleep 60 & kill -9 -1; wait; echo still here",  # kill(-1) spares the caller only
+            "pkill -f python; echo pkill done",  # the shell's own command line names python
+            "python -c 'import os, signal; os.kill(-1, signal.SIGKILL)'",  # through the warm fork
+            "kill -9 1 2",  # the namespace's init and the worker, by pid
+        ]
+        results = [sb.exec(cmd, timeout_s=10) for cmd in vandal]
+        assert results[0].stdout == "still here\n"
+        assert results[1].killed == "signal 15"  # pkill killed its own shell
+        assert "Operation not permitted" in results[3].stderr and results[3].exit_code != 0
+        assert all(r.killed != "sandbox" for r in results)
+        after = sb.slot.worker.request({"op": "ping"})
+        assert after["pid"] == before["pid"]  # the same worker served every command
+        assert sb.exec("echo alive", timeout_s=5).stdout == "alive\n"
+    with pool.session() as sb:
+        assert sb.exec("echo next task", timeout_s=5).stdout == "next task\n"
+
+
+def _worker_host_pid(sb: object) -> int:
+    """The host pid of the sandbox's worker: the first python process under bwrap's own ones."""
+    todo = [sb.slot.worker.proc.pid]  # type: ignore[attr-defined]
+    while todo:
+        pid = todo.pop(0)
+        if Path(f"/proc/{pid}/comm").read_text().startswith("python"):
+            return pid
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    raise AssertionError("no worker process found")
+
+
+def test_a_worker_that_dies_during_a_command_is_that_commands_failure(pool: LocalSandboxPool) -> None:
+    """Where task code can reach its worker (a harness not running as root: one uid for both),
+    a command that kills the worker gets an ExecResult saying so — the task's failure, not an
+    infrastructure error — and the next command runs in a new worker. Here the worker is killed
+    from outside while a command runs, the same event as seen from the host."""
+    with pool.session() as sb:
+        sb.write_files({"kept.txt": "files survive\n"})
+        worker_pid = _worker_host_pid(sb)
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(sb.exec("sleep 30", timeout_s=60)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.01)
+        os.kill(worker_pid, 9)
+        t.join(20)
+        [res] = out
+        assert res.killed == "sandbox" and res.exit_code == -9
+        assert "killed the sandbox" in res.stderr
+        assert sb.exec("cat kept.txt", timeout_s=5).stdout == "files survive\n"
+        assert _worker_host_pid(sb) != worker_pid

@@ -1,0 +1,54 @@
+"""Nothing is left open behind a failure or a query: worker logs, DuckDB connections."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from goat_dagster.bench import lake
+from goat_dagster.bench.local_sandbox import LocalSandboxPool
+from goat_dagster.bench.runner import run_benchmark
+from goat_dagster.bench.sandbox import PoolOptions, SandboxError
+
+
+def open_files(name: str) -> list[str]:
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed while we looked
+            continue
+        if name in target:
+            out.append(target)
+    return out
+
+
+def test_a_worker_that_cannot_start_leaves_its_log_closed(tmp_path: Path) -> None:
+    before = open_files("worker.log")
+    with pytest.raises(SandboxError, match="cannot start the sandbox worker") as failed:
+        LocalSandboxPool(PoolOptions(size=1), bwrap=str(tmp_path / "no-such-bwrap"))
+    assert failed.traceback  # the error (and what its frames hold) is still alive here
+    assert open_files("worker.log") == before
+
+
+def test_lake_queries_close_their_connections(goat_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = run_benchmark("smoke", "smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
+    opened: list[duckdb.DuckDBPyConnection] = []
+    connect = duckdb.connect
+
+    def tracking_connect(*args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        con = connect(*args, **kwargs)  # a real connection; we only keep a handle to look at it
+        opened.append(con)
+        return con
+
+    monkeypatch.setattr(duckdb, "connect", tracking_connect)
+    assert len(lake.read_rows(s.run_id)) == 1
+    assert lake.run_summaries()[0]["run_id"] == s.run_id
+    assert lake.latest_run("smollm2-135m")["run_id"] == s.run_id
+    assert len(opened) == 3
+    for con in opened:
+        with pytest.raises(duckdb.ConnectionException, match="closed"):
+            con.execute("SELECT 1")
