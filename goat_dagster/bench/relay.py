@@ -5,6 +5,9 @@ loopback port to this relay's unix socket (mounted into the sandbox). The relay
 
 - accepts only the attempt's own random bearer token (a key scoped to one attempt and one model:
   it is worthless outside this relay and after the attempt),
+- forwards only `POST /v1/chat/completions` and `GET /v1/models` (`/v1` optional): every other
+  route — other inference APIs, the proxy's admin API (`/key/generate`, `/model/new`, ...) — is a
+  403 that never reaches the gateway, which would otherwise see it with the gateway's own key,
 - refuses any model but the run's,
 - forwards to the gateway with the gateway's key (which never enters the sandbox),
 - adds `call_metadata(...)` to every chat request, so external agents are traced like the
@@ -23,6 +26,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -47,6 +51,18 @@ _HOP = {
 }
 
 
+# (method, path below /v1) the relay forwards; all else is refused before it reaches the gateway
+ROUTES = {("POST", "/chat/completions"), ("GET", "/models")}
+
+
+def route_of(method: str, raw_path: str) -> str | None:
+    """The gateway path (below /v1) for an allowed request, else None."""
+    path = urlsplit(raw_path).path.rstrip("/")
+    if path.startswith("/v1/"):
+        path = path[3:]
+    return path if (method, path) in ROUTES else None
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     relay: GatewayRelay
@@ -67,6 +83,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.server.relay.handle(self, "POST")
+
+    def do_PUT(self) -> None:
+        self.server.relay.handle(self, "PUT")
+
+    def do_PATCH(self) -> None:
+        self.server.relay.handle(self, "PATCH")
+
+    def do_DELETE(self) -> None:
+        self.server.relay.handle(self, "DELETE")
+
+    def do_OPTIONS(self) -> None:
+        self.server.relay.handle(self, "OPTIONS")
 
 
 class GatewayRelay:
@@ -125,11 +153,22 @@ class GatewayRelay:
                 h, 401, {"error": {"message": "invalid or expired key for this sandbox", "type": "auth"}}
             )
             return
-        path = h.path
-        if path.startswith("/v1/"):
-            path = path[3:]
+        path = route_of(method, h.path)
+        if path is None:
+            self._reply(
+                h,
+                403,
+                {
+                    "error": {
+                        "message": f"{method} {urlsplit(h.path).path} is not allowed from a sandbox; "
+                        "only POST /v1/chat/completions and GET /v1/models",
+                        "type": "permission",
+                    }
+                },
+            )
+            return
         url = self.gateway.base_url.rstrip("/") + path
-        is_chat = method == "POST" and path.split("?")[0].rstrip("/").endswith("/chat/completions")
+        is_chat = path == "/chat/completions"
         body_obj: dict[str, Any] | None = None
         if is_chat:
             try:

@@ -192,9 +192,9 @@ try:
 except OSError:
     pass
 
-def post(body, token=key):
+def post(body, token=key, path="/chat/completions"):
     headers = {{"Authorization": "Bearer " + token, "Content-Type": "application/json"}}
-    req = urllib.request.Request(base + "/chat/completions", data=json.dumps(body).encode(), headers=headers)
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers=headers)
     return urllib.request.urlopen(req, timeout=300)
 
 question = [{{"role": "user", "content": os.environ["GOAT_INSTRUCTION"]}}]
@@ -212,6 +212,13 @@ for bad, code in [(dict(ask, model="gpt-5-mini"), 403), (ask, 401)]:
     except urllib.error.HTTPError as e:
         if e.code != code:
             problems.append(f"HTTP {{e.code}} instead of {{code}}")
+for path in ("/completions", "/embeddings", "/../key/generate"):  # only chat and the model list pass
+    try:
+        post(ask, path=path)
+        problems.append(f"{{path}} got through")
+    except urllib.error.HTTPError as e:
+        if e.code != 403:
+            problems.append(f"HTTP {{e.code}} for {{path}}")
 open("solution.py", "w").write(
     "def fizzbuzz(n):\\n"
     "    return ['FizzBuzz' if i % 15 == 0 else 'Fizz' if i % 3 == 0 else 'Buzz' if i % 5 == 0 else str(i)"
