@@ -3,7 +3,8 @@
 The model only ever sees text: a tool's result, or a tool error it can act on ("Error: ..."):
 unknown tool, arguments that are not a JSON object, a missing or mistyped argument, a path that
 leaves the work dir (`..`, an absolute path elsewhere, a symlink out: the sandbox refuses those),
-an Edit whose old text is not in the file. A tool problem never ends the agent's run.
+an Edit whose old text is not in the file, or of a file Edit cannot rewrite whole and intact
+(larger than MAX_READ_BYTES, not UTF-8). A tool problem never ends the agent's run.
 """
 
 from __future__ import annotations
@@ -239,7 +240,19 @@ class Tools:
     def edit(self, path: str, old_string: str, new_string: str, replace_all: bool = False) -> str:
         if not old_string:
             raise ToolError("old_string must not be empty (use Write to create a file)")
-        text = self.sb.read_file(path, limit=MAX_READ_BYTES).decode("utf-8", "replace")
+        data = self.sb.read_file(path, limit=MAX_READ_BYTES + 1)
+        if len(data) > MAX_READ_BYTES:  # Edit rewrites the whole file: it must have all of it
+            raise ToolError(
+                f"{path} is larger than {MAX_READ_BYTES // 1024} KiB, too large for Edit; "
+                "change it with a Bash command (e.g. python or sed)"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ToolError(
+                f"{path} is not UTF-8 text (byte {exc.start}), so Edit cannot change it without "
+                "damaging it; use a Bash command"
+            ) from None
         count = text.count(old_string)
         if count == 0:
             raise ToolError(f"old_string was not found in {path}")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.tools import TOOL_NAMES, TOOL_SCHEMAS, ToolLimits, Tools, glob_regex
+from goat_dagster.bench.tools import MAX_READ_BYTES, TOOL_NAMES, TOOL_SCHEMAS, ToolLimits, Tools, glob_regex
 
 
 def test_tools_work_inside_the_sandbox(pool: LocalSandboxPool) -> None:
@@ -82,3 +82,25 @@ def test_schemas_and_globs() -> None:
     assert glob_regex("**/*.py").match("a/b/c.py") and glob_regex("**/*.py").match("c.py")
     assert not glob_regex("*.py").match("a/c.py")
     assert glob_regex("src/[ab]?.txt").match("src/a1.txt")
+
+
+def test_edit_refuses_files_it_cannot_rewrite_whole(pool: LocalSandboxPool) -> None:
+    """Edit writes the whole file back: a file larger than it reads, or not UTF-8, is refused and
+    left as it was (never cut short, never re-encoded)."""
+    big = "x = 1\n" + "# padding\n" * (MAX_READ_BYTES // 10) + "y = 2\n"
+    latin1 = "name = 'café'\n".encode("latin-1")
+    with pool.session() as sb:
+        sb.write_files({"big.py": big, "latin1.py": latin1})
+        t = Tools(sb)
+        text, ok = t.call("Edit", {"path": "big.py", "old_string": "x = 1", "new_string": "x = 3"})
+        assert not ok and "big.py is larger than 256 KiB, too large for Edit" in text
+        assert sb.read_file("big.py", limit=1 << 20) == big.encode()
+        text, ok = t.call("Edit", {"path": "latin1.py", "old_string": "name", "new_string": "nom"})
+        assert not ok and "latin1.py is not UTF-8 text" in text
+        assert sb.read_file("latin1.py") == latin1
+        # exactly at the limit is fine
+        edge = "a" * (MAX_READ_BYTES - 2) + "\n\n"
+        sb.write_files({"edge.txt": edge})
+        text, ok = t.call("Edit", {"path": "edge.txt", "old_string": "a\n", "new_string": "b\n"})
+        assert ok, text
+        assert sb.read_file("edge.txt", limit=1 << 20) == ("a" * (MAX_READ_BYTES - 3) + "b\n\n").encode()
