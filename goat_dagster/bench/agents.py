@@ -48,6 +48,7 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     gateway_errors: int = 0
+    last_gateway_error: str | None = None  # the gateway was failing at the last call (None: it answered)
     stop_reason: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -56,6 +57,12 @@ class Usage:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         self.cost_usd += cost_usd
+        self.last_gateway_error = None
+
+    def gateway_failed(self, error: str) -> None:
+        """A model call failed for the gateway's reasons (unreachable, 5xx, 429)."""
+        self.gateway_errors += 1
+        self.last_gateway_error = error
 
     @property
     def tokens(self) -> int:
@@ -163,9 +170,10 @@ class CommandAgent(Agent):
                 ctx.relay.deactivate()
         ctx.usage.notes.append(f"agent exit {res.exit_code}; output: {res.tail(1500)}")
         if res.killed == "timeout":
-            raise AgentTimeout(
-                f"`{self.command}` ran past the agent time limit ({ctx.limits.max_seconds:.0f}s)"
-            )
+            message = f"`{self.command}` ran past the agent time limit ({ctx.limits.max_seconds:.0f}s)"
+            if ctx.usage.last_gateway_error:  # waiting on a gateway that was down: not the agent's fault
+                raise InfraError(f"{message}; its last model call failed: {ctx.usage.last_gateway_error}")
+            raise AgentTimeout(message)
         if res.exit_code != 0:
             message = f"`{self.command}` exited with {res.exit_code}: {res.tail(300)}"
             if ctx.usage.gateway_errors:

@@ -225,9 +225,13 @@ class GatewayClient:
         started = datetime.now(UTC)
         t0 = time.monotonic()
         attempt = 0
+        error: str | None = None  # the last transient failure, if any
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
+                if error is not None:  # the gateway was failing when time ran out: its failure
+                    self._record(ctx, step, call_id, started, ok=False, error=error)
+                    raise InfraError(f"{error} (then the agent's time limit ran out)")
                 self._record(ctx, step, call_id, started, ok=False, error="agent time limit reached")
                 raise AgentTimeout("the agent's time limit ran out waiting for the model")
             try:
@@ -256,8 +260,10 @@ class GatewayClient:
                 self._record(ctx, step, call_id, started, ok=False, error=error)
                 raise InfraError(error)
             pause = self.backoff_s * (2**attempt)
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                # no time to try again: a gateway that is down near the deadline is still down
+                self._record(ctx, step, call_id, started, ok=False, error=error)
+                raise InfraError(f"{error} (the agent's time limit left no time to try again)")
             time.sleep(pause)
             attempt += 1
 

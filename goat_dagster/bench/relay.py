@@ -235,14 +235,14 @@ class GatewayRelay:
                 status, resp_headers = resp.status_code, resp.headers
         except httpx.HTTPError as exc:
             if is_chat:
-                usage.gateway_errors += 1
+                usage.gateway_failed(f"gateway unreachable: {exc}")
                 self._record(call, usage, call_id, started, ok=False, error=f"gateway unreachable: {exc}")
             self._reply(h, 502, {"error": {"message": f"gateway unreachable: {exc}", "type": "gateway"}})
             return
         if not is_chat:
             return
         if status >= 500 or status == 429:
-            usage.gateway_errors += 1
+            usage.gateway_failed(f"HTTP {status} from the gateway")
         if status >= 400:
             self._record(call, usage, call_id, started, ok=False, error=f"HTTP {status} from the gateway")
             return
