@@ -160,7 +160,17 @@ class CommandAgent(Agent):
                     f"{ctx.sandbox.kind} sandbox cannot reach; set GOAT_LITELLM_URL to a proxy it can reach"
                 )
             base_url = ctx.gateway.base_url
-            token = scoped_key(ctx)
+            if ctx.gateway.agent_key is not None:  # GOAT_LLM_AGENT_KEY: the operator's own choice
+                token = ctx.gateway.agent_key.get_secret_value()
+            else:
+                from goat_dagster.serving.gateway import sandbox_key
+
+                token = sandbox_key(
+                    ctx.gateway.api_key.get_secret_value(),
+                    ctx.gateway.model,
+                    run_id=ctx.call.run_id,
+                    work_s=ctx.limits.max_seconds,
+                )
         try:
             res = ctx.sandbox.exec(
                 self.command, timeout_s=max(1.0, ctx.time_left()), env=self.env(ctx, base_url, token)
@@ -180,22 +190,6 @@ class CommandAgent(Agent):
                 raise InfraError(f"{message} (after {ctx.usage.gateway_errors} gateway error(s))")
             raise AgentError(message)
         ctx.usage.stop_reason = "command finished"
-
-
-def scoped_key(ctx: AgentContext) -> str:
-    """GOAT_LLM_AGENT_KEY if given, else a proxy scoped key (serving/proxy_auth.py) for this model
-    and run, valid a little longer than the agent may take."""
-    assert ctx.gateway is not None
-    if ctx.gateway.agent_key is not None:
-        return ctx.gateway.agent_key.get_secret_value()
-    from goat_dagster.serving.proxy_auth import mint_scoped_key
-
-    return mint_scoped_key(
-        ctx.gateway.api_key.get_secret_value(),
-        models=[ctx.gateway.model],
-        run_id=ctx.call.run_id,
-        ttl_s=ctx.limits.max_seconds + 600,
-    )
 
 
 def make_agent(spec: str) -> Agent:

@@ -72,9 +72,9 @@ class LiteLLMProxyResource(ConfigurableResource):
         return client_for(model, settings=self.settings())
 
     def sandbox_client(
-        self, model: str | ModelEntry, *, run_id: str | None = None, ttl_s: float = 6 * 3600
+        self, model: str | ModelEntry, *, run_id: str | None = None, work_s: float = 6 * 3600
     ) -> GatewayClient:
-        return sandbox_client(model, run_id=run_id, ttl_s=ttl_s, settings=self.settings())
+        return sandbox_client(model, run_id=run_id, work_s=work_s, settings=self.settings())
 
 
 def litellm_resource_from_env() -> LiteLLMProxyResource:

@@ -111,23 +111,35 @@ def client_for(
     return GatewayClient(s.base_url() + "/v1", s.admin_key(), gateway_name(model, registry))
 
 
+SCOPED_KEY_GRACE_S = 600.0  # a sandbox's key outlives the work it was minted for by this much
+
+
+def sandbox_key(admin_key: str, name: str, *, run_id: str | None = None, work_s: float) -> str:
+    """The key a sandbox gets: scoped to the gateway model `name` (and `run_id`), valid for as long
+    as the sandbox's work may take (`work_s`) plus SCOPED_KEY_GRACE_S, signed with the proxy's
+    `admin_key`. Every scoped key handed to a sandbox is minted here."""
+    return mint_scoped_key(admin_key, models=[name], run_id=run_id, ttl_s=work_s + SCOPED_KEY_GRACE_S)
+
+
 def sandbox_client(
     model: str | ModelEntry,
     *,
     run_id: str | None = None,
-    ttl_s: float = 6 * 3600,
+    work_s: float = 6 * 3600,
     registry: Registry | None = None,
     settings: GatewaySettings | None = None,
 ) -> GatewayClient:
-    """Client for code inside a sandbox: a scoped key valid for this one model until `ttl_s`.
+    """Client for code inside a sandbox: a `sandbox_key` for this one model, for `work_s` seconds
+    of work.
 
     `base_url` is the proxy as the host sees it; a sandbox on another machine (Modal) needs the
     proxy reachable from there (external mode, e.g. the proxy deployed on Modal).
     """
     s = settings or GatewaySettings.from_env()
     name = gateway_name(model, registry)
-    key = mint_scoped_key(s.admin_key(), models=[name], run_id=run_id, ttl_s=ttl_s)
-    return GatewayClient(s.base_url() + "/v1", key, name)
+    return GatewayClient(
+        s.base_url() + "/v1", sandbox_key(s.admin_key(), name, run_id=run_id, work_s=work_s), name
+    )
 
 
 def build_config(

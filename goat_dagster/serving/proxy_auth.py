@@ -58,9 +58,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def mint_scoped_key(
-    master_key: str, *, models: list[str], run_id: str | None = None, ttl_s: float = 6 * 3600
-) -> str:
+def mint_scoped_key(master_key: str, *, models: list[str], run_id: str | None = None, ttl_s: float) -> str:
     """A key that may call only `models` (gateway names) through the proxy, for `ttl_s` seconds."""
     if not models:
         raise ScopedKeyError("a scoped key needs at least one model name")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ from typing import Any
 import modal.exception as me
 import pytest
 
+from goat_dagster.bench.agents import AgentLimits
 from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, create_with_retry
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
+from goat_dagster.serving.gateway import SCOPED_KEY_GRACE_S
 
 
 class _Proc:
@@ -225,6 +228,25 @@ def test_a_run_on_the_modal_backend(goat_home: Path, tmp_path: Path) -> None:
     assert len(factory.calls) == 5 and all(sb.terminated for sb in factory.made)  # one sandbox per task
 
 
+def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
+    """`serving.gateway.sandbox_client` (the Dagster resource's) and a cloud `command:` agent's key
+    both come from `sandbox_key`: valid for the sandbox's work plus the same grace period."""
+    from goat_dagster.serving.gateway import GatewaySettings, sandbox_client
+    from goat_dagster.serving.proxy_auth import verify_scoped_key
+
+    master = "sk-master-of-the-proxy"
+    settings = GatewaySettings(mode="external", url="https://proxy.example/v1", master_key=master)
+    client = sandbox_client("smollm2-135m", run_id="r1", work_s=900, settings=settings)
+    assert client.base_url == "https://proxy.example/v1" and client.model == "smollm2-135m-local"
+    claims = verify_scoped_key(master, client.api_key)
+    assert claims.models == ("smollm2-135m-local",) and claims.run_id == "r1"
+    assert (
+        time.time() + 900 + SCOPED_KEY_GRACE_S - 60
+        < claims.expires_at
+        <= time.time() + 900 + SCOPED_KEY_GRACE_S
+    )
+
+
 def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
     from goat_dagster.bench.gateway import Gateway
     from goat_dagster.serving.proxy_auth import verify_scoped_key
@@ -264,6 +286,10 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     assert master not in json.dumps(env)
     claims = verify_scoped_key(master, env["OPENAI_API_KEY"])
     assert claims.models == ("qwen3-4b-local",) and claims.run_id == s.run_id
+    # the one TTL policy of sandbox keys: the work they are for (the agent's time limit) + grace
+    ttl = AgentLimits().max_seconds + SCOPED_KEY_GRACE_S
+    assert time.time() < claims.expires_at <= time.time() + ttl
+    assert claims.expires_at > time.time() + ttl - 120
     server.shutdown()
 
     # a proxy on this machine's loopback cannot be reached from the cloud: a clear infra error

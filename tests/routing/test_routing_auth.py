@@ -36,4 +36,4 @@ def test_rejects_tampering_other_master_and_expiry():
     with pytest.raises(ScopedKeyError, match="not a goat scoped key"):
         verify_scoped_key(MASTER, MASTER)
     with pytest.raises(ScopedKeyError):
-        mint_scoped_key(MASTER, models=[])
+        mint_scoped_key(MASTER, models=[], ttl_s=60)

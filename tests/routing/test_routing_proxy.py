@@ -113,12 +113,12 @@ def test_local_defaults_apply_unless_the_request_overrides(proxy_url):
 
 
 def test_scoped_sandbox_keys(proxy_url):
-    ok = sandbox_client(MODEL, run_id="run-scoped", ttl_s=60)
+    ok = sandbox_client(MODEL, run_id="run-scoped", work_s=60)
     assert ok.api_key.startswith("sk-goat-") and ok.api_key != proxy.master_key()
     resp, rec = _call(ok, "run-scoped", "scoped")
     assert resp.choices[0].message.content is not None
     assert _sink_line("run-scoped", rec.call_id)["status"] == "success"
-    other = sandbox_client("claude-haiku", ttl_s=60)  # a key for another model only
+    other = sandbox_client("claude-haiku", work_s=60)  # a key for another model only
     with pytest.raises(openai.PermissionDeniedError, match="not available for this API key"):
         other.openai().chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2
