@@ -10,6 +10,7 @@ import click
 
 from goat_dagster import config
 from goat_dagster.registry import RegistryError
+from goat_dagster.textfmt import format_table
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -68,13 +69,6 @@ def models(as_json: bool, enabled_only: bool) -> None:
         return
     click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
     click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
-
-
-def format_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in cols}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
 
 
 # ---- demo / ui -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import duckdb
 from goat_dagster import config
 from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
 from goat_dagster.assets.common import markdown_table
+from goat_dagster.textfmt import format_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
@@ -367,8 +368,6 @@ TEXT_COLUMNS = [
 
 def render_leaderboard_text(board: Leaderboard) -> str:
     """The leaderboard and the A/B flips as plain text for a terminal (`goat demo`, `goat results`)."""
-    from goat_dagster.cli import format_table
-
     if not board.rows:
         return "No benchmark results in the lake yet."
     lines = [

@@ -9,6 +9,7 @@ from goat_dagster.bench import lake
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries, read_spec, run_dirs
 from goat_dagster.bench.lake import ResultRow
 from goat_dagster.bench.runner import Progress
+from goat_dagster.textfmt import format_table
 
 
 class ProgressBar:
@@ -155,8 +156,6 @@ ROW_COLUMNS = [
 
 def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
     """`goat results`: (the --json object, the text). Raises LookupError for an unknown run."""
-    from goat_dagster.cli import format_table
-
     if run_id is None:
         runs = lake.run_summaries()
         runs += incomplete_runs({r["run_id"] for r in runs})

@@ -101,3 +101,20 @@ def test_progress_bar_on_a_terminal(capsys) -> None:
     bar.close()
     err = capsys.readouterr().err
     assert "m · smoke" in err and "1/2" in err and "pass=1" in err
+
+
+def test_text_reports_do_not_depend_on_the_cli(goat_home: Path) -> None:
+    """`goat results` and the leaderboard text render tables without importing the CLI module."""
+    code = (
+        "import sys\n"
+        "from goat_dagster.bench.report import results_view\n"
+        "from goat_dagster.analysis.leaderboard import Leaderboard, render_leaderboard_text\n"
+        "print(results_view(None, False)[1])\n"
+        "print(render_leaderboard_text(Leaderboard(rows=[], tasks=[], selection='none')))\n"
+        "print('goat_dagster.cli' in sys.modules)\n"
+    )
+    env = {**os.environ, "GOAT_HOME": str(goat_home), "GOAT_PROJECT_DIR": str(PROJECT)}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "no runs yet" in res.stdout and "No benchmark results" in res.stdout
+    assert res.stdout.splitlines()[-1] == "False"
