@@ -96,6 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self.server.relay.handle(self, "OPTIONS")
 
+    def do_HEAD(self) -> None:
+        self.server.relay.handle(self, "HEAD")
+
 
 class GatewayRelay:
     def __init__(self, socket_path: Path, gateway: Gateway, log: CallLog, on_cost: Any = None) -> None:
@@ -140,7 +143,8 @@ class GatewayRelay:
         h.send_header("content-type", "application/json")
         h.send_header("content-length", str(len(body)))
         h.end_headers()
-        h.wfile.write(body)
+        if h.command != "HEAD":
+            h.wfile.write(body)
 
     def handle(self, h: _Handler, method: str) -> None:
         with self.lock:

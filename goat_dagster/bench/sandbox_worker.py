@@ -303,13 +303,13 @@ class Worker:
         if pid == 0:  # child: never returns
             try:
                 os.setsid()
-                if self.task_uid is not None:
-                    become_task_user(self.task_uid)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
                 os.closerange(3, 65536)
+                if self.task_uid is not None:
+                    become_task_user(self.task_uid)
                 os.chdir(cwd)
                 apply_limits(limits, timeout)
                 if warm is None:
@@ -695,15 +695,9 @@ def capset(caps: tuple[int, ...]) -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def drop_privileges(uid: int) -> None:
-    """Root (privileged bubblewrap) with no uid of its own to spare: become `uid`, no capabilities."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-
-
 def become_worker_user(uid: int, task_uid: int) -> None:
-    """From root: become `uid` with only WORKER_CAPS, touching files as `task_uid`.
+    """From root (privileged bubblewrap): become `uid` with only WORKER_CAPS, touching files as
+    `task_uid`.
 
     Signals need the sender's uid to match the target's (or CAP_KILL), so task code running as
     `task_uid` cannot signal this process, while the worker can still stop every task process.
@@ -743,11 +737,10 @@ def main() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     task_uid = None
     if args.uid is not None and os.geteuid() == 0:
-        if args.worker_uid is not None and args.worker_uid != args.uid:
-            become_worker_user(args.worker_uid, args.uid)
-            task_uid = args.uid
-        else:
-            drop_privileges(args.uid)
+        if args.worker_uid is None or args.worker_uid == args.uid:
+            ap.error("--uid needs a different --worker-uid: task code must not be able to signal the worker")
+        become_worker_user(args.worker_uid, args.uid)
+        task_uid = args.uid
     worker = Worker(args.root, args.tmp, task_uid)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(b'{"ok": true, "ready": true}\n')

@@ -113,6 +113,8 @@ def test_only_chat_completions_and_the_model_list_get_through(relay) -> None:
         ("DELETE", "/v1/models", None),
         ("PUT", "/v1/chat/completions", {}),
     ]
+    head = client.head("/v1/models")  # no body in a HEAD answer, the connection stays usable
+    assert head.status_code == 403 and head.content == b""
     for method, path, body in refused:
         res = client.request(method, path, json=body)
         assert res.status_code == 403, (method, path, res.text)
