@@ -137,9 +137,18 @@ def test_local_model_weights_endpoint_and_check(registry_env):
     assert again.tags["dagster/data_version"] == weights.tags["dagster/data_version"]
     assert load_endpoint("smollm2-135m").detail["control_plane_started"] is False
 
+    # one control plane per GOAT_HOME: asking for it on another port is an error, not a second one
+    from goat_dagster.serving.client import ServeClientError, ensure_control_plane
+    from goat_dagster.serving.serve_config import ServeSettings
+
+    running = read_state()["port"]
+    with pytest.raises(ServeClientError, match=f"already runs on port {running}"):
+        ensure_control_plane(ServeSettings(port=running + 1))
+
     # the endpoint stops answering: the check fails
     pid = read_state()["pid"]
     assert stop_control_plane() == pid and running_control_plane() is None
+    assert stop_control_plane() is None  # nothing left to stop: not reported as stopped
     only_check = run_check_only(instance, "smollm2-135m")
     evaluation = check_result(only_check)
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
