@@ -237,9 +237,16 @@ def test_local_endpoint_waits_for_the_serving_local_slot(registry_env, pg_instan
         worker = threading.Thread(target=materialize_endpoint)
         with backend_slot(pg_instance, "serving-local", "another-run", "benchmark_results"):
             worker.start()
-            time.sleep(3)
-            assert worker.is_alive() and load_endpoint("smollm2-135m") is None, "it waited for the slot"
+            deadline = time.monotonic() + 120
+            waiting: list = []
+            while not waiting and time.monotonic() < deadline and worker.is_alive():
+                info = pg_instance.event_log_storage.get_concurrency_info("serving-local")
+                waiting = [p for p in info.pending_steps if p.step_key == "serving_endpoint"]
+                time.sleep(0.2)
+            assert waiting and waiting[0].assigned_timestamp is None, "the step queues for the slot"
+            assert load_endpoint("smollm2-135m") is None, "and does not serve while it waits"
         worker.join(120)
+        assert "result" in done, "the step went on once the slot was free"
         assert done["result"].success and load_endpoint("smollm2-135m").healthy
         assert pg_instance.event_log_storage.get_concurrency_info("serving-local").claimed_slots == []
     finally:
