@@ -222,12 +222,6 @@ def load_model(root_url: str, model: str, timeout_s: float = 600.0) -> dict[str,
     return resp.json()
 
 
-def control_plane_status(root_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    resp = httpx.get(f"{root_url}/status", timeout=timeout_s)
-    resp.raise_for_status()
-    return resp.json()
-
-
 @dataclass
 class ChatProbe:
     """The outcome of one real chat completion against an endpoint."""

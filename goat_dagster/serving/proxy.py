@@ -209,15 +209,6 @@ def is_ready(base_url: str, timeout_s: float = 2.0) -> bool:
     return r.status_code == 200
 
 
-def proxy_status() -> dict[str, Any]:
-    """The managed proxy as a dict (for `goat doctor` and asset metadata). No keys in it."""
-    st = read_state()
-    if st is None:
-        return {"running": False}
-    alive = _pid_alive(st.pid)
-    return {**asdict(st), "running": alive, "ready": alive and is_ready(st.base_url), "base_url": st.base_url}
-
-
 def _port_free(host: str, port: int) -> bool:
     import socket
 
