@@ -171,6 +171,14 @@ def benchmark_results(
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
     )
+    upstream = context.instance.get_latest_materialization_event(AssetKey("benchmark_suite"))
+    upstream_version = upstream.asset_materialization.tags.get("dagster/data_version") if upstream else None
+    if upstream_version != suite.version:
+        context.log.warning(
+            f"benchmark_suite was last materialized for another suite version ({upstream_version}); "
+            f"this run benchmarks {suite.name} {suite.version}: materialize benchmark_suite with "
+            f"suite={config.suite!r} so the lineage shows the suite these results come from"
+        )
     try:
         with serving_slot(context, entry):
             summary = run_benchmark(
