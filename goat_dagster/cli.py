@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -22,17 +23,48 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can act on from their message alone (a bad file or field, a server that is
+    down, Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead."""
+    from goat_dagster.bench.sandbox import SandboxError
+    from goat_dagster.cloud.setup import SetupError
+    from goat_dagster.serving.client import ServeClientError
+    from goat_dagster.serving.gateway import GatewayError
+    from goat_dagster.serving.hf_weights import HubError
+    from goat_dagster.serving.modal_deploy import ModalUnavailable
+    from goat_dagster.serving.proxy import ProxyError
+    from goat_dagster.serving.stack import StackError
+    from goat_dagster.serving.weights import WeightsError
+
+    return (
+        ValueError,  # RegistryError, SuiteError, RunError, config errors of every part
+        FileNotFoundError,
+        SandboxError,
+        SetupError,
+        ServeClientError,
+        GatewayError,
+        HubError,
+        ModalUnavailable,
+        ProxyError,
+        StackError,
+        WeightsError,
+    )
+
+
 class GoatGroup(click.Group):
-    """Turns the errors a user can fix (bad models.yaml, a suite, a missing file) into one clear
-    message instead of a traceback."""
+    """Turns the errors a user can fix (bad models.yaml, a suite, a missing file, a server that is
+    not up) into one clear message instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RegistryError as exc:
-            fail(str(exc))
-        except FileNotFoundError as exc:
-            fail(f"error: {exc}")
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if os.environ.get("GOAT_DEBUG") or not isinstance(exc, user_errors()):
+                raise
+            verb = ctx.invoked_subcommand or "goat"
+            fail(f"goat {verb}: {exc}" if not isinstance(exc, RegistryError) else str(exc))
 
 
 @click.group(cls=GoatGroup, context_settings={"help_option_names": ["-h", "--help"]})

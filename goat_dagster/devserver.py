@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from goat_dagster import config
-from goat_dagster.instance import ensure_postgres, prepare_dagster_home
+from goat_dagster.instance import ensure_instance, prepare_dagster_home
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -35,7 +35,7 @@ def _bin(name: str) -> str:
 
 
 def run_dev(host: str, port: int) -> int:
-    ensure_postgres()
+    ensure_instance()  # PostgreSQL, DAGSTER_HOME, the serving pools' limits
     home = prepare_dagster_home()
     workspace = config.project_dir() / "workspace.yaml"
     lock_file = open(home / "daemon.lock", "w")  # noqa: SIM115 - held for the process lifetime

@@ -122,26 +122,14 @@ def prepare_dagster_home() -> Path:
     return home
 
 
-# Steps of one serving backend that may run at once (asset `pool=`): one local CPU server must not
-# be flooded; remote GPUs and cloud APIs take several benchmarks side by side.
-POOL_LIMITS: dict[str, int] = {"serving-local": 1, "serving-modal": 8, "serving-cloud": 8}
-
-
-def configure_pools(instance: DagsterInstance) -> None:
-    """Give goat's pools their limits, once: a limit changed later in the UI is left alone."""
-    storage = instance.event_log_storage
-    known = storage.get_concurrency_keys()
-    for pool, limit in POOL_LIMITS.items():
-        if pool not in known:
-            storage.set_concurrency_slots(pool, limit)
-
-
 def ensure_instance() -> DagsterInstance:
     """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed), pools configured."""
     from dagster import DagsterInstance
 
     ensure_postgres()
     prepare_dagster_home()
+    from goat_dagster.pools import configure_pools
+
     instance = DagsterInstance.get()
     configure_pools(instance)
     return instance

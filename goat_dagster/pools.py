@@ -19,13 +19,22 @@ from goat_dagster.registry import ModelEntry
 
 RUN_TAG = "goat/serving-backend"  # dagster.yaml limits concurrent runs per value of this tag
 
+# Steps of one serving backend that may run at once: one local CPU server must not be flooded;
+# remote GPUs and cloud APIs take several benchmarks side by side.
+POOL_LIMITS: dict[str, int] = {"serving-local": 1, "serving-modal": 8, "serving-cloud": 8}
+
 
 def pool_for(entry: ModelEntry) -> str:
-    if entry.provider == "local":
-        return "serving-local"
-    if entry.provider == "modal":
-        return "serving-modal"
-    return "serving-cloud"
+    return f"serving-{entry.backend}"
+
+
+def configure_pools(instance: DagsterInstance) -> None:
+    """Give goat's pools their limits, once: a limit changed later in the UI is left alone."""
+    storage = instance.event_log_storage
+    known = storage.get_concurrency_keys()
+    for pool, limit in POOL_LIMITS.items():
+        if pool not in known:
+            storage.set_concurrency_slots(pool, limit)
 
 
 @contextmanager
@@ -38,8 +47,10 @@ def backend_slot(
     poll_s: float = 1.0,
 ) -> Iterator[None]:
     storage = instance.event_log_storage
-    if pool not in storage.get_concurrency_keys():
-        storage.initialize_concurrency_limit_to_default(pool)
+    if pool not in storage.get_concurrency_keys():  # an instance goat has not configured yet
+        configure_pools(instance)
+        if pool not in storage.get_concurrency_keys():
+            storage.initialize_concurrency_limit_to_default(pool)
     status = storage.claim_concurrency_slot(pool, run_id, step_key)
     waited = 0.0
     while not status.is_claimed:

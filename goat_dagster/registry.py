@@ -256,8 +256,9 @@ class ModelEntry(_Strict):
 
     @property
     def backend(self) -> str:
-        """The serving backend a concurrency pool is keyed on."""
-        return {"local": "local", "modal": "modal"}.get(self.provider, self.engine)
+        """The serving backend: `local` (this machine's CPU server), `modal` (GPU apps), `cloud`
+        (APIs and OpenAI-compatible servers elsewhere). Concurrency pools and run tags use it."""
+        return {"local": "local", "modal": "modal"}.get(self.provider, "cloud")
 
     @property
     def served_model(self) -> str:

@@ -31,7 +31,7 @@ from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import AgentLimits, make_agent
 from goat_dagster.bench.gateway import resolve_gateway
-from goat_dagster.bench.journal import RunError
+from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
 from goat_dagster.bench.runner import Progress, run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
@@ -74,10 +74,13 @@ def load_suite_or_fail(name: str) -> Suite:
 
 
 def goat_run_id(context: AssetExecutionContext, entry: ModelEntry, suite: Suite) -> str:
-    """Stable across retries of the same Dagster run (root run id), so a retried run resumes the
-    harness journal instead of starting over; distinct per partition and per backfill run."""
-    root = context.run.root_run_id or context.run.run_id
-    return f"dg-{root[:8]}-{entry.slug}-{suite.name}"
+    """The harness run id of this step. A step retry stays in the same Dagster run, and an automatic
+    run retry (dagster.yaml `run_retries`, after a crashed worker) carries the root run's id: both
+    resume the harness journal instead of starting over. Any other run, a re-execution launched
+    from the UI included, is a new benchmark run."""
+    run = context.run
+    resumed = run.root_run_id if run.root_run_id and "dagster/retry_number" in run.tags else None
+    return f"dg-{(resumed or run.run_id)[:8]}-{entry.slug}-{suite.name}"
 
 
 @asset(
@@ -168,6 +171,14 @@ def benchmark_results(
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
     )
+    upstream = context.instance.get_latest_materialization_event(AssetKey("benchmark_suite"))
+    upstream_version = upstream.asset_materialization.tags.get("dagster/data_version") if upstream else None
+    if upstream_version != suite.version:
+        context.log.warning(
+            f"benchmark_suite was last materialized for another suite version ({upstream_version}); "
+            f"this run benchmarks {suite.name} {suite.version}: materialize benchmark_suite with "
+            f"suite={config.suite!r} so the lineage shows the suite these results come from"
+        )
     try:
         with serving_slot(context, entry):
             summary = run_benchmark(
@@ -186,10 +197,12 @@ def benchmark_results(
                 on_task=on_task,
                 registry=registry,
             )
-    except (RunError, SandboxError) as exc:
+    except (GatewayDown, SandboxError) as exc:
         # infrastructure (gateway down, sandbox unavailable): retry the step, resuming the journal
         context.log.error(f"run {run_id}: {exc}")
         raise RetryRequested(max_retries=2, seconds_to_wait=30) from exc
+    except RunError as exc:  # the run cannot start as configured: no retry will change that
+        raise Failure(description=f"run {run_id}: {exc}") from None
 
     expected = {
         (t, e) for t in (config.tasks or [t.id for t in suite.tasks]) for e in range(1, config.epochs + 1)

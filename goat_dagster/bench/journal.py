@@ -35,6 +35,10 @@ class RunError(ValueError):
     """A run cannot start or resume as asked."""
 
 
+class GatewayDown(RunError):
+    """Nothing answers at the model gateway when the run starts: infrastructure, worth a retry."""
+
+
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -41,7 +41,7 @@ from goat_dagster.bench.gateway import (
     check_reachable,
     resolve_gateway,
 )
-from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
+from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, write_results
 from goat_dagster.bench.sandbox import (
     PoolOptions,
@@ -397,7 +397,7 @@ def run_benchmark(
                 try:  # a gateway down from the start is a clear error, not a run of infra rows
                     check_reachable(gateway)
                 except ConnectionError as exc:
-                    raise RunError(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
+                    raise GatewayDown(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
             own_pool = pool is None
             if pool is None:
                 options = PoolOptions(

@@ -9,7 +9,6 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.client import ControlPlane, ensure_control_plane
 from goat_dagster.serving.endpoint import Endpoint
 from goat_dagster.serving.local_endpoint import ensure_local_endpoint
 from goat_dagster.serving.serve_config import DEFAULT_HOST, DEFAULT_PORT, ENV, ServeSettings
@@ -32,9 +31,6 @@ class LocalServingResource(ConfigurableResource):
         return ServeSettings(
             host=self.host, port=self.port, budget_mb=self.budget_mb, margin_mb=self.margin_mb
         )
-
-    def ensure_running(self, log: Callable[[str], None] | None = None) -> ControlPlane:
-        return ensure_control_plane(self.settings(), log=log)
 
     def ensure_endpoint(self, entry: ModelEntry, log: Callable[[str], None] | None = None) -> Endpoint:
         return ensure_local_endpoint(entry, self.settings(), log=log)

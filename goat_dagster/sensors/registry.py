@@ -97,8 +97,9 @@ def _read_cursor(cursor: str | None) -> dict:
         return {}
 
 
-def model_run_requests(registry: Registry, slugs: list[str], reason: str) -> list[RunRequest]:
-    """One run per enabled model among `slugs`: its whole chain, keyed on the entry's content."""
+def model_run_requests(registry: Registry, slugs: list[str], reason: str, change: int) -> list[RunRequest]:
+    """One run per enabled model among `slugs`: its whole chain. The run key carries the change
+    number, so a file changed back to an earlier content (A -> B -> A) runs again."""
     out = []
     for slug in slugs:
         entry = registry.by_slug[slug]
@@ -106,7 +107,7 @@ def model_run_requests(registry: Registry, slugs: list[str], reason: str) -> lis
             continue
         out.append(
             RunRequest(
-                run_key=f"registry:{slug}:{entry.content_hash()[:16]}",
+                run_key=f"registry:{change}:{slug}:{entry.content_hash()[:16]}",
                 partition_key=slug,
                 asset_selection=MODEL_CHAIN,
                 tags={RUN_TAG: entry.backend, "goat/reason": reason},
@@ -141,13 +142,17 @@ def model_registry_sensor(context: SensorEvaluationContext) -> SensorResult | Sk
     context.log.info(
         f"{path.name}: +{diff.added or '[]'} -{diff.removed or '[]'} changed {diff.changed or '[]'}"
     )
-    cursor = json.dumps({"file_sha256": digest, "models": model_hashes(registry)}, sort_keys=True)
+    change = int(state.get("changes", 0)) + 1
+    cursor = json.dumps(
+        {"file_sha256": digest, "models": model_hashes(registry), "changes": change}, sort_keys=True
+    )
     runs = [
         RunRequest(
-            run_key=f"registry:{registry.content_hash[:16]}", asset_selection=[AssetKey("model_registry")]
+            run_key=f"registry:{change}:{registry.content_hash[:16]}",
+            asset_selection=[AssetKey("model_registry")],
         )
     ]
     if state:  # the first look at the file is a baseline, not a change: no benchmarks for it
-        runs += model_run_requests(registry, diff.added, "new model in models.yaml")
-        runs += model_run_requests(registry, diff.changed, "model changed in models.yaml")
+        runs += model_run_requests(registry, diff.added, "new model in models.yaml", change)
+        runs += model_run_requests(registry, diff.changed, "model changed in models.yaml", change)
     return SensorResult(dynamic_partitions_requests=diff.requests(), run_requests=runs, cursor=cursor)

@@ -1,12 +1,14 @@
 """`benchmark_suite_sensor`: re-runs benchmarks when the configured suite changes.
 
-Cursor: the suite's file hash (`bench.suite.suites_hash`) and content version. A change requests
-`benchmark_suite` once and, for every enabled model partition, one run of endpoint -> proxy config
--> benchmark -> traces -> leaderboard (run_key = suite hash + model, so each change runs each model
-once). A suite that does not validate is a SkipReason naming file, task and field; nothing runs.
-The first look at a suite is a baseline, not a change.
+Cursor: the hash of the suite's file (a built-in suite's content version) and a change counter.
+A change requests `benchmark_suite` once and, for every enabled model partition, one run of
+endpoint -> proxy config -> benchmark -> traces -> leaderboard. Run key = change number + suite
+hash + model: each change runs each model once, and a suite changed back to an earlier content
+runs again. A suite that does not validate is a SkipReason naming file, task and field; nothing
+runs. The first look at a suite is a baseline, not a change.
 """
 
+import hashlib
 import json
 
 from dagster import (
@@ -21,7 +23,7 @@ from dagster import (
 )
 
 from goat_dagster.assets.benchmarks import DEFAULT_SUITE
-from goat_dagster.bench.suite import SuiteError, load_suite, suite_path, suites_hash
+from goat_dagster.bench.suite import SuiteError, load_suite, suite_path
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import RegistryError, load_registry
@@ -36,10 +38,13 @@ BENCHMARK_CHAIN = [
 
 
 def suite_fingerprint(name: str) -> str:
-    """Hash of the suite's file (content version for built-in suites); raises SuiteError if invalid."""
+    """Hash of the suite file's bytes (the content version for built-in suites such as humaneval);
+    raises SuiteError when the suite does not validate."""
     suite = load_suite(name)
     path = suite_path(name)
-    return suites_hash([path.stem]) if path is not None and path.parent.exists() else suite.version
+    if path is None:
+        return suite.version
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @sensor(
@@ -58,7 +63,8 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
     state = json.loads(context.cursor) if context.cursor else {}
     if state.get("hash") == digest:
         return SkipReason(f"suite {name} unchanged ({digest[:12]})")
-    cursor = json.dumps({"suite": name, "hash": digest})
+    change = int(state.get("changes", 0)) + 1
+    cursor = json.dumps({"suite": name, "hash": digest, "changes": change})
     if not state:
         return SensorResult(run_requests=[], cursor=cursor)
     try:
@@ -66,13 +72,15 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
     except RegistryError as exc:
         return SkipReason(f"suite {name} changed, but models.yaml is invalid:\n{exc}")
     partitions = set(context.instance.get_dynamic_partitions(MODELS_PARTITIONS_NAME))
-    runs = [RunRequest(run_key=f"suite:{digest[:16]}", asset_selection=[AssetKey("benchmark_suite")])]
+    runs = [
+        RunRequest(run_key=f"suite:{change}:{digest[:16]}", asset_selection=[AssetKey("benchmark_suite")])
+    ]
     for entry in registry.enabled():
         if entry.slug not in partitions:
             continue  # the registry sensor adds it (and benchmarks it) first
         runs.append(
             RunRequest(
-                run_key=f"suite:{digest[:16]}:{entry.slug}",
+                run_key=f"suite:{change}:{digest[:16]}:{entry.slug}",
                 partition_key=entry.slug,
                 asset_selection=BENCHMARK_CHAIN,
                 tags={RUN_TAG: entry.backend, "goat/reason": f"suite {name} changed"},

@@ -105,7 +105,13 @@ def ensure_control_plane(
     paths = config.export_environment()
     with _start_lock():
         cp = running_control_plane()
-        if cp is not None and (settings.port in (0, int(cp.root_url.rsplit(":", 1)[1]))):
+        if cp is not None:
+            running_port = int(cp.root_url.rsplit(":", 1)[1])
+            if settings.port not in (0, running_port):  # one control plane per GOAT_HOME
+                raise ServeClientError(
+                    f"goat serve of this GOAT_HOME already runs on port {running_port} (pid {cp.pid}), "
+                    f"not {settings.port}: use that port, or stop it first (`goat stop`)"
+                )
             say(f"goat serve is running: {cp.base_url} (pid {cp.pid})")
             return cp
         if settings.port:
@@ -184,7 +190,9 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
             proc.kill()
             proc.wait(5)
     except psutil.NoSuchProcess:
-        pass
+        pid_stopped = None  # it was already gone: nothing was stopped
+    else:
+        pid_stopped = pid
     for p in list(_DETACHED):
         if p.pid == pid:
             p.poll()
@@ -192,7 +200,7 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
     with contextlib.suppress(FileNotFoundError):
         if (read_state() or {}).get("pid") == pid:
             (config.paths().serve / "serve.json").unlink()
-    return pid
+    return pid_stopped
 
 
 def _error_message(resp: httpx.Response) -> str:
@@ -211,12 +219,6 @@ def load_model(root_url: str, model: str, timeout_s: float = 600.0) -> dict[str,
         raise ServeClientError(f"loading {model!r} on {root_url}: {type(exc).__name__}: {exc}") from None
     if resp.status_code != 200:
         raise ServeClientError(f"loading {model!r} on {root_url}: {_error_message(resp)}")
-    return resp.json()
-
-
-def control_plane_status(root_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    resp = httpx.get(f"{root_url}/status", timeout=timeout_s)
-    resp.raise_for_status()
     return resp.json()
 
 

@@ -97,11 +97,6 @@ def gpt_oss_spec(
     return ServeSpec(**{**spec.__dict__, "engine_args": args, "extra_env": env})
 
 
-def speculator_repo(spec: ServeSpec) -> str | None:
-    cfg = spec.engine_args.get("speculative-config")
-    return cfg.get("model") if isinstance(cfg, dict) else None
-
-
 def gpt_oss_image(spec: ServeSpec) -> modal.Image:
     return (
         modal.Image.from_registry(CUDA_BASE, add_python=PYTHON_VERSION)

@@ -120,41 +120,63 @@ def _locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# A writer-preferring readers/writer lock between benchmark runs (readers: they call the proxy)
+# and a proxy restart (the writer), on two lock files: a restart first closes the `gate`, so no new
+# run starts against the old proxy, then waits for the running ones to release the `lease`.
+RESTART_WAIT_S = float(os.environ.get("GOAT_PROXY_RESTART_WAIT_S", "3600"))
+
+
 @contextlib.contextmanager
 def gateway_lease() -> Iterator[None]:
-    """Held (shared) by a benchmark run while it calls the proxy. Restarting the proxy for a new
-    config takes the lease exclusively, so it waits for running benchmarks instead of cutting
-    their calls; runs that only read the config never block each other."""
+    """Held (shared) by a benchmark run while it calls the proxy, so a restart for a new config
+    waits for it instead of cutting its calls. Runs never block each other; a run that starts
+    while a restart is pending waits for the new proxy."""
     state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / "lease", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_SH)
+    with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(lease, fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(lease, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
-def _exclusive_lease(log: Any = None, poll_s: float = 2.0) -> Iterator[None]:
+def _exclusive_lease(log: Any = None, wait_s: float | None = None, poll_s: float = 1.0) -> Iterator[None]:
+    wait_s = RESTART_WAIT_S if wait_s is None else wait_s
     state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / "lease", "a") as fh:
-        waited = 0.0
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if log is not None and waited % 60 == 0:
-                    log(
-                        "waiting for running benchmarks to finish their calls before restarting the "
-                        f"LiteLLM proxy with the new config ({waited:.0f}s so far)"
-                    )
-                time.sleep(poll_s)
-                waited += poll_s
+    with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # readers hold the gate only for an instant
         try:
-            yield
+            started, next_note = time.monotonic(), 0.0
+            while True:
+                try:
+                    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited >= wait_s:
+                        raise ProxyError(
+                            "the LiteLLM proxy must restart for a new config, but benchmark runs still "
+                            f"use it after {waited:.0f}s; run this again when they are done "
+                            "(GOAT_PROXY_RESTART_WAIT_S sets the wait)"
+                        ) from None
+                    if log is not None and waited >= next_note:
+                        log(
+                            "waiting for running benchmarks to finish their calls before restarting "
+                            f"the LiteLLM proxy with the new config ({waited:.0f}s so far)"
+                        )
+                        next_note += 60
+                    time.sleep(poll_s)
+            try:
+                yield
+            finally:
+                fcntl.flock(lease, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 def read_state() -> ProxyState | None:
@@ -185,15 +207,6 @@ def is_ready(base_url: str, timeout_s: float = 2.0) -> bool:
     except httpx.HTTPError:
         return False
     return r.status_code == 200
-
-
-def proxy_status() -> dict[str, Any]:
-    """The managed proxy as a dict (for `goat doctor` and asset metadata). No keys in it."""
-    st = read_state()
-    if st is None:
-        return {"running": False}
-    alive = _pid_alive(st.pid)
-    return {**asdict(st), "running": alive, "ready": alive and is_ready(st.base_url), "base_url": st.base_url}
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -312,17 +325,31 @@ def ensure_proxy(
     """Make the managed proxy serve `cfg`: reuse it when up with the same config, else (re)start.
     A restart first waits for running benchmarks to release their `gateway_lease`."""
     sha = config_hash(cfg)
+
+    def current() -> ProxyState | None:
+        st = read_state()
+        return st if st is not None and _pid_alive(st.pid) else None
+
+    def serves_cfg(st: ProxyState) -> bool:
+        return st.config_sha256 == sha and (st.host, st.port) == (host, port) and is_ready(st.base_url)
+
     with _locked():
         path = config_path()
         changed = write_litellm_config(cfg, path)
-        st = read_state()
-        if st is not None and _pid_alive(st.pid):
-            same = st.config_sha256 == sha and (st.host, st.port) == (host, port)
-            if same and is_ready(st.base_url):
-                return ProxyHandle(st, "reused", changed)
-            with _exclusive_lease(log):
-                _stop(st)
-                _state_file().unlink(missing_ok=True)
-                return ProxyHandle(_start(path, sha, host, port, timeout_s), "restarted", True)
+        st = current()
+        if st is not None and serves_cfg(st):
+            return ProxyHandle(st, "reused", changed)
+        if st is None:
+            _state_file().unlink(missing_ok=True)
+            return ProxyHandle(_start(path, sha, host, port, timeout_s), "started", changed)
+    # a running proxy serves another config: wait for running benchmarks (not holding the state
+    # lock meanwhile, so `goat stop` and readers of the state are never stuck behind the wait)
+    with _exclusive_lease(log), _locked():
+        changed = write_litellm_config(cfg, path) or changed
+        st = current()
+        if st is not None and serves_cfg(st):  # another caller restarted it meanwhile
+            return ProxyHandle(st, "reused", changed)
+        if st is not None:
+            _stop(st)
         _state_file().unlink(missing_ok=True)
-        return ProxyHandle(_start(path, sha, host, port, timeout_s), "started", changed)
+        return ProxyHandle(_start(path, sha, host, port, timeout_s), "restarted", True)

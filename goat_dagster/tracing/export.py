@@ -146,9 +146,12 @@ def calls_file(run_id: str) -> Path:
 
 
 def load_calls(run_id: str) -> list[CallRecord]:
-    """The harness's calls of a run; FileNotFoundError names the file when the run has none."""
+    """The harness's calls of a run: none for a run that made no LLM call (the oracle, or every
+    task failed before one); FileNotFoundError names the file when there is no such run."""
     f = calls_file(run_id)
     if not f.exists():
+        if (f.parent / "run.json").exists():
+            return []
         raise FileNotFoundError(f"{f}: no call journal for run {run_id!r}")
     out = []
     for line in f.read_text(encoding="utf-8").splitlines():

@@ -120,7 +120,7 @@ def test_definitions_validate() -> None:
 
 
 def test_pools_are_configured_once(pg_instance) -> None:
-    from goat_dagster.instance import POOL_LIMITS, configure_pools
+    from goat_dagster.pools import POOL_LIMITS, configure_pools
 
     limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
     assert {k: limits.get(k) for k in POOL_LIMITS} == POOL_LIMITS

@@ -82,6 +82,13 @@ def test_registry_sensor_requests_the_chain_for_new_and_changed_models(
 
     # the same file again: nothing
     assert isinstance(tick(model_registry_sensor, instance, second.cursor), SkipReason)
+    # alpha changed back: a change again, not a run key seen before
+    models.write_text(
+        "models:\n" + entry("alpha") + entry("beta") + entry("gamma") + entry("delta", enabled=False)
+    )
+    third = tick(model_registry_sensor, instance, second.cursor)
+    assert [r.partition_key for r in third.run_requests if r.partition_key] == ["alpha"]
+    assert not {r.run_key for r in third.run_requests} & {r.run_key for r in second.run_requests}
 
 
 def test_suite_sensor_fires_once_per_change(clean_partitions, tmp_path, monkeypatch):
@@ -109,13 +116,22 @@ def test_suite_sensor_fires_once_per_change(clean_partitions, tmp_path, monkeypa
     partitioned = [r for r in changed.run_requests if r.partition_key]
     assert sorted(r.partition_key for r in partitioned) == ["alpha", "beta"]  # enabled models only
     assert all(r.asset_selection == BENCHMARK_CHAIN for r in partitioned)
-    digest = json.loads(changed.cursor)["hash"]
-    assert {r.run_key for r in partitioned} == {f"suite:{digest[:16]}:alpha", f"suite:{digest[:16]}:beta"}
+    state = json.loads(changed.cursor)
+    digest, n = state["hash"], state["changes"]
+    assert {r.run_key for r in partitioned} == {
+        f"suite:{n}:{digest[:16]}:alpha",
+        f"suite:{n}:{digest[:16]}:beta",
+    }
     assert [r.asset_selection for r in changed.run_requests if not r.partition_key] == [
         [AssetKey("benchmark_suite")]
     ]
     # once per change: the next tick sees nothing new
     assert isinstance(tick(benchmark_suite_sensor, instance, changed.cursor), SkipReason)
+    # changed back to the first content: that is a change too, with run keys of its own
+    (suites / "smoke.yaml").write_text(text)
+    back = tick(benchmark_suite_sensor, instance, changed.cursor)
+    assert isinstance(back, SensorResult) and len([r for r in back.run_requests if r.partition_key]) == 2
+    assert not {r.run_key for r in back.run_requests} & {r.run_key for r in changed.run_requests}
 
     # a broken suite: a skip naming file, task and field; the cursor stays where it was
     (suites / "smoke.yaml").write_text(
@@ -129,3 +145,15 @@ def test_suite_sensor_fires_once_per_change(clean_partitions, tmp_path, monkeypa
     assert isinstance(broken, SkipReason)
     assert str(suites / "smoke.yaml") in broken.skip_message and "tasks[fizzbuzz]" in broken.skip_message
     assert "instruction" in broken.skip_message and "No benchmark was requested" in broken.skip_message
+
+
+def test_suite_sensor_watches_a_suite_given_as_a_path(clean_partitions, tmp_path, monkeypatch):
+    """GOAT_SUITE may name a file anywhere: its bytes are what the cursor follows."""
+    from goat_dagster.sensors import suite as suite_sensor
+
+    path = tmp_path / "my-suite.yaml"
+    shutil.copy(PROJECT / "suites" / "smoke.yaml", path)
+    monkeypatch.setattr(suite_sensor, "DEFAULT_SUITE", str(path))
+    first = suite_sensor.suite_fingerprint(str(path))
+    path.write_text(path.read_text().replace('reverse_string("a") == "a"', 'reverse_string("ab") == "ba"'))
+    assert suite_sensor.suite_fingerprint(str(path)) != first

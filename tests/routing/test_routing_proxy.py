@@ -240,3 +240,17 @@ def test_unchanged_config_reuses_and_changed_restarts(proxy_url, routing_env):
         routing_env.models_file.write_text(original)
         ensure_gateway()  # back to the session's config for whoever runs next
     assert proxy.read_state().config_sha256 == before.config_sha256
+
+
+def test_a_run_without_llm_calls_verifies(routing_env):
+    """The oracle makes no LLM call: its run has a journal (run.json) and no calls.jsonl, which is
+    zero calls to verify, not a missing journal; a run id nobody ran is still an error."""
+    from goat_dagster.bench.runner import run_benchmark
+
+    summary = run_benchmark("smoke", "smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
+    runner = CliRunner()
+    ok = runner.invoke(goat, ["traces", "verify", summary.run_id, "--source", "sink", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["calls"] == 0
+    unknown = runner.invoke(goat, ["traces", "verify", "no-such-run", "--source", "sink"])
+    assert unknown.exit_code != 0 and "no call journal" in unknown.output

@@ -137,9 +137,18 @@ def test_local_model_weights_endpoint_and_check(registry_env):
     assert again.tags["dagster/data_version"] == weights.tags["dagster/data_version"]
     assert load_endpoint("smollm2-135m").detail["control_plane_started"] is False
 
+    # one control plane per GOAT_HOME: asking for it on another port is an error, not a second one
+    from goat_dagster.serving.client import ServeClientError, ensure_control_plane
+    from goat_dagster.serving.serve_config import ServeSettings
+
+    running = read_state()["port"]
+    with pytest.raises(ServeClientError, match=f"already runs on port {running}"):
+        ensure_control_plane(ServeSettings(port=running + 1))
+
     # the endpoint stops answering: the check fails
     pid = read_state()["pid"]
     assert stop_control_plane() == pid and running_control_plane() is None
+    assert stop_control_plane() is None  # nothing left to stop: not reported as stopped
     only_check = run_check_only(instance, "smollm2-135m")
     evaluation = check_result(only_check)
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
@@ -228,9 +237,16 @@ def test_local_endpoint_waits_for_the_serving_local_slot(registry_env, pg_instan
         worker = threading.Thread(target=materialize_endpoint)
         with backend_slot(pg_instance, "serving-local", "another-run", "benchmark_results"):
             worker.start()
-            time.sleep(3)
-            assert worker.is_alive() and load_endpoint("smollm2-135m") is None, "it waited for the slot"
+            deadline = time.monotonic() + 120
+            waiting: list = []
+            while not waiting and time.monotonic() < deadline and worker.is_alive():
+                info = pg_instance.event_log_storage.get_concurrency_info("serving-local")
+                waiting = [p for p in info.pending_steps if p.step_key == "serving_endpoint"]
+                time.sleep(0.2)
+            assert waiting and waiting[0].assigned_timestamp is None, "the step queues for the slot"
+            assert load_endpoint("smollm2-135m") is None, "and does not serve while it waits"
         worker.join(120)
+        assert "result" in done, "the step went on once the slot was free"
         assert done["result"].success and load_endpoint("smollm2-135m").healthy
         assert pg_instance.event_log_storage.get_concurrency_info("serving-local").claimed_slots == []
     finally:
