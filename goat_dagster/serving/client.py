@@ -112,6 +112,12 @@ def ensure_control_plane(
                     f"goat serve of this GOAT_HOME already runs on port {running_port} (pid {cp.pid}), "
                     f"not {settings.port}: use that port, or stop it first (`goat stop`)"
                 )
+            serving = (read_state() or {}).get("models_file")
+            if serving and Path(serving) != config.models_file():  # it would not know our models
+                raise ServeClientError(
+                    f"goat serve of this GOAT_HOME (pid {cp.pid}) serves the models of {serving}, not "
+                    f"{config.models_file()}: stop it (`goat stop`) to serve this registry"
+                )
             say(f"goat serve is running: {cp.base_url} (pid {cp.pid})")
             return cp
         if settings.port:
@@ -172,6 +178,20 @@ def _start_detached(settings: ServeSettings, timeout_s: float, say: Log) -> Cont
     )
 
 
+def _ended(proc: psutil.Process, timeout_s: float) -> bool:
+    """Whether the process exits within timeout_s. Not our child (it was started by another
+    `goat` process), it can only be polled; a zombie whose parent has not reaped it yet is ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop_control_plane(timeout_s: float = 20.0) -> int | None:
     """Stop the recorded control plane of this GOAT_HOME (SIGTERM, then SIGKILL); its pid, or None."""
     state = read_state()
@@ -184,11 +204,9 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
         if "serve" not in cmd or not any("goat" in part for part in cmd):
             return None  # a stale record: the pid belongs to someone else now
         proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except psutil.TimeoutExpired:
+        if not _ended(proc, timeout_s):
             proc.kill()
-            proc.wait(5)
+            _ended(proc, 5)
     except psutil.NoSuchProcess:
         pid_stopped = None  # it was already gone: nothing was stopped
     else:

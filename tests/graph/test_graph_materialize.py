@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,12 +32,17 @@ def meta(result, key: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_model(stack_env, tmp_path_factory) -> Path:
-    """The session's registry with only smollm2-135m: what this module benchmarks."""
+def one_model(stack_env, tmp_path_factory) -> Iterator[Path]:
+    """The session's registry with only smollm2-135m: what this module benchmarks. The servers it
+    starts serve this registry, so they are stopped when the module is done."""
     text = stack_env.models_file.read_text()
     path = tmp_path_factory.mktemp("one-model") / "models.yaml"
     path.write_text(text[: text.index("  smollm2-135m-b:")])
-    return path
+    yield path
+    subprocess.run(
+        [str(Path(sys.executable).with_name("goat")), "stop"],
+        env={**os.environ, **stack_env.env, "GOAT_MODELS_FILE": str(path)}, check=True, timeout=120,
+    )  # fmt: skip
 
 
 def test_whole_graph_for_smollm2_on_smoke(pg_instance, stack_env, one_model, monkeypatch) -> None:
