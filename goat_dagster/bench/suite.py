@@ -298,13 +298,3 @@ def load_suite(name_or_path: str) -> Suite:
         )
     text = path.read_text(encoding="utf-8")
     return parse_suite(text, path, default_name=path.stem)
-
-
-def suites_hash(names: list[str] | None = None) -> str:
-    """A hash of the suite files' bytes (for a suite sensor's cursor)."""
-    h = hashlib.sha256()
-    d = config.suites_dir()
-    for p in sorted(d.glob("*.y*ml")) if d.is_dir() else []:
-        if names is None or p.stem in names:
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
