@@ -8,6 +8,7 @@ runs never share a file or a lock. Queries read the files with an in-memory Duck
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,33 @@ class ResultRow(BaseModel):
     @property
     def key(self) -> tuple[str, int]:
         return (self.task_id, self.epoch)
+
+
+def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
+    """Totals of a run's rows: the one definition `goat run`, `goat results`, the journal of an
+    unfinished run and the benchmark asset share. Errors are counted apart by kind and never scored
+    (pass_rate = passed / (passed + failed)); wall_s runs from the first task's start to the last
+    task's finish, so a resumed run counts the time it was down."""
+    rows = list(rows)
+    passed = sum(r.status == "passed" for r in rows)
+    failed = sum(r.status == "failed" for r in rows)
+    started = min((r.started_at for r in rows), default=None)
+    finished = max((r.finished_at for r in rows), default=None)
+    return {
+        "n": len(rows),
+        "passed": passed,
+        "failed": failed,
+        "errors": sum(r.status == "error" for r in rows),
+        "pass_rate": round(passed / (passed + failed), 4) if passed + failed else None,
+        "wall_s": round((finished - started).total_seconds(), 3) if started and finished else 0.0,
+        "cost_usd": round(sum(r.cost_usd for r in rows), 6),
+        "errors_by_kind": {k: sum(r.error_kind == k for r in rows) for k in ERROR_KINDS},
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+        "epochs": max((r.epoch for r in rows), default=0),
+        "started_at": started,
+        "finished_at": finished,
+    }
 
 
 # DuckDB (and so Parquet) types of the columns; timestamps are UTC instants
@@ -130,33 +158,10 @@ def read_rows(run_id: str) -> list[dict[str, Any]]:
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-_SUMMARY_SQL = """
-SELECT run_id, any_value(model) AS model, any_value(suite) AS suite,
-       any_value(suite_version) AS suite_version, any_value(agent) AS agent,
-       any_value(sandbox) AS sandbox, count(*) AS n,
-       count(*) FILTER (status = 'passed') AS passed,
-       count(*) FILTER (status = 'failed') AS failed,
-       count(*) FILTER (status = 'error') AS errors,
-       count(*) FILTER (error_kind = 'infra') AS errors_infra,
-       count(*) FILTER (error_kind = 'timeout') AS errors_timeout,
-       count(*) FILTER (error_kind = 'agent') AS errors_agent,
-       count(*) FILTER (error_kind = 'budget') AS errors_budget,
-       max(epoch) AS epochs,
-       epoch_ms(max(finished_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS span_s,
-       sum(cost_usd) AS cost_usd, sum(prompt_tokens) AS prompt_tokens,
-       sum(completion_tokens) AS completion_tokens,
-       min(started_at) AS started_at, max(finished_at) AS finished_at
-FROM read_parquet(?)
-{where}
-GROUP BY run_id
-ORDER BY max(finished_at) DESC
-"""
-
-
 def run_summaries(
     run_id: str | None = None, model: str | None = None, suite: str | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """One summary per run in the lake, newest first."""
+    """One summary per run in the lake (`summarize` of its rows plus what the run was), newest first."""
     if not _has_files():
         return []
     conds, params = [], []
@@ -164,22 +169,34 @@ def run_summaries(
         if val is not None:
             conds.append(f"{col} = ?")
             params.append(val)
-    sql = _SUMMARY_SQL.format(where=("WHERE " + " AND ".join(conds)) if conds else "")
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    runs = f"SELECT run_id FROM read_parquet(?) {where} GROUP BY run_id ORDER BY max(finished_at) DESC"
     if limit:
-        sql += f" LIMIT {int(limit)}"
+        runs += f" LIMIT {int(limit)}"
+    sql = f"SELECT * FROM read_parquet(?) WHERE run_id IN ({runs})"
     with _duck() as con:
-        cur = con.execute(sql, [_glob(), *params])
+        cur = con.execute(sql, [_glob(), _glob(), *params])
         cols = [d[0] for d in cur.description]
         fetched = cur.fetchall()
-    out = []
+    by_run: dict[str, list[ResultRow]] = {}
     for r in fetched:
-        row = dict(zip(cols, r, strict=True))
-        scored = row["passed"] + row["failed"]
-        row["pass_rate"] = round(row["passed"] / scored, 4) if scored else None
-        row["errors_by_kind"] = {k: row.pop(f"errors_{k}") for k in ERROR_KINDS}
-        row["wall_s"] = round(float(row.pop("span_s") or 0.0), 3)
-        row["cost_usd"] = float(row["cost_usd"] or 0.0)
-        out.append(row)
+        row = ResultRow.model_validate(dict(zip(cols, r, strict=True)))
+        by_run.setdefault(row.run_id, []).append(row)
+    out = []
+    for rows in by_run.values():
+        first = rows[0]
+        out.append(
+            {
+                "run_id": first.run_id,
+                "model": first.model,
+                "suite": first.suite,
+                "suite_version": first.suite_version,
+                "agent": first.agent,
+                "sandbox": first.sandbox,
+                **summarize(rows),
+            }
+        )
+    out.sort(key=lambda s: s["finished_at"], reverse=True)
     return out
 
 

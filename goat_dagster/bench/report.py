@@ -103,25 +103,17 @@ def incomplete_runs(known: set[str]) -> list[dict[str, Any]]:
 
 
 def journal_summary(spec: RunSpec) -> dict[str, Any]:
+    """A run not yet in the lake (killed, or still going), summarized from its journal."""
     rows = list(latest_rows(read_entries(journal_file(spec.run_id))).values())
-    passed = sum(r.status == "passed" for r in rows)
-    failed = sum(r.status == "failed" for r in rows)
     return {
         "run_id": spec.run_id,
         "model": spec.model,
         "suite": spec.suite,
-        "n": len(rows),
-        "passed": passed,
-        "failed": failed,
-        "errors": sum(r.status == "error" for r in rows),
-        "pass_rate": round(passed / (passed + failed), 4) if passed + failed else None,
-        "wall_s": 0.0,
-        "cost_usd": sum(r.cost_usd for r in rows),
+        **lake.summarize(rows),
         "suite_version": spec.suite_version,
         "agent": spec.agent,
         "sandbox": spec.sandbox,
         "epochs": spec.epochs,
-        "errors_by_kind": {k: sum(r.error_kind == k for r in rows) for k in lake.ERROR_KINDS},
         "complete": False,
         "rows": [r.model_dump(mode="json") for r in rows],
     }

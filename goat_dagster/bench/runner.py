@@ -42,7 +42,7 @@ from goat_dagster.bench.gateway import (
     resolve_gateway,
 )
 from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
-from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, write_results
+from goat_dagster.bench.lake import ResultRow, summarize, write_results
 from goat_dagster.bench.sandbox import (
     PoolOptions,
     Sandbox,
@@ -85,13 +85,15 @@ class RunSummary(BaseModel):
     failed: int
     errors: int
     pass_rate: float | None = Field(description="passed / (passed + failed): errors are not scored")
-    wall_s: float
+    wall_s: float = Field(description="first task start to last task finish (a resumed run included)")
     cost_usd: float
     suite_version: str
     agent: str
     sandbox: str
     epochs: int
     errors_by_kind: dict[str, int]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     projected_cost_usd: float | None = None
     budget_usd: float | None = None
     resumed: bool = False
@@ -357,7 +359,6 @@ def run_benchmark(
     """
     from goat_dagster.registry import load_registry
 
-    t0 = time.monotonic()
     if parallel < 1 or epochs < 1:
         raise RunError("--parallel and --epochs must be at least 1")
     if budget_usd is not None and budget_usd < 0:
@@ -447,9 +448,7 @@ def run_benchmark(
         final = journal.rows()
         rows = [final[(t.id, e)] for t, e in items if (t.id, e) in final]
         path = write_results(journal.spec.run_id, rows)
-        return _summary(
-            journal, the_suite, rows, time.monotonic() - t0, budget, len(done), isolation, warns, path
-        )
+        return _summary(journal, the_suite, rows, budget, len(done), isolation, warns, path)
     finally:
         journal.close()
 
@@ -458,39 +457,26 @@ def _summary(
     journal: RunJournal,
     suite: Suite,
     rows: list[ResultRow],
-    wall_s: float,
     budget: _Budget,
     reused: int,
     isolation: str,
     warns: list[str],
     path: Path,
 ) -> RunSummary:
-    passed = sum(r.status == "passed" for r in rows)
-    failed = sum(r.status == "failed" for r in rows)
-    errors = sum(r.status == "error" for r in rows)
-    cost = sum(r.cost_usd for r in rows)
+    totals = summarize(rows)
     started = [r for r in rows if r.error_kind != "budget"]
-    n_total = (
-        len(suite.tasks if journal.spec.task_ids is None else journal.spec.task_ids) * journal.spec.epochs
-    )
-    projected = (cost / len(started) * n_total) if started else None
     spec = journal.spec
+    n_total = len(suite.tasks if spec.task_ids is None else spec.task_ids) * spec.epochs
+    projected = (totals["cost_usd"] / len(started) * n_total) if started else None
     return RunSummary(
         run_id=spec.run_id,
         model=spec.model,
         suite=spec.suite,
-        n=len(rows),
-        passed=passed,
-        failed=failed,
-        errors=errors,
-        pass_rate=round(passed / (passed + failed), 4) if passed + failed else None,
-        wall_s=round(wall_s, 3),
-        cost_usd=round(cost, 6),
+        **{k: totals[k] for k in _TOTALS},
         suite_version=spec.suite_version,
         agent=spec.agent,
         sandbox=spec.sandbox,
         epochs=spec.epochs,
-        errors_by_kind={k: sum(r.error_kind == k for r in rows) for k in ERROR_KINDS},
         projected_cost_usd=round(projected, 6) if projected is not None else None,
         budget_usd=budget.limit,
         resumed=journal.resumed,
@@ -500,6 +486,12 @@ def _summary(
         results_path=str(path),
         journal_dir=str(journal.dir),
     )
+
+
+_TOTALS = (
+    "n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd", "errors_by_kind",
+    "prompt_tokens", "completion_tokens",
+)  # fmt: skip
 
 
 __all__ = ["Progress", "RetryPolicy", "RunError", "RunSummary", "new_run_id", "run_benchmark"]

@@ -109,6 +109,30 @@ def test_wrong_reference_fails_and_errors_are_kept_apart(goat_home: Path, tmp_pa
     assert hang["detail"]["attempts"][0]["check_killed"] == "timeout"
 
 
+def test_one_summary_for_the_run_the_lake_and_the_journal(goat_home: Path, tmp_path: Path) -> None:
+    """`goat run --json`, `goat results` (lake) and an unfinished run (journal) agree on every total."""
+    from goat_dagster.bench.journal import read_spec
+    from goat_dagster.bench.report import journal_summary
+
+    suite = parse_suite(TRICKY, tmp_path / "tricky.yaml")
+    s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=2, epochs=2)
+    rows = [ResultRow.model_validate(r) for r in parquet_rows(s.results_path)]
+    span = (max(r.finished_at for r in rows) - min(r.started_at for r in rows)).total_seconds()
+    assert s.wall_s == pytest.approx(span, abs=1e-3)  # first start -> last finish
+    assert s.wall_s >= max(r.wall_s for r in rows)
+    from_lake = lake.run_summaries(run_id=s.run_id)[0]
+    from_journal = journal_summary(read_spec(s.run_id))
+    keys = (
+        "n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd", "errors_by_kind",
+        "prompt_tokens", "completion_tokens",
+    )  # fmt: skip
+    ours = s.model_dump()
+    for k in keys:
+        assert ours[k] == from_lake[k] == from_journal[k], k
+    totals = [from_lake[k] for k in ("passed", "failed", "errors", "pass_rate")]
+    assert totals == [2, 6, 2, 0.25]  # errors are not scored
+
+
 def test_a_gateway_down_from_the_start_is_a_clear_error(goat_home: Path) -> None:
     dead = Gateway(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", model="smollm2-135m-local")
     with pytest.raises(RunError, match=r"no model gateway answers at http://127\.0\.0\.1:\d+/v1"):
