@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from goat_dagster import config
-from goat_dagster.serving.modal_spec import SECRETS, VOLUMES, app_name_for
+from goat_dagster.serving.modal_spec import SECRET_VLLM, SECRETS, VLLM_KEY_ENV, VOLUMES, app_name_for
 from goat_dagster.tracing.schema import TraceRecord
 
 PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
@@ -76,6 +76,19 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
             for m in registry.models.values()
             if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned
         ]
+        on_modal = [m.key for m in registry.enabled() if m.provider == "modal"]
+        if on_modal and not os.environ.get(VLLM_KEY_ENV):
+            out.append(
+                Check(
+                    "config",
+                    VLLM_KEY_ENV,
+                    "fail",
+                    f"not set, and {', '.join(on_modal)} run on Modal: their /v1 answers only with it",
+                    f"export the value of the {SECRET_VLLM} secret (from .env; `goat setup` stores it)",
+                )
+            )
+        elif on_modal:
+            out.append(Check("config", VLLM_KEY_ENV, "pass", "set (sent to the goat-vllm-* apps)"))
         if loose:
             out.append(
                 Check(

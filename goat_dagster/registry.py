@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from goat_dagster import config
+from goat_dagster.serving.modal_spec import VLLM_KEY_ENV
 from goat_dagster.yaml_lines import LineDict, YamlProblem, line_of, load_yaml
 
 Provider = Literal["local", "modal", "cloud", "openai_compatible"]
@@ -218,6 +219,16 @@ class ModelEntry(_Strict):
         if self.provider in ("cloud", "openai_compatible") and self.weights is not None:
             raise ValueError(f"provider {self.provider!r} serves its own weights; remove 'weights'")
         if self.provider == "modal":
+            if self.api_key_env not in (None, VLLM_KEY_ENV):
+                raise ValueError(
+                    f"api_key_env: the goat-vllm apps read their key from {VLLM_KEY_ENV} (Modal secret "
+                    f"goat-vllm); remove api_key_env or set it to {VLLM_KEY_ENV}"
+                )
+            if any(k.replace("_", "-") == "api-key" for k in self.engine_args):
+                raise ValueError(
+                    f"engine_args: remove api-key; the apps take their key from {VLLM_KEY_ENV} in the "
+                    "goat-vllm Modal secret, never from models.yaml"
+                )
             if not self.gpu:
                 raise ValueError("provider 'modal' needs a 'gpu' (e.g. A10G, A100-80GB, H100)")
             if not isinstance(self.weights, HFWeights):
@@ -259,6 +270,12 @@ class ModelEntry(_Strict):
         """The serving backend: `local` (this machine's CPU server), `modal` (GPU apps), `cloud`
         (APIs and OpenAI-compatible servers elsewhere). Concurrency pools and run tags use it."""
         return {"local": "local", "modal": "modal"}.get(self.provider, "cloud")
+
+    @property
+    def key_env(self) -> str | None:
+        """The env var holding the key its endpoint wants: `api_key_env`, or VLLM_API_KEY for the
+        goat-vllm apps on Modal (their URLs are public, so vLLM requires a bearer token)."""
+        return self.api_key_env or (VLLM_KEY_ENV if self.provider == "modal" else None)
 
     @property
     def served_model(self) -> str:

@@ -9,6 +9,7 @@ and in the asset metadata; the `serving_endpoint_answers` check probes it again.
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,10 @@ def _endpoint_answers(context: AssetCheckExecutionContext) -> AssetCheckResult:
         )
     if not ep.base_url:
         return AssetCheckResult(passed=False, description=f"the record of {entry.key} has no base_url")
-    probe = probe_chat(ep.base_url, ep.served_name, timeout_s=300 if entry.provider == "modal" else 120)
+    api_key = os.environ.get(entry.key_env) if entry.key_env else None
+    probe = probe_chat(
+        ep.base_url, ep.served_name, api_key=api_key, timeout_s=300 if entry.provider == "modal" else 120
+    )
     return AssetCheckResult(
         passed=probe.ok,
         description=(

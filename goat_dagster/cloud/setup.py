@@ -11,8 +11,10 @@ Secrets (each a set of environment variables Modal injects into the apps that at
 - `goat-litellm`: LITELLM_MASTER_KEY (required: the proxy URL is public); goat-services.
 - `goat-langfuse`: LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_HOST; goat-services.
 - `goat-hf-token`: HF_TOKEN (gated models such as Llama 3.1 need it); every vLLM app, goat-weights.
+- `goat-vllm`: VLLM_API_KEY (required: the vLLM URLs are public, vLLM demands it as a bearer token
+  on /v1); every vLLM app and goat-services. Keep the same value in your local environment.
 
-Every app attaches its secrets unconditionally (seed 002), so all four are created even when a
+Every app attaches its secrets unconditionally (seed 002), so all five are created even when a
 value is missing: a placeholder key (`GOAT_<X>_SET=0`) stands in, never an empty value. An existing
 secret is updated with the keys the .env has; keys it has that the .env lacks are kept. Values are
 never printed: the plan shows key names and whether each is set.
@@ -32,6 +34,8 @@ from goat_dagster.serving.modal_spec import (
     SECRET_LANGFUSE,
     SECRET_LITELLM,
     SECRET_PROVIDERS,
+    SECRET_VLLM,
+    VLLM_KEY_ENV,
     VOLUME_FLASHINFER,
     VOLUME_MODELS,
     VOLUME_RESULTS,
@@ -49,6 +53,7 @@ PROVIDER_KEYS = (
 LANGFUSE_KEYS = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_HOST", "LANGFUSE_BASE_URL")
 HF_KEYS = ("HF_TOKEN",)
 LITELLM_KEYS = ("LITELLM_MASTER_KEY",)
+VLLM_KEYS = (VLLM_KEY_ENV,)
 
 VOLUME_PURPOSE = {
     VOLUME_MODELS: "Hugging Face weights for vLLM",
@@ -179,6 +184,9 @@ def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_no
         ),
         SecretPlan(SECRET_LANGFUSE, "Langfuse tracing", pick(LANGFUSE_KEYS), list(LANGFUSE_KEYS)),
         SecretPlan(SECRET_HF, "Hugging Face token for gated weights", pick(HF_KEYS), list(HF_KEYS)),
+        SecretPlan(
+            SECRET_VLLM, "key the vLLM apps require", pick(VLLM_KEYS), list(VLLM_KEYS), list(VLLM_KEYS)
+        ),
     ]
     warnings = []
     for s in secrets:

@@ -97,7 +97,7 @@ def _model_info(m: ModelEntry, *, with_costs: bool) -> dict[str, Any]:
 
 
 def _key_param(m: ModelEntry) -> str:
-    return env_ref(m.api_key_env) if m.api_key_env else NO_KEY
+    return env_ref(m.key_env) if m.key_env else NO_KEY
 
 
 def _self_hosted(m: ModelEntry, ep: Endpoint | None) -> tuple[dict[str, Any] | None, str]:

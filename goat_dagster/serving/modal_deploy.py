@@ -37,7 +37,9 @@ from goat_dagster.serving.modal_spec import (
     DEFAULT_ENVIRONMENT,
     ENVIRONMENT_ENV,
     HF_CACHE_DIR,
+    SECRET_VLLM,
     SERVE_FUNCTION,
+    VLLM_KEY_ENV,
     VOLUME_MODELS,
     ServeSpec,
     base_spec,
@@ -448,17 +450,38 @@ class ProbeResult:
     error: str | None = None
 
 
+def vllm_api_key() -> str:
+    """The bearer token the goat-vllm-* apps require on /v1 (VLLM_API_KEY, the value `goat setup`
+    stored in the goat-vllm secret)."""
+    key = os.environ.get(VLLM_KEY_ENV)
+    if not key:
+        raise ValueError(
+            f"{VLLM_KEY_ENV} is not set: the goat-vllm-* apps answer /v1 only with it. Put the value "
+            f"of the {SECRET_VLLM} Modal secret in the environment (add {VLLM_KEY_ENV} to .env, then "
+            "`goat setup` stores it there too)"
+        )
+    return key
+
+
 def probe_endpoint(
-    url: str, served_name: str, *, timeout_s: float, log: LogLike | None = None, poll_s: float = 2.0
+    url: str,
+    served_name: str,
+    *,
+    timeout_s: float,
+    api_key: str | None = None,
+    log: LogLike | None = None,
+    poll_s: float = 2.0,
 ) -> ProbeResult:
-    """Wait for `<url>/health` to answer 200 (a scaled-to-zero app starts on this first request),
-    then ask one tiny chat completion. Times are measured from the first request."""
+    """Wait for `<url>/health` to answer 200 (a scaled-to-zero app starts on this first request; vLLM
+    leaves /health open), then ask one tiny chat completion with `api_key` as bearer token. Times
+    are measured from the first request."""
     base = url.rstrip("/")
     res = ProbeResult(healthy=False)
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     last = "no answer"
-    with httpx.Client(follow_redirects=True) as http:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(follow_redirects=True, headers=headers) as http:
         while True:
             res.attempts += 1
             remaining = max(deadline - time.monotonic(), 1.0)
@@ -502,7 +525,8 @@ def probe_endpoint(
 
 def smoke_test(url: str, served_name: str, *, prompt: str, timeout_s: float) -> str:
     """What the apps' `smoke` entrypoint prints: health, cold start, an answer and a tool call."""
-    probe = probe_endpoint(url, served_name, timeout_s=timeout_s)
+    api_key = vllm_api_key()
+    probe = probe_endpoint(url, served_name, timeout_s=timeout_s, api_key=api_key)
     if not probe.healthy:
         raise SystemExit(f"FAILED {url}: {probe.error}")
     tool = {
@@ -517,7 +541,7 @@ def smoke_test(url: str, served_name: str, *, prompt: str, timeout_s: float) -> 
             },
         },
     }
-    with httpx.Client(timeout=300) as http:
+    with httpx.Client(timeout=300, headers={"authorization": f"Bearer {api_key}"}) as http:
         chat = http.post(
             f"{url.rstrip('/')}/v1/chat/completions",
             json={"model": served_name, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64},
@@ -561,6 +585,7 @@ def ensure_modal_endpoint(
     """
     if entry.provider != "modal":
         raise ValueError(f"{entry.key}: ensure_modal_endpoint is for provider: modal models")
+    api_key = vllm_api_key()  # before anything is deployed: without it nothing could be asked
     cloud = cloud or ModalCloud()
     weights = load_weights_record(entry.key)
     spec = spec_for(entry, weights)
@@ -593,7 +618,9 @@ def ensure_modal_endpoint(
     else:
         log.info(f"{entry.key}: {spec.app_name} is deployed and current (spec {spec.digest[:12]})")
     log.info(f"{entry.key}: {url} — waiting up to {spec.startup_timeout_s}s for /health (cold start)")
-    probe = probe_endpoint(url, spec.served_model, timeout_s=spec.startup_timeout_s + 60, log=log)
+    probe = probe_endpoint(
+        url, spec.served_model, timeout_s=spec.startup_timeout_s + 60, api_key=api_key, log=log
+    )
     detail = {
         "environment": cloud.environment,
         "url": url,
@@ -607,7 +634,7 @@ def ensure_modal_endpoint(
         "max_inputs": spec.max_inputs,
         "health_attempts": probe.attempts,
         "models": probe.models,
-        "auth": "none: the URL is public, keep it out of shared logs",
+        "auth": f"bearer token from ${VLLM_KEY_ENV} (Modal secret {SECRET_VLLM}) on /v1; /health is open",
     }
     if probe.error:
         detail["error"] = probe.error

@@ -4,7 +4,8 @@ It serves the config `litellm_config.build_litellm_config(registry, endpoints) -
 (the same dict the local proxy runs), adapted for a public URL (`for_modal`): entries pointing at
 this machine's loopback are dropped (nothing in Modal's cloud can reach them), and the master key
 is required. Provider keys come from the Modal secret `goat-llm-providers`, the master key from
-`goat-litellm`, Langfuse credentials from `goat-langfuse` (all created by `goat setup`); the config
+`goat-litellm`, Langfuse credentials from `goat-langfuse`, the vLLM apps' key (VLLM_API_KEY) from
+`goat-vllm` (all created by `goat setup`); the config
 only ever names them (`os.environ/AZURE_API_KEY`), and a config that carries a literal key is
 refused rather than baked into an image.
 
@@ -36,6 +37,7 @@ from goat_dagster.serving.modal_spec import (
     SECRET_LANGFUSE,
     SECRET_LITELLM,
     SECRET_PROVIDERS,
+    SECRET_VLLM,
     VOLUME_RESULTS,
 )
 
@@ -214,6 +216,7 @@ def build_services_app(spec: ServicesSpec) -> tuple[modal.App, modal.Function]:
             modal.Secret.from_name(SECRET_PROVIDERS),
             modal.Secret.from_name(SECRET_LITELLM),
             modal.Secret.from_name(SECRET_LANGFUSE),
+            modal.Secret.from_name(SECRET_VLLM),  # the key the proxy sends to the goat-vllm-* apps
         ],
         volumes={CONTAINER_GOAT_HOME: modal.Volume.from_name(VOLUME_RESULTS, create_if_missing=True)},
         scaledown_window=spec.scaledown_window_s,

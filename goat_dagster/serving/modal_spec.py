@@ -32,7 +32,12 @@ SECRET_PROVIDERS = "goat-llm-providers"
 SECRET_LITELLM = "goat-litellm"
 SECRET_LANGFUSE = "goat-langfuse"
 SECRET_HF = "goat-hf-token"
-SECRETS = (SECRET_PROVIDERS, SECRET_LITELLM, SECRET_LANGFUSE, SECRET_HF)
+SECRET_VLLM = "goat-vllm"  # VLLM_API_KEY: the bearer token every goat-vllm-* app requires on /v1
+SECRETS = (SECRET_PROVIDERS, SECRET_LITELLM, SECRET_LANGFUSE, SECRET_HF, SECRET_VLLM)
+# vLLM's OpenAI server reads its API key from this variable when `--api-key` is not given, so the
+# key comes from the attached secret and never appears in the image, the spec or the command line.
+# Only /v1/* needs it; /health stays open (that is how a cold start is waited for).
+VLLM_KEY_ENV = "VLLM_API_KEY"
 
 VOLUME_MODELS = "goat-model-cache"  # Hugging Face hub cache (weights)
 VOLUME_VLLM = "goat-vllm-cache"  # vLLM torch.compile / CUDA graph artifacts

@@ -14,8 +14,9 @@ GPU `gpu` x `modal.n_gpu`; vLLM `--revision` pinned to the weights' commit; `eng
 flags; HF weights cache on Volume `goat-model-cache` and vLLM's compile cache on `goat-vllm-cache`;
 scale to zero after `modal.scaledown_window_s` (5 min default); `@modal.concurrent` with
 `modal.max_concurrent_inputs`; `@modal.web_server` waiting up to `modal.startup_timeout_s` for the
-port; the `goat-hf-token` secret always attached (a conditional secret changes the function's
-dependency count between the local and the container import, which Modal rejects).
+port; the `goat-hf-token` and `goat-vllm` secrets always attached (a conditional secret changes the
+function's dependency count between the local and the container import, which Modal rejects).
+`goat-vllm` holds VLLM_API_KEY, which vLLM requires as a bearer token on /v1 (the URL is public).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from goat_dagster.serving.modal_spec import (
     HF_HUB_VERSION,
     MODEL_ENV,
     SECRET_HF,
+    SECRET_VLLM,
     VLLM_CACHE_DIR,
     VLLM_PORT,
     VLLM_VERSION,
@@ -103,7 +105,7 @@ def build_serve_app(
         image=image,
         gpu=spec.gpu_request,
         volumes=volumes,
-        secrets=[modal.Secret.from_name(SECRET_HF)],
+        secrets=[modal.Secret.from_name(SECRET_HF), modal.Secret.from_name(SECRET_VLLM)],
         scaledown_window=spec.scaledown_window_s,
         timeout=spec.timeout_s,
         startup_timeout=spec.startup_timeout_s,

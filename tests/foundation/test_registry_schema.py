@@ -164,6 +164,16 @@ def test_secret_in_registry_is_refused_without_echoing_it() -> None:
             "provider: modal\n    engine: vllm\n    weights: {source: hf, repo: a/b, revision: main}",
             "needs a 'gpu'",
         ),
+        (
+            "provider: modal\n    engine: vllm\n    gpu: L4\n    api_key_env: MY_KEY\n"
+            "    weights: {source: hf, repo: a/b, revision: main}",
+            "read their key from VLLM_API_KEY",
+        ),
+        (
+            "provider: modal\n    engine: vllm\n    gpu: L4\n    engine_args: {api-key: abc}\n"
+            "    weights: {source: hf, repo: a/b, revision: main}",
+            "engine_args: remove api-key",
+        ),
         ("provider: local\n    engine: llama.cpp", "needs a 'weights' source"),
         (
             "provider: local\n    engine: llama.cpp\n    weights: {source: path, path: /m.safetensors}",

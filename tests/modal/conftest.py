@@ -101,16 +101,28 @@ def _no_goat_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GOAT_MODEL", raising=False)
 
 
+STAND_IN_KEY = "vllm-key-for-the-stand-in"
+
+
+@pytest.fixture(autouse=True)
+def _vllm_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VLLM_API_KEY as `goat setup` users have it: the stand-in demands it, like vLLM does."""
+    monkeypatch.setenv("VLLM_API_KEY", STAND_IN_KEY)
+
+
 # ---- a stand-in for a deployed vLLM app --------------------------------------------------------
 
 
 class StandInApp:
     """A loopback HTTP server standing in for a deployed `goat-vllm-<key>` app (Modal's cloud is
     not reachable here). Like a scaled-to-zero app, it "starts" on the first request and answers
-    /health with 503 for `start_s` seconds; then /health 200 and OpenAI-compatible answers."""
+    /health with 503 for `start_s` seconds; then /health 200 and OpenAI-compatible answers. Like
+    vLLM started with VLLM_API_KEY, /v1/* answers 401 without `Authorization: Bearer <api_key>`
+    and /health stays open."""
 
-    def __init__(self, served: list[str], start_s: float) -> None:
+    def __init__(self, served: list[str], start_s: float, api_key: str = STAND_IN_KEY) -> None:
         self.served = served
+        self.api_key = api_key
         self.start_s = start_s
         self.first_request: float | None = None
         self.requests: list[tuple[str, str, dict | None]] = []
@@ -134,10 +146,20 @@ class StandInApp:
                     app.first_request = now
                 return now - app.first_request >= app.start_s
 
+            def _authorized(self) -> bool:
+                if not self.path.startswith("/v1"):
+                    return True
+                if self.headers.get("Authorization") == f"Bearer {app.api_key}":
+                    return True
+                self._send(401, {"error": "Unauthorized"})  # vLLM's answer
+                return False
+
             def do_GET(self) -> None:
                 app.requests.append(("GET", self.path, None))
                 if not self._ready():
                     return self._send(503, {"error": "starting"})
+                if not self._authorized():
+                    return None
                 if self.path == "/health":
                     return self._send(200, {})
                 if self.path == "/v1/models":
@@ -151,6 +173,8 @@ class StandInApp:
                 app.requests.append(("POST", self.path, body))
                 if not self._ready():
                     return self._send(503, {"error": "starting"})
+                if not self._authorized():
+                    return None
                 if self.path != "/v1/chat/completions" or body.get("model") not in app.served:
                     return self._send(404, {"error": f"model {body.get('model')!r} not served"})
                 self._send(

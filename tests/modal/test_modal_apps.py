@@ -58,7 +58,10 @@ def test_app_from_registry_entry(entry, inspect_function, layers):
     assert d["startup_timeout"] == entry.modal.startup_timeout_s
     assert d["web_server_port"] == 8000
     assert d["web_server_startup_timeout"] == entry.modal.startup_timeout_s
-    assert d["secrets"] == ["modal.Secret.from_name('goat-hf-token')"]  # always attached
+    assert d["secrets"] == [  # always attached; vLLM reads VLLM_API_KEY from goat-vllm
+        "modal.Secret.from_name('goat-hf-token')",
+        "modal.Secret.from_name('goat-vllm')",
+    ]
     expected_volumes = {
         "/root/.cache/huggingface": "goat-model-cache",
         "/root/.cache/vllm": "goat-vllm-cache",
@@ -88,6 +91,8 @@ def test_app_from_registry_entry(entry, inspect_function, layers):
     assert cmd[names + 1 : names + 3] == [w.repo, entry.key]
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == str(entry.modal.n_gpu)
     assert cmd[cmd.index("--port") + 1] == "8000"
+    # the key comes from the goat-vllm secret at run time: never in the command line or the image
+    assert "--api-key" not in cmd and "VLLM_API_KEY" not in text
     for k, v in entry.engine_args.items():
         flag = "--" + k
         assert flag in cmd, flag
@@ -249,7 +254,8 @@ def test_services_app(inspect_function, layers):
     assert app.name == "goat-services" and d["tag"] == "proxy"
     assert d["web_server_port"] == 4000
     assert sorted(d["secrets"]) == sorted(
-        f"modal.Secret.from_name('{s}')" for s in ("goat-llm-providers", "goat-litellm", "goat-langfuse")
+        f"modal.Secret.from_name('{s}')"
+        for s in ("goat-llm-providers", "goat-litellm", "goat-langfuse", "goat-vllm")
     )
     assert d["volumes"] == {"/goat": "goat-results"}
     assert d["gpus"] == []

@@ -30,6 +30,7 @@ from goat_dagster.serving.modal_deploy import (
     stop_modal_endpoint,
 )
 from goat_dagster.serving.modal_weights import snapshot_inventory
+from tests.modal.conftest import STAND_IN_KEY
 
 REGISTRY = load_registry()
 LOG = logging.getLogger("test-modal")
@@ -59,6 +60,7 @@ def test_deploy_wait_healthy_record_then_find(goat_home, fake_cloud, stand_in):
         assert ep.detail["gpu"] == "A10G" and ep.detail["usd_per_hour"] == 1.10
         assert ep.detail["models"] == spec.served_names
         assert ep.detail["deployed_now"] is True
+        assert "VLLM_API_KEY" in ep.detail["auth"] and STAND_IN_KEY not in json.dumps(ep.detail)
         posted = [b for m, p, b in server.requests if m == "POST"]
         assert posted and posted[-1]["model"] == "Qwen/Qwen3-4B-Instruct-2507"
         assert load_endpoint("qwen3-4b") == ep  # saved for routing
@@ -93,9 +95,22 @@ def test_probe_never_healthy_times_out_with_reason(stand_in):
 
 def test_probe_health_up_but_model_missing(stand_in):
     with stand_in(["other"], start_s=0) as server:
-        res = probe_endpoint(server.url, "m", timeout_s=5.0)
+        res = probe_endpoint(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY)
     assert not res.healthy and res.health_s is not None
-    assert "chat completion failed" in res.error
+    assert "chat completion failed" in res.error and "404" in res.error
+
+
+def test_the_vllm_key_is_sent_and_required(goat_home, fake_cloud, stand_in, monkeypatch):
+    """The apps' URLs are public, so vLLM runs with VLLM_API_KEY: /health is open, /v1 is not."""
+    with stand_in(["m"], start_s=0) as server:
+        assert probe_endpoint(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY).healthy
+        wrong = probe_endpoint(server.url, "m", timeout_s=5.0, api_key="not-the-key")
+        assert not wrong.healthy and wrong.health_s is not None and "401" in wrong.error
+        assert "not-the-key" not in wrong.error
+    monkeypatch.delenv("VLLM_API_KEY")
+    with pytest.raises(ValueError, match=r"VLLM_API_KEY is not set.*goat-vllm"):
+        ensure_modal_endpoint(REGISTRY.get("qwen3-4b"), LOG, cloud=fake_cloud)
+    assert fake_cloud.deployed == []  # nothing deployed that could not be asked
 
 
 def _hf_snapshot(root: Path, repo: str, commit: str, files: dict[str, bytes]) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan
+from tests.conftest import PROJECT
 
 GOAT = str(Path(sys.executable).with_name("goat"))
 
@@ -28,6 +29,7 @@ SECRET_VALUES = {
     "LANGFUSE_PUBLIC_KEY": "pk-lf-SECRET-1111",
     "LANGFUSE_SECRET_KEY": "sk-lf-SECRET-2222",
     "HF_TOKEN": "hf_SECRET_abcdefghijkl",
+    "VLLM_API_KEY": "vllm-SECRET-9d8c7b6a",
 }
 
 
@@ -84,7 +86,7 @@ def test_setup_dry_run_shows_the_plan_masked(tmp_path, cli_env):
         assert value[-6:] not in out  # not even a tail
     assert "environment  goat-test" in out
     assert "Modal not checked: Modal not logged in" in out
-    for name in ("goat-llm-providers", "goat-litellm", "goat-langfuse", "goat-hf-token"):
+    for name in ("goat-llm-providers", "goat-litellm", "goat-langfuse", "goat-hf-token", "goat-vllm"):
         assert name in out
     for vol in ("goat-model-cache", "goat-vllm-cache", "goat-flashinfer-cache", "goat-results"):
         assert vol in out
@@ -93,11 +95,15 @@ def test_setup_dry_run_shows_the_plan_masked(tmp_path, cli_env):
     assert "EMPTY_ONE" not in out
 
 
-def test_setup_needs_the_master_key_and_an_env_file(tmp_path, cli_env):
-    _write_env(tmp_path / ".env", {k: v for k, v in SECRET_VALUES.items() if k != "LITELLM_MASTER_KEY"})
+def test_setup_needs_the_master_key_the_vllm_key_and_an_env_file(tmp_path, cli_env):
+    _write_env(
+        tmp_path / ".env",
+        {k: v for k, v in SECRET_VALUES.items() if k not in ("LITELLM_MASTER_KEY", "VLLM_API_KEY")},
+    )
     r = _goat(["setup", "--dry-run"], cli_env, tmp_path)
     assert r.returncode == 1
     assert "error: goat-litellm: LITELLM_MASTER_KEY is required" in r.stdout
+    assert "error: goat-vllm: VLLM_API_KEY is required" in r.stdout  # the vLLM URLs are public
     r = _goat(["setup", "--dry-run", "--env-file", "nope.env"], cli_env, tmp_path)
     assert r.returncode == 1 and "no env file at" in r.stderr and "Traceback" not in r.stderr
 
@@ -150,6 +156,7 @@ def test_plan_against_existing_state_and_apply(tmp_path):
         "goat-litellm": "create",
         "goat-langfuse": "create",
         "goat-hf-token": "create",
+        "goat-vllm": "create",
     }
     assert (
         dict(plan.volumes)["goat-model-cache"] == "exists" and dict(plan.volumes)["goat-results"] == "create"
@@ -167,6 +174,7 @@ def test_plan_against_existing_state_and_apply(tmp_path):
         True,
     )
     assert secrets["goat-litellm"] == ({"LITELLM_MASTER_KEY": SECRET_VALUES["LITELLM_MASTER_KEY"]}, False)
+    assert secrets["goat-vllm"] == ({"VLLM_API_KEY": SECRET_VALUES["VLLM_API_KEY"]}, False)
     # always created, never with an empty value
     assert secrets["goat-hf-token"] == ({"GOAT_HF_TOKEN_SET": "0"}, False)
     assert secrets["goat-langfuse"] == ({"GOAT_LANGFUSE_SET": "0"}, False)
@@ -225,3 +233,22 @@ def test_doctor_skips_modal_on_a_local_only_machine(tmp_path, cli_env):
     for phase in ("secrets", "services"):
         assert by_phase[phase]["status"] == "skip" and "--cloud" in by_phase[phase]["detail"]
     assert not any(c["name"] == "Modal credentials" for c in result["checks"])
+
+
+def test_doctor_wants_the_vllm_key_when_a_model_runs_on_modal(tmp_path, cli_env):
+    """An enabled Modal model without VLLM_API_KEY here: its /v1 would answer 401 to everything."""
+    models = (PROJECT / "models.yaml").read_text()
+    on_a10g = "description: Qwen3 4B Instruct 2507 on an A10G\n    enabled: "
+    models = models.replace(on_a10g + "false", on_a10g + "true", 1)
+    assert models != (PROJECT / "models.yaml").read_text()
+    (tmp_path / "models.yaml").write_text(models)
+    env = {k: v for k, v in cli_env.items() if k != "VLLM_API_KEY"}
+    env["GOAT_MODELS_FILE"] = str(tmp_path / "models.yaml")
+    result = json.loads(_goat(["doctor", "--json"], env, tmp_path).stdout)
+    check = next(c for c in result["checks"] if c["name"] == "VLLM_API_KEY")
+    assert check["phase"] == "config" and check["status"] == "fail"
+    assert "qwen3-4b" in check["detail"] and "goat-vllm" in check["fix"]
+    env["VLLM_API_KEY"] = SECRET_VALUES["VLLM_API_KEY"]
+    r = _goat(["doctor", "--json"], env, tmp_path)
+    check = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "VLLM_API_KEY")
+    assert check["status"] == "pass" and SECRET_VALUES["VLLM_API_KEY"] not in r.stdout + r.stderr
