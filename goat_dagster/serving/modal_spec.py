@@ -38,6 +38,7 @@ SECRETS = (SECRET_PROVIDERS, SECRET_LITELLM, SECRET_LANGFUSE, SECRET_HF, SECRET_
 # key comes from the attached secret and never appears in the image, the spec or the command line.
 # Only /v1/* needs it; /health stays open (that is how a cold start is waited for).
 VLLM_KEY_ENV = "VLLM_API_KEY"
+SERVE_SECRETS = (SECRET_HF, SECRET_VLLM)  # what every goat-vllm-* app attaches (part of its digest)
 
 VOLUME_MODELS = "goat-model-cache"  # Hugging Face hub cache (weights)
 VOLUME_VLLM = "goat-vllm-cache"  # vLLM torch.compile / CUDA graph artifacts
@@ -134,8 +135,9 @@ class ServeSpec:
 
     @property
     def digest(self) -> str:
-        """32 hex chars identifying what is deployed (fits a Modal app tag)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+        """32 hex chars identifying what is deployed (fits a Modal app tag): the spec and the
+        secrets the app attaches, so an app deployed before a secret was added is redeployed."""
+        return hashlib.sha256((self.to_json() + ",".join(SERVE_SECRETS)).encode()).hexdigest()[:32]
 
     def image_env(self) -> dict[str, str]:
         """Environment baked into the image (seed 002: `.env()`, not a Secret)."""

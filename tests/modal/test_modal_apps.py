@@ -223,6 +223,16 @@ def test_spec_roundtrip():
     assert len(spec.digest) == 32
 
 
+def test_digest_covers_the_attached_secrets(monkeypatch):
+    """An app deployed before a secret was attached (goat-vllm) is not current: it is redeployed."""
+    from goat_dagster.serving import modal_spec
+
+    spec = spec_for(REGISTRY.get("qwen3-4b"))
+    now = spec.digest
+    monkeypatch.setattr(modal_spec, "SERVE_SECRETS", ("goat-hf-token",))
+    assert spec.digest != now
+
+
 def test_weights_app(inspect_function, layers):
     d = inspect_function(modal_weights.download)
     assert modal_weights.app.name == "goat-weights"
