@@ -225,11 +225,10 @@ def test_spec_roundtrip():
 
 def test_digest_covers_the_attached_secrets(monkeypatch):
     """An app deployed before a secret was attached (goat-vllm) is not current: it is redeployed."""
-    from goat_dagster.serving import modal_spec
-
     spec = spec_for(REGISTRY.get("qwen3-4b"))
     now = spec.digest
-    monkeypatch.setattr(modal_spec, "SERVE_SECRETS", ("goat-hf-token",))
+    # the module the property was defined in (an earlier test re-imports the app modules)
+    monkeypatch.setitem(type(spec).digest.fget.__globals__, "SERVE_SECRETS", ("goat-hf-token",))
     assert spec.digest != now
 
 
