@@ -36,6 +36,8 @@ Conventions (the numbers a user reads):
   it had scored attempts otherwise, 'error' if none was scored (only errors).
 - Latency: per call from traces (latency_s), per task from results.wall_s of scored attempts;
   percentiles are quantile_cont (linear interpolation, as numpy's default).
+- A run's wall_s is its first task's start to its last task's finish (as `goat run` and `goat
+  results` report it); task_s is the sum of its tasks' wall_s (more than wall_s with parallel tasks).
 - cost_per_solved = total cost_usd of the run (errors included: they were paid for) / passed attempts.
 """
 
@@ -246,7 +248,8 @@ WITH runs AS (
         sum(completion_tokens) AS completion_tokens,
         sum(steps) AS steps,
         sum(tool_calls) AS tool_calls,
-        sum(wall_s) AS wall_s,
+        epoch_ms(max(finished_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS wall_s,
+        sum(wall_s) AS task_s,
         quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS task_p50_s,
         quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS task_p95_s
     FROM results
@@ -282,7 +285,7 @@ SELECT
     pk.pass_at_k_tasks,
     r.cost_usd,
     r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
-    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s,
+    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
     r.task_p50_s, r.task_p95_s,
     coalesce(c.calls, 0) AS calls,
     coalesce(c.call_errors, 0) AS call_errors,

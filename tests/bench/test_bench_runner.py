@@ -129,6 +129,13 @@ def test_one_summary_for_the_run_the_lake_and_the_journal(goat_home: Path, tmp_p
     ours = s.model_dump()
     for k in keys:
         assert ours[k] == from_lake[k] == from_journal[k], k
+    # and the DuckDB view people query themselves
+    from goat_dagster.analysis.leaderboard import build_leaderboard
+
+    view = build_leaderboard(run_ids=[s.run_id]).rows[0]
+    assert view["wall_s"] == pytest.approx(s.wall_s, abs=1e-3)
+    assert view["task_s"] == pytest.approx(sum(r.wall_s for r in rows), abs=1e-3)
+    assert (view["passed"], view["failed"], view["errors"]) == (s.passed, s.failed, s.errors)
     totals = [from_lake[k] for k in ("passed", "failed", "errors", "pass_rate")]
     assert totals == [2, 6, 2, 0.25]  # errors are not scored
 
