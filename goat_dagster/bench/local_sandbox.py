@@ -16,10 +16,13 @@ in a forked child with rlimits, a wall-clock timeout that kills its process grou
 output. Because the worker is already running, a task costs a fork, not a container start — and
 `python ...` commands fork the warm interpreter instead of starting a new one.
 
-Without bubblewrap the same worker runs as a plain subprocess; a warning names what is weaker.
-Where task code can reach the worker (not root: one uid for both), a command that kills it comes
-back as an `ExecResult` with `killed="sandbox"` (the task's own doing, not an infrastructure error)
-and the next request starts a new worker.
+Without bubblewrap the pool refuses to start: task code would run on the host itself, able to
+read its files, reach the network and signal its processes. `GOAT_SANDBOX_BWRAP=0` accepts that on
+purpose: the same worker then runs as a plain subprocess and a warning names what is weaker — but
+never as root (a task's `kill -9 -1` would take the machine down), only as an unprivileged uid or
+the harness's own non-root user. Where task code can reach the worker (not root: one uid for both),
+a command that kills it comes back as an `ExecResult` with `killed="sandbox"` (the task's own
+doing, not an infrastructure error) and the next request starts a new worker.
 """
 
 from __future__ import annotations
@@ -79,19 +82,29 @@ ETC_FILES = (
     "services",
 )
 NO_BWRAP_WARNING = (
-    "bubblewrap (bwrap) is not installed: the local sandbox runs tasks as plain subprocesses. Still "
+    "bubblewrap is off (GOAT_SANDBOX_BWRAP=0): the local sandbox runs tasks as plain subprocesses. Still "
     "applied: a scrubbed environment, rlimits, timeouts with process-group kill, capped output and "
     "path checks on file tools. Weaker: no network isolation (task code can reach the network and "
     "local services), no filesystem isolation (task code can read the host's files and write wherever "
-    "the sandbox user may), no PID namespace. Install it: apt-get install bubblewrap."
+    "the sandbox user may), no PID namespace (task code can signal every process of its user). "
+    "Install bubblewrap (apt-get install bubblewrap) and unset GOAT_SANDBOX_BWRAP."
 )
+NO_BWRAP_ERROR = (
+    "bubblewrap (bwrap) is not installed, and the local sandbox does not run task code without it: "
+    "that code would run on this machine itself, able to read its files, reach the network and kill "
+    "its processes. Install it: apt-get install bubblewrap (`make install` does, where it may use "
+    "apt-get). To run without isolation anyway, as a non-root user, set GOAT_SANDBOX_BWRAP=0."
+)
+
+
+def bwrap_turned_off() -> bool:
+    """GOAT_SANDBOX_BWRAP=0: run without bubblewrap on purpose."""
+    return os.environ.get("GOAT_SANDBOX_BWRAP", "").strip().lower() in ("0", "false", "no", "off")
 
 
 def find_bwrap() -> str | None:
     """The bubblewrap binary, unless GOAT_SANDBOX_BWRAP=0 turns isolation off on purpose."""
-    if os.environ.get("GOAT_SANDBOX_BWRAP", "").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    return shutil.which("bwrap")
+    return None if bwrap_turned_off() else shutil.which("bwrap")
 
 
 def base_interpreter() -> Path:
@@ -392,25 +405,33 @@ class LocalSandboxPool(SandboxPool):
     kind = "local"
 
     def __init__(self, options: PoolOptions, *, bwrap: str | bool | None = True, warm: bool = True) -> None:
+        """`bwrap`: True finds bubblewrap (refusing to run without it unless GOAT_SANDBOX_BWRAP=0),
+        a path names the binary, False runs without it on purpose."""
         super().__init__()
         self.options = options
         self.warm = warm
-        self.bwrap = find_bwrap() if bwrap is True else (bwrap or None)
+        if bwrap is True:
+            self.bwrap = find_bwrap()
+            if self.bwrap is None and not bwrap_turned_off():
+                raise SandboxError(NO_BWRAP_ERROR, transient=False)
+        else:
+            self.bwrap = bwrap or None
         self.isolation = "bwrap" if self.bwrap else "none"
-        if not self.bwrap:
-            self.warnings.append(NO_BWRAP_WARNING)
-            warnings.warn(NO_BWRAP_WARNING, stacklevel=2)
         self.python = base_interpreter()
         # as root, tasks run as an unprivileged per-slot uid; without bubblewrap that uid must be
         # able to reach the interpreter on the host (under /root it usually cannot)
         self.can_drop_root = bool(self.bwrap) or _others_can_read(Path(sys.base_prefix).resolve())
         if os.geteuid() == 0 and not self.can_drop_root:
-            msg = (
-                f"the sandbox runs task code as root: the interpreter under {sys.base_prefix} is not "
-                "readable by an unprivileged user and bubblewrap is not there to mount it"
+            raise SandboxError(
+                "the local sandbox does not run task code as root: without bubblewrap it would run on "
+                f"this machine as root (the interpreter under {sys.base_prefix} is not readable by an "
+                "unprivileged user, so it cannot drop to one). Install bubblewrap (apt-get install "
+                "bubblewrap), or run goat as a non-root user.",
+                transient=False,
             )
-            self.warnings.append(msg)
-            warnings.warn(msg, stacklevel=2)
+        if not self.bwrap:
+            self.warnings.append(NO_BWRAP_WARNING)
+            warnings.warn(NO_BWRAP_WARNING, stacklevel=2)
         _sweep_stale()
         self.base = Path(tempfile.mkdtemp(prefix=f"goat-sandbox-{os.getpid()}-"))
         os.chmod(self.base, 0o755)

@@ -30,17 +30,12 @@ def goat(home: Path, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 def test_run_and_results(goat_home: Path) -> None:
-    # without bubblewrap (as on a machine that lacks it): a warning on stderr, the same JSON on stdout
-    res = goat(
-        goat_home,
-        *("run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "oracle", "--json"),
-        env={"GOAT_SANDBOX_BWRAP": "0"},
-    )
+    res = goat(goat_home, "run", "--suite", "smoke", "--model", "smollm2-135m", "--agent", "oracle", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert list(summary)[: len(RUN_KEYS)] == RUN_KEYS  # DESIGN §8, in that order
     assert (summary["n"], summary["passed"], summary["pass_rate"]) == (5, 5, 1.0)
-    assert "bubblewrap (bwrap) is not installed" in res.stderr  # warnings are for the user
+    assert summary["isolation"] == "bwrap"
     # no progress bar when stderr is not a terminal
     assert "smollm2-135m · smoke" not in res.stderr and "pass=" not in res.stderr and "\r" not in res.stderr
 

@@ -20,6 +20,7 @@ from goat_dagster.bench import lake
 from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
+from goat_dagster.bench.local_sandbox import find_bwrap
 from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.suite import parse_suite
 from tests.conftest import PROJECT, free_port
@@ -325,6 +326,9 @@ tasks:
 """
 
 
+# never without bubblewrap's PID namespace: unisolated, kill(-1) would take the harness and the
+# user's other processes down with it
+@pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed (or GOAT_SANDBOX_BWRAP=0)")
 def test_a_task_that_wrecks_its_sandbox_is_scored_not_an_infra_error(goat_home: Path, tmp_path: Path) -> None:
     suite = parse_suite(VANDAL, tmp_path / "vandal.yaml")
     s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=1)
