@@ -7,7 +7,9 @@
    the processes holding a handle; the server stops when the last of them exits, and a second
    `goat`/`dagster dev` on the same GOAT_HOME joins the running server instead of starting one.
 2. `DAGSTER_HOME=$GOAT_HOME/dagster`, whose dagster.yaml is a link to the project's dagster.yaml
-   (one source of truth; it reads the URL from `DAGSTER_PG_URL`).
+   (one source of truth). Its storage, `instance_storage.GoatPostgresStorage`, resolves the URL
+   as in step 1, so plain `dagster dev` / `dagster asset materialize` in the checkout, with no
+   DAGSTER_HOME, reach the same instance as `goat`.
 
 Child processes (dagster dev's code server, run workers, the daemon) inherit the environment and
 reach the same server without starting their own.

@@ -248,7 +248,7 @@ WITH runs AS (
         sum(completion_tokens) AS completion_tokens,
         sum(steps) AS steps,
         sum(tool_calls) AS tool_calls,
-        epoch_ms(max(finished_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS wall_s,
+        (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
         sum(wall_s) AS task_s,
         quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS task_p50_s,
         quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS task_p95_s

@@ -3,10 +3,11 @@ new or changed models.
 
 Cursor: JSON with the sha256 of the file and a content hash per model, so an unchanged file is a
 cheap no-op and a changed entry is told apart from an untouched one. On a change it adds/removes
-partitions, re-materializes `model_registry`, and for every new or changed *enabled* model requests
-weights -> endpoint -> proxy config -> benchmark -> traces -> leaderboard in one run of that
-partition. An invalid file is a SkipReason that names file, line, entry and field; no partition is
-added or removed and nothing runs then.
+partitions and, for every new or changed *enabled* model, requests registry -> weights ->
+endpoint -> proxy config -> benchmark -> traces -> leaderboard in one run of that partition
+(`model_registry` first in each, so no step reads the registry before its new version is
+recorded); with no such model, `model_registry` runs alone. An invalid file is a SkipReason that
+names file, line, entry and field; no partition is added or removed and nothing runs then.
 """
 
 import json
@@ -33,6 +34,7 @@ from goat_dagster.registry import Registry, RegistryError, file_hash, load_regis
 
 # what a new or changed model needs, in lineage order (one run per partition)
 MODEL_CHAIN = [
+    AssetKey("model_registry"),
     AssetKey("model_weights"),
     AssetKey("serving_endpoint"),
     AssetKey("litellm_config"),
@@ -120,7 +122,7 @@ def model_run_requests(registry: Registry, slugs: list[str], reason: str, change
     name="model_registry_sensor",
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    target=AssetSelection.assets(AssetKey("model_registry"), *MODEL_CHAIN),
+    target=AssetSelection.assets(*MODEL_CHAIN),
     description="Adds/removes `models` partitions when models.yaml changes and benchmarks new or "
     "changed enabled models.",
 )
@@ -146,13 +148,14 @@ def model_registry_sensor(context: SensorEvaluationContext) -> SensorResult | Sk
     cursor = json.dumps(
         {"file_sha256": digest, "models": model_hashes(registry), "changes": change}, sort_keys=True
     )
-    runs = [
-        RunRequest(
-            run_key=f"registry:{change}:{registry.content_hash[:16]}",
-            asset_selection=[AssetKey("model_registry")],
-        )
-    ]
+    runs = []
     if state:  # the first look at the file is a baseline, not a change: no benchmarks for it
         runs += model_run_requests(registry, diff.added, "new model in models.yaml", change)
         runs += model_run_requests(registry, diff.changed, "model changed in models.yaml", change)
+    if not runs:  # each model's run has model_registry first; without one, it runs alone
+        runs = [
+            RunRequest(
+                run_key=f"registry:{change}:{registry.content_hash[:16]}", asset_selection=[MODEL_CHAIN[0]]
+            )
+        ]
     return SensorResult(dynamic_partitions_requests=diff.requests(), run_requests=runs, cursor=cursor)

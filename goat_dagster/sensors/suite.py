@@ -1,8 +1,10 @@
 """`benchmark_suite_sensor`: re-runs benchmarks when the configured suite changes.
 
 Cursor: the hash of the suite's file (a built-in suite's content version) and a change counter.
-A change requests `benchmark_suite` once and, for every enabled model partition, one run of
-endpoint -> proxy config -> benchmark -> traces -> leaderboard. Run key = change number + suite
+A change requests, for every enabled model partition, one run of suite -> endpoint -> proxy
+config -> benchmark -> traces -> leaderboard: `benchmark_suite` is in each model's run, so no
+benchmark can record the suite before its new version is (with no enabled model, a run of
+`benchmark_suite` alone). Run key = change number + suite
 hash + model: each change runs each model once, and a suite changed back to an earlier content
 runs again. A suite that does not validate is a SkipReason naming file, task and field; nothing
 runs. The first look at a suite is a baseline, not a change.
@@ -29,6 +31,7 @@ from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import RegistryError, load_registry
 
 BENCHMARK_CHAIN = [
+    AssetKey("benchmark_suite"),
     AssetKey("serving_endpoint"),
     AssetKey("litellm_config"),
     AssetKey("benchmark_results"),
@@ -51,7 +54,7 @@ def suite_fingerprint(name: str) -> str:
     name="benchmark_suite_sensor",
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    target=AssetSelection.assets(AssetKey("benchmark_suite"), *BENCHMARK_CHAIN),
+    target=AssetSelection.assets(*BENCHMARK_CHAIN),
     description=f"Benchmarks every enabled model again when the suite ({DEFAULT_SUITE}) changes.",
 )
 def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
@@ -72,9 +75,7 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
     except RegistryError as exc:
         return SkipReason(f"suite {name} changed, but models.yaml is invalid:\n{exc}")
     partitions = set(context.instance.get_dynamic_partitions(MODELS_PARTITIONS_NAME))
-    runs = [
-        RunRequest(run_key=f"suite:{change}:{digest[:16]}", asset_selection=[AssetKey("benchmark_suite")])
-    ]
+    runs = []
     for entry in registry.enabled():
         if entry.slug not in partitions:
             continue  # the registry sensor adds it (and benchmarks it) first
@@ -86,5 +87,7 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
                 tags={RUN_TAG: entry.backend, "goat/reason": f"suite {name} changed"},
             )
         )
-    context.log.info(f"suite {name} changed ({digest[:12]}): {len(runs) - 1} model runs requested")
+    context.log.info(f"suite {name} changed ({digest[:12]}): {len(runs)} model runs requested")
+    if not runs:  # no model to benchmark: the suite's table is still brought up to date
+        runs = [RunRequest(run_key=f"suite:{change}:{digest[:16]}", asset_selection=[BENCHMARK_CHAIN[0]])]
     return SensorResult(run_requests=runs, cursor=cursor)

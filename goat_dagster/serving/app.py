@@ -158,8 +158,8 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
                     f"model {inst.name!r}: the stream ran past the request timeout", "timeout", 504
                 )
             except aiohttp.ClientError as exc:
-                code = "502"
-                err = await _worker_lost(inst, exc)
+                code = "502"  # counted below, with the stream's latency
+                err = await _worker_lost(inst, exc, count=False)
                 yield _sse_error(err.message, err.type, err.status)
             finally:
                 lease.release()
@@ -172,9 +172,10 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
 
         return StreamingResponse(relay(), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
 
-    async def _worker_lost(inst: ModelInstance, exc: Exception) -> ServeError:
+    async def _worker_lost(inst: ModelInstance, exc: Exception, count: bool = True) -> ServeError:
         died = await manager.worker_died(inst)
-        manager.metrics.requests.labels(inst.name, "502").inc()
+        if count:
+            manager.metrics.requests.labels(inst.name, "502").inc()
         if died:
             return ServeError(
                 502,

@@ -398,32 +398,14 @@ class ModelManager:
                 f"model {inst.name!r} can never fit: it {inst.last_error}. Start goat serve with a larger "
                 "--budget-mb (or a smaller --margin-mb), or lower its context_length in models.yaml.",
             )
-        while True:
-            residents = [
-                Resident(i.entry.key, i.charged_mb, i.last_used, i.busy)
-                for i in self.instances.values()
-                if i is not inst and i.worker is not None
-            ]
-            victims, fits = plan_eviction(residents, est.total_mb, capacity)
-            if fits:
-                for key in victims:
-                    await self._evict(self.instances[key], f"to make room for {inst.name}")
-                if self.used_mb(exclude=inst) + est.total_mb <= capacity:
-                    break
-                continue  # memory changed while evicting: plan again
-            if time.monotonic() >= deadline:
-                busy = [i.name for i in self.instances.values() if i is not inst and i.worker and i.busy]
-                self.metrics.rejected.labels(inst.name, "memory_busy").inc()
-                raise ServeError(
-                    503,
-                    "insufficient_memory",
-                    f"model {inst.name!r} needs {est.total_mb:.0f} MB; {self.used_mb(exclude=inst):.0f} of "
-                    f"{capacity} MB are held by models with requests in flight ({', '.join(busy)}); "
-                    "retry later",
-                    retry_after_s=5,
-                )
-            inst.state = "waiting_for_memory"
-            await self._wait_change(deadline)
+        state_before = inst.state
+        try:
+            await self._make_room(inst, est.total_mb, capacity, deadline)
+        except BaseException:
+            if inst.state == "waiting_for_memory":  # gave up (or cancelled): not loading any more
+                inst.state = state_before
+                self.changed()
+            raise
 
         inst.spec, inst.estimate, inst.state, inst.last_error = spec, est, "loading", None
         self.changed()
@@ -469,6 +451,39 @@ class ModelManager:
             est.total_mb,
         )
         self.changed()
+
+    async def _make_room(self, inst: ModelInstance, need_mb: float, capacity: float, deadline: float) -> None:
+        """Evict least-recently-used idle workers until `need_mb` fits, waiting for busy ones to
+        finish until `deadline` (then 503)."""
+        while True:
+            residents = [
+                Resident(i.entry.key, i.charged_mb, i.last_used, i.busy)
+                for i in self.instances.values()
+                if i is not inst and i.worker is not None
+            ]
+            victims, fits = plan_eviction(residents, need_mb, capacity)
+            if fits:
+                for key in victims:
+                    victim = self.instances[key]
+                    if victim.busy or victim.worker is None:  # a request reached it since the plan
+                        break
+                    await self._evict(victim, f"to make room for {inst.name}")
+                if self.used_mb(exclude=inst) + need_mb <= capacity:
+                    return
+                continue  # memory changed while evicting: plan again
+            if time.monotonic() >= deadline:
+                busy = [i.name for i in self.instances.values() if i is not inst and i.worker and i.busy]
+                self.metrics.rejected.labels(inst.name, "memory_busy").inc()
+                raise ServeError(
+                    503,
+                    "insufficient_memory",
+                    f"model {inst.name!r} needs {need_mb:.0f} MB; {self.used_mb(exclude=inst):.0f} of "
+                    f"{capacity} MB are held by models with requests in flight ({', '.join(busy)}); "
+                    "retry later",
+                    retry_after_s=5,
+                )
+            inst.state = "waiting_for_memory"
+            await self._wait_change(deadline)
 
     async def _evict(self, inst: ModelInstance, why: str) -> None:
         assert not inst.busy, "never evict a worker with a request in flight"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+
 from goat_dagster.bench.lake import ResultRow
 from goat_dagster.bench.report import ProgressBar
 from goat_dagster.bench.runner import Progress, RunSpec
@@ -42,6 +44,10 @@ def test_run_and_results(goat_home: Path) -> None:
     text = goat(goat_home, "run", "-s", "smoke", "-m", "smollm2-135m", "--agent", "oracle", "--epochs", "2")
     assert text.returncode == 0, text.stderr
     assert "10/10 scored tasks passed (100.0%)" in text.stdout
+    # the DuckDB views people query themselves are there after a plain `goat run`, over both runs
+    with duckdb.connect(str(goat_home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone() == (15,)
+        assert con.execute("SELECT count(*) FROM run_summary").fetchone() == (2,)
 
     listing = json.loads(goat(goat_home, "results", "--json").stdout)
     assert len(listing["runs"]) == 2

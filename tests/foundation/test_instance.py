@@ -101,22 +101,86 @@ def test_embedded_server_starts_on_demand_and_stops_with_last_user(tmp_path: Pat
     assert again.stdout.strip().endswith("True")
 
 
-def test_definitions_validate() -> None:
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dagster")),
-            "definitions",
-            "validate",
-            "-m",
-            "goat_dagster.definitions",
-        ],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "Validation successful" in out.stdout + out.stderr
+def _clean_env(home: Path) -> dict[str, str]:
+    """The environment of a new shell: no instance of goat's or of this test session."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DAGSTER_PG_URL", "GOAT_PG_EMBEDDED", "DAGSTER_HOME")
+    }
+    env["GOAT_HOME"] = str(home)
+    return env
+
+
+def _fresh_home() -> Path:
+    # traversable by the `pgserver` user PostgreSQL runs as under root (pytest's tmp dirs are 0700)
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="goat-test-plain-"))
+    home.chmod(0o755)
+    return home
+
+
+def test_plain_dagster_commands_in_the_checkout_use_goats_instance() -> None:
+    """`dagster definitions validate` and `dagster asset materialize`, run in the checkout as a
+    Dagster user would (no DAGSTER_HOME, no goat), read ./dagster.yaml and land in the embedded
+    PostgreSQL of $GOAT_HOME, where `goat` finds the run."""
+    import shutil
+
+    home = _fresh_home()
+    env = _clean_env(home)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    try:
+        out = subprocess.run(
+            [dagster, "definitions", "validate", "-w", "workspace.yaml"],
+            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "Validation successful" in out.stdout + out.stderr
+        assert (home / "pg" / "PG_VERSION").read_text().strip() == "16"
+        out = subprocess.run(
+            [dagster, "asset", "materialize", "--select", "model_registry", "-m", "goat_dagster.definitions"],
+            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        seen = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from dagster import AssetKey; from goat_dagster.instance import ensure_instance;"
+                "event = ensure_instance().get_latest_materialization_event(AssetKey('model_registry'));"
+                "print(event is not None)",
+            ],
+            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert seen.returncode == 0, seen.stderr[-2000:]
+        assert seen.stdout.strip().endswith("True")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_external_postgres_url_is_used_and_nothing_is_embedded(pg_instance) -> None:
+    """DAGSTER_PG_URL set by the user (a bare postgresql:// URL, as people write them): the run lands
+    in that database and no embedded server is started under the new GOAT_HOME."""
+    import shutil
+
+    home = _fresh_home()
+    env = _clean_env(home)
+    env["DAGSTER_PG_URL"] = os.environ["DAGSTER_PG_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", MATERIALIZE],
+            env=env,
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        run_id = next(ln for ln in out.stdout.splitlines() if ln.startswith("RUN ")).split()[1]
+        run = pg_instance.get_run_by_id(run_id)
+        assert run is not None and run.is_success
+        assert not (home / "pg").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_pools_are_configured_once(pg_instance) -> None:
