@@ -115,6 +115,10 @@ def create_app(manager: ModelManager, base_url: str = "") -> Starlette:
                 raise await _worker_lost(inst, exc) from None
             finally:
                 resp.release()
+        except ServeError as exc:
+            if exc.type == "timeout" and inst.state == "ready":  # the worker is still generating it
+                await manager.abort_generation(inst)
+            raise
         finally:
             lease.release()
         m.requests.labels(inst.name, str(resp.status)).inc()

@@ -485,6 +485,18 @@ class ModelManager:
             inst.state = "waiting_for_memory"
             await self._wait_change(deadline)
 
+    async def abort_generation(self, inst: ModelInstance) -> None:
+        """A non-streamed request timed out while its worker generates. llama-cpp-python finishes a
+        non-streamed completion whether or not anyone waits (only a stream notices its client
+        left), so the worker would serve the next request only after generating for nobody: stop
+        it (the caller still holds its lease, so nothing else is sent to it); the next request
+        loads it again."""
+        if inst.worker is None:
+            return
+        log.warning("%s: a request timed out mid-generation; restarting the worker to abort it", inst.name)
+        inst.last_error = "restarted: a request timed out mid-generation"
+        await self._stop_worker(inst, "stopped")
+
     async def _evict(self, inst: ModelInstance, why: str) -> None:
         assert not inst.busy, "never evict a worker with a request in flight"
         log.info(
