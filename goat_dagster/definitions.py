@@ -15,7 +15,7 @@ from goat_dagster.assets.weights import model_weights
 from goat_dagster.resources.langfuse import langfuse_resource_from_env
 from goat_dagster.resources.litellm import litellm_resource_from_env
 from goat_dagster.resources.modal import modal_resource_from_env
-from goat_dagster.resources.sandbox import SandboxResource
+from goat_dagster.resources.sandbox import sandbox_resource_from_env
 from goat_dagster.resources.serving import local_serving_resource_from_env
 from goat_dagster.sensors.registry import model_registry_sensor
 from goat_dagster.sensors.suite import benchmark_suite_sensor
@@ -40,6 +40,6 @@ defs = Definitions(
         "modal": modal_resource_from_env(),
         "litellm": litellm_resource_from_env(),
         "langfuse": langfuse_resource_from_env(),
-        "sandbox": SandboxResource(),
+        "sandbox": sandbox_resource_from_env(),
     },
 )

@@ -3,7 +3,7 @@
 The phases follow seed 000's `test_modal_infra.sh`:
 
 1. config    models.yaml valid, weights pinned, .env present, Modal credentials present
-2. secrets   Modal reachable; environment, the four secrets and the volumes exist
+2. secrets   Modal reachable; environment, the five secrets and the volumes exist
 3. services  `goat-services` and the enabled Modal models' `goat-vllm-<key>` apps deployed
 4. endpoints every recorded endpoint of an enabled model answers its health probe
 5. proxy     one chat call through the LiteLLM proxy (GOAT_LITELLM_URL, LITELLM_MASTER_KEY)

@@ -17,7 +17,6 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.bench.sandbox import Sandbox
@@ -153,8 +152,7 @@ class CommandAgent(Agent):
             base_url = ctx.sandbox.gateway_url(str(ctx.relay.socket_path))
         else:
             # a cloud sandbox calls the gateway itself, with a key scoped to this model and run
-            host = urlsplit(ctx.gateway.base_url).hostname or ""
-            if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+            if ctx.gateway.on_loopback:  # the runner refuses such a run up front; this is the backstop
                 raise InfraError(
                     f"the gateway {ctx.gateway.base_url} is on this machine's loopback, which a "
                     f"{ctx.sandbox.kind} sandbox cannot reach; set GOAT_LITELLM_URL to a proxy it can reach"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -43,6 +44,11 @@ class Gateway(BaseModel):
 
     def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether the gateway is on this machine's loopback (out of a cloud sandbox's reach)."""
+        return (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 
 def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) -> Gateway:

@@ -17,6 +17,7 @@ Everything but `_modal_create` runs offline; tests drive it with a stand-in for 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import posixpath
 import threading
@@ -36,6 +37,7 @@ from goat_dagster.bench.sandbox import (
     SandboxPool,
     scrubbed_env,
 )
+from goat_dagster.serving.modal_spec import environment_name
 
 APP_NAME = "goat-sandboxes"
 WORKDIR = "/workspace"
@@ -310,7 +312,9 @@ class ModalSandboxPool(SandboxPool):
 
                 if self._app is None:
                     try:
-                        self._app = modal.App.lookup(APP_NAME, create_if_missing=True)
+                        self._app = modal.App.lookup(
+                            APP_NAME, environment_name=environment_name(), create_if_missing=True
+                        )
                     except Exception as exc:
                         raise SandboxError(
                             f"Modal app {APP_NAME!r}: {type(exc).__name__}: {exc}",
@@ -327,7 +331,7 @@ class ModalSandboxPool(SandboxPool):
     def create_kwargs(self) -> dict[str, Any]:
         app, image = self._resources()
         lim = self.options.limits
-        return {
+        kwargs: dict[str, Any] = {
             "app": app,
             "image": image,
             "timeout": self.options.lifetime_s,
@@ -338,6 +342,13 @@ class ModalSandboxPool(SandboxPool):
             "secrets": [],
             "tags": {"goat": "task"},
         }
+        host = self.options.gateway_host
+        if self.options.network and host:  # a command agent: out to the gateway, nowhere else
+            try:
+                kwargs["outbound_cidr_allowlist"] = [f"{ipaddress.ip_address(host)}/32"]
+            except ValueError:
+                kwargs["outbound_domain_allowlist"] = [host]
+        return kwargs
 
     @contextmanager
     def session(self) -> Iterator[ModalSandbox]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -399,12 +400,20 @@ def run_benchmark(
                     check_reachable(gateway)
                 except ConnectionError as exc:
                     raise GatewayDown(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
+                if the_agent.needs_network and sandbox != "local" and gateway.on_loopback:
+                    raise RunError(
+                        f"a command: agent in a {sandbox} sandbox calls the gateway itself, but "
+                        f"{gateway.base_url} is this machine's loopback, out of the sandbox's reach: set "
+                        "GOAT_LITELLM_URL to a proxy it can reach (the proxy on Modal, README: Cloud set-up)"
+                    )
             own_pool = pool is None
             if pool is None:
+                network = the_agent.needs_network and gateway is not None
                 options = PoolOptions(
                     size=min(parallel, len(pending)),
                     limits=sandbox_limits or SandboxLimits(),
-                    network=the_agent.needs_network,
+                    network=network,
+                    gateway_host=urlsplit(gateway.base_url).hostname if network and gateway else None,
                     ro_paths=tuple(the_agent.mounts()),
                 )
                 pool = make_pool(sandbox, options)

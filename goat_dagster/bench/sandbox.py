@@ -180,6 +180,7 @@ class PoolOptions:
     size: int = 2
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     network: bool = False  # the agent needs a way to the model gateway (command agents)
+    gateway_host: str | None = None  # Modal: with `network`, the only host the sandbox may reach
     image: str | None = None  # Modal: image to run; local: ignored
     lifetime_s: int = 3600  # Modal: sandbox lifetime
     ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only at the same place (an agent's binary)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from goat_dagster.serving.modal_spec import (
-    DEFAULT_ENVIRONMENT,
     ENVIRONMENT_ENV,
     SECRET_HF,
     SECRET_LANGFUSE,
@@ -40,6 +39,7 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_MODELS,
     VOLUME_RESULTS,
     VOLUME_VLLM,
+    environment_name,
 )
 
 PROVIDER_KEYS = (
@@ -168,7 +168,7 @@ def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_no
     """What `goat setup` would do. `state` is what exists in Modal ({environments, secrets,
     volumes}), or None when Modal was not asked (dry run without Modal)."""
     env = read_env_file(env_file)
-    environment = env.get(ENVIRONMENT_ENV) or DEFAULT_ENVIRONMENT
+    environment = environment_name(env.get(ENVIRONMENT_ENV))  # as ModalCloud resolves it
     reg_keys, needed = _registry_provider_keys()
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
 

@@ -1,6 +1,8 @@
 """The `sandbox` resource: where benchmark tasks run (DESIGN §6) and with which limits."""
 
-from dagster import ConfigurableResource
+import os
+
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from goat_dagster.bench.sandbox import SandboxLimits
@@ -23,3 +25,11 @@ class SandboxResource(ConfigurableResource):
         return SandboxLimits(
             memory_mb=self.memory_mb, processes=self.processes, file_size_mb=self.file_size_mb, cpus=self.cpus
         )
+
+
+BACKEND_ENV = "GOAT_SANDBOX_BACKEND"
+
+
+def sandbox_resource_from_env() -> SandboxResource:
+    """The resource for `Definitions`: the backend from GOAT_SANDBOX_BACKEND (local | modal) when set."""
+    return SandboxResource(backend=EnvVar(BACKEND_ENV)) if os.environ.get(BACKEND_ENV) else SandboxResource()

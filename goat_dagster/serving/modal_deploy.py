@@ -34,8 +34,6 @@ from goat_dagster import config
 from goat_dagster.registry import HFWeights, ModelEntry, load_registry, slugify
 from goat_dagster.serving.endpoint import Endpoint, load_endpoint, save_endpoint
 from goat_dagster.serving.modal_spec import (
-    DEFAULT_ENVIRONMENT,
-    ENVIRONMENT_ENV,
     HF_CACHE_DIR,
     SECRET_VLLM,
     SERVE_FUNCTION,
@@ -43,6 +41,7 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_MODELS,
     ServeSpec,
     base_spec,
+    environment_name,
     fits_message,
     is_commit,
 )
@@ -65,10 +64,6 @@ class ModalUnavailable(RuntimeError):
     def __init__(self, reason: str, detail: str, fix: str) -> None:
         self.reason, self.detail, self.fix = reason, detail, fix
         super().__init__(f"Modal {reason}: {detail} — {fix}")
-
-
-def environment_name(explicit: str | None = None) -> str:
-    return explicit or os.environ.get(ENVIRONMENT_ENV) or DEFAULT_ENVIRONMENT
 
 
 # ---- the edge to Modal's servers ------------------------------------------------------------------

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 DEFAULT_ENVIRONMENT = "goat"
 ENVIRONMENT_ENV = "GOAT_MODAL_ENVIRONMENT"
 
+
+def environment_name(explicit: str | None = None) -> str:
+    """The Modal environment: `explicit` (e.g. from .env), else GOAT_MODAL_ENVIRONMENT, else goat."""
+    return explicit or os.environ.get(ENVIRONMENT_ENV) or DEFAULT_ENVIRONMENT
+
+
 SECRET_PROVIDERS = "goat-llm-providers"
 SECRET_LITELLM = "goat-litellm"
 SECRET_LANGFUSE = "goat-langfuse"

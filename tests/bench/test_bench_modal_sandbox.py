@@ -25,6 +25,7 @@ import modal.exception as me
 import pytest
 
 from goat_dagster.bench.agents import AgentLimits
+from goat_dagster.bench.journal import RunError
 from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, create_with_retry
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
@@ -142,6 +143,20 @@ def test_creation_arguments(tmp_path: Path) -> None:
     with pool.session():
         pass
     assert factory.calls[0]["block_network"] is False
+    # a command agent's sandbox may reach its gateway only: by name, or by address
+    for host, key, allowed in [
+        (
+            "goat--goat-services-proxy.modal.run",
+            "outbound_domain_allowlist",
+            ["goat--goat-services-proxy.modal.run"],
+        ),
+        ("203.0.113.7", "outbound_cidr_allowlist", ["203.0.113.7/32"]),
+    ]:
+        pool, factory = make_pool(tmp_path, options=PoolOptions(network=True, gateway_host=host))
+        with pool.session():
+            pass
+        kw = factory.calls[0]
+        assert kw["block_network"] is False and kw[key] == allowed
 
 
 def test_creation_is_rate_limited() -> None:
@@ -292,23 +307,26 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     assert claims.expires_at > time.time() + ttl - 120
     server.shutdown()
 
-    # a proxy on this machine's loopback cannot be reached from the cloud: a clear infra error
+    # a proxy on this machine's loopback cannot be reached from the cloud: refused before any
+    # task runs (not a run of infra errors), and nothing is recorded
     loopback = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     threading.Thread(target=loopback.serve_forever, daemon=True).start()
     local = Gateway(
         base_url=f"http://127.0.0.1:{loopback.server_address[1]}/v1", api_key=master, model="qwen3-4b-local"
     )
-    s = run_benchmark(
-        "smoke",
-        "smollm2-135m",
-        agent=show_env,
-        sandbox="modal",
-        pool=pool,
-        gateway=local,
-        task_ids=["fizzbuzz"],
-        retry=RetryPolicy(retries=0),
-    )
-    entry = json.loads(Path(s.journal_dir, "results.jsonl").read_text().splitlines()[-1])
-    assert entry["row"]["error_kind"] == "infra"
-    assert "loopback" in entry["detail"]["attempts"][-1]["error"]
+    with pytest.raises(RunError, match=r"loopback.*GOAT_LITELLM_URL"):
+        run_benchmark(
+            "smoke",
+            "smollm2-135m",
+            agent=show_env,
+            sandbox="modal",
+            pool=pool,
+            gateway=local,
+            task_ids=["fizzbuzz"],
+            run_id="loopback-refused",
+            retry=RetryPolicy(retries=0),
+        )
+    assert not (goat_home / "lake" / "results" / "loopback-refused.parquet").exists()
+    journal = goat_home / "runs" / "loopback-refused" / "results.jsonl"
+    assert not journal.exists() or journal.read_text() == ""
     loopback.shutdown()

@@ -252,3 +252,19 @@ def test_doctor_wants_the_vllm_key_when_a_model_runs_on_modal(tmp_path, cli_env)
     r = _goat(["doctor", "--json"], env, tmp_path)
     check = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "VLLM_API_KEY")
     assert check["status"] == "pass" and SECRET_VALUES["VLLM_API_KEY"] not in r.stdout + r.stderr
+
+
+def test_the_plan_names_the_environment_setup_writes_to(tmp_path, monkeypatch):
+    """.env wins; without it there, the shell's GOAT_MODAL_ENVIRONMENT, as ModalCloud resolves it —
+    never a plan for `goat` while the secrets go to another environment."""
+    from goat_dagster.serving.modal_deploy import ModalCloud
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("GROQ_API_KEY=x\n")
+    monkeypatch.setenv("GOAT_MODAL_ENVIRONMENT", "from-shell")
+    assert build_plan(env_file, None).environment == ModalCloud().environment == "from-shell"
+    env_file.write_text("GROQ_API_KEY=x\nGOAT_MODAL_ENVIRONMENT=from-dotenv\n")
+    assert build_plan(env_file, None).environment == ModalCloud("from-dotenv").environment == "from-dotenv"
+    monkeypatch.delenv("GOAT_MODAL_ENVIRONMENT")
+    env_file.write_text("GROQ_API_KEY=x\n")
+    assert build_plan(env_file, None).environment == ModalCloud().environment == "goat"
