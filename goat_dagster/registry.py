@@ -137,6 +137,25 @@ class Fallback(_Strict):
     to: list[str]
 
 
+class RouteGroup(_Strict):
+    """Several registry models behind one model name: LiteLLM's router picks one per request, by
+    `routing_strategy` (latency, cost, usage, least busy, or weighted random with `weights`)."""
+
+    models: list[str] = Field(min_length=1, description="registry keys; each is one deployment")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="simple-shuffle weight per member (default 1)"
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> RouteGroup:
+        for key, w in self.weights.items():
+            if key not in self.models:
+                raise ValueError(f"weights names {key!r}, which is not one of the group's models")
+            if w <= 0:
+                raise ValueError(f"weight of {key!r} must be > 0, got {w}")
+        return self
+
+
 class RouterSettings(_Strict):
     """LiteLLM router settings; seed 004's strategies map onto these (see README)."""
 
@@ -148,6 +167,7 @@ class RouterSettings(_Strict):
     cooldown_time_s: float = Field(default=30, ge=0)
     retry_after_s: float = Field(default=0, ge=0)
     fallbacks: list[Fallback] = Field(default_factory=list)
+    groups: dict[str, RouteGroup] = Field(default_factory=dict)
 
     @field_validator("routing_strategy")
     @classmethod
@@ -511,9 +531,22 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
             )
     if router is not None:
         names = {m.gateway_name for m in entries.values()} | set(entries)
+        complete = bool(entries) and len(entries) == len(models_raw)
+        for name, group in router.groups.items():
+            where = line_of(data, ["router", "groups", name]) or data.line
+            if name in names:
+                problems.append(
+                    Problem(path_s, where, None, f"router.groups.{name}", "is already the name of a model")
+                )
+            for key in group.models:
+                if complete and key not in entries:
+                    problems.append(
+                        Problem(path_s, where, None, f"router.groups.{name}.models", f"unknown model {key!r}")
+                    )
+        names |= set(router.groups)
         for i, fb in enumerate(router.fallbacks):
             for name in [fb.model, *fb.to]:
-                if entries and name not in names and len(entries) == len(models_raw):
+                if complete and name not in names:
                     problems.append(
                         Problem(
                             path_s,

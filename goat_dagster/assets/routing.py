@@ -47,7 +47,8 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
     write_litellm_config(built.config, path)
     applied = litellm.apply(built.config, log=context.log.info)
     context.log.info(
-        f"{len(built.routed)} deployments, {len(built.skipped)} skipped; proxy {applied['action']} "
+        f"{len(built.routed)} model names ({len(built.config['model_list'])} deployments), "
+        f"{len(built.skipped)} skipped; proxy {applied['action']} "
         f"at {applied['base_url']}"
     )
     return MaterializeResult(
@@ -59,7 +60,8 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
             "proxy_mode": applied["mode"],
             "proxy_action": applied["action"],
             "proxy_url": MetadataValue.url(applied["base_url"]),
-            "n_deployments": len(built.routed),
+            "n_models": len(built.routed),
+            "n_deployments": len(built.config["model_list"]),
             "n_skipped": len(built.skipped),
             "routing_strategy": registry.router.routing_strategy,
             "langfuse": langfuse_configured(),

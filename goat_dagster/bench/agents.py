@@ -168,6 +168,12 @@ class CommandAgent(Agent):
                     ctx.gateway.model,
                     run_id=ctx.call.run_id,
                     work_s=ctx.limits.max_seconds,
+                    ids={
+                        "trace_id": ctx.call.trace_id,
+                        "task_id": ctx.task.id,
+                        "epoch": str(ctx.call.epoch),
+                        "suite": ctx.call.suite,
+                    },
                 )
         try:
             res = ctx.sandbox.exec(

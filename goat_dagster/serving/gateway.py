@@ -114,11 +114,21 @@ def client_for(
 SCOPED_KEY_GRACE_S = 600.0  # a sandbox's key outlives the work it was minted for by this much
 
 
-def sandbox_key(admin_key: str, name: str, *, run_id: str | None = None, work_s: float) -> str:
+def sandbox_key(
+    admin_key: str,
+    name: str,
+    *,
+    run_id: str | None = None,
+    work_s: float,
+    ids: dict[str, str] | None = None,
+) -> str:
     """The key a sandbox gets: scoped to the gateway model `name` (and `run_id`), valid for as long
     as the sandbox's work may take (`work_s`) plus SCOPED_KEY_GRACE_S, signed with the proxy's
-    `admin_key`. Every scoped key handed to a sandbox is minted here."""
-    return mint_scoped_key(admin_key, models=[name], run_id=run_id, ttl_s=work_s + SCOPED_KEY_GRACE_S)
+    `admin_key`; `ids` name the attempt, so the trace sink files calls made with it there. Every
+    scoped key handed to a sandbox is minted here."""
+    return mint_scoped_key(
+        admin_key, models=[name], run_id=run_id, ttl_s=work_s + SCOPED_KEY_GRACE_S, ids=ids
+    )
 
 
 def sandbox_client(

@@ -152,6 +152,48 @@ def _openai_compatible(m: ModelEntry) -> dict[str, Any]:
     }
 
 
+def _group_deployments(
+    registry: Registry, model_list: list[dict[str, Any]], out: BuiltConfig
+) -> list[dict[str, Any]]:
+    """`router.groups`: each routable member's deployment once more under the group's name, so the
+    router has several deployments of one model name to choose from (the strategy then matters).
+    Members that are disabled or not routable yet are left out (listed in `out.skipped`)."""
+    by_key = {d["model_info"]["goat_key"]: d for d in model_list}
+    extra: list[dict[str, Any]] = []
+    for name, group in registry.router.groups.items():
+        members = []
+        for key in group.models:
+            dep = by_key.get(key)
+            if dep is None:
+                out.skipped.append({"model": name, "reason": f"member {key} is disabled or not routable yet"})
+                continue
+            params = dict(dep["litellm_params"])
+            if group.weights:
+                params["weight"] = group.weights.get(key, 1.0)
+            members.append(
+                {
+                    "model_name": name,
+                    "litellm_params": params,
+                    "model_info": {**dep["model_info"], "id": f"{name}/{dep['model_info']['id']}"},
+                }
+            )
+        if not members:
+            continue
+        extra += members
+        out.routed.append(
+            {
+                "model_name": name,
+                "provider": "group",
+                "litellm_model": ", ".join(m["litellm_params"]["model"] for m in members),
+                "api_base": "",
+                "defaults": ", ".join(f"weight={m['litellm_params']['weight']:g}" for m in members)
+                if group.weights
+                else "",
+            }
+        )
+    return extra
+
+
 def _router_settings(registry: Registry, names: set[str]) -> dict[str, Any]:
     r = registry.router
     by_name = {m.key: m.gateway_name for m in registry.models.values()}
@@ -229,6 +271,7 @@ def plan_litellm_config(
                 "defaults": ", ".join(f"{k}={p[k]}" for k in ("temperature", "tool_choice") if k in p),
             }
         )
+    model_list += _group_deployments(registry, model_list, out)
     names = {e["model_name"] for e in model_list}
     use_langfuse = langfuse_configured() if langfuse is None else langfuse
     callbacks = [SINK_CALLBACK] + (["langfuse_otel"] if use_langfuse else [])

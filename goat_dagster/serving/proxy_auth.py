@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SCOPED_PREFIX = "sk-goat-"
@@ -44,6 +44,17 @@ class ScopedClaims:
     models: tuple[str, ...]
     run_id: str | None
     expires_at: float  # unix seconds
+    ids: dict[str, str] = field(default_factory=dict)  # the attempt it is for: trace_id, task_id, ...
+
+    def trace_metadata(self) -> dict[str, str]:
+        """What the trace sink files a call under when the request itself carries no metadata (an
+        external agent calling the proxy with this key): the run, and the attempt's ids."""
+        out = {f"goat_{k}": v for k, v in self.ids.items() if k != "trace_id"}
+        if self.run_id:
+            out["goat_run_id"] = self.run_id
+        if "trace_id" in self.ids:
+            out["trace_id"] = self.ids["trace_id"]
+        return out
 
 
 def _signing_key(master_key: str) -> bytes:
@@ -58,11 +69,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def mint_scoped_key(master_key: str, *, models: list[str], run_id: str | None = None, ttl_s: float) -> str:
-    """A key that may call only `models` (gateway names) through the proxy, for `ttl_s` seconds."""
+def mint_scoped_key(
+    master_key: str,
+    *,
+    models: list[str],
+    run_id: str | None = None,
+    ttl_s: float,
+    ids: dict[str, str] | None = None,
+) -> str:
+    """A key that may call only `models` (gateway names) through the proxy, for `ttl_s` seconds;
+    `ids` (trace_id, task_id, epoch, suite) say which attempt its calls belong to."""
     if not models:
         raise ScopedKeyError("a scoped key needs at least one model name")
-    claims = {"m": sorted(set(models)), "r": run_id, "e": int(time.time() + ttl_s)}
+    claims: dict[str, Any] = {"m": sorted(set(models)), "r": run_id, "e": int(time.time() + ttl_s)}
+    if ids:
+        claims["g"] = {str(k): str(v) for k, v in ids.items()}
     body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     sig = _b64(hmac.new(_signing_key(master_key), body.encode(), hashlib.sha256).digest())
     return f"{SCOPED_PREFIX}{body}.{sig}"
@@ -83,7 +104,10 @@ def verify_scoped_key(master_key: str, key: str, *, now: float | None = None) ->
     expires = float(claims.get("e", 0))
     if expires < (time.time() if now is None else now):
         raise ScopedKeyError("expired")
-    return ScopedClaims(models=tuple(claims.get("m") or ()), run_id=claims.get("r"), expires_at=expires)
+    ids = claims.get("g") if isinstance(claims.get("g"), dict) else {}
+    return ScopedClaims(
+        models=tuple(claims.get("m") or ()), run_id=claims.get("r"), expires_at=expires, ids=ids
+    )
 
 
 async def user_api_key_auth(request: Any, api_key: str) -> Any:
@@ -108,5 +132,5 @@ async def user_api_key_auth(request: Any, api_key: str) -> Any:
         user_role=LitellmUserRoles.INTERNAL_USER,
         models=list(claims.models),
         expires=datetime.fromtimestamp(claims.expires_at, UTC),
-        metadata={"goat_run_id": claims.run_id} if claims.run_id else {},
+        metadata=claims.trace_metadata(),
     )

@@ -63,17 +63,22 @@ def _int(v: Any) -> int | None:
 
 
 def requester_metadata(payload: Mapping[str, Any], kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The request body's `metadata` (what `call_metadata()` produced) from a LiteLLM payload."""
+    """The request body's `metadata` (what `call_metadata()` produced) from a LiteLLM payload, over
+    what the proxy key says (a scoped key's run and attempt ids: calls of an external agent that
+    sends no metadata of ours are still filed under their attempt)."""
     md = payload.get("metadata") or {}
-    req = md.get("requester_metadata") if isinstance(md, Mapping) else None
+    md = md if isinstance(md, Mapping) else {}
+    lp = (kwargs or {}).get("litellm_params") or {}
+    meta = lp.get("metadata") if isinstance(lp, Mapping) else None
+    meta = meta if isinstance(meta, Mapping) else {}
+    keyed = md.get("user_api_key_auth_metadata") or meta.get("user_api_key_metadata")
+    out = dict(keyed) if isinstance(keyed, Mapping) else {}
+    req = md.get("requester_metadata")
     if isinstance(req, Mapping) and req:
-        return dict(req)
-    if kwargs is not None:
-        lp = kwargs.get("litellm_params") or {}
-        meta = lp.get("metadata") if isinstance(lp, Mapping) else None
-        if isinstance(meta, Mapping):
-            return {k: v for k, v in meta.items() if k == "tags" or k.startswith("goat_") or k in _ID_KEYS}
-    return {}
+        out.update(req)
+    else:
+        out.update({k: v for k, v in meta.items() if k == "tags" or k.startswith("goat_") or k in _ID_KEYS})
+    return out
 
 
 _ID_KEYS = ("trace_id", "session_id", "generation_name", "trace_name")

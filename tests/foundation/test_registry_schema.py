@@ -207,6 +207,22 @@ def test_router_validation() -> None:
     assert "router.fallbacks[0]: unknown model 'nope'" in msg
 
 
+def test_route_groups() -> None:
+    ok = parse_registry(
+        "router:\n  groups:\n    pool: {models: [smol], weights: {smol: 2}}\n"
+        "  fallbacks:\n    - {model: smol, to: [pool]}\nmodels:\n" + GOOD_LOCAL
+    )
+    assert ok.router.groups["pool"].models == ["smol"] and ok.router.groups["pool"].weights == {"smol": 2}
+    msg = reject("router:\n  groups:\n    pool: {models: [smol, nope]}\nmodels:\n" + GOOD_LOCAL)
+    assert "/cfg/models.yaml:3: router.groups.pool.models: unknown model 'nope'" in msg
+    msg = reject("router:\n  groups:\n    smol-local: {models: [smol]}\nmodels:\n" + GOOD_LOCAL)
+    assert "router.groups.smol-local: is already the name of a model" in msg
+    msg = reject("router:\n  groups:\n    pool: {models: [smol], weights: {x: 1}}\nmodels:\n" + GOOD_LOCAL)
+    assert "router.groups.pool" in msg and "'x', which is not one of the group's models" in msg
+    msg = reject("router:\n  groups:\n    pool: {models: []}\nmodels:\n" + GOOD_LOCAL)
+    assert "router.groups.pool.models" in msg
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"models.yaml: file not found"):
         load_registry(tmp_path / "models.yaml")

@@ -40,6 +40,10 @@ router:
   fallbacks:
     - model: gpt-5-nano
       to: [llama-3.3-70b]
+  groups:  # one name over two deployments; the dead Ollama one is all but never picked
+    any-small:
+      models: [smollm2-135m, tinyllama-ollama]
+      weights: {smollm2-135m: 1, tinyllama-ollama: 0.000001}
 models:
   smollm2-135m:
     provider: local

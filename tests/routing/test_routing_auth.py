@@ -37,3 +37,20 @@ def test_rejects_tampering_other_master_and_expiry():
         verify_scoped_key(MASTER, MASTER)
     with pytest.raises(ScopedKeyError):
         mint_scoped_key(MASTER, models=[], ttl_s=60)
+
+
+def test_a_scoped_key_carries_the_attempt_it_is_for():
+    ids = {"trace_id": "t1", "task_id": "fizzbuzz", "epoch": "1", "suite": "smoke"}
+    claims = verify_scoped_key(
+        MASTER, mint_scoped_key(MASTER, models=["m-local"], run_id="r1", ttl_s=60, ids=ids)
+    )
+    assert claims.ids == ids
+    assert claims.trace_metadata() == {
+        "goat_run_id": "r1",
+        "trace_id": "t1",
+        "goat_task_id": "fizzbuzz",
+        "goat_epoch": "1",
+        "goat_suite": "smoke",
+    }
+    plain = verify_scoped_key(MASTER, mint_scoped_key(MASTER, models=["m-local"], ttl_s=60))
+    assert plain.ids == {} and plain.trace_metadata() == {}

@@ -121,6 +121,30 @@ def test_seed_strategies_map_to_router_settings():
     assert build_litellm_config(reg, _endpoints()) == built.config  # the dict other stages deploy
 
 
+def test_route_groups_put_several_deployments_under_one_name():
+    reg = parse_registry(TEST_MODELS_YAML.replace("simple-shuffle", "latency-based-routing"))
+    built = plan_litellm_config(reg, _endpoints())
+    group = [d for d in built.config["model_list"] if d["model_name"] == "any-small"]
+    assert [d["model_info"]["id"] for d in group] == ["any-small/smollm2-135m", "any-small/tinyllama-ollama"]
+    assert [d["litellm_params"]["weight"] for d in group] == [1.0, 0.000001]
+    own = {d["model_name"]: d for d in built.config["model_list"]}
+    for d in group:  # the member's own deployment, params and prices included, under the group's name
+        member = own[reg.get(d["model_info"]["goat_key"]).gateway_name]
+        assert {k: v for k, v in d["litellm_params"].items() if k != "weight"} == member["litellm_params"]
+    assert built.config["router_settings"]["routing_strategy"] == "latency-based-routing"
+    assert any(r["model_name"] == "any-small" and r["provider"] == "group" for r in built.routed)
+    # a member not routable yet is left out and said so; a group with none routable is not routed
+    only_cloud = plan_litellm_config(reg, {})
+    members = [
+        d["model_info"]["id"] for d in only_cloud.config["model_list"] if d["model_name"] == "any-small"
+    ]
+    assert members == ["any-small/tinyllama-ollama"]
+    assert {
+        "model": "any-small",
+        "reason": "member smollm2-135m is disabled or not routable yet",
+    } in only_cloud.skipped
+
+
 def test_no_key_values_anywhere(shipped, tmp_path):
     path = tmp_path / "config.yaml"
     write_litellm_config(shipped.config, path)

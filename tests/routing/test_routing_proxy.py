@@ -136,6 +136,44 @@ def test_scoped_sandbox_keys(proxy_url):
     )
 
 
+def test_a_scoped_key_files_calls_without_metadata_under_its_attempt(proxy_url):
+    """An external agent (a `command:` agent in a Modal sandbox) calls the proxy with its scoped key
+    and no metadata of ours: the sink still files the call under the run and the attempt."""
+    ids = {"trace_id": new_id(), "task_id": "fizzbuzz", "epoch": "2", "suite": "smoke"}
+    settings_key = proxy.master_key()
+    from goat_dagster.serving.gateway import sandbox_key
+
+    key = sandbox_key(settings_key, MODEL, run_id="run-keyed", work_s=60, ids=ids)
+    r = httpx.post(
+        f"{proxy_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    line = wait_until(lambda: next(iter(read_sink_lines("run-keyed")), None), 10)
+    assert line, "the call was not filed under its run"
+    assert (line["run_id"], line["trace_id"], line["task_id"], line["epoch"], line["suite"]) == (
+        "run-keyed", ids["trace_id"], "fizzbuzz", 2, "smoke"
+    )  # fmt: skip
+
+
+def test_a_route_group_is_one_model_name_over_several_deployments(proxy_url):
+    """router.groups: the group's name routes to its members' deployments by weight (the dead
+    member, weight 1e-6, is all but never picked); LiteLLM names the deployment that served."""
+    served = []
+    for _ in range(4):
+        r = httpx.post(
+            f"{proxy_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {proxy.master_key()}"},
+            json={"model": "any-small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        served.append(r.headers.get("x-litellm-model-id"))
+    assert served == ["any-small/smollm2-135m"] * 4
+
+
 def test_langfuse_otel_callback_exports_the_ids(proxy_url, routing_env):
     """LANGFUSE_* is set for this proxy, so the generated config has `langfuse_otel`; the local OTLP
     receiver stands in for Langfuse (unreachable here) and sees what LiteLLM really sends."""
