@@ -35,6 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from goat_dagster.serving.proxy import ProxyError
     from goat_dagster.serving.stack import StackError
     from goat_dagster.serving.weights import WeightsError
+    from goat_dagster.tracing.langfuse_reader import LangfuseReadError
 
     return (
         ValueError,  # RegistryError, SuiteError, RunError, config errors of every part
@@ -48,6 +49,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ProxyError,
         StackError,
         WeightsError,
+        LangfuseReadError,
     )
 
 

@@ -46,6 +46,11 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
             validate_with_litellm(candidate)
     write_litellm_config(built.config, path)
     applied = litellm.apply(built.config, log=context.log.info)
+    if applied.get("ready") is False:  # external: its config is deployed with it, so this one waits
+        context.log.warning(
+            f"the external proxy at {applied['base_url']} is not ready; this config ({path}) reaches it "
+            "only when deployed with it (modal deploy -m goat_dagster.serving.modal_services)"
+        )
     context.log.info(
         f"{len(built.routed)} model names ({len(built.config['model_list'])} deployments), "
         f"{len(built.skipped)} skipped; proxy {applied['action']} "

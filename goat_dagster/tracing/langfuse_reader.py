@@ -178,11 +178,29 @@ def iter_observations(
             break
 
 
+class LangfuseReadError(RuntimeError):
+    """Langfuse did not hand the traces back (unreachable, bad keys, an API error); says which."""
+
+
 def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> list[TraceRecord]:
     """Langfuse's traces of one run, as `TraceRecord`s in call order."""
+    import httpx
+    from langfuse.api.core.api_error import ApiError
+
     secrets = secret_values()
-    recs = [
-        record_from_observation(o, secrets=secrets)
-        for o in iter_observations(settings, run_id, page_size=page_size)
-    ]
+    try:
+        recs = [
+            record_from_observation(o, secrets=secrets)
+            for o in iter_observations(settings, run_id, page_size=page_size)
+        ]
+    except ApiError as exc:
+        hint = " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)" if exc.status_code in (401, 403) else ""
+        raise LangfuseReadError(
+            f"Langfuse at {settings.host} answered {exc.status_code} reading run {run_id}{hint}: "
+            f"{mask_text(str(exc.body)[:300], secrets)}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise LangfuseReadError(
+            f"Langfuse at {settings.host} is unreachable reading run {run_id}: {type(exc).__name__}: {exc}"
+        ) from None
     return sorted(recs, key=lambda r: r.start_time or datetime.min.replace(tzinfo=UTC))

@@ -102,12 +102,15 @@ def test_reads_every_page_with_the_v2_api(langfuse_api):
     )
 
 
-def test_wrong_credentials_are_an_error(langfuse_api):
+def test_wrong_credentials_and_no_server_are_clear_errors(langfuse_api):
     settings, _ = langfuse_api
-    from langfuse.api.core.api_error import ApiError
+    from goat_dagster.tracing.langfuse_reader import LangfuseReadError
 
-    with pytest.raises(ApiError):
+    with pytest.raises(LangfuseReadError, match=r"answered 401 .*check LANGFUSE_PUBLIC_KEY") as err:
         read_langfuse(LangfuseSettings(PK, "sk-lf-wrong", settings.host), RUN_ID)
+    assert "sk-lf-wrong" not in str(err.value)
+    with pytest.raises(LangfuseReadError, match="unreachable"):
+        read_langfuse(LangfuseSettings(PK, "sk-lf-x", "http://127.0.0.1:9"), RUN_ID)
 
 
 @pytest.mark.integration
