@@ -256,6 +256,9 @@ class _Run:
             detail["attempts"].append(note)
             if kind != "infra" or not retryable or attempt >= self.retry.retries or self.stop.is_set():
                 break
+            if self.budget.exhausted:  # a retry is new spending: the row stays infra (redone on resume)
+                note["retry"] = f"not retried: the budget is spent ({self.budget.spent:.6f} USD)"
+                break
             time.sleep(self.retry.backoff_s * (2**attempt))
         finished = datetime.now(UTC)
         row = ResultRow(
