@@ -156,6 +156,7 @@ class ModelManager:
         self._load_lock = asyncio.Lock()
         self._waiters: set[asyncio.Future[None]] = set()
         self._observed_mb: dict[tuple[str, int], float] = {}  # (gguf path, n_ctx) -> peak RSS seen
+        self._over_capacity = False  # the monitor warns once when RSS takes workers past capacity
         self._monitor: asyncio.Task[None] | None = None
         self.evictions = 0
         self.started_at = time.time()
@@ -567,7 +568,23 @@ class ModelManager:
             for inst in list(self.instances.values()):
                 self._check_worker(inst)
                 self._sample_rss(inst)
-            self.metrics.used_mb.set(self.used_mb())
+            used, capacity = self.used_mb(), self.settings.capacity_mb
+            self.metrics.used_mb.set(used)
+            over = used > capacity
+            if over and not self._over_capacity:  # once per excursion, not every second
+                grown = [
+                    i.name
+                    for i in self.instances.values()
+                    if i.rss_mb and i.estimate and i.rss_mb > i.estimate.total_mb
+                ]
+                log.warning(
+                    "workers hold %.0f MB, over the %.0f MB capacity: real RSS above the estimate (%s); "
+                    "the next load evicts idle workers to make room",
+                    used,
+                    capacity,
+                    ", ".join(grown) or "-",
+                )
+            self._over_capacity = over
             await asyncio.sleep(interval_s)
 
     def start_monitor(self) -> None:
