@@ -628,6 +628,9 @@ def ensure_modal_endpoint(
         "scaledown_window_s": spec.scaledown_window_s,
         "max_inputs": spec.max_inputs,
         "health_attempts": probe.attempts,
+        # /health answered at the first try: the app was up already, so no cold start was measured
+        "warm": probe.attempts == 1 and probe.healthy,
+        "first_answer_s": probe.first_answer_s,
         "models": probe.models,
         "auth": f"bearer token from ${VLLM_KEY_ENV} (Modal secret {SECRET_VLLM}) on /v1; /health is open",
     }
@@ -641,7 +644,7 @@ def ensure_modal_endpoint(
         base_url=f"{url.rstrip('/')}/v1",
         served_name=spec.served_model,
         healthy=probe.healthy,
-        cold_start_s=probe.first_answer_s,
+        cold_start_s=None if detail["warm"] else probe.first_answer_s,
         load_s=probe.health_s,
         app_name=spec.app_name,
         detail=detail,

@@ -69,7 +69,10 @@ def test_deploy_wait_healthy_record_then_find(goat_home, fake_cloud, stand_in):
         again = ensure_modal_endpoint(entry, LOG, cloud=fake_cloud)
         assert len(fake_cloud.deployed) == 1
         assert again.healthy and again.detail["deployed_now"] is False
-        assert again.cold_start_s < 1.5
+        # ... so no cold start is claimed: the first answer's time is kept as such
+        assert again.detail["warm"] is True and again.cold_start_s is None
+        assert again.detail["first_answer_s"] < 1.5
+        assert ep.detail["warm"] is False
 
         # a registry change redeploys
         changed = entry.model_copy(update={"engine_args": {**entry.engine_args, "max-model-len": 16384}})
