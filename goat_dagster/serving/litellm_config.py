@@ -157,7 +157,7 @@ def _group_deployments(
 ) -> list[dict[str, Any]]:
     """`router.groups`: each routable member's deployment once more under the group's name, so the
     router has several deployments of one model name to choose from (the strategy then matters).
-    Members that are disabled or not routable yet are left out (listed in `out.skipped`)."""
+    Disabled members are left out; enabled ones not routable yet too, listed in `out.skipped`."""
     by_key = {d["model_info"]["goat_key"]: d for d in model_list}
     extra: list[dict[str, Any]] = []
     for name, group in registry.router.groups.items():
@@ -165,7 +165,8 @@ def _group_deployments(
         for key in group.models:
             dep = by_key.get(key)
             if dep is None:
-                out.skipped.append({"model": name, "reason": f"member {key} is disabled or not routable yet"})
+                if registry.models[key].enabled:
+                    out.skipped.append({"model": name, "reason": f"member {key} is not routable yet"})
                 continue
             params = dict(dep["litellm_params"])
             if group.weights:

@@ -157,6 +157,53 @@ def test_plain_dagster_commands_in_the_checkout_use_goats_instance() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+HOLDER = """
+import sys, time
+from pathlib import Path
+from goat_dagster.instance import ensure_instance
+ensure_instance()
+import os
+print(os.environ["DAGSTER_PG_URL"], flush=True)
+while not Path(sys.argv[1]).exists():
+    time.sleep(0.1)
+"""
+
+
+def test_independent_processes_join_one_embedded_server() -> None:
+    """Two `goat`s started apart on one GOAT_HOME (nothing inherited): the second joins the first's
+    PostgreSQL, its run lands beside the first's, and the server stops only when the last exits."""
+    import shutil
+
+    home = _fresh_home()
+    env = _clean_env(home)
+    release = home / "release"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(release)], env=env, cwd=PROJECT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = holder.stdout.readline().strip()
+        assert url.startswith("postgresql+psycopg2://"), url
+        pid_file = home / "pg" / "postmaster.pid"
+        server_pid = pid_file.read_text().split()[0]
+        out = subprocess.run(
+            [sys.executable, "-c", MATERIALIZE],
+            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        # joined, not a second server; and its exit did not stop the one the first still uses
+        assert pid_file.read_text().split()[0] == server_pid
+        release.touch()
+        assert holder.wait(timeout=60) == 0
+        deadline = time.time() + 20
+        while pid_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not pid_file.exists(), "embedded PostgreSQL still running after the last user exited"
+    finally:
+        release.touch()
+        holder.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def test_an_external_postgres_url_is_used_and_nothing_is_embedded(pg_instance) -> None:
     """DAGSTER_PG_URL set by the user (a bare postgresql:// URL, as people write them): the run lands
     in that database and no embedded server is started under the new GOAT_HOME."""

@@ -139,10 +139,11 @@ def test_route_groups_put_several_deployments_under_one_name():
         d["model_info"]["id"] for d in only_cloud.config["model_list"] if d["model_name"] == "any-small"
     ]
     assert members == ["any-small/tinyllama-ollama"]
-    assert {
-        "model": "any-small",
-        "reason": "member smollm2-135m is disabled or not routable yet",
-    } in only_cloud.skipped
+    assert {"model": "any-small", "reason": "member smollm2-135m is not routable yet"} in only_cloud.skipped
+    # the shipped group's members are disabled by default: left out without a word
+    shipped_reg = load_registry(project_dir() / "models.yaml")
+    assert "fast-cloud" in shipped_reg.router.groups
+    assert not [x for x in plan_litellm_config(shipped_reg, {}).skipped if x["model"] == "fast-cloud"]
 
 
 def test_no_key_values_anywhere(shipped, tmp_path):
