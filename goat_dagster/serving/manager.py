@@ -496,7 +496,7 @@ class ModelManager:
             return
         log.warning("%s: a request timed out mid-generation; restarting the worker to abort it", inst.name)
         inst.last_error = "restarted: a request timed out mid-generation"
-        await self._stop_worker(inst, "stopped")
+        await self._stop_worker(inst, "stopped", grace_s=0)  # a graceful stop would wait for it
 
     async def _evict(self, inst: ModelInstance, why: str) -> None:
         assert not inst.busy, "never evict a worker with a request in flight"
@@ -508,7 +508,7 @@ class ModelManager:
         self.metrics.evictions.labels(inst.name).inc()
         await self._stop_worker(inst, "evicted")
 
-    async def _stop_worker(self, inst: ModelInstance, final_state: str) -> None:
+    async def _stop_worker(self, inst: ModelInstance, final_state: str, grace_s: float = 5.0) -> None:
         w = inst.worker
         if w is None:
             inst.state = final_state
@@ -517,7 +517,7 @@ class ModelManager:
         client, inst.client = inst.client, None
         if client is not None:
             await client.close()
-        await w.stop()
+        await w.stop(grace_s)
         inst.worker, inst.rss_mb = None, None
         inst.state = final_state
         self.metrics.rss_mb.labels(inst.name).set(0)

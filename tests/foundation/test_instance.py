@@ -25,6 +25,23 @@ print("RUN", result.run_id, result.success)
 """
 
 
+def goat_sees_model_registry(env: dict[str, str]) -> bool:
+    """Whether goat's own instance, opened in a new process with `env`, has a model_registry
+    materialization."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from dagster import AssetKey; from goat_dagster.instance import ensure_instance;"
+            "event = ensure_instance().get_latest_materialization_event(AssetKey('model_registry'));"
+            "print(event is not None)",
+        ],
+        env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().endswith("True")
+
+
 def test_sqlalchemy_url_names_psycopg2() -> None:
     assert sqlalchemy_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg2://u:p@h:5432/d"
     assert sqlalchemy_url("postgres://u@/d?host=/s") == "postgresql+psycopg2://u@/d?host=/s"
@@ -83,22 +100,7 @@ def test_embedded_server_starts_on_demand_and_stops_with_last_user(tmp_path: Pat
         time.sleep(0.2)
     assert not (pgdata / "postmaster.pid").exists(), "embedded PostgreSQL still running after exit"
     # and it comes back on the next use with the data of the first
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from dagster import AssetKey; from goat_dagster.instance import ensure_instance;"
-            "event = ensure_instance().get_latest_materialization_event(AssetKey('model_registry'));"
-            "print(event is not None)",
-        ],
-        env=env,
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.strip().endswith("True")
+    assert goat_sees_model_registry(env)
 
 
 def _clean_env(home: Path) -> dict[str, str]:
@@ -141,18 +143,7 @@ def test_plain_dagster_commands_in_the_checkout_use_goats_instance() -> None:
             env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240,
         )  # fmt: skip
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        seen = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from dagster import AssetKey; from goat_dagster.instance import ensure_instance;"
-                "event = ensure_instance().get_latest_materialization_event(AssetKey('model_registry'));"
-                "print(event is not None)",
-            ],
-            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert seen.returncode == 0, seen.stderr[-2000:]
-        assert seen.stdout.strip().endswith("True")
+        assert goat_sees_model_registry(env)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
