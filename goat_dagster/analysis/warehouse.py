@@ -56,7 +56,6 @@ from statistics import NormalDist
 from typing import Any, Literal
 
 import duckdb
-import pyarrow.parquet as pq
 
 from goat_dagster import config
 from goat_dagster.tracing.schema import TraceRecord
@@ -477,6 +476,8 @@ def lake_files(directory: Path) -> tuple[list[Path], list[str]]:
     A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
     progress never breaks the analysis of the others.
     """
+    import pyarrow.parquet as pq  # here, not at import: `goat run` imports this module for its views
+
     good: list[Path] = []
     skipped: list[str] = []
     for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
