@@ -230,6 +230,9 @@ def benchmark_results(
         f"run {run_id}: {summary.passed}/{summary.passed + summary.failed} scored tasks passed, "
         f"{summary.errors} errors {summary.errors_by_kind or ''}"
     )
+    # pass_rate is a float whenever there is one (a metadata key keeps one type, so its plot over
+    # time works); with no scored task it is left out and pass_rate_95ci says so
+    scored = {"pass_rate": MetadataValue.float(summary.pass_rate)} if summary.pass_rate is not None else {}
     return MaterializeResult(
         data_version=DataVersion(run_id),
         metadata={
@@ -244,7 +247,7 @@ def benchmark_results(
             "failed": summary.failed,
             "errors": summary.errors,
             "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
-            "pass_rate": MetadataValue.float(summary.pass_rate) if summary.pass_rate is not None else "n/a",
+            **scored,
             "pass_rate_95ci": ci,
             "prompt_tokens": summary.prompt_tokens,
             "completion_tokens": summary.completion_tokens,

@@ -121,6 +121,12 @@ def test_backfill_two_local_models_then_the_ui_shows_them(
     try:
         for model in MODELS:
             page.get_by_text(model, exact=True).first.wait_for(timeout=60_000)
+        # both partitions materialized (the names alone would show for missing ones too)
+        page.get_by_text("Materialized (2)").first.wait_for(timeout=60_000)
+        page.get_by_text("Missing (0)").first.wait_for(timeout=60_000)
+        # one partition's materialization, with the benchmark's metadata
+        page.get_by_text(MODELS[0], exact=True).first.click()
+        page.get_by_text("pass_rate_95ci").first.wait_for(timeout=60_000)
     finally:
         page.screenshot(path=str(tmp_path / "benchmark-partitions.png"), full_page=True)
 
