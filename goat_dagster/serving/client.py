@@ -112,11 +112,23 @@ def ensure_control_plane(
                     f"goat serve of this GOAT_HOME already runs on port {running_port} (pid {cp.pid}), "
                     f"not {settings.port}: use that port, or stop it first (`goat stop`)"
                 )
-            serving = (read_state() or {}).get("models_file")
+            state = read_state() or {}
+            serving = state.get("models_file")
             if serving and Path(serving) != config.models_file():  # it would not know our models
                 raise ServeClientError(
                     f"goat serve of this GOAT_HOME (pid {cp.pid}) serves the models of {serving}, not "
                     f"{config.models_file()}: stop it (`goat stop`) to serve this registry"
+                )
+            asked = {"budget_mb": settings.budget_mb, "margin_mb": settings.margin_mb}
+            differ = [
+                f"{k} {state.get(k)} (asked {v})"
+                for k, v in asked.items()
+                if v is not None and state.get(k) != v
+            ]
+            if differ:  # reused all the same: restarting would kill the workers other runs use
+                say(
+                    f"goat serve is running with {', '.join(differ)}; reusing it — `goat stop` and run "
+                    "again to apply the new settings"
                 )
             say(f"goat serve is running: {cp.base_url} (pid {cp.pid})")
             return cp

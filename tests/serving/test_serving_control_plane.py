@@ -315,3 +315,21 @@ def test_max_tokens_bounds_auto_tool_calls(plane):
     usage = r.json()["usage"]
     # each inner completion (routing, arguments or message, follow-up) stops at max(24, floor)
     assert usage["completion_tokens"] <= 3 * max(24, ROUTING_FLOOR), usage
+
+
+def test_reusing_a_control_plane_started_with_other_settings_says_so(plane, monkeypatch):
+    """`serving_endpoint` / `goat run` reuse the running control plane (its workers serve other
+    runs); asked for another budget, they say how it differs and how to apply it."""
+    from goat_dagster.serving.client import ensure_control_plane
+    from goat_dagster.serving.serve_config import ServeSettings
+
+    monkeypatch.setenv("GOAT_HOME", str(plane.home))
+    monkeypatch.setenv("GOAT_MODELS_FILE", str(plane.home / "models.yaml"))
+    said: list[str] = []
+    running = plane.status()["budget_mb"]
+    cp = ensure_control_plane(ServeSettings(port=0, budget_mb=running + 1000), log=said.append)
+    assert cp.root_url == plane.root
+    assert any(f"budget_mb {running} (asked {running + 1000})" in m and "goat stop" in m for m in said), said
+    said.clear()
+    ensure_control_plane(ServeSettings(port=0, budget_mb=running), log=said.append)
+    assert not any("asked" in m for m in said), said
