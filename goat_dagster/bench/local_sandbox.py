@@ -439,6 +439,7 @@ class LocalSandboxPool(SandboxPool):
         self.slots: queue.Queue[LocalSlot] = queue.Queue()
         self._all: list[LocalSlot] = []
         self._closed = False
+        self._lock = threading.Lock()
         # every worker is started from this one thread: --die-with-parent ties bwrap to the thread
         # that spawned it, so a worker restarted from a task thread would die with that thread
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goat-sandbox-spawner")
@@ -588,9 +589,15 @@ class LocalSandboxPool(SandboxPool):
     # ---- sessions ------------------------------------------------------------------------
 
     @contextmanager
-    def session(self) -> Iterator[LocalSandbox]:
+    def session(self, image: str | None = None) -> Iterator[LocalSandbox]:
         if self._closed:
             raise SandboxError("the sandbox pool is closed", transient=False)
+        if image is not None:
+            note = f"task image {image!r} is for the modal sandbox; the local one runs the host's Python"
+            with self._lock:
+                if note not in self.warnings:
+                    self.warnings.append(note)
+                    log.warning(note)
         slot = self.slots.get()
         try:
             sb = LocalSandbox(slot)

@@ -298,42 +298,43 @@ class ModalSandboxPool(SandboxPool):
         self.workdir = workdir
         self._create = create
         self._app = app
-        self._image = image
+        # registry tag (None: Debian slim) -> modal.Image; `image` stands for the pool's default
+        self._images: dict[str | None, Any] = {options.image: image} if image is not None else {}
         self.limiter = limiter
         self.retry_backoff_s = retry_backoff_s
         self._lock = threading.Lock()
         self._resources()  # fail fast (no credentials, no network) before any task starts
 
-    def _resources(self) -> tuple[Any, Any]:
-        """The Modal app and image (looked up once, lazily: this is where the network starts)."""
+    def _resources(self, image: str | None = None) -> tuple[Any, Any]:
+        """The Modal app (looked up once, lazily: this is where the network starts) and the image
+        for `image` (a registry tag; None: the pool's default), each built once."""
         with self._lock:
-            if self._app is None or self._image is None:
-                import modal
+            import modal
 
-                if self._app is None:
-                    try:
-                        self._app = modal.App.lookup(
-                            APP_NAME, environment_name=environment_name(), create_if_missing=True
-                        )
-                    except Exception as exc:
-                        raise SandboxError(
-                            f"Modal app {APP_NAME!r}: {type(exc).__name__}: {exc}",
-                            transient=is_transient(exc),
-                        ) from exc
-                if self._image is None:
-                    self._image = (
-                        modal.Image.from_registry(self.options.image)
-                        if self.options.image
-                        else modal.Image.debian_slim(python_version="3.11")
+            if self._app is None:
+                try:
+                    self._app = modal.App.lookup(
+                        APP_NAME, environment_name=environment_name(), create_if_missing=True
                     )
-            return self._app, self._image
+                except Exception as exc:
+                    raise SandboxError(
+                        f"Modal app {APP_NAME!r}: {type(exc).__name__}: {exc}", transient=is_transient(exc)
+                    ) from exc
+            name = image or self.options.image
+            if name not in self._images:
+                self._images[name] = (
+                    modal.Image.from_registry(name)
+                    if name
+                    else modal.Image.debian_slim(python_version="3.11")
+                )
+            return self._app, self._images[name]
 
-    def create_kwargs(self) -> dict[str, Any]:
-        app, image = self._resources()
+    def create_kwargs(self, image: str | None = None) -> dict[str, Any]:
+        app, image_obj = self._resources(image)
         lim = self.options.limits
         kwargs: dict[str, Any] = {
             "app": app,
-            "image": image,
+            "image": image_obj,
             "timeout": self.options.lifetime_s,
             "cpu": (lim.cpus, lim.cpus),
             "memory": (lim.memory_mb, lim.memory_mb),
@@ -351,8 +352,8 @@ class ModalSandboxPool(SandboxPool):
         return kwargs
 
     @contextmanager
-    def session(self) -> Iterator[ModalSandbox]:
-        kwargs = self.create_kwargs()
+    def session(self, image: str | None = None) -> Iterator[ModalSandbox]:
+        kwargs = self.create_kwargs(image)
         sb = create_with_retry(
             lambda: self._create(kwargs), backoff_s=self.retry_backoff_s, limiter=self.limiter
         )

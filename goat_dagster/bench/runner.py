@@ -192,7 +192,7 @@ class _Run:
 
     def attempt(self, task: Task, epoch: int, trace_id: str, usage: Usage, detail: dict[str, Any]) -> str:
         """One attempt; returns passed/failed or raises AttemptError / SandboxError."""
-        with self.pool.session() as sb:
+        with self.pool.session(image=task.image) as sb:
             sb.write_files(task.files)
             ctx = AgentContext(
                 task=task,
@@ -455,6 +455,7 @@ def run_benchmark(
                 lease.close()
                 for relay in run.relays.values():
                     relay.close()
+                warns = list(pool.warnings)  # with what came up while tasks ran
                 if own_pool:
                     pool.close()
         final = journal.rows()

@@ -160,8 +160,9 @@ class SandboxPool(ABC):
         self.warnings = []
 
     @abstractmethod
-    def session(self) -> AbstractContextManager[Sandbox]:
-        """A fresh sandbox for one task attempt, cleaned up (or destroyed) on exit."""
+    def session(self, image: str | None = None) -> AbstractContextManager[Sandbox]:
+        """A fresh sandbox for one task attempt, cleaned up (or destroyed) on exit; `image` is the
+        task's own (a backend that cannot honour it says so in `warnings`)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release every sandbox."""
@@ -181,7 +182,7 @@ class PoolOptions:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     network: bool = False  # the agent needs a way to the model gateway (command agents)
     gateway_host: str | None = None  # Modal: with `network`, the only host the sandbox may reach
-    image: str | None = None  # Modal: image to run; local: ignored
+    image: str | None = None  # Modal: image of tasks that name none; local: ignored
     lifetime_s: int = 3600  # Modal: sandbox lifetime
     ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only at the same place (an agent's binary)
 

@@ -59,6 +59,11 @@ class Task(BaseModel):
     check: str = Field(min_length=1, description="shell command in the work dir; exit 0 = pass")
     timeout_s: float = Field(default=60, gt=0, le=86_400, description="wall-clock limit of the check")
     reference: dict[str, str] | None = Field(default=None, description="solution files for the oracle")
+    image: str | None = Field(
+        default=None,
+        description="modal sandbox: the registry image the task runs in (default: Debian slim, "
+        "Python 3.11); the local sandbox runs the host's interpreter",
+    )
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("files", "tests", "reference")
@@ -74,6 +79,15 @@ class Task(BaseModel):
         return v
 
 
+def _task_body(task: Task) -> dict[str, Any]:
+    """What a task's content is, for the suite version (a task without an image hashes as it did
+    before tasks could name one)."""
+    body = task.model_dump(mode="json")
+    if body.get("image") is None:
+        body.pop("image", None)
+    return body
+
+
 class Suite(BaseModel):
     """A validated suite. `version` is a content hash: formatting and comments don't change it."""
 
@@ -86,7 +100,7 @@ class Suite(BaseModel):
 
     @cached_property
     def version(self) -> str:
-        body = {"name": self.name, "tasks": [t.model_dump(mode="json") for t in self.tasks]}
+        body = {"name": self.name, "tasks": [_task_body(t) for t in self.tasks]}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     @cached_property

@@ -159,6 +159,20 @@ def test_creation_arguments(tmp_path: Path) -> None:
         assert kw["block_network"] is False and kw[key] == allowed
 
 
+def test_a_task_runs_in_its_own_image(tmp_path: Path) -> None:
+    """`image:` of a task is the registry image of its Modal sandbox (built once per tag; offline,
+    building a `modal.Image` sends nothing); tasks without one get the pool's default."""
+    import modal
+
+    pool, factory = make_pool(tmp_path, options=PoolOptions(size=1))
+    for image in ("python:3.12-slim", None, "python:3.12-slim"):
+        with pool.session(image=image):
+            pass
+    tagged, default, again = (kw["image"] for kw in factory.calls)
+    assert isinstance(tagged, modal.Image) and tagged is again  # one object per tag
+    assert default == "image"  # the pool's own (here the stand-in's)
+
+
 def test_creation_is_rate_limited() -> None:
     now = [0.0]
     slept: list[float] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,9 @@ tasks:
     tests: {test_it.py: "from solution import one\\nassert one() == 1\\n"}
     reference: {solution.py: "def one():\\n    return 1\\n"}
 """
+
+
+WITH_IMAGE = GOOD.replace("defaults:\n", "defaults:\n  image: python:3.12-slim\n")
 
 
 def test_smoke_suite_ships_five_tasks_with_references(goat_home: Path) -> None:
@@ -53,6 +58,24 @@ def test_version_ignores_formatting_but_not_content(tmp_path: Path) -> None:
     b = parse_suite("# a comment\n" + GOOD.replace("defaults:\n", "\ndefaults:\n"), tmp_path / "b.yaml")
     c = parse_suite(GOOD.replace("return 1", "return 2"), tmp_path / "c.yaml")
     assert a.version == b.version != c.version
+    # a task's image is content too (its Modal sandbox); a suite that names none hashes as before
+    d = parse_suite(
+        GOOD.replace("defaults:\n", "defaults:\n  image: python:3.12-slim\n"), tmp_path / "d.yaml"
+    )
+    assert d.tasks[0].image == "python:3.12-slim" and d.version != a.version
+    before_images = {"name": a.name, "tasks": [t.model_dump(mode="json", exclude={"image"}) for t in a.tasks]}
+    assert a.version == hashlib.sha256(json.dumps(before_images, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_the_local_sandbox_says_it_cannot_run_a_task_image(goat_home: Path, tmp_path: Path) -> None:
+    from goat_dagster.bench.runner import run_benchmark
+
+    suite = parse_suite(
+        GOOD.replace("defaults:\n", "defaults:\n  image: python:3.12-slim\n"), tmp_path / "i.yaml"
+    )
+    s = run_benchmark(suite, "smollm2-135m", agent="oracle")
+    assert s.passed == 1
+    assert any("python:3.12-slim" in w and "host's Python" in w for w in s.warnings), s.warnings
 
 
 @pytest.mark.parametrize(
