@@ -478,6 +478,11 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
     for key, raw in models_raw.items():
         line = models_raw.key_lines.get(key)
         key_s = str(key)
+        if not isinstance(key, str):  # YAML 1.1 reads yes/no/on/off, numbers, dates as non-text
+            problems.append(
+                Problem(path_s, line, key_s, None, f"key {key_s!r} is not text in YAML: quote it")
+            )
+            continue
         if not isinstance(raw, dict):
             problems.append(Problem(path_s, line, key_s, None, "entry must be a mapping of fields"))
             continue

@@ -207,6 +207,13 @@ def test_router_validation() -> None:
     assert "router.fallbacks[0]: unknown model 'nope'" in msg
 
 
+def test_a_key_yaml_reads_as_something_else_is_refused() -> None:
+    for key in ("yes", "2024", "off"):
+        text = GOOD_LOCAL.replace("  smol:", f"  {key}:")
+        assert "is not text in YAML: quote it" in reject("models:\n" + text), key
+    assert "yes" in parse_registry("models:\n" + GOOD_LOCAL.replace("  smol:", '  "yes":')).models
+
+
 def test_route_groups() -> None:
     ok = parse_registry(
         "router:\n  groups:\n    pool: {models: [smol], weights: {smol: 2}}\n"
