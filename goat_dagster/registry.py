@@ -258,6 +258,8 @@ class ModelEntry(_Strict):
             patterns = self.weights.files if isinstance(self.weights, HFWeights) else [name]
             if not any(p.lower().endswith(".gguf") for p in patterns):
                 raise ValueError("provider 'local' (llama.cpp) needs a .gguf file in 'weights'")
+        if self.gpu and self.provider != "modal":
+            raise ValueError(f"gpu is a Modal GPU type; provider {self.provider!r} has none: remove it")
         if self.provider == "openai_compatible" and not (self.api_base or self.api_base_env):
             raise ValueError("provider 'openai_compatible' needs 'api_base' (or 'api_base_env')")
         if self.provider == "cloud" and not self.litellm_model:

@@ -207,6 +207,11 @@ def test_router_validation() -> None:
     assert "router.fallbacks[0]: unknown model 'nope'" in msg
 
 
+def test_a_gpu_only_on_modal() -> None:
+    msg = reject("models:\n" + GOOD_LOCAL + "    gpu: A10G\n")
+    assert "models.smol" in msg and "gpu is a Modal GPU type; provider 'local' has none" in msg
+
+
 def test_a_key_yaml_reads_as_something_else_is_refused() -> None:
     for key in ("yes", "2024", "off"):
         text = GOOD_LOCAL.replace("  smol:", f"  {key}:")
