@@ -416,11 +416,13 @@ def run_benchmark(
                     size=min(parallel, len(pending)),
                     limits=sandbox_limits or SandboxLimits(),
                     network=network,
-                    gateway_host=urlsplit(gateway.base_url).hostname if network and gateway else None,
+                    gateway_host=urlsplit(gateway.base_url).hostname
+                    if network and gateway is not None
+                    else None,
                     ro_paths=tuple(the_agent.mounts()),
                 )
                 pool = make_pool(sandbox, options)
-            isolation, warns = pool.isolation, list(pool.warnings)
+            isolation = pool.isolation
             run = _Run(
                 journal.spec,
                 the_suite,
