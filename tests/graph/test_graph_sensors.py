@@ -98,10 +98,10 @@ def test_suite_sensor_fires_once_per_change(clean_partitions, tmp_path, monkeypa
     suites.mkdir()
     shutil.copy(PROJECT / "suites" / "smoke.yaml", suites / "smoke.yaml")
     models = tmp_path / "models.yaml"
-    models.write_text("models:\n" + entry("alpha") + entry("beta") + entry("off", enabled=False))
+    models.write_text("models:\n" + entry("alpha") + entry("beta") + entry("idle", enabled=False))
     monkeypatch.setenv("GOAT_SUITES_DIR", str(suites))
     monkeypatch.setenv("GOAT_MODELS_FILE", str(models))
-    instance.add_dynamic_partitions(MODELS_PARTITIONS_NAME, ["alpha", "beta", "off"])
+    instance.add_dynamic_partitions(MODELS_PARTITIONS_NAME, ["alpha", "beta", "idle"])
 
     baseline = tick(benchmark_suite_sensor, instance, None)
     assert isinstance(baseline, SensorResult) and baseline.run_requests == []
