@@ -12,7 +12,8 @@ need=()
 for pkg in "$@"; do
   case "$pkg" in
     bubblewrap)
-      case "${GOAT_SANDBOX_BWRAP:-}" in 0|false|no|off) continue ;; esac
+      off="${GOAT_SANDBOX_BWRAP:-}"
+      case "${off,,}" in 0|false|no|off) continue ;; esac
       cmd=bwrap ;;
     *) cmd="$pkg" ;;
   esac

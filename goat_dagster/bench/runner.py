@@ -399,26 +399,24 @@ def run_benchmark(
         if pending:
             if the_agent.needs_gateway:
                 gateway = gateway or resolve_gateway(entry.key, registry)
-                try:  # a gateway down from the start is a clear error, not a run of infra rows
-                    check_reachable(gateway)
-                except ConnectionError as exc:
-                    raise GatewayDown(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
                 if the_agent.needs_network and sandbox != "local" and gateway.on_loopback:
-                    raise RunError(
+                    raise RunError(  # no use asking whether it answers: the sandbox could not reach it
                         f"a command: agent in a {sandbox} sandbox calls the gateway itself, but "
                         f"{gateway.base_url} is this machine's loopback, out of the sandbox's reach: set "
                         "GOAT_LITELLM_URL to a proxy it can reach (the proxy on Modal, README: Cloud set-up)"
                     )
+                try:  # a gateway down from the start is a clear error, not a run of infra rows
+                    check_reachable(gateway)
+                except ConnectionError as exc:
+                    raise GatewayDown(f"{exc} (start the proxy, or set GOAT_LLM_BASE_URL)") from None
             own_pool = pool is None
             if pool is None:
-                network = the_agent.needs_network and gateway is not None
+                reach = gateway if the_agent.needs_network else None  # the gateway the sandbox calls
                 options = PoolOptions(
                     size=min(parallel, len(pending)),
                     limits=sandbox_limits or SandboxLimits(),
-                    network=network,
-                    gateway_host=urlsplit(gateway.base_url).hostname
-                    if network and gateway is not None
-                    else None,
+                    network=the_agent.needs_network,
+                    gateway_host=urlsplit(reach.base_url).hostname if reach is not None else None,
                     ro_paths=tuple(the_agent.mounts()),
                 )
                 pool = make_pool(sandbox, options)

@@ -11,6 +11,7 @@ transfer, a whole run — is the real code; only `modal.Sandbox.create` itself i
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import subprocess
@@ -296,15 +297,16 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://{address}:{server.server_address[1]}/v1"
     remote = Gateway(base_url=base, api_key=master, model="qwen3-4b-local")
-    s = run_benchmark(
+    run = functools.partial(
+        run_benchmark,
         "smoke",
         "smollm2-135m",
         agent=show_env,
         sandbox="modal",
         pool=pool,
-        gateway=remote,
         task_ids=["fizzbuzz"],
     )
+    s = run(gateway=remote)
     entry = json.loads(Path(s.journal_dir, "results.jsonl").read_text().splitlines()[-1])
     env = dict(
         ln.split("=", 1)
@@ -322,25 +324,10 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     server.shutdown()
 
     # a proxy on this machine's loopback cannot be reached from the cloud: refused before any
-    # task runs (not a run of infra errors), and nothing is recorded
-    loopback = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    threading.Thread(target=loopback.serve_forever, daemon=True).start()
-    local = Gateway(
-        base_url=f"http://127.0.0.1:{loopback.server_address[1]}/v1", api_key=master, model="qwen3-4b-local"
-    )
+    # task runs (not a run of infra errors; nothing needs to answer there), and nothing is recorded
+    local = Gateway(base_url="http://127.0.0.1:9/v1", api_key=master, model="qwen3-4b-local")
     with pytest.raises(RunError, match=r"loopback.*GOAT_LITELLM_URL"):
-        run_benchmark(
-            "smoke",
-            "smollm2-135m",
-            agent=show_env,
-            sandbox="modal",
-            pool=pool,
-            gateway=local,
-            task_ids=["fizzbuzz"],
-            run_id="loopback-refused",
-            retry=RetryPolicy(retries=0),
-        )
+        run(gateway=local, run_id="loopback-refused", retry=RetryPolicy(retries=0))
     assert not (goat_home / "lake" / "results" / "loopback-refused.parquet").exists()
     journal = goat_home / "runs" / "loopback-refused" / "results.jsonl"
     assert not journal.exists() or journal.read_text() == ""
-    loopback.shutdown()
