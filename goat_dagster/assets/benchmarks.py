@@ -5,8 +5,6 @@ Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults
 `smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
 """
 
-import os
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -26,6 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.assets.weights import serving_slot
@@ -41,7 +40,7 @@ from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.resources.sandbox import SandboxResource
 
-DEFAULT_SUITE = os.environ.get("GOAT_SUITE", "smoke")
+DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"
 NO_INFRA = "no_infra_errors"
 

@@ -64,10 +64,11 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
     from goat_dagster.registry import load_registry
 
     entry = (registry or load_registry()).get(model_key)
-    agent_key = os.environ.get("GOAT_LLM_AGENT_KEY")
-    explicit = os.environ.get("GOAT_LLM_BASE_URL")
+    s = config.settings()
+    agent_key = s.llm_agent_key.get_secret_value() if s.llm_agent_key else None
+    explicit = s.llm_base_url
     if client is None and explicit:
-        base_url, key = explicit, os.environ.get("GOAT_LLM_API_KEY") or "sk-goat-local"
+        base_url, key = explicit, s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
     else:
         if client is None:
             from goat_dagster.serving.gateway import client_for
