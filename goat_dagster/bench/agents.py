@@ -161,7 +161,7 @@ class CommandAgent(Agent):
             if ctx.gateway.agent_key is not None:  # GOAT_LLM_AGENT_KEY: the operator's own choice
                 token = ctx.gateway.agent_key.get_secret_value()
             else:
-                from goat_dagster.serving.gateway import sandbox_key
+                from goat_dagster.routing.gateway import sandbox_key
 
                 token = sandbox_key(
                     ctx.gateway.api_key.get_secret_value(),

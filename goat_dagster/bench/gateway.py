@@ -71,7 +71,7 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
         base_url, key = explicit, s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
     else:
         if client is None:
-            from goat_dagster.serving.gateway import client_for
+            from goat_dagster.routing.gateway import client_for
 
             client = client_for(entry, registry=registry)
         base_url, key = client.base_url, client.api_key

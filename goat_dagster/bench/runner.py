@@ -56,7 +56,7 @@ from goat_dagster.bench.sandbox import (
 )
 from goat_dagster.bench.suite import Suite, Task, load_suite
 from goat_dagster.registry import slugify
-from goat_dagster.serving.proxy import gateway_lease
+from goat_dagster.routing.proxy import gateway_lease
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
