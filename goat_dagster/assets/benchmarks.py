@@ -26,19 +26,20 @@ from pydantic import Field
 
 from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import AgentLimits, make_agent
-from goat_dagster.bench.gateway import resolve_gateway
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
 from goat_dagster.bench.runner import Progress, run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
 from goat_dagster.bench.suite import Suite, SuiteError, load_suite
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import ModelEntry, load_registry
+from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
+from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import SandboxResource
+from goat_dagster.textfmt import markdown_table
 
 DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"
@@ -147,15 +148,14 @@ def benchmark_results(
     config: BenchmarkConfig,
     litellm: LiteLLMProxyResource,
     sandbox: SandboxResource,
+    registry: RegistryResource,
 ) -> MaterializeResult:
-    registry = load_registry()
-    entry = registry.get(context.partition_key)
+    models = registry.registry()
+    entry = models.get(context.partition_key)
     suite = load_suite_or_fail(config.suite)
     run_id = goat_run_id(context, entry, suite)
     agent = make_agent(config.agent)
-    gateway = (
-        resolve_gateway(entry.key, registry, client=litellm.client(entry)) if agent.needs_gateway else None
-    )
+    gateway = litellm.gateway(entry) if agent.needs_gateway else None
     limits = AgentLimits(
         max_steps=config.max_steps, max_output_tokens=config.max_output_tokens, max_seconds=config.max_seconds
     )
@@ -194,7 +194,7 @@ def benchmark_results(
                 sandbox_limits=sandbox.limits(),
                 task_ids=config.tasks,
                 on_task=on_task,
-                registry=registry,
+                registry=models,
             )
     except (GatewayDown, SandboxError) as exc:
         if isinstance(exc, SandboxError) and not exc.transient:  # e.g. no bubblewrap: fix, then rerun

@@ -1,11 +1,10 @@
-"""The door to models: an OpenAI-compatible gateway (the LiteLLM proxy), and the calls through it.
-
-`Gateway` says where to send requests and under which model name; `resolve_gateway(model_key)`
-builds one from the registry and the environment. `GatewayClient.chat` makes one chat-completion
-call the way every harness call must be made: with `call_metadata(...)` in the request body (the
-proxy turns it into trace ids, tags and sessions), retried with backoff when the gateway is down
-or overloaded, its cost taken from LiteLLM's `x-litellm-response-cost` header (registry pricing x
-tokens when absent), and a `CallRecord` appended to `$GOAT_HOME/runs/<run_id>/calls.jsonl`.
+"""The calls through the door to models: `Gateway` (routing/gateway.py) says where to send
+requests and under which model name; `resolve_gateway(entry)` there picks it. `GatewayClient.chat`
+makes one chat-completion call the way every harness call must be made: with `call_metadata(...)`
+in the request body (the proxy turns it into trace ids, tags and sessions), retried with backoff
+when the gateway is down or overloaded, its cost taken from LiteLLM's `x-litellm-response-cost`
+header (registry pricing x tokens when absent), and a `CallRecord` appended to
+`$GOAT_HOME/runs/<run_id>/calls.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,70 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 from goat_dagster import config
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
+from goat_dagster.routing.gateway import Gateway, resolve_gateway
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
+__all__ = ["CallContext", "CallLog", "Gateway", "GatewayClient", "check_reachable", "resolve_gateway"]
+
 COST_HEADERS = ("x-litellm-response-cost", "x-litellm-response-cost-original")
-
-
-class Gateway(BaseModel):
-    """An OpenAI-compatible endpoint and the model name to ask it for."""
-
-    model_config = ConfigDict(frozen=True)
-
-    base_url: str
-    api_key: SecretStr
-    model: str
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
-    agent_key: SecretStr | None = None  # a scoped key a sandbox may hold (cloud sandboxes only)
-
-    def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
-
-    @property
-    def on_loopback(self) -> bool:
-        """Whether the gateway is on this machine's loopback (out of a cloud sandbox's reach)."""
-        return (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-
-
-def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) -> Gateway:
-    """The gateway for a registry model.
-
-    GOAT_LLM_BASE_URL (+ GOAT_LLM_API_KEY) names one explicitly; otherwise it is the LiteLLM proxy
-    of `serving.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
-    key — host-side only: sandboxes get a relay or a scoped key, never this one. The model name is
-    the registry's `gateway_name` (`<key>-local` for self-hosted models). `client` (a
-    `serving.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
-    explicitly.
-    """
-    from goat_dagster.registry import load_registry
-
-    entry = (registry or load_registry()).get(model_key)
-    s = config.settings()
-    agent_key = s.llm_agent_key.get_secret_value() if s.llm_agent_key else None
-    explicit = s.llm_base_url
-    if client is None and explicit:
-        base_url, key = explicit, s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
-    else:
-        if client is None:
-            from goat_dagster.routing.gateway import client_for
-
-            client = client_for(entry, registry=registry)
-        base_url, key = client.base_url, client.api_key
-    return Gateway(
-        base_url=base_url,
-        api_key=SecretStr(key),
-        model=entry.gateway_name,
-        input_per_mtok=entry.pricing.input_per_mtok,
-        output_per_mtok=entry.pricing.output_per_mtok,
-        agent_key=SecretStr(agent_key) if agent_key else None,
-    )
 
 
 def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:

@@ -398,7 +398,7 @@ def run_benchmark(
         run: _Run | None = None
         if pending:
             if the_agent.needs_gateway:
-                gateway = gateway or resolve_gateway(entry.key, registry)
+                gateway = gateway or resolve_gateway(entry)
                 if the_agent.needs_network and sandbox != "local" and gateway.on_loopback:
                     raise RunError(  # no use asking whether it answers: the sandbox could not reach it
                         f"a command: agent in a {sandbox} sandbox calls the gateway itself, but "
