@@ -123,7 +123,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         # hashes stop the wave where nothing really changed (a registry edit elsewhere re-checks
         # weights and the proxy config, not the benchmark)
         for _ in range(len(all_keys)):
-            wanted = stale_or_missing(instance, graph, all_keys, entry.slug)
+            wanted = stale_or_missing(instance, assets, all_keys, entry.slug)
             if not wanted:
                 break
             if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up

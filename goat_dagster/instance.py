@@ -25,12 +25,10 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from dagster import DagsterInstance
 
 from goat_dagster import config
-
-if TYPE_CHECKING:
-    from dagster import DagsterInstance
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +125,10 @@ def prepare_dagster_home() -> Path:
 
 
 def ensure_instance() -> DagsterInstance:
-    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed), pools configured."""
-    from dagster import DagsterInstance
-
+    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed, goat's run queue)."""
     ensure_postgres()
     prepare_dagster_home()
-    from goat_dagster.pools import configure_pools
-
-    instance = DagsterInstance.get()
-    configure_pools(instance)
-    return instance
+    return DagsterInstance.get()
 
 
 def describe() -> dict[str, str]:

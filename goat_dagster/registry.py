@@ -292,7 +292,8 @@ class ModelEntry(_Strict):
     @property
     def backend(self) -> str:
         """The serving backend: `local` (this machine's CPU server), `modal` (GPU apps), `cloud`
-        (APIs and OpenAI-compatible servers elsewhere). Concurrency pools and run tags use it."""
+        (APIs and OpenAI-compatible servers elsewhere). The run queue limits runs per backend
+        (run_queue.py)."""
         return {"local": "local", "modal": "modal"}.get(self.provider, "cloud")
 
     @property

@@ -27,7 +27,6 @@ from pydantic import Field
 from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.assets.common import OWNERS
-from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import AgentLimits, make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
@@ -179,23 +178,22 @@ def benchmark_results(
             f"suite={config.suite!r} so the lineage shows the suite these results come from"
         )
     try:
-        with serving_slot(context, entry):
-            summary = run_benchmark(
-                suite,
-                entry.key,
-                agent=config.agent,
-                sandbox=sandbox.backend,
-                parallel=config.parallel,
-                epochs=config.epochs,
-                run_id=run_id,
-                budget_usd=config.budget_usd,
-                gateway=gateway,
-                limits=limits,
-                sandbox_limits=sandbox.limits(),
-                task_ids=config.tasks,
-                on_task=on_task,
-                registry=models,
-            )
+        summary = run_benchmark(
+            suite,
+            entry.key,
+            agent=config.agent,
+            sandbox=sandbox.backend,
+            parallel=config.parallel,
+            epochs=config.epochs,
+            run_id=run_id,
+            budget_usd=config.budget_usd,
+            gateway=gateway,
+            limits=limits,
+            sandbox_limits=sandbox.limits(),
+            task_ids=config.tasks,
+            on_task=on_task,
+            registry=models,
+        )
     except (GatewayDown, SandboxError) as exc:
         if isinstance(exc, SandboxError) and not exc.transient:  # e.g. no bubblewrap: fix, then rerun
             raise Failure(description=f"run {run_id}: {exc}") from None
