@@ -26,9 +26,15 @@ import sys
 import warnings
 from pathlib import Path
 
+import psutil
 from dagster import DagsterInstance
 
 from goat_dagster import config
+
+with warnings.catch_warnings():  # platformdirs (under pgserver) warns when XDG_RUNTIME_DIR is unset
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import pgserver
+    from pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +59,6 @@ def _prune_dead_handles(pgdata: Path) -> None:
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
         return
-    import psutil
-    from pgserver.postgres_server import PostgresServer
-
     with PostgresServer._lock:
         try:
             pids = json.loads(handles.read_text() or "[]")
@@ -85,10 +88,6 @@ def ensure_postgres() -> str:
         p = config.paths().ensure()
         p.pg.parent.mkdir(parents=True, exist_ok=True)
         if not external:  # we are the process that owns the embedded server's lifetime
-            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-                import pgserver
-
             _prune_dead_handles(p.pg)
             logging.getLogger("pgserver").setLevel(logging.WARNING)
             _server = pgserver.get_server(p.pg, cleanup_mode="stop")
