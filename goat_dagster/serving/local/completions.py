@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from goat_dagster.serving.local.api import ERROR_RESPONSES, Manager
 from goat_dagster.serving.local.errors import ServeError, error_body, normalize_error
-from goat_dagster.serving.local.manager import Lease, ModelInstance, ModelManager
+from goat_dagster.serving.local.instances import Lease, ModelInstance
+from goat_dagster.serving.local.manager import ModelManager
 
 log = logging.getLogger("goat.serve")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
