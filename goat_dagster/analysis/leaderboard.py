@@ -21,8 +21,7 @@ import duckdb
 
 from goat_dagster import config
 from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
-from goat_dagster.assets.common import markdown_table
-from goat_dagster.textfmt import format_table
+from goat_dagster.textfmt import format_table, markdown_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")

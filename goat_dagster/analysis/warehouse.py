@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import types
-import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,60 +56,18 @@ from typing import Any, Literal
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.tabular import duckdb_columns
 from goat_dagster.tracing.schema import TraceRecord
-
-# DESIGN §6: the results row. Order and names are the contract.
-RESULT_COLUMNS: dict[str, str] = {
-    "run_id": "VARCHAR",
-    "suite": "VARCHAR",
-    "suite_version": "VARCHAR",
-    "model": "VARCHAR",
-    "agent": "VARCHAR",
-    "sandbox": "VARCHAR",
-    "task_id": "VARCHAR",
-    "epoch": "INTEGER",
-    "status": "VARCHAR",
-    "error_kind": "VARCHAR",
-    "started_at": "TIMESTAMPTZ",
-    "finished_at": "TIMESTAMPTZ",
-    "wall_s": "DOUBLE",
-    "steps": "INTEGER",
-    "tool_calls": "INTEGER",
-    "prompt_tokens": "BIGINT",
-    "completion_tokens": "BIGINT",
-    "cost_usd": "DOUBLE",
-    "trace_id": "VARCHAR",
-}
-
-ERROR_KINDS = ("infra", "timeout", "agent", "budget")
 
 Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
 
 META_TABLE = "goat_warehouse_meta"
 LOCK_TIMEOUT_S = 10.0
 
-
-def _duckdb_type(annotation: Any) -> str:
-    """The DuckDB type of a `TraceRecord` field annotation."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _duckdb_type(args[0])
-    if origin is Literal or annotation is str:
-        return "VARCHAR"
-    if origin is list and typing.get_args(annotation) == (str,):
-        return "VARCHAR[]"
-    simple = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", datetime: "TIMESTAMPTZ"}
-    if annotation in simple:
-        return simple[annotation]
-    raise TypeError(f"TraceRecord field type {annotation!r} has no DuckDB mapping in analysis/warehouse.py")
-
-
-# `TraceRecord` is the row schema of the traces lake; the view follows it field for field.
-TRACE_COLUMNS: dict[str, str] = {
-    name: _duckdb_type(f.annotation) for name, f in TraceRecord.model_fields.items()
-}
+# The lakes' row schemas, as DuckDB columns: the views follow the row models field for field.
+RESULT_COLUMNS: dict[str, str] = RESULT_TYPES
+TRACE_COLUMNS: dict[str, str] = duckdb_columns(TraceRecord)
 
 
 def _literal(text: str) -> str:
@@ -141,6 +97,17 @@ def _lake_relation(columns: dict[str, str], source: str | Sequence[Path]) -> str
 
 def _z(power: int = 1) -> str:
     return repr(Z_95**power)
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join(_literal(v) for v in values)
+
+
+# one count per error kind of the results schema: errors_infra, errors_timeout, ...
+_KIND_COUNTS = ",\n        ".join(
+    f"count(*) FILTER (WHERE status = 'error' AND error_kind = {_literal(k)}) AS errors_{k}"
+    for k in ERROR_KINDS
+)
 
 
 # (name, kind for DROP, statement)
@@ -221,7 +188,7 @@ FROM judged""",
     (
         "run_summary",
         "VIEW",
-        """CREATE OR REPLACE VIEW run_summary AS
+        f"""CREATE OR REPLACE VIEW run_summary AS
 WITH runs AS (
     SELECT run_id, suite, model,
         min(suite_version) AS suite_version,
@@ -235,13 +202,10 @@ WITH runs AS (
         count(*) FILTER (WHERE status = 'passed') AS passed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
         count(*) FILTER (WHERE status = 'error') AS errors,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'infra') AS errors_infra,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'timeout') AS errors_timeout,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'agent') AS errors_agent,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'budget') AS errors_budget,
+        {_KIND_COUNTS},
         count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
-            OR error_kind NOT IN ('infra', 'timeout', 'agent', 'budget'))) AS errors_other,
-        count(*) FILTER (WHERE status IS NULL OR status NOT IN ('passed', 'failed', 'error')) AS invalid_rows,
+            OR error_kind NOT IN ({_sql_list(ERROR_KINDS)}))) AS errors_other,
+        count(*) FILTER (WHERE status IS NULL OR status NOT IN ({_sql_list(STATUSES)})) AS invalid_rows,
         sum(cost_usd) AS cost_usd,
         sum(prompt_tokens) AS prompt_tokens,
         sum(completion_tokens) AS completion_tokens,
@@ -275,7 +239,7 @@ SELECT
     r.tasks, r.epochs, r.attempts,
     r.passed + r.failed AS scored,
     r.passed, r.failed, r.errors,
-    r.errors_infra, r.errors_timeout, r.errors_agent, r.errors_budget, r.errors_other, r.invalid_rows,
+    {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
     CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
     wilson_low(r.passed, r.passed + r.failed) AS ci_low,
     wilson_high(r.passed, r.passed + r.failed) AS ci_high,

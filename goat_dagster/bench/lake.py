@@ -16,18 +16,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from goat_dagster import config
-
-RESULT_COLUMNS: tuple[str, ...] = (
-    "run_id", "suite", "suite_version", "model", "agent", "sandbox", "task_id", "epoch", "status",
-    "error_kind", "started_at", "finished_at", "wall_s", "steps", "tool_calls", "prompt_tokens",
-    "completion_tokens", "cost_usd", "trace_id",
-)  # fmt: skip
-STATUSES = ("passed", "failed", "error")
-ERROR_KINDS = ("infra", "timeout", "agent", "budget")
+from goat_dagster.tabular import Int32, duckdb_columns, literal_values
 
 
 class ResultRow(BaseModel):
-    """One task x epoch of a run: exactly the columns of the results lake."""
+    """One task x epoch of a run: exactly the columns of the results lake (DESIGN §6, in order).
+
+    The one definition of the results schema: the Parquet files' column types and the warehouse's
+    `results` view are derived from these fields (`RESULT_TYPES`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,14 +35,14 @@ class ResultRow(BaseModel):
     agent: str
     sandbox: str
     task_id: str
-    epoch: int
+    epoch: Int32
     status: Literal["passed", "failed", "error"]
     error_kind: Literal["infra", "timeout", "agent", "budget"] | None = None
     started_at: datetime
     finished_at: datetime
     wall_s: float
-    steps: int = 0
-    tool_calls: int = 0
+    steps: Int32 = 0
+    tool_calls: Int32 = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -54,6 +51,13 @@ class ResultRow(BaseModel):
     @property
     def key(self) -> tuple[str, int]:
         return (self.task_id, self.epoch)
+
+
+# DuckDB (and so Parquet) types of the columns; timestamps are UTC instants
+RESULT_TYPES: dict[str, str] = duckdb_columns(ResultRow)
+RESULT_COLUMNS: tuple[str, ...] = tuple(RESULT_TYPES)
+STATUSES = literal_values(ResultRow, "status")
+ERROR_KINDS = literal_values(ResultRow, "error_kind")
 
 
 def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
@@ -81,15 +85,6 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
         "started_at": started,
         "finished_at": finished,
     }
-
-
-# DuckDB (and so Parquet) types of the columns; timestamps are UTC instants
-RESULT_TYPES: dict[str, str] = {
-    **{c: "VARCHAR" for c in RESULT_COLUMNS},
-    "epoch": "INTEGER", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ", "wall_s": "DOUBLE",
-    "steps": "INTEGER", "tool_calls": "INTEGER", "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT",
-    "cost_usd": "DOUBLE",
-}  # fmt: skip
 
 
 def results_dir() -> Path:

@@ -12,45 +12,25 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from goat_dagster import config
+from goat_dagster.tabular import arrow_schema
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import CallRecord, TraceRecord
-from goat_dagster.tracing.sink_store import read_sink
+from goat_dagster.tracing.sink_store import read_sink, run_file
 
 Source = Literal["auto", "sink", "langfuse"]
 
 
 # ---- the Parquet schema, derived from TraceRecord ---------------------------------------------
 
-
-def _arrow_type(annotation: Any) -> pa.DataType:
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return pa.string()
-    if origin is list:
-        return pa.list_(pa.string())
-    if origin in (Union, UnionType):
-        return _arrow_type(next(a for a in get_args(annotation) if a is not type(None)))
-    return {
-        str: pa.string(),
-        int: pa.int64(),
-        float: pa.float64(),
-        bool: pa.bool_(),
-        datetime: pa.timestamp("us", tz="UTC"),
-    }[annotation]
-
-
-TRACE_SCHEMA = pa.schema(
-    [pa.field(name, _arrow_type(f.annotation)) for name, f in TraceRecord.model_fields.items()]
-)
+TRACE_SCHEMA = arrow_schema(TraceRecord)
 
 
 def traces_table(records: list[TraceRecord]) -> pa.Table:
@@ -87,8 +67,6 @@ def collect_traces(
 
 
 def export_path(run_id: str) -> Path:
-    from goat_dagster.tracing.sink_store import run_file
-
     return config.paths().lake_traces / f"{run_file(run_id).stem}.parquet"
 
 
