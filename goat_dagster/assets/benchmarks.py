@@ -29,13 +29,15 @@ from pydantic import Field
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.assets.weights import serving_slot
-from goat_dagster.bench.agents import AgentLimits, make_agent
-from goat_dagster.bench.gateway import resolve_gateway
+from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
+from goat_dagster.bench.llm_client import resolve_gateway
 from goat_dagster.bench.runner import Progress, run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
-from goat_dagster.bench.suite import Suite, SuiteError, load_suite
+from goat_dagster.bench.suite import SuiteError, load_suite
+from goat_dagster.bench.tasks import Suite
+from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.partitions import models_partitions
 from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource

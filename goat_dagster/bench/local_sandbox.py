@@ -27,6 +27,7 @@ doing, not an infrastructure error) and the next request starts a new worker.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -368,16 +369,12 @@ class LocalSandbox(Sandbox):
         payload = []
         for path, data in files.items():
             if isinstance(data, bytes):
-                import base64
-
                 payload.append({"path": path, "b64": base64.b64encode(data).decode()})
             else:
                 payload.append({"path": path, "text": data})
         self._call({"op": "write", "files": payload})
 
     def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
-        import base64
-
         return base64.b64decode(self._call({"op": "read", "path": path, "limit": limit})["b64"])
 
     def walk(self, limit: int = 5000) -> list[Entry]:

@@ -25,16 +25,15 @@ import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, header_cost
+from goat_dagster.bench.calls import CallContext, CallLog, header_cost
+from goat_dagster.bench.llm_client import Gateway
+from goat_dagster.bench.usage import AgentLimits, Usage
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
-
-if TYPE_CHECKING:
-    from goat_dagster.bench.agents import AgentLimits, Usage
 
 _HOP = {
     "connection",

@@ -32,18 +32,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from goat_dagster.bench.agents import Agent, AgentContext, AgentLimits, Usage, make_agent
+from goat_dagster.bench.agent import Agent, AgentContext
+from goat_dagster.bench.agents import make_agent
+from goat_dagster.bench.calls import CallContext, CallLog
 from goat_dagster.bench.errors import AttemptError
-from goat_dagster.bench.gateway import (
-    CallContext,
-    CallLog,
-    Gateway,
-    GatewayClient,
-    check_reachable,
-    resolve_gateway,
-)
 from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import ResultRow, summarize, write_results
+from goat_dagster.bench.llm_client import Gateway, LLMClient, check_reachable, resolve_gateway
+from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.sandbox import (
     PoolOptions,
     Sandbox,
@@ -52,10 +48,12 @@ from goat_dagster.bench.sandbox import (
     SandboxLimits,
     SandboxPathError,
     SandboxPool,
-    make_pool,
 )
-from goat_dagster.bench.suite import Suite, Task, load_suite
-from goat_dagster.registry import slugify
+from goat_dagster.bench.sandboxes import make_pool
+from goat_dagster.bench.suite import load_suite
+from goat_dagster.bench.tasks import Suite, Task
+from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.registry import load_registry, slugify
 from goat_dagster.serving.proxy import gateway_lease
 from goat_dagster.tracing.schema import new_id
 
@@ -167,24 +165,22 @@ class _Run:
         self.stop = threading.Event()
         self.calls = CallLog(spec.run_id)
         self.client = (
-            GatewayClient(
+            LLMClient(
                 gateway, self.calls, retries=retry.call_retries, backoff_s=retry.backoff_s, on_cost=budget.add
             )
             if agent.uses_client and gateway is not None
             else None
         )
-        self.relays: dict[Path, Any] = {}
+        self.relays: dict[Path, GatewayRelay] = {}
 
     # ---- one task x epoch ------------------------------------------------------------------
 
-    def relay_for(self, sb: Sandbox) -> Any:
+    def relay_for(self, sb: Sandbox) -> GatewayRelay | None:
         relay_dir = getattr(sb, "relay_dir", None)
         if not self.agent.needs_network or relay_dir is None or self.gateway is None:
             return None
         with self.lock:
             if relay_dir not in self.relays:
-                from goat_dagster.bench.relay import GatewayRelay
-
                 self.relays[relay_dir] = GatewayRelay(
                     relay_dir / "gateway.sock", self.gateway, self.calls, on_cost=self.budget.add
                 )
@@ -361,8 +357,6 @@ def run_benchmark(
     pending, total)` once before work starts. Pass `gateway` to override `resolve_gateway(model)`,
     `pool` to reuse a sandbox pool across runs, `task_ids` to run a subset of the suite.
     """
-    from goat_dagster.registry import load_registry
-
     if parallel < 1 or epochs < 1:
         raise RunError("--parallel and --epochs must be at least 1")
     if budget_usd is not None and budget_usd < 0:

@@ -25,11 +25,11 @@ from typing import Any
 import modal.exception as me
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
 from goat_dagster.bench.journal import RunError
 from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, create_with_retry
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
+from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.serving.gateway import SCOPED_KEY_GRACE_S
 
 
@@ -278,7 +278,7 @@ def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
 
 
 def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
-    from goat_dagster.bench.gateway import Gateway
+    from goat_dagster.bench.llm_client import Gateway
     from goat_dagster.serving.proxy_auth import verify_scoped_key
 
     master = "sk-master-of-the-proxy"

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, GatewayClient
+from goat_dagster.bench.calls import CallContext, CallLog
+from goat_dagster.bench.llm_client import Gateway, LLMClient
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.tools import TOOL_SCHEMAS
+from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.tracing.schema import call_metadata, new_id
 from tests.conftest import free_port
 
@@ -36,7 +37,7 @@ def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gatewa
         sent.append(json.loads(request.read()))
 
     log = CallLog("meta-run")
-    client = GatewayClient(model_gateway, log, http_client=httpx.Client(event_hooks={"request": [record]}))
+    client = LLMClient(model_gateway, log, http_client=httpx.Client(event_hooks={"request": [record]}))
     ctx = CallContext(
         run_id="meta-run", suite="smoke", model="smollm2-135m", task_id="fizzbuzz", epoch=1, trace_id=new_id()
     )

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits, Usage
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway
+from goat_dagster.bench.calls import CallContext, CallLog
+from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.relay import GatewayRelay
+from goat_dagster.bench.usage import AgentLimits, Usage
 from goat_dagster.tracing.schema import new_id
 
 from .conftest import LlamaServer

@@ -17,9 +17,9 @@ import duckdb
 import pytest
 
 from goat_dagster.bench import lake
-from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
+from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.local_sandbox import find_bwrap
 from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.suite import parse_suite

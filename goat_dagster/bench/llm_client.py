@@ -1,8 +1,8 @@
-"""The door to models: an OpenAI-compatible gateway (the LiteLLM proxy), and the calls through it.
+"""The harness's LLM client: chat completions through the model gateway (the LiteLLM proxy).
 
 `Gateway` says where to send requests and under which model name; `resolve_gateway(model_key)`
-builds one from the registry and the environment. `GatewayClient.chat` makes one chat-completion
-call the way every harness call must be made: with `call_metadata(...)` in the request body (the
+builds one from the registry and the environment. `LLMClient.chat` makes one chat-completion
+call the way every harness call from the host must be made: with `call_metadata(...)` in the request body (the
 proxy turns it into trace ids, tags and sessions), retried with backoff when the gateway is down
 or overloaded, its cost taken from LiteLLM's `x-litellm-response-cost` header (registry pricing x
 tokens when absent), and a `CallRecord` appended to `$GOAT_HOME/runs/<run_id>/calls.jsonl`.
@@ -10,24 +10,22 @@ tokens when absent), and a `CallRecord` appended to `$GOAT_HOME/runs/<run_id>/ca
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from goat_dagster import config
+from goat_dagster.bench.calls import CallContext, CallLog, header_cost
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
+from goat_dagster.registry import load_registry
+from goat_dagster.serving.gateway import client_for
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
-
-COST_HEADERS = ("x-litellm-response-cost", "x-litellm-response-cost-original")
 
 
 class Gateway(BaseModel):
@@ -61,8 +59,6 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
     `serving.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
     explicitly.
     """
-    from goat_dagster.registry import load_registry
-
     entry = (registry or load_registry()).get(model_key)
     agent_key = os.environ.get("GOAT_LLM_AGENT_KEY")
     explicit = os.environ.get("GOAT_LLM_BASE_URL")
@@ -70,8 +66,6 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
         base_url, key = explicit, os.environ.get("GOAT_LLM_API_KEY") or "sk-goat-local"
     else:
         if client is None:
-            from goat_dagster.serving.gateway import client_for
-
             client = client_for(entry, registry=registry)
         base_url, key = client.base_url, client.api_key
     return Gateway(
@@ -86,8 +80,6 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
 
 def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
     """Raise ConnectionError when nothing answers at the gateway's address (any HTTP answer will do)."""
-    import httpx
-
     url = gateway.base_url.rstrip("/") + "/models"
     try:
         httpx.get(
@@ -95,47 +87,6 @@ def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
         )
     except httpx.HTTPError as exc:
         raise ConnectionError(f"no model gateway answers at {gateway.base_url}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class CallContext:
-    """Who is calling: the identity every call's metadata and record carry."""
-
-    run_id: str
-    suite: str
-    model: str  # registry key (the results row's `model`)
-    task_id: str
-    epoch: int
-    trace_id: str
-
-
-class CallLog:
-    """Appends one JSON line per LLM call to `runs/<run_id>/calls.jsonl` (thread-safe)."""
-
-    def __init__(self, run_id: str, runs_dir: Path | None = None) -> None:
-        self.path = (runs_dir or config.paths().runs) / run_id / "calls.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-
-    def write(self, record: CallRecord, **extra: Any) -> None:
-        line = json.dumps({**record.model_dump(mode="json"), **extra}) + "\n"
-        with self.lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a kill
-        return out
 
 
 @dataclass
@@ -150,27 +101,7 @@ class CallResult:
     latency_s: float
 
 
-def header_cost(headers: Any) -> float | None:
-    """The call's cost as LiteLLM's proxy reports it, or None when it does not.
-
-    `x-litellm-response-cost` is the cost; LiteLLM 1.106 leaves it out when its logging object has
-    not settled the cost yet, while `x-litellm-response-cost-original` (the same cost before any
-    discount or margin, which goat does not configure) is there: then that one.
-    """
-    if headers is None:
-        return None
-    for name in COST_HEADERS:
-        raw = headers.get(name)
-        if raw in (None, "", "None", "null"):
-            continue
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            continue
-    return None
-
-
-class GatewayClient:
+class LLMClient:
     """Chat completions through a `Gateway`, as the harness must make them."""
 
     def __init__(
