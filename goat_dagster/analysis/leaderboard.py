@@ -20,7 +20,8 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
-from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
+from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
+from goat_dagster.bench.lake import ERROR_KINDS
 from goat_dagster.textfmt import format_table, markdown_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
