@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, NoReturn
 
@@ -53,6 +52,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _debug() -> bool:
+    try:
+        return config.settings().debug
+    except config.ConfigError:  # the error being reported may be this very one
+        return False
+
+
 class GoatGroup(click.Group):
     """Turns the errors a user can fix (bad models.yaml, a suite, a missing file, a server that is
     not up) into one clear message instead of a traceback."""
@@ -63,7 +69,7 @@ class GoatGroup(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
-            if os.environ.get("GOAT_DEBUG") or not isinstance(exc, user_errors()):
+            if _debug() or not isinstance(exc, user_errors()):
                 raise
             verb = ctx.invoked_subcommand or "goat"
             fail(f"goat {verb}: {exc}" if not isinstance(exc, RegistryError) else str(exc))
@@ -200,13 +206,11 @@ def run(
 def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
     """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
-    import os
-
     from goat_dagster.bench.agents import make_agent
     from goat_dagster.registry import load_registry
     from goat_dagster.serving.stack import ensure_model_stack
 
-    if not make_agent(agent).needs_gateway or os.environ.get("GOAT_LLM_BASE_URL"):
+    if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
     registry = load_registry()
     ensure_model_stack(
@@ -236,23 +240,27 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="GOAT_SERVE_HOST")
 @click.option(
-    "--port", default=8100, show_default=True, type=int, envvar="GOAT_SERVE_PORT", help="0 picks a free port."
+    "--host", default=lambda: config.settings().serve_host, show_default="$GOAT_SERVE_HOST or 127.0.0.1"
+)
+@click.option(
+    "--port",
+    default=lambda: config.settings().serve_port,
+    show_default="$GOAT_SERVE_PORT or 8100",
+    type=int,
+    help="0 picks a free port.",
 )
 @click.option(
     "--budget-mb",
-    default=None,
+    default=lambda: config.settings().serve_budget_mb,
     type=int,
-    envvar="GOAT_SERVE_BUDGET_MB",
-    help="Memory budget for loaded models.",
+    help="Memory budget for loaded models (default $GOAT_SERVE_BUDGET_MB or half the RAM).",
 )
 @click.option(
     "--margin-mb",
-    default=None,
+    default=lambda: config.settings().serve_margin_mb,
     type=int,
-    envvar="GOAT_SERVE_MARGIN_MB",
-    help="Head-room kept free in the budget.",
+    help="Head-room kept free in the budget (default $GOAT_SERVE_MARGIN_MB or 256).",
 )
 @click.option(
     "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
@@ -360,10 +368,9 @@ def setup(dry_run: bool, env_file: str, yes: bool) -> None:
     """Create the Modal environment, secrets and volumes from ./.env."""
     from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan, modal_state, read_env_file
     from goat_dagster.serving.modal_deploy import ModalCloud, ModalUnavailable
-    from goat_dagster.serving.modal_spec import ENVIRONMENT_ENV
 
     try:
-        cloud = ModalCloud(read_env_file(env_file).get(ENVIRONMENT_ENV))
+        cloud = ModalCloud(read_env_file(env_file).get(config.GoatSettings.env_name("modal_environment")))
         try:
             state, note = modal_state(cloud), ""
         except ModalUnavailable as exc:

@@ -16,7 +16,6 @@ traceback; the local phases still run. Phases 5 and 6 are small functions (`chec
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,7 +76,7 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
             if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned
         ]
         on_modal = [m.key for m in registry.enabled() if m.provider == "modal"]
-        if on_modal and not os.environ.get(VLLM_KEY_ENV):
+        if on_modal and not config.settings().vllm_api_key:
             out.append(
                 Check(
                     "config",
@@ -393,7 +392,7 @@ def modal_in_use(cloud: Any, registry: Any) -> str | None:
     this machine, or Modal credentials someone configured."""
     if registry is not None and any(m.provider == "modal" for m in registry.enabled()):
         return "an enabled model runs on Modal"
-    if os.environ.get("GOAT_LITELLM_URL"):
+    if config.settings().litellm_url:
         return "the LiteLLM proxy is external (GOAT_LITELLM_URL)"
     if cloud.credentials_present():
         return "Modal credentials are configured"
@@ -434,11 +433,7 @@ def run_doctor(
             Check("traces", "trace", "skip", "no call went through the proxy", "fix the proxy phase first")
         )
     else:
-        wait = (
-            trace_wait_s
-            if trace_wait_s is not None
-            else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
-        )
+        wait = trace_wait_s if trace_wait_s is not None else config.settings().doctor_trace_wait_s
         checks.append(check_trace(call_id, doctor_run_id(trace_id), wait))
     return checks
 

@@ -5,7 +5,6 @@ Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults
 `smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
 """
 
-import os
 from typing import Any
 
 from dagster import (
@@ -27,6 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
 from goat_dagster.analysis.warehouse import update_views
@@ -47,7 +47,7 @@ from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.resources.sandbox import SandboxResource
 
-DEFAULT_SUITE = os.environ.get("GOAT_SUITE", "smoke")
+DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"
 NO_INFRA = "no_infra_errors"
 

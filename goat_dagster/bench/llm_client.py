@@ -10,7 +10,6 @@ tokens when absent), and a `CallRecord` appended to `$GOAT_HOME/runs/<run_id>/ca
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from goat_dagster import config
 from goat_dagster.bench.calls import CallContext, CallLog, header_cost
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.registry import load_registry
@@ -60,10 +60,11 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
     explicitly.
     """
     entry = (registry or load_registry()).get(model_key)
-    agent_key = os.environ.get("GOAT_LLM_AGENT_KEY")
-    explicit = os.environ.get("GOAT_LLM_BASE_URL")
+    s = config.settings()
+    agent_key = s.llm_agent_key.get_secret_value() if s.llm_agent_key else None
+    explicit = s.llm_base_url
     if client is None and explicit:
-        base_url, key = explicit, os.environ.get("GOAT_LLM_API_KEY") or "sk-goat-local"
+        base_url, key = explicit, s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
     else:
         if client is None:
             client = client_for(entry, registry=registry)

@@ -59,6 +59,7 @@ from goat_dagster.bench.sandbox import (
     SandboxPool,
     scrubbed_env,
 )
+from goat_dagster.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ NO_BWRAP_ERROR = (
 
 def bwrap_turned_off() -> bool:
     """GOAT_SANDBOX_BWRAP=0: run without bubblewrap on purpose."""
-    return os.environ.get("GOAT_SANDBOX_BWRAP", "").strip().lower() in ("0", "false", "no", "off")
+    return not settings().sandbox_bwrap
 
 
 def find_bwrap() -> str | None:

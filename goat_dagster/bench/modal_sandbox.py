@@ -37,7 +37,7 @@ from goat_dagster.bench.sandbox import (
     SandboxPool,
     scrubbed_env,
 )
-from goat_dagster.serving.modal_spec import environment_name
+from goat_dagster.config import settings
 
 APP_NAME = "goat-sandboxes"
 WORKDIR = "/workspace"
@@ -314,7 +314,7 @@ class ModalSandboxPool(SandboxPool):
             if self._app is None:
                 try:
                     self._app = modal.App.lookup(
-                        APP_NAME, environment_name=environment_name(), create_if_missing=True
+                        APP_NAME, environment_name=settings().modal_environment, create_if_missing=True
                     )
                 except Exception as exc:
                     raise SandboxError(

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from goat_dagster.config import GoatSettings, settings
 from goat_dagster.serving.modal_spec import (
-    ENVIRONMENT_ENV,
     SECRET_HF,
     SECRET_LANGFUSE,
     SECRET_LITELLM,
@@ -39,7 +39,6 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_MODELS,
     VOLUME_RESULTS,
     VOLUME_VLLM,
-    environment_name,
 )
 
 PROVIDER_KEYS = (
@@ -168,7 +167,8 @@ def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_no
     """What `goat setup` would do. `state` is what exists in Modal ({environments, secrets,
     volumes}), or None when Modal was not asked (dry run without Modal)."""
     env = read_env_file(env_file)
-    environment = environment_name(env.get(ENVIRONMENT_ENV))  # as ModalCloud resolves it
+    # as ModalCloud resolves it: the .env file's GOAT_MODAL_ENVIRONMENT, else this environment's
+    environment = env.get(GoatSettings.env_name("modal_environment")) or settings().modal_environment
     reg_keys, needed = _registry_provider_keys()
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
 

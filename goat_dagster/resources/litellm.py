@@ -7,13 +7,14 @@ never a provider key; provider keys stay in the proxy's environment.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field
 
+from goat_dagster.config import settings
 from goat_dagster.registry import ModelEntry
+from goat_dagster.resources.env import env_vars
 from goat_dagster.serving import proxy
 from goat_dagster.serving.gateway import GatewayClient, GatewaySettings, client_for, sandbox_client
 
@@ -79,18 +80,10 @@ class LiteLLMProxyResource(ConfigurableResource):
 
 def litellm_resource_from_env() -> LiteLLMProxyResource:
     """The resource as `definitions.py` builds it: EnvVar for whatever the environment sets."""
-    kwargs: dict[str, Any] = {}
-    for field_name, env in (
-        ("mode", "GOAT_LITELLM_MODE"),
-        ("url", "GOAT_LITELLM_URL"),
-        ("host", "GOAT_LITELLM_HOST"),
-    ):
-        if os.environ.get(env):
-            kwargs[field_name] = EnvVar(env)
-    if os.environ.get("GOAT_LITELLM_PORT"):
-        kwargs["port"] = EnvVar.int("GOAT_LITELLM_PORT")
-    if os.environ.get("GOAT_LITELLM_URL"):
+    kwargs = env_vars(
+        {"mode": "litellm_mode", "url": "litellm_url", "host": "litellm_host", "port": "litellm_port"}
+    )
+    if settings().litellm_url:
         kwargs.setdefault("mode", "external")
-        if os.environ.get("LITELLM_MASTER_KEY"):
-            kwargs["master_key"] = EnvVar("LITELLM_MASTER_KEY")
+        kwargs.update(env_vars({"master_key": "litellm_master_key"}))
     return LiteLLMProxyResource(**kwargs)

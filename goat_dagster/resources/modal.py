@@ -17,17 +17,19 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from goat_dagster.config import GoatSettings
 from goat_dagster.registry import ModelEntry
+from goat_dagster.resources.env import env_vars
 from goat_dagster.serving import modal_deploy
 from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.modal_spec import DEFAULT_ENVIRONMENT, ENVIRONMENT_ENV
 
 
 class ModalResource(ConfigurableResource):
     """The Modal environment goat deploys into, and the Modal operations assets use."""
 
     environment: str = Field(
-        default=DEFAULT_ENVIRONMENT, description="Modal environment (goat setup creates it)"
+        default=GoatSettings.model_fields["modal_environment"].default,
+        description="Modal environment (goat setup creates it)",
     )
     token_id: str | None = Field(default=None, description="Modal token id; default: ~/.modal.toml")
     token_secret: str | None = Field(default=None, description="Modal token secret; default: ~/.modal.toml")
@@ -57,12 +59,8 @@ class ModalResource(ConfigurableResource):
 def modal_resource_from_env() -> ModalResource:
     """The resource for `Definitions`: EnvVar for every setting present in the environment, so a
     machine without Modal still loads the code location (Modal's own config fills the gaps)."""
-    kwargs: dict[str, Any] = {}
-    for field, var in (
-        ("environment", ENVIRONMENT_ENV),
-        ("token_id", "MODAL_TOKEN_ID"),
-        ("token_secret", "MODAL_TOKEN_SECRET"),
-    ):
-        if os.environ.get(var):
+    kwargs: dict[str, Any] = env_vars({"environment": "modal_environment"})
+    for field, var in (("token_id", "MODAL_TOKEN_ID"), ("token_secret", "MODAL_TOKEN_SECRET")):
+        if os.environ.get(var):  # Modal's own variables, read as Modal reads them
             kwargs[field] = EnvVar(var)
     return ModalResource(**kwargs)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field
 
 from goat_dagster.registry import ModelEntry
+from goat_dagster.resources.env import env_vars
 from goat_dagster.serving.endpoint import Endpoint
 from goat_dagster.serving.local_endpoint import ensure_local_endpoint
 from goat_dagster.serving.serve_config import DEFAULT_HOST, DEFAULT_PORT, ENV, ServeSettings
@@ -39,9 +39,4 @@ class LocalServingResource(ConfigurableResource):
 def local_serving_resource_from_env() -> LocalServingResource:
     """The resource as `definitions.py` builds it: EnvVar for whatever the environment sets
     (GOAT_SERVE_HOST, GOAT_SERVE_PORT, GOAT_SERVE_BUDGET_MB, GOAT_SERVE_MARGIN_MB)."""
-    kwargs = {
-        field: (EnvVar(env) if field == "host" else EnvVar.int(env))
-        for field, env in ENV.items()
-        if os.environ.get(env)
-    }
-    return LocalServingResource(**kwargs)
+    return LocalServingResource(**env_vars(ENV))

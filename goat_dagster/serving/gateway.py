@@ -13,10 +13,10 @@ given models until it expires (see `proxy_auth.py`); never the master key, never
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, load_registry
 from goat_dagster.serving import proxy
 from goat_dagster.serving.endpoint import Endpoint, load_endpoints
@@ -43,16 +43,13 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
-        url = os.environ.get("GOAT_LITELLM_URL") or None
-        mode = os.environ.get("GOAT_LITELLM_MODE") or ("external" if url else "managed")
-        if mode not in ("managed", "external"):
-            raise GatewayError(f"GOAT_LITELLM_MODE must be managed or external, not {mode!r}")
+        s = config.settings()
         return cls(
-            mode=mode,  # type: ignore[arg-type]
-            host=os.environ.get("GOAT_LITELLM_HOST", proxy.DEFAULT_HOST),
-            port=int(os.environ.get("GOAT_LITELLM_PORT", proxy.DEFAULT_PORT)),
-            url=url,
-            master_key=os.environ.get(MASTER_KEY_ENV) or None,
+            mode="external" if s.litellm_external else "managed",
+            host=s.litellm_host,
+            port=s.litellm_port,
+            url=s.litellm_url,
+            master_key=s.litellm_master_key.get_secret_value() if s.litellm_master_key else None,
         )
 
     def base_url(self) -> str:

@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
+from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry
 from goat_dagster.serving.endpoint import Endpoint
 
 SINK_CALLBACK = "goat_dagster.tracing.sink.trace_sink"
 CUSTOM_AUTH = "goat_dagster.serving.proxy_auth.user_api_key_auth"
-LANGFUSE_ENV = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_HOST")
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 # Not a secret: OpenAI-compatible servers we run ourselves take any key, LiteLLM's client needs one.
 NO_KEY = "no-key"
@@ -65,9 +65,8 @@ def env_ref(name: str) -> str:
     return f"os.environ/{name}"
 
 
-def langfuse_configured(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return all(env.get(k) for k in LANGFUSE_ENV)
+def langfuse_configured() -> bool:
+    return config.settings().langfuse_configured
 
 
 def _costs(m: ModelEntry) -> dict[str, float]:

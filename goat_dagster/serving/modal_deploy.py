@@ -41,13 +41,11 @@ from goat_dagster.serving.modal_spec import (
     VOLUME_MODELS,
     ServeSpec,
     base_spec,
-    environment_name,
     fits_message,
     is_commit,
 )
 
 T = TypeVar("T")
-QUICK_TIMEOUT_S = float(os.environ.get("GOAT_MODAL_TIMEOUT_S", "30"))
 
 
 class LogLike(Protocol):
@@ -78,11 +76,12 @@ class ModalCloud:
         *,
         token_id: str | None = None,
         token_secret: str | None = None,
-        timeout_s: float = QUICK_TIMEOUT_S,
+        timeout_s: float | None = None,
     ) -> None:
-        self.environment = environment_name(environment)
+        s = config.settings()
+        self.environment = environment or s.modal_environment
         self._token = (token_id, token_secret) if token_id and token_secret else None
-        self.timeout_s = timeout_s
+        self.timeout_s = s.modal_timeout_s if timeout_s is None else timeout_s
         self._client: Any = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -448,7 +447,8 @@ class ProbeResult:
 def vllm_api_key() -> str:
     """The bearer token the goat-vllm-* apps require on /v1 (VLLM_API_KEY, the value `goat setup`
     stored in the goat-vllm secret)."""
-    key = os.environ.get(VLLM_KEY_ENV)
+    configured = config.settings().vllm_api_key
+    key = configured.get_secret_value() if configured else None
     if not key:
         raise ValueError(
             f"{VLLM_KEY_ENV} is not set: the goat-vllm-* apps answer /v1 only with it. Put the value "

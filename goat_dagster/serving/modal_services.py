@@ -46,7 +46,6 @@ PROXY_FUNCTION = "proxy"
 PROXY_PORT = 4000
 CONFIG_PATH = "/root/litellm_config.yaml"
 SPEC_ENV = "GOAT_SERVICES_SPEC"
-CONFIG_FILE_ENV = "GOAT_LITELLM_CONFIG_FILE"
 CONTAINER_GOAT_HOME = "/goat"
 MASTER_KEY_REF = "os.environ/LITELLM_MASTER_KEY"
 # Config keys whose values are credentials: they may only be `os.environ/NAME` references.
@@ -155,7 +154,9 @@ def load_config(source: dict[str, Any] | str | Path | None = None) -> dict[str, 
     """
     if isinstance(source, dict):
         return source
-    path = source or os.environ.get(CONFIG_FILE_ENV)
+    from goat_dagster.config import GoatSettings, settings
+
+    path = source or settings().litellm_config_file
     if path:
         import yaml
 
@@ -168,7 +169,7 @@ def load_config(source: dict[str, Any] | str | Path | None = None) -> dict[str, 
     except ImportError as exc:
         raise ConfigError(
             f"no LiteLLM config given and the config builder is not available ({exc}); "
-            f"set {CONFIG_FILE_ENV}=<litellm config file>"
+            f"set {GoatSettings.env_name('litellm_config_file')}=<litellm config file>"
         ) from None
     from goat_dagster.registry import load_registry
     from goat_dagster.serving.endpoint import load_endpoints

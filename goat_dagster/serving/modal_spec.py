@@ -25,15 +25,6 @@ if TYPE_CHECKING:
 
 # ---- names shared by setup, doctor, the apps and the README -------------------------------------
 
-DEFAULT_ENVIRONMENT = "goat"
-ENVIRONMENT_ENV = "GOAT_MODAL_ENVIRONMENT"
-
-
-def environment_name(explicit: str | None = None) -> str:
-    """The Modal environment: `explicit` (e.g. from .env), else GOAT_MODAL_ENVIRONMENT, else goat."""
-    return explicit or os.environ.get(ENVIRONMENT_ENV) or DEFAULT_ENVIRONMENT
-
-
 SECRET_PROVIDERS = "goat-llm-providers"
 SECRET_LITELLM = "goat-litellm"
 SECRET_LANGFUSE = "goat-langfuse"
@@ -61,7 +52,9 @@ HF_HUB_VERSION = "0.36.0"  # what vLLM 0.13's transformers accepts (< 1.0)
 VLLM_PORT = 8000
 SERVE_FUNCTION = "serve"
 SPEC_ENV = "GOAT_MODAL_SPEC"
-MODEL_ENV = "GOAT_MODEL"  # `GOAT_MODEL=<key> modal deploy -m goat_dagster.serving.modal_vllm`
+MODEL_ENV = (
+    "GOAT_MODEL"  # `GOAT_MODEL=<key> modal deploy -m goat_dagster.serving.modal_vllm` (GoatSettings.model)
+)
 
 # Memory per GPU (GB) of the types Modal offers; used to refuse a model that cannot fit before a
 # GPU is paid for. Keys are matched case-insensitively; "A100" alone is the 40 GB card.
@@ -200,10 +193,12 @@ def module_spec(engine: str) -> ServeSpec | None:
     if not modal.is_local():
         spec = spec_from_env()
         return spec if spec is not None and spec.engine == engine else None
-    key = os.environ.get(MODEL_ENV)
+    from goat_dagster.config import settings
+    from goat_dagster.serving.modal_deploy import spec_for_key
+
+    key = settings().model
     if not key:
         return None
-    from goat_dagster.serving.modal_deploy import spec_for_key
 
     return spec_for_key(key, expect_engine=engine)
 

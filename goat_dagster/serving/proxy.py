@@ -95,9 +95,9 @@ def log_path() -> Path:
 def master_key() -> str:
     """The proxy's master key: `LITELLM_MASTER_KEY` if set, else one generated once and kept in
     `$GOAT_HOME/litellm/master_key` (mode 0600). Host-side only: never given to a sandbox."""
-    env = os.environ.get(MASTER_KEY_ENV)
-    if env:
-        return env
+    configured = config.settings().litellm_master_key
+    if configured:
+        return configured.get_secret_value()
     f = state_dir() / "master_key"
     if f.exists():
         return f.read_text().strip()
@@ -123,7 +123,6 @@ def _locked() -> Iterator[None]:
 # A writer-preferring readers/writer lock between benchmark runs (readers: they call the proxy)
 # and a proxy restart (the writer), on two lock files: a restart first closes the `gate`, so no new
 # run starts against the old proxy, then waits for the running ones to release the `lease`.
-RESTART_WAIT_S = float(os.environ.get("GOAT_PROXY_RESTART_WAIT_S", "3600"))
 
 
 @contextlib.contextmanager
@@ -146,7 +145,7 @@ def gateway_lease() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _exclusive_lease(log: Any = None, wait_s: float | None = None, poll_s: float = 1.0) -> Iterator[None]:
-    wait_s = RESTART_WAIT_S if wait_s is None else wait_s
+    wait_s = config.settings().proxy_restart_wait_s if wait_s is None else wait_s
     state_dir().mkdir(parents=True, exist_ok=True)
     with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
         fcntl.flock(gate, fcntl.LOCK_EX)  # readers hold the gate only for an instant

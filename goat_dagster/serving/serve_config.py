@@ -3,17 +3,20 @@ start all build one of these)."""
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from goat_dagster import config
 from goat_dagster.serving.memory import DEFAULT_MARGIN_MB, default_budget_mb
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
-# what the environment may set, for every way of starting or finding goat serve
-ENV = {"host": "GOAT_SERVE_HOST", "port": "GOAT_SERVE_PORT", "budget_mb": "GOAT_SERVE_BUDGET_MB",
-       "margin_mb": "GOAT_SERVE_MARGIN_MB"}  # fmt: skip
+# what the environment may set (GoatSettings fields), for every way of starting or finding goat serve
+ENV = {
+    "host": "serve_host",
+    "port": "serve_port",
+    "budget_mb": "serve_budget_mb",
+    "margin_mb": "serve_margin_mb",
+}
 
 
 class ServeSettings(BaseModel):
@@ -32,7 +35,8 @@ class ServeSettings(BaseModel):
     @classmethod
     def from_env(cls) -> ServeSettings:
         """Defaults, overridden by GOAT_SERVE_HOST / _PORT / _BUDGET_MB / _MARGIN_MB."""
-        return cls(**{field: os.environ[env] for field, env in ENV.items() if os.environ.get(env)})
+        s = config.settings()
+        return cls(**{field: getattr(s, name) for field, name in ENV.items() if getattr(s, name) is not None})
 
     @property
     def resolved_budget_mb(self) -> int:
