@@ -1,8 +1,15 @@
-"""The harness's LLM calls: who makes each one (`CallContext`) and the run's call journal (`CallLog`).
+"""The accounting of a run's LLM calls, wherever they are made from.
 
-Every model call of a run, whether the builtin agent makes it from the host (llm_client.py) or a
-`command:` agent makes it from inside its sandbox (through the relay, relay.py), is one line of
-`$GOAT_HOME/runs/<run_id>/calls.jsonl`: a `CallRecord` with its tokens and cost.
+The builtin agent calls the model from the host (llm_client.py); a `command:` agent calls it from
+inside its sandbox, through the attempt's relay (relay.py). Either way the call goes through the
+run's `CallMeter`, the one place that
+
+- gives the call its identity (`Call`: a call id and the `call_metadata(...)` the request carries,
+  which the proxy turns into trace ids, tags and sessions),
+- prices it: LiteLLM's `x-litellm-response-cost` header, else registry pricing x tokens,
+- adds the cost to the run's budget (`on_cost`),
+- and writes one `CallRecord` per call, answered or failed, to `$GOAT_HOME/runs/<run_id>/calls.jsonl`
+  (`CallLog`).
 """
 
 from __future__ import annotations
@@ -10,12 +17,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from goat_dagster import config
-from goat_dagster.tracing.schema import CallRecord
+from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
 COST_HEADERS = ("x-litellm-response-cost", "x-litellm-response-cost-original")
 
@@ -79,3 +89,101 @@ def header_cost(headers: Any) -> float | None:
         except ValueError:
             continue
     return None
+
+
+class Pricing(Protocol):
+    """What a call costs by the registry's prices (the model's `Gateway` knows them)."""
+
+    def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float: ...
+
+
+@dataclass
+class Call:
+    """One LLM call, from the moment it is made."""
+
+    ctx: CallContext
+    step: int
+    call_id: str = field(default_factory=new_id)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    t0: float = field(default_factory=time.monotonic)
+
+    def metadata(self) -> dict[str, Any]:
+        """The request's `metadata` (sent in the body: `extra_body={"metadata": ...}`)."""
+        c = self.ctx
+        return call_metadata(
+            run_id=c.run_id,
+            suite=c.suite,
+            model=c.model,
+            task_id=c.task_id,
+            epoch=c.epoch,
+            trace_id=c.trace_id,
+            call_id=self.call_id,
+            step=self.step,
+        )
+
+    @property
+    def latency_s(self) -> float:
+        return time.monotonic() - self.t0
+
+
+@dataclass(frozen=True)
+class CallCost:
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    source: Literal["gateway", "registry"]
+
+
+class CallMeter:
+    """Prices, counts against the budget and logs every LLM call of one run (thread-safe)."""
+
+    def __init__(
+        self, log: CallLog, pricing: Pricing, on_cost: Callable[[float], None] | None = None
+    ) -> None:
+        self.log = log
+        self.pricing = pricing
+        self.on_cost = on_cost
+
+    def start(self, ctx: CallContext, step: int) -> Call:
+        return Call(ctx, step)
+
+    def answered(self, call: Call, headers: Any, prompt_tokens: int, completion_tokens: int) -> CallCost:
+        """The model answered: its cost (header, else registry pricing), budgeted and logged."""
+        cost = header_cost(headers)
+        source: Literal["gateway", "registry"] = "gateway"
+        if cost is None:
+            cost, source = self.pricing.registry_cost(prompt_tokens, completion_tokens), "registry"
+        if self.on_cost is not None:
+            self.on_cost(cost)
+        self._write(
+            call,
+            ok=True,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost,
+            cost_source=source,
+            latency_s=round(call.latency_s, 4),
+        )
+        return CallCost(prompt_tokens, completion_tokens, cost, source)
+
+    def failed(self, call: Call, error: str) -> None:
+        """The call got no answer the agent can use (gateway down, refused, out of time)."""
+        self._write(call, ok=False, error=error)
+
+    def _write(self, call: Call, *, ok: bool, error: str | None = None, **extra: Any) -> None:
+        c = call.ctx
+        record = CallRecord(
+            run_id=c.run_id,
+            suite=c.suite,
+            model=c.model,
+            task_id=c.task_id,
+            epoch=c.epoch,
+            step=call.step,
+            trace_id=c.trace_id,
+            call_id=call.call_id,
+            started_at=call.started_at,
+            finished_at=datetime.now(UTC),
+            ok=ok,
+            error=error,
+        )
+        self.log.write(record, **extra)

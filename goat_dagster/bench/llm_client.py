@@ -2,10 +2,9 @@
 
 `Gateway` says where to send requests and under which model name; `resolve_gateway(model_key)`
 builds one from the registry and the environment. `LLMClient.chat` makes one chat-completion
-call the way every harness call from the host must be made: with `call_metadata(...)` in the request body (the
-proxy turns it into trace ids, tags and sessions), retried with backoff when the gateway is down
-or overloaded, its cost taken from LiteLLM's `x-litellm-response-cost` header (registry pricing x
-tokens when absent), and a `CallRecord` appended to `$GOAT_HOME/runs/<run_id>/calls.jsonl`.
+call the way every harness call from the host must be made: through the run's `CallMeter` (its
+metadata in the request body, its cost, its line in the call log: calls.py), retried with
+exponential backoff while the gateway is down or overloaded, and never past the agent's deadline.
 """
 
 from __future__ import annotations
@@ -13,19 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from goat_dagster import config
-from goat_dagster.bench.calls import CallContext, CallLog, header_cost
+from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.registry import load_registry
 from goat_dagster.serving.gateway import client_for
-from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
 
 class Gateway(BaseModel):
@@ -102,26 +107,29 @@ class CallResult:
     latency_s: float
 
 
+class _Transient(Exception):
+    """A failure worth another try: the gateway is down, overloaded or slow (the message says which)."""
+
+
 class LLMClient:
     """Chat completions through a `Gateway`, as the harness must make them."""
 
     def __init__(
         self,
         gateway: Gateway,
-        log: CallLog,
+        meter: CallMeter,
         *,
         retries: int = 3,
         backoff_s: float = 1.0,
-        on_cost: Callable[[float], None] | None = None,
-        http_client: Any = None,
+        http_client: httpx.Client | None = None,
     ) -> None:
-        from openai import OpenAI  # imported here: `goat run --agent oracle` never pays for it
+        # imported here for its start-up cost (~0.5 s): `goat run --agent oracle` never pays it
+        from openai import OpenAI
 
         self.gateway = gateway
-        self.log = log
+        self.meter = meter
         self.retries = retries
         self.backoff_s = backoff_s
-        self.on_cost = on_cost
         self.client = OpenAI(
             base_url=gateway.base_url,
             api_key=gateway.api_key.get_secret_value(),
@@ -141,128 +149,94 @@ class LLMClient:
         extra: dict[str, Any] | None = None,
     ) -> CallResult:
         """One call (retried on transient failures). Raises InfraError, AgentTimeout or AgentError."""
-        import openai
-
-        call_id = new_id()
-        metadata = call_metadata(
-            run_id=ctx.run_id,
-            suite=ctx.suite,
-            model=ctx.model,
-            task_id=ctx.task_id,
-            epoch=ctx.epoch,
-            trace_id=ctx.trace_id,
-            call_id=call_id,
-            step=step,
-        )
-        body: dict[str, Any] = {"model": self.gateway.model, "messages": messages}
+        call = self.meter.start(ctx, step)
+        body: dict[str, Any] = {"model": self.gateway.model, "messages": messages, **(extra or {})}
         if tools:
             body["tools"] = tools
             body["tool_choice"] = "auto"
         if max_tokens:
             body["max_tokens"] = max_tokens
-        started = datetime.now(UTC)
-        t0 = time.monotonic()
-        attempt = 0
-        error: str | None = None  # the last transient failure, if any
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                if error is not None:  # the gateway was failing when time ran out: its failure
-                    self._record(ctx, step, call_id, started, ok=False, error=error)
-                    raise InfraError(f"{error} (then the agent's time limit ran out)")
-                self._record(ctx, step, call_id, started, ok=False, error="agent time limit reached")
-                raise AgentTimeout("the agent's time limit ran out waiting for the model")
-            try:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    **body, **(extra or {}), extra_body={"metadata": metadata}, timeout=left or 600.0
-                )
-                completion = raw.parse()
-                break
-            except openai.APITimeoutError as exc:
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._record(ctx, step, call_id, started, ok=False, error="agent time limit reached")
-                    raise AgentTimeout("the agent's time limit ran out waiting for the model") from exc
-                error, transient = f"timeout: {exc}", True
-            except openai.APIConnectionError as exc:
-                error, transient = f"cannot reach the gateway at {self.gateway.base_url}: {exc}", True
-            except openai.APIStatusError as exc:
-                code = exc.status_code
-                error = f"HTTP {code} from the gateway: {_brief(exc)}"
-                transient = code in (408, 409, 429) or code >= 500
-                if not transient:
-                    self._record(ctx, step, call_id, started, ok=False, error=error)
-                    if code in (401, 403, 404):
-                        raise InfraError(error) from exc  # misconfigured gateway, key or model name
-                    raise AgentError(error) from exc
-            if attempt >= self.retries:
-                self._record(ctx, step, call_id, started, ok=False, error=error)
-                raise InfraError(error)
-            pause = self.backoff_s * (2**attempt)
-            if deadline is not None and time.monotonic() + pause >= deadline:
-                # no time to try again: a gateway that is down near the deadline is still down
-                self._record(ctx, step, call_id, started, ok=False, error=error)
-                raise InfraError(f"{error} (the agent's time limit left no time to try again)")
-            time.sleep(pause)
-            attempt += 1
-
-        usage = completion.usage
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = header_cost(raw.headers)
-        source = "gateway"
-        if cost is None:
-            cost, source = self.gateway.registry_cost(prompt_tokens, completion_tokens), "registry"
-        if self.on_cost is not None:
-            self.on_cost(cost)
-        choice = completion.choices[0] if completion.choices else None
-        self._record(
-            ctx,
-            step,
-            call_id,
-            started,
-            ok=True,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=cost,
-            cost_source=source,
+        failures: list[str] = []  # the transient failures so far
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=wait_exponential(multiplier=self.backoff_s),  # backoff_s, x2 each time
+            stop=stop_after_attempt(self.retries + 1) | _no_time_before(deadline),
         )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    raw = self._attempt(call, body, deadline, failures)
+        except RetryError as exc:
+            error = failures[-1]
+            self.meter.failed(call, error)
+            if exc.last_attempt.attempt_number <= self.retries:
+                # no time to try again: a gateway that is down near the deadline is still down
+                raise InfraError(f"{error} (the agent's time limit left no time to try again)") from None
+            raise InfraError(error) from None
+        completion = raw.parse()
+        usage = completion.usage
+        cost = self.meter.answered(
+            call,
+            raw.headers,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+        choice = completion.choices[0] if completion.choices else None
         return CallResult(
             message=choice.message if choice else None,
             finish_reason=choice.finish_reason if choice else None,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=cost,
-            cost_source=source,
-            call_id=call_id,
-            latency_s=time.monotonic() - t0,
+            prompt_tokens=cost.prompt_tokens,
+            completion_tokens=cost.completion_tokens,
+            cost_usd=cost.cost_usd,
+            cost_source=cost.source,
+            call_id=call.call_id,
+            latency_s=call.latency_s,
         )
 
-    def _record(
-        self,
-        ctx: CallContext,
-        step: int,
-        call_id: str,
-        started: datetime,
-        *,
-        ok: bool,
-        error: str | None = None,
-        **extra: Any,
-    ) -> None:
-        record = CallRecord(
-            run_id=ctx.run_id,
-            suite=ctx.suite,
-            model=ctx.model,
-            task_id=ctx.task_id,
-            epoch=ctx.epoch,
-            step=step,
-            trace_id=ctx.trace_id,
-            call_id=call_id,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            ok=ok,
-            error=error,
-        )
-        self.log.write(record, **extra)
+    def _attempt(self, call: Call, body: dict[str, Any], deadline: float | None, failures: list[str]) -> Any:
+        """One request. A transient failure raises `_Transient` (and is noted in `failures`); every
+        other way it ends is logged here and raised as what it means for the attempt."""
+        import openai  # imported by __init__ already (lazily: see there)
+
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            if failures:  # the gateway was failing when time ran out: its failure
+                self.meter.failed(call, failures[-1])
+                raise InfraError(f"{failures[-1]} (then the agent's time limit ran out)")
+            self._out_of_time(call)
+        try:
+            return self.client.chat.completions.with_raw_response.create(
+                **body, extra_body={"metadata": call.metadata()}, timeout=left or 600.0
+            )
+        except openai.APITimeoutError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                self._out_of_time(call)
+            failures.append(f"timeout: {exc}")
+        except openai.APIConnectionError as exc:
+            failures.append(f"cannot reach the gateway at {self.gateway.base_url}: {exc}")
+        except openai.APIStatusError as exc:
+            code = exc.status_code
+            error = f"HTTP {code} from the gateway: {_brief(exc)}"
+            if not (code in (408, 409, 429) or code >= 500):
+                self.meter.failed(call, error)
+                if code in (401, 403, 404):
+                    raise InfraError(error) from exc  # misconfigured gateway, key or model name
+                raise AgentError(error) from exc
+            failures.append(error)
+        raise _Transient(failures[-1])
+
+    def _out_of_time(self, call: Call) -> NoReturn:
+        self.meter.failed(call, "agent time limit reached")
+        raise AgentTimeout("the agent's time limit ran out waiting for the model")
+
+
+def _no_time_before(deadline: float | None) -> Callable[[RetryCallState], bool]:
+    """A tenacity stop: when the next try would start past `deadline` (time.monotonic())."""
+
+    def stop(state: RetryCallState) -> bool:
+        return deadline is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+
+    return stop
 
 
 def _brief(exc: Any) -> str:

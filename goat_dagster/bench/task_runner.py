@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from goat_dagster.bench.agent import Agent, AgentContext
-from goat_dagster.bench.calls import CallContext, CallLog
+from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
 from goat_dagster.bench.journal import RunJournal
 from goat_dagster.bench.lake import ResultRow
@@ -75,16 +75,12 @@ class TaskRunner:
         self.rows = dict(done_rows)
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.calls = CallLog(self.spec.run_id)
+        # every LLM call of the run, the builtin agent's and those through a relay: priced, counted
+        # against the budget and logged in the run's calls.jsonl
+        self.meter = CallMeter(CallLog(self.spec.run_id), gateway, on_cost=budget.add) if gateway else None
         self.client = (
-            LLMClient(
-                gateway,
-                self.calls,
-                retries=self.retry.call_retries,
-                backoff_s=self.retry.backoff_s,
-                on_cost=budget.add,
-            )
-            if agent.uses_client and gateway is not None
+            LLMClient(gateway, self.meter, retries=self.retry.call_retries, backoff_s=self.retry.backoff_s)
+            if agent.uses_client and gateway is not None and self.meter is not None
             else None
         )
         self.relays: dict[Path, GatewayRelay] = {}
@@ -97,13 +93,11 @@ class TaskRunner:
 
     def relay_for(self, sb: Sandbox) -> GatewayRelay | None:
         relay_dir = getattr(sb, "relay_dir", None)
-        if not self.agent.needs_network or relay_dir is None or self.gateway is None:
+        if not self.agent.needs_network or relay_dir is None or self.gateway is None or self.meter is None:
             return None
         with self.lock:
             if relay_dir not in self.relays:
-                self.relays[relay_dir] = GatewayRelay(
-                    relay_dir / "gateway.sock", self.gateway, self.calls, on_cost=self.budget.add
-                )
+                self.relays[relay_dir] = GatewayRelay(relay_dir / "gateway.sock", self.gateway, self.meter)
             return self.relays[relay_dir]
 
     def attempt(self, task: Task, epoch: int, trace_id: str, usage: Usage, detail: dict[str, Any]) -> str:

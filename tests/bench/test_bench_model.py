@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.calls import CallContext, CallLog
+from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.llm_client import Gateway, LLMClient
 from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.tools import TOOL_SCHEMAS
@@ -37,7 +37,11 @@ def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gatewa
         sent.append(json.loads(request.read()))
 
     log = CallLog("meta-run")
-    client = LLMClient(model_gateway, log, http_client=httpx.Client(event_hooks={"request": [record]}))
+    client = LLMClient(
+        model_gateway,
+        CallMeter(log, model_gateway),
+        http_client=httpx.Client(event_hooks={"request": [record]}),
+    )
     ctx = CallContext(
         run_id="meta-run", suite="smoke", model="smollm2-135m", task_id="fizzbuzz", epoch=1, trace_id=new_id()
     )
