@@ -11,13 +11,13 @@ blocks a run or the leaderboard.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import duckdb
+from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from goat_dagster import config
 from goat_dagster.analysis.warehouse_sql import OBJECTS, lake_globs, views_version, warehouse_sql
@@ -92,28 +92,30 @@ def ensure_warehouse(
     paths = paths or config.paths()
     target = paths.warehouse
     version = views_version(paths)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        try:
-            if target.exists():
-                with duckdb.connect(str(target), read_only=True) as con:
-                    if _stored_version(con) == version:
-                        return WarehouseStatus(target, version, "current")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with duckdb.connect(str(target)) as con:
-                stored = _stored_version(con)  # again, under the write lock: another writer may have won
-                if stored == version:
-                    return WarehouseStatus(target, version, "current")
-                _write_views(con, paths, version)
-                return WarehouseStatus(target, version, "created" if stored is None else "updated")
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise
-            if time.monotonic() + delay > deadline:
-                return WarehouseStatus(target, version, "busy", f"left unchanged, file locked: {exc}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    retrying = Retrying(
+        retry=retry_if_exception(is_lock_error),
+        wait=wait_exponential(multiplier=0.02, max=0.5),
+        stop=stop_before_delay(timeout_s),
+        retry_error_callback=lambda state: WarehouseStatus(
+            target, version, "busy", f"left unchanged, file locked: {state.outcome.exception()}"
+        ),
+    )
+    return retrying(_ensure, paths, version)
+
+
+def _ensure(paths: config.GoatPaths, version: str) -> WarehouseStatus:
+    target = paths.warehouse
+    if target.exists():
+        with duckdb.connect(str(target), read_only=True) as con:
+            if _stored_version(con) == version:
+                return WarehouseStatus(target, version, "current")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(target)) as con:
+        stored = _stored_version(con)  # again, under the write lock: another writer may have won
+        if stored == version:
+            return WarehouseStatus(target, version, "current")
+        _write_views(con, paths, version)
+        return WarehouseStatus(target, version, "created" if stored is None else "updated")
 
 
 def update_views(paths: config.GoatPaths | None = None) -> WarehouseStatus | None:

@@ -10,7 +10,6 @@ exponential backoff while the gateway is down or overloaded, and never past the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -18,11 +17,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 from tenacity import (
-    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_before_delay,
+    stop_never,
     wait_exponential,
 )
 
@@ -160,7 +160,9 @@ class LLMClient:
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
             wait=wait_exponential(multiplier=self.backoff_s),  # backoff_s, x2 each time
-            stop=stop_after_attempt(self.retries + 1) | _no_time_before(deadline),
+            # no try that would start past the deadline
+            stop=stop_after_attempt(self.retries + 1)
+            | (stop_never if deadline is None else stop_before_delay(deadline - time.monotonic())),
         )
         try:
             for attempt in retrying:
@@ -228,15 +230,6 @@ class LLMClient:
     def _out_of_time(self, call: Call) -> NoReturn:
         self.meter.failed(call, "agent time limit reached")
         raise AgentTimeout("the agent's time limit ran out waiting for the model")
-
-
-def _no_time_before(deadline: float | None) -> Callable[[RetryCallState], bool]:
-    """A tenacity stop: when the next try would start past `deadline` (time.monotonic())."""
-
-    def stop(state: RetryCallState) -> bool:
-        return deadline is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
-
-    return stop
 
 
 def _brief(exc: Any) -> str:

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
+
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
@@ -37,6 +39,16 @@ from goat_dagster.bench.usage import Usage
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Tried:
+    """How one attempt ended: passed/failed, or an error of some kind (infra: maybe retryable)."""
+
+    note: dict[str, Any]
+    status: str = "error"
+    kind: str | None = "infra"
+    retryable: bool = True
 
 
 @dataclass
@@ -136,66 +148,80 @@ class TaskRunner:
             return "passed" if res.exit_code == 0 and res.killed is None else "failed"
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
+        """A task x epoch: attempts until one is not an infrastructure failure (or the retries,
+        the run or the budget are over), every attempt noted in the detail, their usage summed."""
         started = datetime.now(UTC)
         t0 = time.monotonic()
         total = Usage()
         detail: dict[str, Any] = {"attempts": []}
-        status, kind, trace_id = "error", "infra", None
-        for attempt in range(self.retry.retries + 1):
-            trace_id = new_id()
-            usage = Usage()
-            note: dict[str, Any] = {"trace_id": trace_id}
-            retryable = True
-            try:
-                status, kind = self.attempt(task, epoch, trace_id, usage, note), None
-            except AttemptError as exc:
-                status, kind = "error", exc.kind
-                note["error"] = str(exc)
-            except SandboxError as exc:
-                status, kind = "error", "infra"
-                note["error"] = f"sandbox: {exc}"
-                retryable = exc.transient  # e.g. no Modal credentials: another attempt would not help
-            except Exception as exc:  # a bug of ours is not the model's failure
-                status, kind = "error", "infra"
-                note["error"] = f"{type(exc).__name__}: {exc}"
-                note["traceback"] = traceback.format_exc(limit=8)
-                log.exception("task %s epoch %s: unexpected error", task.id, epoch)
-            for f in ("steps", "tool_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
-                setattr(total, f, getattr(total, f) + getattr(usage, f))
-            note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
-            detail["attempts"].append(note)
-            if kind != "infra" or not retryable or attempt >= self.retry.retries or self.stop.is_set():
-                break
-            if self.budget.exhausted:  # a retry is new spending: the row stays infra (redone on resume)
-                note["retry"] = f"not retried: the budget is spent ({self.budget.spent:.6f} USD)"
-                break
-            time.sleep(self.retry.backoff_s * (2**attempt))
-        finished = datetime.now(UTC)
-        row = ResultRow(
-            run_id=self.spec.run_id,
-            suite=self.suite.name,
-            suite_version=self.suite.version,
-            model=self.spec.model,
-            agent=self.agent.name,
-            sandbox=self.spec.sandbox,
-            task_id=task.id,
-            epoch=epoch,
-            status=status,
-            error_kind=kind,
+        retrying = Retrying(
+            retry=retry_if_result(lambda tried: tried.kind == "infra" and tried.retryable),
+            stop=stop_after_attempt(self.retry.retries + 1) | self._stopping | self._budget_spent,
+            wait=wait_exponential(multiplier=self.retry.backoff_s),  # backoff_s, x2 each time
+            retry_error_callback=lambda state: state.outcome.result(),  # the last attempt's outcome
+        )
+        tried: _Tried = retrying(self._try, task, epoch, total, detail)
+        return self._row(
+            task,
+            epoch,
+            status=tried.status,
+            error_kind=tried.kind,
             started_at=started,
-            finished_at=finished,
+            finished_at=datetime.now(UTC),
             wall_s=round(time.monotonic() - t0, 4),
             steps=total.steps,
             tool_calls=total.tool_calls,
             prompt_tokens=total.prompt_tokens,
             completion_tokens=total.completion_tokens,
             cost_usd=round(total.cost_usd, 8),
-            trace_id=trace_id,
+            trace_id=tried.note["trace_id"],
+        ), detail
+
+    def _try(self, task: Task, epoch: int, total: Usage, detail: dict[str, Any]) -> _Tried:
+        """One attempt, with its own trace id; how it ended goes into `detail`, its usage into `total`."""
+        usage = Usage()
+        tried = _Tried(note={"trace_id": new_id()})
+        try:
+            tried.status, tried.kind = (
+                self.attempt(task, epoch, tried.note["trace_id"], usage, tried.note),
+                None,
+            )
+        except AttemptError as exc:
+            tried.kind = exc.kind
+            tried.note["error"] = str(exc)
+        except SandboxError as exc:
+            tried.note["error"] = f"sandbox: {exc}"
+            tried.retryable = exc.transient  # e.g. no Modal credentials: another attempt would not help
+        except Exception as exc:  # a bug of ours is not the model's failure
+            tried.note["error"] = f"{type(exc).__name__}: {exc}"
+            tried.note["traceback"] = traceback.format_exc(limit=8)
+            log.exception("task %s epoch %s: unexpected error", task.id, epoch)
+        for f in ("steps", "tool_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
+            setattr(total, f, getattr(total, f) + getattr(usage, f))
+        tried.note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
+        detail["attempts"].append(tried.note)
+        return tried
+
+    def _stopping(self, state: RetryCallState) -> bool:
+        return self.stop.is_set()
+
+    def _budget_spent(self, state: RetryCallState) -> bool:
+        """A retry is new spending: once the budget is spent the row stays infra (redone on resume)."""
+        if not self.budget.exhausted:
+            return False
+        state.outcome.result().note["retry"] = (
+            f"not retried: the budget is spent ({self.budget.spent:.6f} USD)"
         )
-        return row, detail
+        return True
 
     def budget_row(self, task: Task, epoch: int) -> ResultRow:
+        """A task x epoch not started because the budget is spent."""
         now = datetime.now(UTC)
+        return self._row(
+            task, epoch, status="error", error_kind="budget", started_at=now, finished_at=now, wall_s=0.0
+        )
+
+    def _row(self, task: Task, epoch: int, **outcome: Any) -> ResultRow:
         return ResultRow(
             run_id=self.spec.run_id,
             suite=self.suite.name,
@@ -205,11 +231,7 @@ class TaskRunner:
             sandbox=self.spec.sandbox,
             task_id=task.id,
             epoch=epoch,
-            status="error",
-            error_kind="budget",
-            started_at=now,
-            finished_at=now,
-            wall_s=0.0,
+            **outcome,
         )
 
     def record(self, row: ResultRow, detail: dict[str, Any]) -> None:

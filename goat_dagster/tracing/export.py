@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from goat_dagster import config
 from goat_dagster.tabular import arrow_schema
@@ -201,13 +201,20 @@ def verify_run(
     """Match every call of the run to a trace. Callbacks write a moment after the response (and
     Langfuse ingests with a delay), so missing calls are re-polled for up to `wait_s` seconds."""
     calls = load_calls(run_id)
-    deadline = time.monotonic() + wait_s
-    while True:
-        used, traces = collect_traces(run_id, source=source, langfuse=langfuse)
+    used = resolve_source(source, langfuse)
+
+    def look() -> VerifyResult:
+        _, traces = collect_traces(run_id, source=used, langfuse=langfuse)
         found, missing, extra = match_calls(calls, traces)
-        if not missing or time.monotonic() >= deadline:
-            return VerifyResult(run_id, used, len(calls), found, missing, extra, traces)
-        time.sleep(0.25 if used == "sink" else 2.0)
+        return VerifyResult(run_id, used, len(calls), found, missing, extra, traces)
+
+    retrying = Retrying(
+        retry=retry_if_result(lambda result: not result.ok),
+        stop=stop_after_delay(wait_s),
+        wait=wait_fixed(0.25 if used == "sink" else 2.0),
+        retry_error_callback=lambda state: state.outcome.result(),  # still missing: say which
+    )
+    return retrying(look)
 
 
 def find_latest_run(model_names: set[str]) -> str | None:
