@@ -5,6 +5,7 @@
   run (concurrent runs never contend), in the `TraceRecord` schema whichever the source.
 - `verify_run(run_id)`: every harness call (`$GOAT_HOME/runs/<run_id>/calls.jsonl`, `CallRecord`)
   matched to a trace by `call_id`: found / missing.
+- `export_run(run_id)`: both, as the `trace_export` asset does them.
 """
 
 from __future__ import annotations
@@ -215,6 +216,21 @@ def verify_run(
         retry_error_callback=lambda state: state.outcome.result(),  # still missing: say which
     )
     return retrying(look)
+
+
+def export_run(
+    run_id: str, *, source: Source = "auto", langfuse: LangfuseSettings | None = None
+) -> tuple[ExportResult, VerifyResult | None]:
+    """The run's traces in the lake, and how they match the run's call journal (None: the run has no
+    journal, so nothing can be matched; its traces are exported all the same)."""
+    try:
+        verified: VerifyResult | None = verify_run(run_id, source=source, langfuse=langfuse)
+    except FileNotFoundError:
+        verified = None
+        _, records = collect_traces(run_id, source=source, langfuse=langfuse)
+    else:
+        records = verified.records
+    return export_traces(run_id, source=source, langfuse=langfuse, records=records), verified
 
 
 def find_latest_run(model_names: set[str]) -> str | None:
