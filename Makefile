@@ -31,6 +31,7 @@ demo: install
 
 test: install
 	$(DEBS) chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install

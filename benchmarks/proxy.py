@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.weights import locate_weights
+from goat_dagster.serving.local.weights import locate_weights
 
 PROMPTS = [
     "Write a haiku about the sea.",
@@ -117,9 +117,9 @@ def main() -> None:
         os.environ.pop(k, None)
 
     from goat_dagster.registry import parse_registry
-    from goat_dagster.serving import proxy
+    from goat_dagster.routing import proxy
+    from goat_dagster.routing.config import plan_litellm_config
     from goat_dagster.serving.endpoint import Endpoint
-    from goat_dagster.serving.litellm_config import plan_litellm_config
 
     llama = None
     if args.endpoint:

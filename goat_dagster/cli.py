@@ -26,14 +26,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can act on from their message alone (a bad file or field, a server that is
     down, Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead."""
     from goat_dagster.bench.sandbox import SandboxError
-    from goat_dagster.cloud.setup import SetupError
-    from goat_dagster.serving.client import ServeClientError
-    from goat_dagster.serving.gateway import GatewayError
-    from goat_dagster.serving.hf_weights import HubError
-    from goat_dagster.serving.modal_deploy import ModalUnavailable
-    from goat_dagster.serving.proxy import ProxyError
-    from goat_dagster.serving.stack import StackError
-    from goat_dagster.serving.weights import WeightsError
+    from goat_dagster.routing.gateway import GatewayError
+    from goat_dagster.routing.proxy import ProxyError
+    from goat_dagster.routing.stack import StackError
+    from goat_dagster.serving.local.client import ServeClientError
+    from goat_dagster.serving.local.hf import HubError
+    from goat_dagster.serving.local.weights import WeightsError
+    from goat_dagster.serving.modal.deploy import ModalUnavailable
+    from goat_dagster.serving.modal.setup import SetupError
     from goat_dagster.tracing.langfuse_reader import LangfuseReadError
 
     return (
@@ -172,7 +172,7 @@ def run(
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.sandbox import SandboxError
     from goat_dagster.bench.suite import SuiteError
-    from goat_dagster.serving.stack import StackError
+    from goat_dagster.routing.stack import StackError
 
     bar = ProgressBar()
     try:
@@ -208,7 +208,7 @@ def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
     from goat_dagster.bench.agents import make_agent
     from goat_dagster.registry import load_registry
-    from goat_dagster.serving.stack import ensure_model_stack
+    from goat_dagster.routing.stack import ensure_model_stack
 
     if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
@@ -279,9 +279,9 @@ def serve(
     stop: bool,
 ) -> None:
     """The local llama.cpp control plane (OpenAI-compatible)."""
-    from goat_dagster.serving.client import ServeClientError, ensure_control_plane, stop_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
-    from goat_dagster.serving.server import PortInUse, run_serve
+    from goat_dagster.serving.local.client import ServeClientError, ensure_control_plane, stop_control_plane
+    from goat_dagster.serving.local.server import PortInUse, run_serve
+    from goat_dagster.serving.local.settings import ServeSettings
 
     if stop:
         pid = stop_control_plane()
@@ -309,8 +309,8 @@ def serve(
 @main.command()
 def stop() -> None:
     """Stop what goat started in the background for this GOAT_HOME: goat serve and the LiteLLM proxy."""
-    from goat_dagster.serving.client import stop_control_plane
-    from goat_dagster.serving.proxy import stop_proxy
+    from goat_dagster.routing.proxy import stop_proxy
+    from goat_dagster.serving.local.client import stop_control_plane
 
     pid = stop_control_plane()
     click.echo(f"goat serve: {'stopped (pid ' + str(pid) + ')' if pid else 'not running'}")
@@ -366,8 +366,14 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
 @click.option("--yes", is_flag=True, help="Create without asking.")
 def setup(dry_run: bool, env_file: str, yes: bool) -> None:
     """Create the Modal environment, secrets and volumes from ./.env."""
-    from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan, modal_state, read_env_file
-    from goat_dagster.serving.modal_deploy import ModalCloud, ModalUnavailable
+    from goat_dagster.serving.modal.deploy import ModalCloud, ModalUnavailable
+    from goat_dagster.serving.modal.setup import (
+        SetupError,
+        apply_plan,
+        build_plan,
+        modal_state,
+        read_env_file,
+    )
 
     try:
         cloud = ModalCloud(read_env_file(env_file).get(config.GoatSettings.env_name("modal_environment")))

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from goat_dagster import config
-from goat_dagster.serving.modal_spec import SECRET_VLLM, SECRETS, VLLM_KEY_ENV, VOLUMES, app_name_for
+from goat_dagster.serving.modal.spec import SECRET_VLLM, SECRETS, VLLM_KEY_ENV, VOLUMES, app_name_for
 from goat_dagster.tracing.schema import TraceRecord
 
 PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
@@ -42,7 +42,7 @@ class Check:
 def proxy_target() -> tuple[str, str]:
     """The proxy goat uses and its admin key, found the way every other part finds them
     (`GatewaySettings.from_env()`: the managed proxy under $GOAT_HOME, or GOAT_LITELLM_URL)."""
-    from goat_dagster.serving.gateway import GatewayError, GatewaySettings
+    from goat_dagster.routing.gateway import GatewayError, GatewaySettings
 
     settings = GatewaySettings.from_env()
     try:
@@ -135,7 +135,7 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
 
 
 def check_modal(cloud: Any, registry: Any) -> list[Check]:
-    from goat_dagster.serving.modal_deploy import ModalUnavailable
+    from goat_dagster.serving.modal.deploy import ModalUnavailable
 
     try:
         cloud.check()
@@ -181,7 +181,7 @@ def check_modal(cloud: Any, registry: Any) -> list[Check]:
                 "run `goat setup` (apps also create them on first deploy)" if missing else "",
             )
         )
-        from goat_dagster.serving.modal_services import APP_NAME
+        from goat_dagster.routing.modal_proxy import APP_NAME
 
         tags = cloud.app_tags(APP_NAME)
         out.append(
@@ -192,7 +192,7 @@ def check_modal(cloud: Any, registry: Any) -> list[Check]:
                 "deployed" if tags is not None else "not deployed",
                 ""
                 if tags is not None
-                else f"modal deploy -m goat_dagster.serving.modal_services --env {cloud.environment}",
+                else f"modal deploy -m goat_dagster.routing.modal_proxy --env {cloud.environment}",
             )
         )
         for m in registry.enabled() if registry else []:
@@ -407,7 +407,7 @@ def run_doctor(
 ) -> list[Check]:
     """All phases. Modal's (credentials, secrets, services) run when Modal is in use or
     `check_cloud` is True; a machine that only benchmarks local models skips them, saying why."""
-    from goat_dagster.serving.modal_deploy import ModalCloud
+    from goat_dagster.serving.modal.deploy import ModalCloud
     from goat_dagster.tracing.schema import new_id
 
     cloud = cloud or ModalCloud()

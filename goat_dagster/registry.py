@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from goat_dagster import config
-from goat_dagster.serving.modal_spec import VLLM_KEY_ENV
+from goat_dagster.serving.modal.spec import VLLM_KEY_ENV
 from goat_dagster.yaml_lines import LineDict, YamlProblem, line_of, load_yaml
 
 Provider = Literal["local", "modal", "cloud", "openai_compatible"]

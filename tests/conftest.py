@@ -25,7 +25,7 @@ def smollm2_gguf() -> Path:
     """The real SmolLM2 GGUF, located the way `model_weights` locates it (the shipped registry's
     package source; the package is not imported: it imports `llm`, which is not installed)."""
     from goat_dagster.registry import load_registry
-    from goat_dagster.serving.weights import locate_weights
+    from goat_dagster.serving.local.weights import locate_weights
 
     return locate_weights(load_registry(PROJECT / "models.yaml").get("smollm2-135m")).gguf
 
@@ -154,8 +154,8 @@ def stack_env(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         yield stack
     finally:
-        from goat_dagster.serving.client import stop_control_plane
-        from goat_dagster.serving.proxy import stop_proxy
+        from goat_dagster.routing.proxy import stop_proxy
+        from goat_dagster.serving.local.client import stop_control_plane
 
         saved = os.environ.get("GOAT_HOME")
         os.environ["GOAT_HOME"] = str(stack.home)

@@ -34,9 +34,9 @@ from goat_dagster.partitions import models_partitions
 from goat_dagster.registry import load_registry, slugify
 from goat_dagster.resources.modal import ModalResource
 from goat_dagster.resources.serving import LocalServingResource
-from goat_dagster.serving.client import probe_chat
 from goat_dagster.serving.endpoint import Endpoint, endpoints_dir, load_endpoint, save_endpoint
-from goat_dagster.serving.external_endpoint import register_external_endpoint
+from goat_dagster.serving.external import register_external_endpoint
+from goat_dagster.serving.local.client import probe_chat
 
 
 def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any]:

@@ -9,15 +9,15 @@ from dagster import AssetExecutionContext, AssetKey, DataVersion, MaterializeRes
 from goat_dagster.assets.common import OWNERS, markdown_table
 from goat_dagster.registry import load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
-from goat_dagster.serving import proxy
-from goat_dagster.serving.endpoint import load_endpoints
-from goat_dagster.serving.litellm_config import (
+from goat_dagster.routing import proxy
+from goat_dagster.routing.config import (
     config_yaml,
     langfuse_configured,
     plan_litellm_config,
     validate_with_litellm,
     write_litellm_config,
 )
+from goat_dagster.serving.endpoint import load_endpoints
 
 
 @asset(
@@ -49,7 +49,7 @@ def litellm_config(context: AssetExecutionContext, litellm: LiteLLMProxyResource
     if applied.get("ready") is False:  # external: its config is deployed with it, so this one waits
         context.log.warning(
             f"the external proxy at {applied['base_url']} is not ready; this config ({path}) reaches it "
-            "only when deployed with it (modal deploy -m goat_dagster.serving.modal_services)"
+            "only when deployed with it (modal deploy -m goat_dagster.routing.modal_proxy)"
         )
     context.log.info(
         f"{len(built.routed)} model names ({len(built.config['model_list'])} deployments), "

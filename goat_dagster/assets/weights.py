@@ -15,7 +15,7 @@ from goat_dagster.partitions import models_partitions
 from goat_dagster.pools import backend_slot, pool_for
 from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.modal import ModalResource
-from goat_dagster.serving.weights import WeightsRecord, ensure_weights
+from goat_dagster.serving.local.weights import WeightsRecord, ensure_weights
 
 
 @contextmanager

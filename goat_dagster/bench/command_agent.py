@@ -14,7 +14,7 @@ import shlex
 
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
-from goat_dagster.serving.gateway import sandbox_key
+from goat_dagster.routing.gateway import sandbox_key
 
 
 class CommandAgent(Agent):

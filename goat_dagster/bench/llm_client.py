@@ -30,7 +30,7 @@ from goat_dagster import config
 from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.gateway import client_for
+from goat_dagster.routing.gateway import client_for
 
 
 class Gateway(BaseModel):
@@ -58,10 +58,10 @@ def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) ->
     """The gateway for a registry model.
 
     GOAT_LLM_BASE_URL (+ GOAT_LLM_API_KEY) names one explicitly; otherwise it is the LiteLLM proxy
-    of `serving.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
+    of `routing.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
     key — host-side only: sandboxes get a relay or a scoped key, never this one. The model name is
     the registry's `gateway_name` (`<key>-local` for self-hosted models). `client` (a
-    `serving.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
+    `routing.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
     explicitly.
     """
     entry = (registry or load_registry()).get(model_key)

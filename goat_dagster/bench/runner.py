@@ -29,7 +29,7 @@ from goat_dagster.bench.suite import load_suite
 from goat_dagster.bench.task_runner import Budget, TaskRunner
 from goat_dagster.bench.tasks import Task
 from goat_dagster.registry import ModelEntry, load_registry, slugify
-from goat_dagster.serving.proxy import gateway_lease
+from goat_dagster.routing.proxy import gateway_lease
 
 
 def new_run_id(model: str, suite: str) -> str:

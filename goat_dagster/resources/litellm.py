@@ -15,8 +15,8 @@ from pydantic import Field
 from goat_dagster.config import settings
 from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.env import env_vars
-from goat_dagster.serving import proxy
-from goat_dagster.serving.gateway import GatewayClient, GatewaySettings, client_for, sandbox_client
+from goat_dagster.routing import proxy
+from goat_dagster.routing.gateway import GatewayClient, GatewaySettings, client_for, sandbox_client
 
 
 class LiteLLMProxyResource(ConfigurableResource):

@@ -20,8 +20,8 @@ from pydantic import Field
 from goat_dagster.config import GoatSettings
 from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.env import env_vars
-from goat_dagster.serving import modal_deploy
 from goat_dagster.serving.endpoint import Endpoint
+from goat_dagster.serving.modal import deploy as modal_deploy
 
 
 class ModalResource(ConfigurableResource):

@@ -10,8 +10,8 @@ from pydantic import Field
 from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.env import env_vars
 from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.local_endpoint import ensure_local_endpoint
-from goat_dagster.serving.serve_config import DEFAULT_HOST, DEFAULT_PORT, ENV, ServeSettings
+from goat_dagster.serving.local.backend import ensure_local_endpoint
+from goat_dagster.serving.local.settings import DEFAULT_HOST, DEFAULT_PORT, ENV, ServeSettings
 
 
 class LocalServingResource(ConfigurableResource):

@@ -30,7 +30,7 @@ from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, crea
 from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
 from goat_dagster.bench.usage import AgentLimits
-from goat_dagster.serving.gateway import SCOPED_KEY_GRACE_S
+from goat_dagster.routing.gateway import SCOPED_KEY_GRACE_S
 from tests.conftest import benchmark
 
 
@@ -262,8 +262,8 @@ def test_a_run_on_the_modal_backend(goat_home: Path, tmp_path: Path) -> None:
 def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
     """`serving.gateway.sandbox_client` (the Dagster resource's) and a cloud `command:` agent's key
     both come from `sandbox_key`: valid for the sandbox's work plus the same grace period."""
-    from goat_dagster.serving.gateway import GatewaySettings, sandbox_client
-    from goat_dagster.serving.proxy_auth import verify_scoped_key
+    from goat_dagster.routing.auth import verify_scoped_key
+    from goat_dagster.routing.gateway import GatewaySettings, sandbox_client
 
     master = "sk-master-of-the-proxy"
     settings = GatewaySettings(mode="external", url="https://proxy.example/v1", master_key=master)
@@ -280,7 +280,7 @@ def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
 
 def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
     from goat_dagster.bench.llm_client import Gateway
-    from goat_dagster.serving.proxy_auth import verify_scoped_key
+    from goat_dagster.routing.auth import verify_scoped_key
 
     master = "sk-master-of-the-proxy"
     show_env = "command:env"

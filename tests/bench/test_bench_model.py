@@ -277,9 +277,9 @@ def test_through_the_litellm_proxy_costs_and_traces(
 ) -> None:
     """The default gateway: the managed LiteLLM proxy (routing) in front of the model; its cost
     header is used, and its trace sink holds every call the harness logged, by call id."""
-    from goat_dagster.serving import proxy
+    from goat_dagster.routing import proxy
+    from goat_dagster.routing.gateway import ensure_gateway
     from goat_dagster.serving.endpoint import Endpoint, save_endpoint
-    from goat_dagster.serving.gateway import ensure_gateway
 
     monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
     for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):

@@ -16,9 +16,9 @@ import modal
 import pytest
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving import modal_services
+from goat_dagster.routing import modal_proxy as modal_services
 from goat_dagster.serving.endpoint import load_endpoint
-from goat_dagster.serving.modal_deploy import (
+from goat_dagster.serving.modal.deploy import (
     ModalCloud,
     ModalUnavailable,
     ensure_modal_endpoint,
@@ -29,7 +29,7 @@ from goat_dagster.serving.modal_deploy import (
     spec_for,
     stop_modal_endpoint,
 )
-from goat_dagster.serving.modal_weights import snapshot_inventory
+from goat_dagster.serving.modal.weights_app import snapshot_inventory
 from tests.modal.conftest import STAND_IN_KEY
 
 REGISTRY = load_registry()
@@ -198,7 +198,7 @@ def test_gpt_oss_weights_bring_the_speculator(goat_home, fake_cloud, tmp_path):
 
 def test_endpoint_refuses_weights_that_cannot_fit(goat_home, fake_cloud):
     entry = REGISTRY.get("qwen3-4b")
-    from goat_dagster.serving.modal_deploy import save_weights_record
+    from goat_dagster.serving.modal.deploy import save_weights_record
 
     save_weights_record(
         {

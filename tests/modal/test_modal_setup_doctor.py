@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan
+from goat_dagster.serving.modal.setup import SetupError, apply_plan, build_plan
 from tests.conftest import PROJECT
 
 GOAT = str(Path(sys.executable).with_name("goat"))
@@ -257,7 +257,7 @@ def test_doctor_wants_the_vllm_key_when_a_model_runs_on_modal(tmp_path, cli_env)
 def test_the_plan_names_the_environment_setup_writes_to(tmp_path, monkeypatch):
     """.env wins; without it there, the shell's GOAT_MODAL_ENVIRONMENT, as ModalCloud resolves it —
     never a plan for `goat` while the secrets go to another environment."""
-    from goat_dagster.serving.modal_deploy import ModalCloud
+    from goat_dagster.serving.modal.deploy import ModalCloud
 
     env_file = tmp_path / ".env"
     env_file.write_text("GROQ_API_KEY=x\n")

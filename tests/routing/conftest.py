@@ -162,10 +162,10 @@ def llama_endpoint(routing_env: RoutingEnv):
     """SmolLM2 on the real `goat serve` (started detached in this GOAT_HOME on a free port), with
     the Endpoint record the `serving_endpoint` asset writes."""
     from goat_dagster.registry import load_registry
-    from goat_dagster.serving.client import stop_control_plane
     from goat_dagster.serving.endpoint import save_endpoint
-    from goat_dagster.serving.local_endpoint import ensure_local_endpoint
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.local.backend import ensure_local_endpoint
+    from goat_dagster.serving.local.client import stop_control_plane
+    from goat_dagster.serving.local.settings import ServeSettings
 
     entry = load_registry().get("smollm2-135m")
     try:
@@ -180,8 +180,8 @@ def llama_endpoint(routing_env: RoutingEnv):
 @pytest.fixture(scope="package")
 def proxy_url(routing_env: RoutingEnv, llama_endpoint) -> Iterator[str]:
     """The real LiteLLM proxy (managed) serving the test registry, shared by the session."""
-    from goat_dagster.serving import proxy
-    from goat_dagster.serving.gateway import ensure_gateway
+    from goat_dagster.routing import proxy
+    from goat_dagster.routing.gateway import ensure_gateway
 
     url = ensure_gateway()
     try:

@@ -15,8 +15,8 @@ from goat_dagster.assets.traces import trace_export
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.resources.langfuse import LangfuseResource
 from goat_dagster.resources.litellm import LiteLLMProxyResource
-from goat_dagster.serving import proxy
-from goat_dagster.serving.gateway import client_for
+from goat_dagster.routing import proxy
+from goat_dagster.routing.gateway import client_for
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink_lines
 

@@ -11,8 +11,7 @@ import yaml
 
 from goat_dagster.config import project_dir
 from goat_dagster.registry import load_registry, parse_registry
-from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.litellm_config import (
+from goat_dagster.routing.config import (
     ConfigError,
     build_litellm_config,
     config_yaml,
@@ -21,6 +20,7 @@ from goat_dagster.serving.litellm_config import (
     validate_with_litellm,
     write_litellm_config,
 )
+from goat_dagster.serving.endpoint import Endpoint
 
 from .conftest import FAKE_KEYS, TEST_MODELS_YAML
 

@@ -19,7 +19,7 @@ import openai
 import pyarrow.parquet as pq
 import pytest
 
-from goat_dagster.serving.gateway import client_for
+from goat_dagster.routing.gateway import client_for
 from goat_dagster.tracing.export import TRACE_SCHEMA, collect_traces, export_traces
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import call_metadata

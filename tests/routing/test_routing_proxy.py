@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from goat_dagster.cli import main as goat
-from goat_dagster.serving import proxy
-from goat_dagster.serving.gateway import client_for, ensure_gateway, sandbox_client
+from goat_dagster.routing import proxy
+from goat_dagster.routing.gateway import client_for, ensure_gateway, sandbox_client
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink, read_sink_lines, sink_dir
 from tests.conftest import benchmark
@@ -142,7 +142,7 @@ def test_a_scoped_key_files_calls_without_metadata_under_its_attempt(proxy_url):
     and no metadata of ours: the sink still files the call under the run and the attempt."""
     ids = {"trace_id": new_id(), "task_id": "fizzbuzz", "epoch": "2", "suite": "smoke"}
     settings_key = proxy.master_key()
-    from goat_dagster.serving.gateway import sandbox_key
+    from goat_dagster.routing.gateway import sandbox_key
 
     key = sandbox_key(settings_key, MODEL, run_id="run-keyed", work_s=60, ids=ids)
     r = httpx.post(

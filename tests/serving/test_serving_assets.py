@@ -22,9 +22,9 @@ from goat_dagster.assets.weights import model_weights
 from goat_dagster.pools import backend_slot
 from goat_dagster.resources.modal import ModalResource
 from goat_dagster.resources.serving import LocalServingResource
-from goat_dagster.serving.client import running_control_plane, stop_control_plane
 from goat_dagster.serving.endpoint import load_endpoint
-from goat_dagster.serving.server import read_state
+from goat_dagster.serving.local.client import running_control_plane, stop_control_plane
+from goat_dagster.serving.local.server import read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,8 +138,8 @@ def test_local_model_weights_endpoint_and_check(registry_env):
     assert load_endpoint("smollm2-135m").detail["control_plane_started"] is False
 
     # one control plane per GOAT_HOME: asking for it on another port is an error, not a second one
-    from goat_dagster.serving.client import ServeClientError, ensure_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.local.client import ServeClientError, ensure_control_plane
+    from goat_dagster.serving.local.settings import ServeSettings
 
     running = read_state()["port"]
     with pytest.raises(ServeClientError, match=f"already runs on port {running}"):

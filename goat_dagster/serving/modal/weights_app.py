@@ -5,7 +5,7 @@ snapshot downloaded here by revision is what `vllm serve --revision <commit>` fi
 and a GPU never waits on a download. `modal_deploy.ensure_modal_weights` runs it (an ephemeral
 `app.run()`), one model at a time::
 
-    modal run --env goat -m goat_dagster.serving.modal_weights \
+    modal run --env goat -m goat_dagster.serving.modal.weights_app \
         --repo Qwen/Qwen3-4B-Instruct-2507 --revision <sha>
 
 The function answers with what is on the Volume: the resolved commit (a branch like `main` is
@@ -22,7 +22,7 @@ from typing import Any
 
 import modal
 
-from goat_dagster.serving.modal_spec import HF_CACHE_DIR, HF_HUB_VERSION, SECRET_HF, VOLUME_MODELS
+from goat_dagster.serving.modal.spec import HF_CACHE_DIR, HF_HUB_VERSION, SECRET_HF, VOLUME_MODELS
 
 APP_NAME = "goat-weights"
 DOWNLOAD_TIMEOUT_S = 4 * 3600  # 221 GB (qwen3-235b-fp8) at ~200 MB/s is ~20 min; leave room

@@ -24,11 +24,11 @@ class StackError(RuntimeError):
 
 def ensure_endpoint(entry: ModelEntry, log: Log) -> Endpoint:
     if entry.provider == "local":
-        from goat_dagster.serving.local_endpoint import ensure_local_endpoint
+        from goat_dagster.serving.local.backend import ensure_local_endpoint
 
         ep = ensure_local_endpoint(entry, log=log)
     elif entry.provider in ("cloud", "openai_compatible"):
-        from goat_dagster.serving.external_endpoint import register_external_endpoint
+        from goat_dagster.serving.external import register_external_endpoint
 
         ep = register_external_endpoint(entry, log=log)
     else:
@@ -49,9 +49,9 @@ def ensure_endpoint(entry: ModelEntry, log: Log) -> Endpoint:
 
 def ensure_model_stack(entry: ModelEntry, registry: Registry | None = None, log: Log | None = None) -> str:
     """Endpoint + proxy for `entry`; returns the proxy's base URL."""
-    from goat_dagster.serving.client import ServeClientError
-    from goat_dagster.serving.gateway import GatewayError, ensure_gateway
-    from goat_dagster.serving.proxy import ProxyError
+    from goat_dagster.routing.gateway import GatewayError, ensure_gateway
+    from goat_dagster.routing.proxy import ProxyError
+    from goat_dagster.serving.local.client import ServeClientError
 
     say = log or (lambda _m: None)
     registry = registry or load_registry()

@@ -11,8 +11,8 @@ refused rather than baked into an image.
 
 Deploy::
 
-    modal deploy -m goat_dagster.serving.modal_services --env goat
-    GOAT_LITELLM_CONFIG_FILE=litellm.yaml modal deploy -m goat_dagster.serving.modal_services --env goat
+    modal deploy -m goat_dagster.routing.modal_proxy --env goat
+    GOAT_LITELLM_CONFIG_FILE=litellm.yaml modal deploy -m goat_dagster.routing.modal_proxy --env goat
 
 or `modal_deploy.ensure_modal_services(config, log)`. Point the proxy resource's `external` mode
 (GOAT_LITELLM_URL) at the URL it prints. The local trace sink, if the config enables it, writes to
@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 
 import modal
 
-from goat_dagster.serving.modal_spec import (
+from goat_dagster.serving.modal.spec import (
     SECRET_LANGFUSE,
     SECRET_LITELLM,
     SECRET_PROVIDERS,
@@ -149,7 +149,7 @@ def litellm_version() -> str:
 def load_config(source: dict[str, Any] | str | Path | None = None) -> dict[str, Any]:
     """The LiteLLM config to deploy: a dict, a YAML/JSON file, $GOAT_LITELLM_CONFIG_FILE, or built.
 
-    Built means `goat_dagster.serving.litellm_config.build_litellm_config(registry, endpoints)`
+    Built means `goat_dagster.routing.config.build_litellm_config(registry, endpoints)`
     over models.yaml and the endpoint records in $GOAT_HOME/endpoints (the routing stage's builder).
     """
     if isinstance(source, dict):
@@ -165,7 +165,7 @@ def load_config(source: dict[str, Any] | str | Path | None = None) -> dict[str, 
             raise ConfigError(f"{path}: expected a LiteLLM config mapping")
         return data
     try:
-        from goat_dagster.serving.litellm_config import build_litellm_config  # type: ignore[import-not-found]
+        from goat_dagster.routing.config import build_litellm_config  # type: ignore[import-not-found]
     except ImportError as exc:
         raise ConfigError(
             f"no LiteLLM config given and the config builder is not available ({exc}); "
@@ -234,7 +234,7 @@ if not modal.is_local() and os.environ.get(SPEC_ENV):
 
 
 def __getattr__(name: str) -> Any:
-    """`modal deploy -m goat_dagster.serving.modal_services` asks for `app`: build it then."""
+    """`modal deploy -m goat_dagster.routing.modal_proxy` asks for `app`: build it then."""
     if name == "app" and modal.is_local():
         spec, dropped = services_spec()
         if dropped:

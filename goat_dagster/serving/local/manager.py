@@ -25,13 +25,13 @@ import aiohttp
 
 from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, RegistryError, load_registry
-from goat_dagster.serving.errors import ServeError
-from goat_dagster.serving.gguf_info import GGUFError, read_gguf_info
-from goat_dagster.serving.memory import MemoryEstimate, Resident, estimate_memory, plan_eviction
-from goat_dagster.serving.metrics import Metrics
-from goat_dagster.serving.serve_config import ServeSettings
-from goat_dagster.serving.weights import WeightsError, locate_weights
-from goat_dagster.serving.worker import (
+from goat_dagster.serving.local.errors import ServeError
+from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
+from goat_dagster.serving.local.memory import MemoryEstimate, Resident, estimate_memory, plan_eviction
+from goat_dagster.serving.local.metrics import Metrics
+from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.weights import WeightsError, locate_weights
+from goat_dagster.serving.local.worker import (
     EngineArgsError,
     Worker,
     WorkerSpec,

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.client import probe_chat
 from goat_dagster.serving.endpoint import Endpoint
+from goat_dagster.serving.local.client import probe_chat
 
 Log = Callable[[str], None]
 

@@ -33,7 +33,7 @@ from goat_dagster.registry import ModelEntry, Registry
 from goat_dagster.serving.endpoint import Endpoint
 
 SINK_CALLBACK = "goat_dagster.tracing.sink.trace_sink"
-CUSTOM_AUTH = "goat_dagster.serving.proxy_auth.user_api_key_auth"
+CUSTOM_AUTH = "goat_dagster.routing.auth.user_api_key_auth"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 # Not a secret: OpenAI-compatible servers we run ourselves take any key, LiteLLM's client needs one.
 NO_KEY = "no-key"

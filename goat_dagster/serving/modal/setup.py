@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from goat_dagster.config import GoatSettings, settings
-from goat_dagster.serving.modal_spec import (
+from goat_dagster.serving.modal.spec import (
     SECRET_HF,
     SECRET_LANGFUSE,
     SECRET_LITELLM,
@@ -243,4 +243,4 @@ def apply_plan(plan: SetupPlan, cloud: Any, echo: Callable[[str], None]) -> None
         if action != "exists":
             cloud.create_volume(name)
             echo(f"created volume {name}")
-    echo("done. Next: modal deploy -m goat_dagster.serving.modal_services --env " + plan.environment)
+    echo("done. Next: modal deploy -m goat_dagster.routing.modal_proxy --env " + plan.environment)

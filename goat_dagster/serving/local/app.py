@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from goat_dagster import config
-from goat_dagster.serving.errors import ServeError, error_body, normalize_error
-from goat_dagster.serving.manager import Lease, ModelInstance, ModelManager
+from goat_dagster.serving.local.errors import ServeError, error_body, normalize_error
+from goat_dagster.serving.local.manager import Lease, ModelInstance, ModelManager
 
 log = logging.getLogger("goat.serve")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

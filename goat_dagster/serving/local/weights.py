@@ -26,8 +26,8 @@ from pydantic import BaseModel
 
 from goat_dagster import config
 from goat_dagster.registry import HFWeights, ModelEntry, PackageWeights, PathWeights
-from goat_dagster.serving.gguf_info import GGUFError, read_gguf_info
-from goat_dagster.serving.hf_weights import HubError, fetch_snapshot
+from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
+from goat_dagster.serving.local.hf import HubError, fetch_snapshot
 
 Log = Callable[[str], None]
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)

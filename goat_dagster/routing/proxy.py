@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from goat_dagster import config
-from goat_dagster.serving.litellm_config import (
+from goat_dagster.routing.config import (
     MASTER_KEY_ENV,
     config_hash,
     litellm_executable,

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.client import ServeClientError, ensure_control_plane, load_model, probe_chat
 from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.serve_config import ServeSettings
+from goat_dagster.serving.local.client import ServeClientError, ensure_control_plane, load_model, probe_chat
+from goat_dagster.serving.local.settings import ServeSettings
 
 Log = Callable[[str], None]
 

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.memory import process_tree_rss_mb
+from goat_dagster.serving.local.memory import process_tree_rss_mb
 
 READY_LINE = b"goat-worker-ready\n"
 DEFAULT_N_CTX = 4096
@@ -170,7 +170,7 @@ class Worker:
         cmd = [
             sys.executable,
             "-m",
-            "goat_dagster.serving.worker_main",
+            "goat_dagster.serving.local.worker_main",
             "--fd",
             str(sock.fileno()),
             "--ready-fd",

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Literal
 
 from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, load_registry
-from goat_dagster.serving import proxy
+from goat_dagster.routing import proxy
+from goat_dagster.routing.auth import mint_scoped_key
+from goat_dagster.routing.config import MASTER_KEY_ENV, BuiltConfig, plan_litellm_config
 from goat_dagster.serving.endpoint import Endpoint, load_endpoints
-from goat_dagster.serving.litellm_config import MASTER_KEY_ENV, BuiltConfig, plan_litellm_config
-from goat_dagster.serving.proxy_auth import mint_scoped_key
 
 if TYPE_CHECKING:
     import openai

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster import config
-from goat_dagster.serving.memory import DEFAULT_MARGIN_MB, default_budget_mb
+from goat_dagster.serving.local.memory import DEFAULT_MARGIN_MB, default_budget_mb
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100

@@ -21,7 +21,7 @@ from typing import Any
 
 from goat_dagster import config
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.serve_config import ServeSettings
+from goat_dagster.serving.local.settings import ServeSettings
 
 log = logging.getLogger("goat.serve")
 
@@ -78,8 +78,8 @@ def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     """Serve until a signal; returns after every worker has stopped."""
     import uvicorn
 
-    from goat_dagster.serving.app import create_app
-    from goat_dagster.serving.manager import ModelManager
+    from goat_dagster.serving.local.app import create_app
+    from goat_dagster.serving.local.manager import ModelManager
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise

@@ -194,7 +194,7 @@ def module_spec(engine: str) -> ServeSpec | None:
         spec = spec_from_env()
         return spec if spec is not None and spec.engine == engine else None
     from goat_dagster.config import settings
-    from goat_dagster.serving.modal_deploy import spec_for_key
+    from goat_dagster.serving.modal.deploy import spec_for_key
 
     key = settings().model
     if not key:

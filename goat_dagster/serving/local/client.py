@@ -24,9 +24,9 @@ import httpx
 import psutil
 
 from goat_dagster import config
-from goat_dagster.serving.serve_config import ServeSettings
-from goat_dagster.serving.server import read_state
-from goat_dagster.serving.worker import log_tail
+from goat_dagster.serving.local.server import read_state
+from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.worker import log_tail
 
 Log = Callable[[str], None]
 _DETACHED: list[subprocess.Popen] = []  # keep handles so Python does not warn about running children

@@ -33,7 +33,7 @@ import httpx
 from goat_dagster import config
 from goat_dagster.registry import HFWeights, ModelEntry, load_registry, slugify
 from goat_dagster.serving.endpoint import Endpoint, load_endpoint, save_endpoint
-from goat_dagster.serving.modal_spec import (
+from goat_dagster.serving.modal.spec import (
     HF_CACHE_DIR,
     SECRET_VLLM,
     SERVE_FUNCTION,
@@ -238,7 +238,7 @@ class ModalCloud:
     # -- weights --------------------------------------------------------------------------------
 
     def download_weights(self, repo: str, revision: str, allow_patterns: list[str] | None) -> dict[str, Any]:
-        from goat_dagster.serving import modal_weights
+        from goat_dagster.serving.modal import weights_app as modal_weights
 
         def run() -> dict[str, Any]:
             with modal_weights.app.run(environment_name=self.environment, client=self.client()):
@@ -333,7 +333,7 @@ def spec_for(entry: ModelEntry, weights: dict[str, Any] | None = None) -> ServeS
     ):
         revision = weights.get("commit")
     if entry.engine == "vllm-gpt-oss":
-        from goat_dagster.serving.modal_gpt_oss import gpt_oss_spec
+        from goat_dagster.serving.modal.gpt_oss_app import gpt_oss_spec
 
         extra = {x["repo"]: x["commit"] for x in (weights or {}).get("extra", [])}
         spec = gpt_oss_spec(entry, revision=revision)
@@ -361,10 +361,10 @@ def spec_for_key(key: str, expect_engine: str | None = None) -> ServeSpec:
 
 def build_app_for(spec: ServeSpec) -> tuple[Any, Any]:
     if spec.engine == "vllm-gpt-oss":
-        from goat_dagster.serving.modal_gpt_oss import build_gpt_oss_app
+        from goat_dagster.serving.modal.gpt_oss_app import build_gpt_oss_app
 
         return build_gpt_oss_app(spec)
-    from goat_dagster.serving.modal_vllm import build_vllm_app
+    from goat_dagster.serving.modal.vllm_app import build_vllm_app
 
     return build_vllm_app(spec)
 
@@ -688,7 +688,7 @@ def ensure_modal_services(
     `litellm_config`: the dict `build_litellm_config(registry, endpoints)` returns, a file, or None
     to build it. Point GOAT_LITELLM_URL (the proxy resource's external mode) at the result.
     """
-    from goat_dagster.serving import modal_services
+    from goat_dagster.routing import modal_proxy as modal_services
 
     cloud = cloud or ModalCloud()
     spec, dropped = modal_services.services_spec(litellm_config)

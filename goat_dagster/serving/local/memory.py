@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from goat_dagster.serving.gguf_info import GGUFInfo
+from goat_dagster.serving.local.gguf import GGUFInfo
 
 MIB = 1 << 20
 RUNTIME_MB = 96.0  # a llama-cpp-python server process before any model (Python, numpy, uvicorn, ggml)

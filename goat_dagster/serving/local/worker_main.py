@@ -1,4 +1,4 @@
-"""Entry point of a worker process (`python -m goat_dagster.serving.worker_main`), started by the
+"""Entry point of a worker process (`python -m goat_dagster.serving.local.worker_main`), started by the
 control plane (`worker.Worker.spawn`); not meant to be run by hand.
 
 Dies with its parent (PR_SET_PDEATHSIG), loads the model through llama-cpp-python's own server
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ServerSettings
 
-    from goat_dagster.serving.llama_patches import bound_tool_calling
-    from goat_dagster.serving.worker import READY_LINE, WorkerSpec, isolated_model_settings
+    from goat_dagster.serving.local.llama_patches import bound_tool_calling
+    from goat_dagster.serving.local.worker import READY_LINE, WorkerSpec, isolated_model_settings
 
     bound_tool_calling()
 
