@@ -30,7 +30,7 @@ from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
 from goat_dagster.analysis.warehouse import update_views
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
@@ -46,6 +46,7 @@ from goat_dagster.partitions import models_partitions
 from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.resources.sandbox import SandboxResource
+from goat_dagster.textfmt import markdown_table
 
 DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"

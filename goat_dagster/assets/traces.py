@@ -15,10 +15,11 @@ from dagster import (
     asset,
 )
 
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.partitions import models_partitions
 from goat_dagster.registry import load_registry
 from goat_dagster.resources.langfuse import LangfuseResource
+from goat_dagster.textfmt import markdown_table
 from goat_dagster.tracing.export import export_run, find_latest_run
 
 BENCHMARK_RESULTS = AssetKey("benchmark_results")
