@@ -349,21 +349,8 @@ def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
     return "\n\n---\n\n".join(parts)
 
 
-TEXT_COLUMNS = [
-    "model",
-    "suite",
-    "run",
-    "scored",
-    "passed",
-    "failed",
-    "errors",
-    "pass@1",
-    "95% CI",
-    "pass@k",
-    "cost/solved",
-    "call p50/p95 s",
-    "task p50/p95 s",
-]
+# a terminal is narrower: the details without the counts of tasks, epochs and calls, cost and tokens
+TEXT_COLUMNS = [c for c in DETAIL_COLUMNS if c not in ("tasks", "epochs", "cost", "calls", "tokens in/out")]
 
 
 def render_leaderboard_text(board: Leaderboard) -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from goat_dagster import config
 from goat_dagster.analysis.snapshot import open_files, open_rows, open_snapshot, query
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries
-from goat_dagster.bench.lake import ERROR_KINDS
+from goat_dagster.bench.lake import ERROR_KINDS, RunIdentity
 from goat_dagster.bench.run_request import RunOutcome
 
 
@@ -97,12 +97,7 @@ def summarize_run(outcome: RunOutcome) -> RunSummary:
     return RunSummary(
         **{k: totals[k] for k in ("n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd")},
         **{k: totals[k] for k in ("errors_by_kind", "prompt_tokens", "completion_tokens")},
-        run_id=spec.run_id,
-        model=spec.model,
-        suite=spec.suite,
-        suite_version=spec.suite_version,
-        agent=spec.agent,
-        sandbox=spec.sandbox,
+        **_identity(spec),
         epochs=spec.epochs,
         projected_cost_usd=round(projected, 6) if projected is not None else None,
         budget_usd=outcome.budget_usd,
@@ -151,27 +146,21 @@ def journal_summary(spec: RunSpec) -> dict[str, Any]:
     totals.pop("started")
     return {
         **totals,
-        "run_id": spec.run_id,
-        "model": spec.model,
-        "suite": spec.suite,
-        "suite_version": spec.suite_version,
-        "agent": spec.agent,
-        "sandbox": spec.sandbox,
+        **_identity(spec),
         "epochs": spec.epochs,
         "complete": False,
         "rows": [r.model_dump(mode="json") for r in rows],
     }
 
 
+def _identity(spec: RunSpec) -> dict[str, Any]:
+    return spec.model_dump(include=set(RunIdentity.model_fields))
+
+
 def _no_rows(spec: RunSpec) -> dict[str, Any]:
     """The totals of a run without a row yet."""
     return {
-        "run_id": spec.run_id,
-        "model": spec.model,
-        "suite": spec.suite,
-        "suite_version": spec.suite_version,
-        "agent": spec.agent,
-        "sandbox": spec.sandbox,
+        **_identity(spec),
         "n": 0,
         "passed": 0,
         "failed": 0,

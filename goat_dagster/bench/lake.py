@@ -21,8 +21,20 @@ from goat_dagster import config
 from goat_dagster.tabular import Int32, duckdb_columns, literal_values
 
 
-class ResultRow(BaseModel):
-    """One task x epoch of a run: exactly the columns of the results lake (DESIGN §6, in order).
+class RunIdentity(BaseModel):
+    """What a run is: the first columns of each of its rows, and of its journal's `RunSpec`."""
+
+    run_id: str
+    suite: str
+    suite_version: str
+    model: str  # registry key
+    agent: str
+    sandbox: str
+
+
+class ResultRow(RunIdentity):
+    """One task x epoch of a run: exactly the columns of the results lake (DESIGN §6, in order:
+    the run's identity, then the task's outcome).
 
     The one definition of the results schema: the Parquet files' column types and the warehouse's
     `results` view are derived from these fields (`RESULT_TYPES`).
@@ -30,12 +42,6 @@ class ResultRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    run_id: str
-    suite: str
-    suite_version: str
-    model: str
-    agent: str
-    sandbox: str
     task_id: str
     epoch: Int32
     status: Literal["passed", "failed", "error"]
