@@ -29,7 +29,7 @@ from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
 from goat_dagster.bench.journal import RunJournal
-from goat_dagster.bench.lake import ResultRow
+from goat_dagster.bench.lake import ResultRow, RunIdentity
 from goat_dagster.bench.llm_client import Gateway, LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.run_request import Progress, RunRequest
@@ -53,6 +53,9 @@ class _Tried:
 
 @dataclass
 class Budget:
+    """What the run has spent (every call's cost, a resumed run's earlier rows included) against
+    its limit (`--budget-usd`; None: no limit). Shared by the run's threads."""
+
     limit: float | None
     spent: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -222,17 +225,8 @@ class TaskRunner:
         )
 
     def _row(self, task: Task, epoch: int, **outcome: Any) -> ResultRow:
-        return ResultRow(
-            run_id=self.spec.run_id,
-            suite=self.suite.name,
-            suite_version=self.suite.version,
-            model=self.spec.model,
-            agent=self.agent.name,
-            sandbox=self.spec.sandbox,
-            task_id=task.id,
-            epoch=epoch,
-            **outcome,
-        )
+        identity = self.spec.model_dump(include=set(RunIdentity.model_fields))
+        return ResultRow(**identity, task_id=task.id, epoch=epoch, **outcome)
 
     def record(self, row: ResultRow, detail: dict[str, Any]) -> None:
         with self.lock:
