@@ -1,4 +1,8 @@
-"""The `goat` command (DESIGN §8). Every verb has --help; --json prints one JSON object."""
+"""The `goat` command (DESIGN §8). Every verb has --help; --json prints one JSON object.
+
+Each verb imports what it runs when it runs: `goat models` must not pay for Dagster, Modal,
+DuckDB, the harness or the LLM clients (seconds together); only light modules are imported here.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,23 @@ from typing import Any, NoReturn
 import click
 
 from goat_dagster import config
-from goat_dagster.registry import RegistryError
+from goat_dagster.bench.sandbox import SandboxError
+from goat_dagster.registry import Registry, RegistryError, load_registry
+from goat_dagster.routing.proxy import ProxyError
+from goat_dagster.serving.backend import PrintLog, ServingError
 from goat_dagster.textfmt import format_table
+from goat_dagster.tracing.langfuse_reader import LangfuseReadError
+
+# Errors a user can act on from their message alone (a bad file or field, a server that is down,
+# Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # RegistryError, SuiteError, RunError, ConfigError: a file, a field, a setting
+    FileNotFoundError,
+    SandboxError,
+    ServingError,  # goat serve, weights, Modal (not logged in / unreachable), goat setup
+    ProxyError,
+    LangfuseReadError,
+)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -20,36 +39,6 @@ def emit(obj: dict[str, Any]) -> None:
 def fail(message: str, code: int = 1) -> NoReturn:
     click.secho(message, fg="red", err=True)
     sys.exit(code)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user can act on from their message alone (a bad file or field, a server that is
-    down, Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead."""
-    from goat_dagster.bench.sandbox import SandboxError
-    from goat_dagster.routing.gateway import GatewayError
-    from goat_dagster.routing.proxy import ProxyError
-    from goat_dagster.routing.stack import StackError
-    from goat_dagster.serving.local.client import ServeClientError
-    from goat_dagster.serving.local.hf import HubError
-    from goat_dagster.serving.local.weights import WeightsError
-    from goat_dagster.serving.modal.deploy import ModalUnavailable
-    from goat_dagster.serving.modal.setup import SetupError
-    from goat_dagster.tracing.langfuse_reader import LangfuseReadError
-
-    return (
-        ValueError,  # RegistryError, SuiteError, RunError, config errors of every part
-        FileNotFoundError,
-        SandboxError,
-        SetupError,
-        ServeClientError,
-        GatewayError,
-        HubError,
-        ModalUnavailable,
-        ProxyError,
-        StackError,
-        WeightsError,
-        LangfuseReadError,
-    )
 
 
 def _debug() -> bool:
@@ -69,7 +58,7 @@ class GoatGroup(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
-            if _debug() or not isinstance(exc, user_errors()):
+            if _debug() or not isinstance(exc, USER_ERRORS):
                 raise
             verb = ctx.invoked_subcommand or "goat"
             fail(f"goat {verb}: {exc}" if not isinstance(exc, RegistryError) else str(exc))
@@ -93,8 +82,6 @@ def main() -> None:
 @click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled models.")
 def models(as_json: bool, enabled_only: bool) -> None:
     """Show the model registry (models.yaml), validated."""
-    from goat_dagster.registry import load_registry
-
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
@@ -170,13 +157,12 @@ def run(
     from goat_dagster.bench.progress import ProgressBar
     from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
-    from goat_dagster.bench.sandbox import SandboxError
     from goat_dagster.bench.suite import SuiteError
-    from goat_dagster.routing.stack import StackError
 
+    registry = load_registry()
     bar = ProgressBar()
     try:
-        prepare_gateway(model, agent, quiet=as_json)
+        prepare_gateway(registry, model, agent, quiet=as_json)
         outcome = run_benchmark(
             RunRequest(
                 suite=suite,
@@ -189,9 +175,10 @@ def run(
                 budget_usd=budget_usd,
                 on_start=bar.start,
                 on_task=bar.task,
+                registry=registry,
             )
         )
-    except (SuiteError, RunError, SandboxError, StackError, KeyError, ValueError) as exc:
+    except (SuiteError, RunError, SandboxError, ServingError, ProxyError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
@@ -203,19 +190,17 @@ def run(
         click.echo(summary_text(summary.model_dump(mode="json")))
 
 
-def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
+def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> None:
     """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
     from goat_dagster.bench.agents import make_agent
-    from goat_dagster.registry import load_registry
     from goat_dagster.routing.stack import ensure_model_stack
+    from goat_dagster.serving.backends import Backends
 
     if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
-    registry = load_registry()
-    ensure_model_stack(
-        registry.get(model), registry, log=None if quiet else lambda m: click.echo(m, err=True)
-    )
+    log = PrintLog(None if quiet else lambda m: click.echo(m, err=True))
+    ensure_model_stack(registry, registry.get(model), Backends.from_settings(), log=log)
 
 
 @main.command()
@@ -279,7 +264,7 @@ def serve(
     stop: bool,
 ) -> None:
     """The local llama.cpp control plane (OpenAI-compatible)."""
-    from goat_dagster.serving.local.client import ServeClientError, ensure_control_plane, stop_control_plane
+    from goat_dagster.serving.local.client import ensure_control_plane, stop_control_plane
     from goat_dagster.serving.local.server import PortInUse, run_serve
     from goat_dagster.serving.local.settings import ServeSettings
 
@@ -302,7 +287,7 @@ def serve(
             click.echo(f"goat serve {how}: {cp.base_url} (pid {cp.pid}, log {cp.log_path})")
             return
         run_serve(settings)
-    except (PortInUse, ServeClientError) as exc:
+    except (PortInUse, ServingError) as exc:
         fail(f"goat serve: {exc}")
 
 
@@ -366,14 +351,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
 @click.option("--yes", is_flag=True, help="Create without asking.")
 def setup(dry_run: bool, env_file: str, yes: bool) -> None:
     """Create the Modal environment, secrets and volumes from ./.env."""
-    from goat_dagster.serving.modal.deploy import ModalCloud, ModalUnavailable
-    from goat_dagster.serving.modal.setup import (
-        SetupError,
-        apply_plan,
-        build_plan,
-        modal_state,
-        read_env_file,
-    )
+    from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
+    from goat_dagster.serving.modal.setup import apply_plan, build_plan, modal_state, read_env_file
 
     try:
         cloud = ModalCloud(read_env_file(env_file).get(config.GoatSettings.env_name("modal_environment")))
@@ -383,7 +362,7 @@ def setup(dry_run: bool, env_file: str, yes: bool) -> None:
             if not dry_run:
                 fail(f"goat setup: {exc}")
             state, note = None, f"Modal {exc.reason}: {exc.detail}"
-        plan = build_plan(env_file, state, note)
+        plan = build_plan(env_file, state, note, registry=load_registry())
         click.echo(plan.render())
         if plan.problems:
             sys.exit(1)
@@ -394,7 +373,7 @@ def setup(dry_run: bool, env_file: str, yes: bool) -> None:
                 fail("goat setup: no terminal to ask; re-run with --yes to apply this plan")
             click.confirm("Apply this plan?", abort=True)
         apply_plan(plan, cloud, click.echo)
-    except (SetupError, ModalUnavailable) as exc:
+    except ServingError as exc:  # SetupError, ModalUnavailable
         fail(f"goat setup: {exc}")
 
 

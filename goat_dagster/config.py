@@ -84,8 +84,7 @@ class GoatSettings(BaseSettings):
     # -- goat serve ----------------------------------------------------------------------------
     serve_host: str = Field(
         default="127.0.0.1",
-        description="where `goat serve` listens (the CLI, the `local_serving` resource and `goat run` "
-        "all read it)",
+        description="where `goat serve` listens (the CLI, the `serving` resource and `goat run` all read it)",
         json_schema_extra=_group("core"),
     )
     serve_port: int = Field(
@@ -150,8 +149,8 @@ class GoatSettings(BaseSettings):
     )
     litellm_config_file: Path | None = Field(
         default=None,
-        description="the LiteLLM config `modal_services` deploys",
-        json_schema_extra={**_group("modal"), "shown_default": "built from models.yaml"},
+        description="the LiteLLM config `modal_proxy` deploys",
+        json_schema_extra={**_group("modal"), "shown_default": "`$GOAT_HOME/litellm/config.yaml`"},
     )
 
     # -- the benchmark harness ----------------------------------------------------------------

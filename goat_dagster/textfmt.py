@@ -1,4 +1,5 @@
-"""Plain-text rendering: tables for a terminal (the CLI) and markdown tables (the Dagster UI's metadata)."""
+"""Text rendering shared by the CLI, the assets and the domain code: terminal tables, and the
+markdown tables the Dagster UI shows in metadata."""
 
 from __future__ import annotations
 

@@ -134,13 +134,22 @@ class StackEnv:
         from goat_dagster.resources.langfuse import LangfuseResource
         from goat_dagster.resources.litellm import LiteLLMProxyResource
         from goat_dagster.resources.modal import ModalResource
+        from goat_dagster.resources.registry import RegistryResource
         from goat_dagster.resources.sandbox import SandboxResource
-        from goat_dagster.resources.serving import LocalServingResource
+        from goat_dagster.resources.serving import (
+            ExternalServingResource,
+            LocalServingResource,
+            ServingResource,
+        )
 
         return {
-            "local_serving": LocalServingResource(port=self.serve_port),
+            "registry": RegistryResource(),
+            "serving": ServingResource(
+                local=LocalServingResource(port=self.serve_port),
+                modal=ModalResource(),
+                external=ExternalServingResource(),
+            ),
             "litellm": LiteLLMProxyResource(port=self.proxy_port),
-            "modal": ModalResource(),
             "langfuse": LangfuseResource(),
             "sandbox": SandboxResource(),
         }

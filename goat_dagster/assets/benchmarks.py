@@ -35,7 +35,6 @@ from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
-from goat_dagster.bench.llm_client import resolve_gateway
 from goat_dagster.bench.run_request import Progress, RunOutcome, RunRequest
 from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
@@ -43,8 +42,9 @@ from goat_dagster.bench.suite import SuiteError, load_suite
 from goat_dagster.bench.tasks import Suite
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import ModelEntry, load_registry
+from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
+from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import SandboxResource
 from goat_dagster.textfmt import markdown_table
 
@@ -160,16 +160,13 @@ def benchmark_results(
     config: BenchmarkConfig,
     litellm: LiteLLMProxyResource,
     sandbox: SandboxResource,
+    registry: RegistryResource,
 ) -> MaterializeResult:
-    registry = load_registry()
-    entry = registry.get(context.partition_key)
+    models = registry.registry()
+    entry = models.get(context.partition_key)
     suite = load_suite_or_fail(config.suite)
     run_id = goat_run_id(context, entry, suite)
-    gateway = (
-        resolve_gateway(entry.key, registry, client=litellm.client(entry))
-        if make_agent(config.agent).needs_gateway
-        else None
-    )
+    gateway = litellm.gateway(entry) if make_agent(config.agent).needs_gateway else None
     request = RunRequest(
         suite=suite,
         model=entry.key,
@@ -183,7 +180,7 @@ def benchmark_results(
         limits=config.limits(),
         sandbox_limits=sandbox.limits(),
         gateway=gateway,
-        registry=registry,
+        registry=models,
         on_task=lambda row, progress: _log_task(context, row, progress),
     )
     context.log.info(

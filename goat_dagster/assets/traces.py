@@ -17,8 +17,9 @@ from dagster import (
 
 from goat_dagster.assets.common import OWNERS
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import load_registry
+from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.langfuse import LangfuseResource
+from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.textfmt import markdown_table
 from goat_dagster.tracing.export import export_run, find_latest_run
 
@@ -26,18 +27,17 @@ BENCHMARK_RESULTS = AssetKey("benchmark_results")
 CHECK_NAME = "every_call_has_trace"
 
 
-def latest_benchmark_run(instance: DagsterInstance, partition: str) -> str | None:
+def latest_benchmark_run(instance: DagsterInstance, entry: ModelEntry) -> str | None:
     """The run id of the latest `benchmark_results` materialization of this partition (its
     `run_id` metadata), else the newest run journal of that model under $GOAT_HOME/runs."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=BENCHMARK_RESULTS, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=BENCHMARK_RESULTS, asset_partitions=[entry.slug]), limit=1
     ).records
     if records:
         mat = records[0].asset_materialization
         value = mat.metadata.get("run_id") if mat else None
         if value is not None:
             return str(getattr(value, "value", value))
-    entry = load_registry().get(partition)
     return find_latest_run({entry.key, entry.slug, entry.gateway_name})
 
 
@@ -62,9 +62,11 @@ def latest_benchmark_run(instance: DagsterInstance, partition: str) -> str | Non
         "$GOAT_HOME/lake/traces/<run_id>.parquet."
     ),
 )
-def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> MaterializeResult:
+def trace_export(
+    context: AssetExecutionContext, langfuse: LangfuseResource, registry: RegistryResource
+) -> MaterializeResult:
     partition = context.partition_key
-    run_id = latest_benchmark_run(context.instance, partition)
+    run_id = latest_benchmark_run(context.instance, registry.entry(partition))
     if run_id is None:
         raise Failure(f"no benchmark run found for model {partition!r}: materialize benchmark_results first")
     settings = langfuse.settings()

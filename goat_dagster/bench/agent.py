@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass
 
 from goat_dagster.bench.calls import CallContext
-from goat_dagster.bench.llm_client import Gateway, LLMClient
+from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.sandbox import Sandbox
 from goat_dagster.bench.tasks import Task
 from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 
 
 @dataclass

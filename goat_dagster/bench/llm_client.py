@@ -1,10 +1,11 @@
 """The harness's LLM client: chat completions through the model gateway (the LiteLLM proxy).
 
-`Gateway` says where to send requests and under which model name; `resolve_gateway(model_key)`
-builds one from the registry and the environment. `LLMClient.chat` makes one chat-completion
-call the way every harness call from the host must be made: through the run's `CallMeter` (its
-metadata in the request body, its cost, its line in the call log: calls.py), retried with
-exponential backoff while the gateway is down or overloaded, and never past the agent's deadline.
+A `Gateway` (routing/gateway.py) says where requests go, with which key, under which model name;
+`check_reachable` finds a gateway that is down before a run starts. `LLMClient.chat` makes one
+chat-completion call the way every harness call from the host must be made: through the run's
+`CallMeter` (its metadata in the request body, its cost, its line in the call log: calls.py),
+retried with exponential backoff while the gateway is down or overloaded, and never past the
+agent's deadline.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
 from tenacity import (
     RetryError,
     Retrying,
@@ -26,62 +25,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from goat_dagster import config
 from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
-from goat_dagster.registry import load_registry
-from goat_dagster.routing.gateway import client_for
-
-
-class Gateway(BaseModel):
-    """An OpenAI-compatible endpoint and the model name to ask it for."""
-
-    model_config = ConfigDict(frozen=True)
-
-    base_url: str
-    api_key: SecretStr
-    model: str
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
-    agent_key: SecretStr | None = None  # a scoped key a sandbox may hold (cloud sandboxes only)
-
-    def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
-
-    @property
-    def on_loopback(self) -> bool:
-        """Whether the gateway is on this machine's loopback (out of a cloud sandbox's reach)."""
-        return (urlsplit(self.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-
-
-def resolve_gateway(model_key: str, registry: Any = None, client: Any = None) -> Gateway:
-    """The gateway for a registry model.
-
-    GOAT_LLM_BASE_URL (+ GOAT_LLM_API_KEY) names one explicitly; otherwise it is the LiteLLM proxy
-    of `routing.gateway` (the managed one on 127.0.0.1:4000, or GOAT_LITELLM_URL) with its master
-    key — host-side only: sandboxes get a relay or a scoped key, never this one. The model name is
-    the registry's `gateway_name` (`<key>-local` for self-hosted models). `client` (a
-    `routing.gateway.GatewayClient`, e.g. from the Dagster `litellm` resource) names the proxy
-    explicitly.
-    """
-    entry = (registry or load_registry()).get(model_key)
-    s = config.settings()
-    agent_key = s.llm_agent_key.get_secret_value() if s.llm_agent_key else None
-    explicit = s.llm_base_url
-    if client is None and explicit:
-        base_url, key = explicit, s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
-    else:
-        if client is None:
-            client = client_for(entry, registry=registry)
-        base_url, key = client.base_url, client.api_key
-    return Gateway(
-        base_url=base_url,
-        api_key=SecretStr(key),
-        model=entry.gateway_name,
-        input_per_mtok=entry.pricing.input_per_mtok,
-        output_per_mtok=entry.pricing.output_per_mtok,
-        agent_key=SecretStr(agent_key) if agent_key else None,
-    )
+from goat_dagster.routing.gateway import Gateway
 
 
 def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
@@ -123,19 +69,11 @@ class LLMClient:
         backoff_s: float = 1.0,
         http_client: httpx.Client | None = None,
     ) -> None:
-        # imported here for its start-up cost (~0.5 s): `goat run --agent oracle` never pays it
-        from openai import OpenAI
-
         self.gateway = gateway
         self.meter = meter
         self.retries = retries
         self.backoff_s = backoff_s
-        self.client = OpenAI(
-            base_url=gateway.base_url,
-            api_key=gateway.api_key.get_secret_value(),
-            max_retries=0,
-            http_client=http_client,
-        )
+        self.client = gateway.openai(max_retries=0, http_client=http_client)  # retries are ours
 
     def chat(
         self,
@@ -198,7 +136,7 @@ class LLMClient:
     def _attempt(self, call: Call, body: dict[str, Any], deadline: float | None, failures: list[str]) -> Any:
         """One request. A transient failure raises `_Transient` (and is noted in `failures`); every
         other way it ends is logged here and raised as what it means for the attempt."""
-        import openai  # imported by __init__ already (lazily: see there)
+        import openai  # for its errors; lazily, as in Gateway.openai (~0.5 s an oracle run never pays)
 
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:

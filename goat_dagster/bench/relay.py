@@ -35,8 +35,8 @@ from starlette.routing import Router, request_response
 
 from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import InfraError
-from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 
 # headers that belong to one hop (or carry the caller's key): never passed on either way
 _HOP = {

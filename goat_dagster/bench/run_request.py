@@ -20,11 +20,11 @@ from pydantic import BaseModel
 
 from goat_dagster.bench.journal import RunError, RunSpec
 from goat_dagster.bench.lake import ResultRow
-from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.sandbox import SandboxLimits, SandboxPool
 from goat_dagster.bench.tasks import Suite
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.registry import Registry
+from goat_dagster.routing.gateway import Gateway
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -63,7 +63,7 @@ class RunRequest:
       (a subset of the suite; None: every task);
     - how hard: `parallel` tasks at once, `budget_usd` (no new task starts once it is spent),
       `limits` per attempt, `sandbox_limits` per command, `retry` for transient failures;
-    - where (None: as `goat run` finds them): `gateway` (else `resolve_gateway(model)`), `pool`
+    - where (None: as `goat run` finds them): `gateway` (else routing's `resolve_gateway`), `pool`
       (a sandbox pool to reuse across runs; else one is made for the run and closed after it),
       `registry` (else models.yaml);
     - progress: `on_start(spec, pending, total)` once before work starts, `on_task(row, progress)`

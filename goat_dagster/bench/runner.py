@@ -21,7 +21,7 @@ from goat_dagster.bench.agent import Agent
 from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import write_results
-from goat_dagster.bench.llm_client import Gateway, check_reachable, resolve_gateway
+from goat_dagster.bench.llm_client import check_reachable
 from goat_dagster.bench.run_request import RunOutcome, RunRequest
 from goat_dagster.bench.sandbox import PoolOptions, SandboxPool
 from goat_dagster.bench.sandboxes import make_pool
@@ -29,6 +29,7 @@ from goat_dagster.bench.suite import load_suite
 from goat_dagster.bench.task_runner import Budget, TaskRunner
 from goat_dagster.bench.tasks import Task
 from goat_dagster.registry import ModelEntry, load_registry, slugify
+from goat_dagster.routing.gateway import Gateway, resolve_gateway
 from goat_dagster.routing.proxy import gateway_lease
 
 
@@ -88,7 +89,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
 
 def _gateway(request: RunRequest, agent: Agent, entry: ModelEntry) -> Gateway:
     """The model gateway of the run, refused up front when the agent could not use it."""
-    gateway = request.gateway or resolve_gateway(entry.key, request.registry)
+    gateway = request.gateway or resolve_gateway(entry)
     if agent.needs_network and request.sandbox != "local" and gateway.on_loopback:
         raise RunError(  # no use asking whether it answers: the sandbox could not reach it
             f"a command: agent in a {request.sandbox} sandbox calls the gateway itself, but "

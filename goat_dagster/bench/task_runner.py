@@ -30,12 +30,13 @@ from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
 from goat_dagster.bench.journal import RunJournal
 from goat_dagster.bench.lake import ResultRow, RunIdentity
-from goat_dagster.bench.llm_client import Gateway, LLMClient
+from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.run_request import Progress, RunRequest
 from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxFileError, SandboxPathError, SandboxPool
 from goat_dagster.bench.tasks import Suite, Task
 from goat_dagster.bench.usage import Usage
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)

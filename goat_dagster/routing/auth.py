@@ -29,7 +29,10 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from goat_dagster import config
 
 SCOPED_PREFIX = "sk-goat-"
 _DERIVE_LABEL = b"goat-dagster scoped proxy keys v1"
@@ -112,13 +115,13 @@ def verify_scoped_key(master_key: str, key: str, *, now: float | None = None) ->
 
 async def user_api_key_auth(request: Any, api_key: str) -> Any:
     """LiteLLM `custom_auth` hook (runs inside the proxy): master key or a valid scoped key."""
-    import os
-    from datetime import UTC, datetime
-
+    # the proxy's own modules: importing litellm.proxy takes seconds, and the host imports this
+    # module only to mint keys
     from fastapi import HTTPException
     from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-    master = os.environ.get("LITELLM_MASTER_KEY", "")
+    configured = config.settings().litellm_master_key  # in the proxy's environment
+    master = configured.get_secret_value() if configured else ""
     key = (api_key or "").removeprefix("Bearer ").strip()
     if master and hmac.compare_digest(key.encode(), master.encode()):
         return UserAPIKeyAuth(api_key=key, user_role=LitellmUserRoles.PROXY_ADMIN)

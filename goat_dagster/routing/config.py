@@ -1,5 +1,8 @@
 """The LiteLLM proxy config (LiteLLM's own `config.yaml` format), built from the registry and the
-`Endpoint` records of the serving backends.
+`Endpoint` records of the serving backends: `build_config` is the one place it is derived. The
+`litellm_config` asset and `goat run`'s stack build it and hand it to `proxy.ensure_proxy`, which
+writes it (once, validated) and serves it; the proxy on Modal serves the file that was written,
+adapted for a public URL (`for_public_proxy`).
 
 - Self-hosted models (provider local or modal) become `<key>-local` deployments of LiteLLM's
   OpenAI-compatible provider, pointing at the Endpoint's `base_url` and `served_name`. They get
@@ -18,6 +21,7 @@ Router settings come from `Registry.router`. Callbacks: the local trace sink alw
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -25,27 +29,30 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
 from goat_dagster import config
+from goat_dagster.config import ConfigError
 from goat_dagster.registry import ModelEntry, Registry
 from goat_dagster.serving.endpoint import Endpoint
 
 SINK_CALLBACK = "goat_dagster.tracing.sink.trace_sink"
 CUSTOM_AUTH = "goat_dagster.routing.auth.user_api_key_auth"
-MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+MASTER_KEY_ENV = config.GoatSettings.env_name("litellm_master_key")
+ENV_REF = "os.environ/"
 # Not a secret: OpenAI-compatible servers we run ourselves take any key, LiteLLM's client needs one.
 NO_KEY = "no-key"
 LOCAL_DEFAULTS: dict[str, Any] = {"temperature": 0.3, "tool_choice": "auto"}
-
-
-class ConfigError(ValueError):
-    """The generated config is not one LiteLLM should be given; names the model and field."""
+# Config keys whose values are credentials: they may only be `os.environ/NAME` references.
+SECRET_FIELDS = (
+    "api_key", "master_key", "aws_secret_access_key", "vertex_credentials", "azure_ad_token", "database_url",
+)  # fmt: skip
 
 
 @dataclass
-class BuiltConfig:
+class LiteLLMConfig:
     """A LiteLLM config plus what the builder decided, for asset metadata and logs."""
 
     config: dict[str, Any]
@@ -62,11 +69,7 @@ class BuiltConfig:
 
 
 def env_ref(name: str) -> str:
-    return f"os.environ/{name}"
-
-
-def langfuse_configured() -> bool:
-    return config.settings().langfuse_configured
+    return f"{ENV_REF}{name}"
 
 
 def _costs(m: ModelEntry) -> dict[str, float]:
@@ -152,7 +155,7 @@ def _openai_compatible(m: ModelEntry) -> dict[str, Any]:
 
 
 def _group_deployments(
-    registry: Registry, model_list: list[dict[str, Any]], out: BuiltConfig
+    registry: Registry, model_list: list[dict[str, Any]], out: LiteLLMConfig
 ) -> list[dict[str, Any]]:
     """`router.groups`: each routable member's deployment once more under the group's name, so the
     router has several deployments of one model name to choose from (the strategy then matters).
@@ -219,26 +222,13 @@ def _router_settings(registry: Registry, names: set[str]) -> dict[str, Any]:
     return settings
 
 
-def build_litellm_config(
+def build_config(
     registry: Registry,
     endpoints: dict[str, Endpoint],
     *,
     include_disabled: bool = False,
     langfuse: bool | None = None,
-) -> dict[str, Any]:
-    """The proxy config (a dict in LiteLLM's config.yaml format), validated; see `plan_litellm_config`."""
-    return plan_litellm_config(
-        registry, endpoints, include_disabled=include_disabled, langfuse=langfuse
-    ).config
-
-
-def plan_litellm_config(
-    registry: Registry,
-    endpoints: dict[str, Endpoint],
-    *,
-    include_disabled: bool = False,
-    langfuse: bool | None = None,
-) -> BuiltConfig:
+) -> LiteLLMConfig:
     """The proxy config for the registry's (enabled) models and the endpoints that serve them, with
     what was routed and what was skipped (for asset metadata).
 
@@ -246,7 +236,7 @@ def plan_litellm_config(
     without a healthy-or-not endpoint record is skipped (it is not routable yet) and listed in
     `skipped`. `langfuse=None` decides from the environment (LANGFUSE_* all set).
     """
-    out = BuiltConfig(config={})
+    out = LiteLLMConfig(config={})
     model_list: list[dict[str, Any]] = []
     for m in registry.models.values():
         if not (m.enabled or include_disabled):
@@ -273,7 +263,7 @@ def plan_litellm_config(
         )
     model_list += _group_deployments(registry, model_list, out)
     names = {e["model_name"] for e in model_list}
-    use_langfuse = langfuse_configured() if langfuse is None else langfuse
+    use_langfuse = config.settings().langfuse_configured if langfuse is None else langfuse
     callbacks = [SINK_CALLBACK] + (["langfuse_otel"] if use_langfuse else [])
     out.config = {
         "model_list": model_list,
@@ -292,16 +282,14 @@ def plan_litellm_config(
             "custom_auth_run_common_checks": True,
         },
     }
-    validate_litellm_config(out.config)
+    validate_config(out.config)
     return out
 
 
 # ---- validation ------------------------------------------------------------------------------
 
-_SECRET_PARAMS = ("api_key", "aws_secret_access_key", "vertex_credentials", "azure_ad_token")
 
-
-def validate_litellm_config(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any]) -> None:
     """Structural checks on a generated config; raises `ConfigError` naming the model and field.
 
     No literal secret may be in it: key-like params must be `os.environ/NAME` references (or the
@@ -326,13 +314,13 @@ def validate_litellm_config(cfg: dict[str, Any]) -> None:
         ):
             problems.append(f"{where}.litellm_params.model: expected '<provider>/<model>'")
             continue
-        for key in _SECRET_PARAMS:
+        for key in SECRET_FIELDS:
             v = params.get(key)
-            if v is not None and not (isinstance(v, str) and (v.startswith("os.environ/") or v == NO_KEY)):
+            if v is not None and not (isinstance(v, str) and (v.startswith(ENV_REF) or v == NO_KEY)):
                 problems.append(f"{where}.litellm_params.{key}: must be an os.environ/NAME reference")
         base = params.get("api_base")
         if base is not None and not (
-            isinstance(base, str) and (base.startswith(("http://", "https://", "os.environ/")))
+            isinstance(base, str) and (base.startswith(("http://", "https://", ENV_REF)))
         ):
             problems.append(f"{where}.litellm_params.api_base: expected an http(s) URL, got {base!r}")
         mid = (dep.get("model_info") or {}).get("id")
@@ -347,7 +335,7 @@ def validate_litellm_config(cfg: dict[str, Any]) -> None:
                 if n not in names:
                     problems.append(f"router_settings.fallbacks: {n!r} is not a model_name in model_list")
     mk = (cfg.get("general_settings") or {}).get("master_key")
-    if mk is not None and not str(mk).startswith("os.environ/"):
+    if mk is not None and not str(mk).startswith(ENV_REF):
         problems.append("general_settings.master_key: must be an os.environ/NAME reference")
     if problems:
         raise ConfigError("invalid LiteLLM config:\n" + "\n".join(f"  {p}" for p in problems))
@@ -377,6 +365,11 @@ def litellm_executable() -> str:
 # ---- serialisation ---------------------------------------------------------------------------
 
 
+def config_path() -> Path:
+    """Where the generated config is written: what the managed proxy serves and Modal's deploys."""
+    return config.paths().litellm / "config.yaml"
+
+
 def config_yaml(cfg: dict[str, Any]) -> str:
     header = "# Generated by goat-dagster (litellm_config) from models.yaml and $GOAT_HOME/endpoints.\n"
     header += "# Do not edit: rematerialize litellm_config instead. No secrets: keys are os.environ/ refs.\n"
@@ -387,13 +380,99 @@ def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_litellm_config(cfg: dict[str, Any], path: Path) -> bool:
-    """Write the config atomically; return True when the content changed."""
+def write_config(cfg: dict[str, Any], path: Path, *, litellm_check: bool = True) -> bool:
+    """Write the config to `path` atomically when its content changed (LiteLLM's own check on the new
+    file first, unless `litellm_check` is False); return whether it changed."""
     text = config_yaml(cfg)
     if path.exists() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        if litellm_check:
+            validate_with_litellm(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A LiteLLM config file (YAML or JSON) as a dict."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no LiteLLM config there") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a LiteLLM config mapping")
+    return data
+
+
+# ---- a proxy on a public URL ------------------------------------------------------------------
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host in ("localhost", "0.0.0.0"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _literal_secrets(obj: Any, path: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            where = f"{path}.{k}" if path else str(k)
+            if k in SECRET_FIELDS and isinstance(v, str) and v and not v.startswith(ENV_REF):
+                found.append(where)
+            else:
+                found += _literal_secrets(v, where)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += _literal_secrets(v, f"{path}[{i}]")
+    return found
+
+
+def for_public_proxy(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The config adapted for a proxy on a public URL (the one on Modal), and the model names dropped
+    from it: deployments on this machine's loopback (unreachable from there), fallbacks naming them.
+    A literal credential is refused (it would be baked into an image); the master key is required."""
+    bad = _literal_secrets(config)
+    if bad:
+        raise ConfigError(
+            "the LiteLLM config holds literal credentials at "
+            + ", ".join(bad)
+            + "; use os.environ/NAME references (values go in the Modal secrets via `goat setup`)"
+        )
+    cfg = json.loads(json.dumps(config))  # deep copy, and proof it is JSON-serialisable
+    kept, dropped = [], []
+    for m in cfg.get("model_list", []):
+        base = (m.get("litellm_params") or {}).get("api_base") or ""
+        if base and not base.startswith(ENV_REF) and _is_loopback(base):
+            dropped.append(m.get("model_name", "?"))
+        else:
+            kept.append(m)
+    if not kept:
+        raise ConfigError(
+            "no model in the LiteLLM config is reachable from Modal (all point at this machine's "
+            "loopback); enable a cloud or modal model in models.yaml"
+        )
+    cfg["model_list"] = kept
+    names = {m.get("model_name") for m in kept}
+    router = cfg.get("router_settings") or {}
+    if isinstance(router.get("fallbacks"), list):  # fallbacks naming dropped models would not load
+        router["fallbacks"] = [
+            {k: [t for t in v if t in names]}
+            for fb in router["fallbacks"]
+            for k, v in fb.items()
+            if k in names and any(t in names for t in v)
+        ]
+    general = cfg.get("general_settings") or {}
+    if not general.get("master_key"):
+        general["master_key"] = env_ref(MASTER_KEY_ENV)  # a public URL must never be an open proxy
+    cfg["general_settings"] = general
+    return cfg, sorted(dropped)

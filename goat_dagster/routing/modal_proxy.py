@@ -1,9 +1,9 @@
 """`goat-services`: the LiteLLM proxy on Modal, so sandboxes in Modal's cloud can reach the models.
 
-It serves the config `litellm_config.build_litellm_config(registry, endpoints) -> dict` generates
-(the same dict the local proxy runs), adapted for a public URL (`for_modal`): entries pointing at
-this machine's loopback are dropped (nothing in Modal's cloud can reach them), and the master key
-is required. Provider keys come from the Modal secret `goat-llm-providers`, the master key from
+It serves the config the routing stage wrote (`litellm_config`; the same the local proxy runs, or
+$GOAT_LITELLM_CONFIG_FILE), adapted for a public URL (`config.for_public_proxy`): entries pointing
+at this machine's loopback are dropped (nothing in Modal's cloud can reach them), and the master
+key is required. Provider keys come from the Modal secret `goat-llm-providers`, the master key from
 `goat-litellm`, Langfuse credentials from `goat-langfuse`, the vLLM apps' key (VLLM_API_KEY) from
 `goat-vllm` (all created by `goat setup`); the config
 only ever names them (`os.environ/AZURE_API_KEY`), and a config that carries a literal key is
@@ -14,7 +14,8 @@ Deploy::
     modal deploy -m goat_dagster.routing.modal_proxy --env goat
     GOAT_LITELLM_CONFIG_FILE=litellm.yaml modal deploy -m goat_dagster.routing.modal_proxy --env goat
 
-or `modal_deploy.ensure_modal_services(config, log)`. Point the proxy resource's `external` mode
+or `ensure_modal_proxy(config, cloud, log)`
+(what `ModalResource.ensure_services` calls). Point the proxy resource's `external` mode
 (GOAT_LITELLM_URL) at the URL it prints. The local trace sink, if the config enables it, writes to
 Volume `goat-results` (GOAT_HOME=/goat in the container).
 """
@@ -22,17 +23,20 @@ Volume `goat-results` (GOAT_HOME=/goat in the container).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import subprocess
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 import modal
 
+from goat_dagster import config
+from goat_dagster.config import ConfigError, GoatSettings, settings
+from goat_dagster.routing.config import config_path, for_public_proxy, read_config
 from goat_dagster.serving.modal.spec import (
     SECRET_LANGFUSE,
     SECRET_LITELLM,
@@ -41,19 +45,16 @@ from goat_dagster.serving.modal.spec import (
     VOLUME_RESULTS,
 )
 
+if TYPE_CHECKING:  # the container imports this module and has none of goat's host-side deps
+    from goat_dagster.serving.backend import Log
+    from goat_dagster.serving.modal.cloud import ModalCloud
+
 APP_NAME = "goat-services"
 PROXY_FUNCTION = "proxy"
 PROXY_PORT = 4000
 CONFIG_PATH = "/root/litellm_config.yaml"
 SPEC_ENV = "GOAT_SERVICES_SPEC"
 CONTAINER_GOAT_HOME = "/goat"
-MASTER_KEY_REF = "os.environ/LITELLM_MASTER_KEY"
-# Config keys whose values are credentials: they may only be `os.environ/NAME` references.
-SECRET_FIELDS = ("api_key", "master_key", "aws_secret_access_key", "vertex_credentials", "database_url")
-
-
-class ConfigError(ValueError):
-    """The LiteLLM config cannot be deployed as it is (a literal secret, nothing to serve...)."""
 
 
 @dataclass(frozen=True)
@@ -76,109 +77,24 @@ class ServicesSpec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host in ("localhost", "0.0.0.0"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _literal_secrets(obj: Any, path: str = "") -> list[str]:
-    found: list[str] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            where = f"{path}.{k}" if path else str(k)
-            if k in SECRET_FIELDS and isinstance(v, str) and v and not v.startswith("os.environ/"):
-                found.append(where)
-            else:
-                found += _literal_secrets(v, where)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found += _literal_secrets(v, f"{path}[{i}]")
-    return found
-
-
-def for_modal(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The config adapted for a public proxy on Modal, and the model names dropped from it."""
-    bad = _literal_secrets(config)
-    if bad:
-        raise ConfigError(
-            "the LiteLLM config holds literal credentials at "
-            + ", ".join(bad)
-            + "; use os.environ/NAME references (values go in the Modal secrets via `goat setup`)"
-        )
-    cfg = json.loads(json.dumps(config))  # deep copy, and proof it is JSON-serialisable
-    kept, dropped = [], []
-    for m in cfg.get("model_list", []):
-        base = (m.get("litellm_params") or {}).get("api_base") or ""
-        if base and not base.startswith("os.environ/") and _is_loopback(base):
-            dropped.append(m.get("model_name", "?"))
-        else:
-            kept.append(m)
-    if not kept:
-        raise ConfigError(
-            "no model in the LiteLLM config is reachable from Modal (all point at this machine's "
-            "loopback); enable a cloud or modal model in models.yaml"
-        )
-    cfg["model_list"] = kept
-    names = {m.get("model_name") for m in kept}
-    router = cfg.get("router_settings") or {}
-    if isinstance(router.get("fallbacks"), list):  # fallbacks naming dropped models would not load
-        router["fallbacks"] = [
-            {k: [t for t in v if t in names]}
-            for fb in router["fallbacks"]
-            for k, v in fb.items()
-            if k in names and any(t in names for t in v)
-        ]
-    general = cfg.get("general_settings") or {}
-    if not general.get("master_key"):
-        general["master_key"] = MASTER_KEY_REF  # a public URL must never be an open proxy
-    cfg["general_settings"] = general
-    return cfg, sorted(dropped)
-
-
 def litellm_version() -> str:
-    from importlib.metadata import version
-
+    """The LiteLLM version of this environment: the image installs the same."""
     return version("litellm")
 
 
-def load_config(source: dict[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    """The LiteLLM config to deploy: a dict, a YAML/JSON file, $GOAT_LITELLM_CONFIG_FILE, or built.
-
-    Built means `goat_dagster.routing.config.build_litellm_config(registry, endpoints)`
-    over models.yaml and the endpoint records in $GOAT_HOME/endpoints (the routing stage's builder).
-    """
-    if isinstance(source, dict):
-        return source
-    from goat_dagster.config import GoatSettings, settings
-
-    path = source or settings().litellm_config_file
-    if path:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a LiteLLM config mapping")
-        return data
-    try:
-        from goat_dagster.routing.config import build_litellm_config  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ConfigError(
-            f"no LiteLLM config given and the config builder is not available ({exc}); "
-            f"set {GoatSettings.env_name('litellm_config_file')}=<litellm config file>"
-        ) from None
-    from goat_dagster.registry import load_registry
-    from goat_dagster.serving.endpoint import load_endpoints
-
-    return build_litellm_config(load_registry(), load_endpoints())
-
-
-def services_spec(config: dict[str, Any] | str | Path | None = None) -> tuple[ServicesSpec, list[str]]:
-    cfg, dropped = for_modal(load_config(config))
+def services_spec(litellm_config: dict[str, Any] | Path | None = None) -> tuple[ServicesSpec, list[str]]:
+    """The spec of `goat-services` for a LiteLLM config: the dict `routing.config.build_config`
+    made, a file, or (None) $GOAT_LITELLM_CONFIG_FILE, else the config the routing stage wrote
+    ($GOAT_HOME/litellm/config.yaml); adapted for a public URL. Also the model names left out."""
+    if not isinstance(litellm_config, dict):
+        path = litellm_config or settings().litellm_config_file or config_path()
+        if not Path(path).exists():
+            raise ConfigError(
+                f"{path}: no LiteLLM config yet; materialize litellm_config (or `goat run` a model) "
+                f"first, or set {GoatSettings.env_name('litellm_config_file')} to a config file"
+            )
+        litellm_config = read_config(Path(path))
+    cfg, dropped = for_public_proxy(litellm_config)
     return ServicesSpec(config=cfg, litellm_version=litellm_version()), dropped
 
 
@@ -227,6 +143,43 @@ def build_services_app(spec: ServicesSpec) -> tuple[modal.App, modal.Function]:
         memory=2048,
     )(modal.concurrent(max_inputs=spec.max_inputs)(web))
     return app, fn
+
+
+# ---- deploying it -----------------------------------------------------------------------
+
+
+def services_record_path() -> Path:
+    return config.paths().home / "modal" / "services.json"
+
+
+def ensure_modal_proxy(litellm_config: dict[str, Any] | Path | None, cloud: ModalCloud, log: Log) -> str:
+    """Deploy (or find, if current) `goat-services` serving a LiteLLM config (see
+    `services_spec`); its URL, for GOAT_LITELLM_URL (the external mode)."""
+    spec, dropped = services_spec(litellm_config)
+    if dropped:
+        log.warning(f"not served on Modal (they point at this machine): {', '.join(dropped)}")
+    tags = cloud.app_tags(APP_NAME)
+    if tags is None or tags.get("goat-spec") != spec.digest:
+        log.info(f"deploying {APP_NAME} to Modal environment {cloud.environment}")
+        app, _ = build_services_app(spec)
+        cloud.deploy(app)
+    url = cloud.web_url(APP_NAME, PROXY_FUNCTION)
+    if url is None:
+        raise RuntimeError(f"{APP_NAME} was deployed but Modal has no URL for it in {cloud.environment}")
+    record = {
+        "app_name": APP_NAME,
+        "url": url,
+        "environment": cloud.environment,
+        "spec_digest": spec.digest,
+        "models": [m.get("model_name") for m in spec.config.get("model_list", [])],
+        "dropped": dropped,
+        "checked_at": datetime.now(UTC).isoformat(),
+    }
+    path = services_record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+    log.info(f"LiteLLM proxy on Modal: {url} (set GOAT_LITELLM_URL={url} to route through it)")
+    return url
 
 
 if not modal.is_local() and os.environ.get(SPEC_ENV):

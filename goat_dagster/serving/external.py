@@ -1,5 +1,6 @@
-"""Endpoints we do not run: cloud APIs (Azure, Groq, OpenAI, Anthropic through LiteLLM) and any
-OpenAI-compatible base URL (Ollama, a RunPod/Vast.ai vLLM). `serving_endpoint` registers them.
+"""`ExternalBackend`: endpoints goat does not run — cloud APIs (Azure, Groq, OpenAI, Anthropic
+through LiteLLM) and any OpenAI-compatible base URL (Ollama, a RunPod/Vast.ai vLLM). They have no
+weights to manage and nothing to tear down; `endpoint` registers them.
 
 Health is a real probe when one is possible: a chat completion against the base URL
 (openai_compatible), or through LiteLLM with the provider key when that key is in this process's
@@ -12,14 +13,59 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.local.client import probe_chat
+from goat_dagster.serving.backend import Health, Log, WeightsReport, endpoint_key
+from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+from goat_dagster.serving.probe import PROMPT, probe_chat
 
-Log = Callable[[str], None]
+
+@dataclass(frozen=True)
+class ExternalBackend:
+    probe_timeout_s: float = 60.0
+
+    kind: ClassVar[str] = "cloud"
+    deploys: ClassVar[bool] = False
+
+    def weights(self, entry: ModelEntry, log: Log) -> WeightsReport:
+        what = entry.litellm_model or entry.served_model
+        log.info(f"{entry.key}: provider {entry.provider} serves its own weights ({what}); nothing to fetch")
+        return WeightsReport(
+            data_version=f"provider-managed:{entry.provider}:{what}",
+            summary=f"provider-managed ({what})",
+            facts={
+                "source": "provider-managed",
+                "weights": f"none to manage: provider {entry.provider!r} ({entry.engine}) serves its "
+                "own weights",
+                "model": what,
+                "n_files": 0,
+            },
+        )
+
+    def endpoint(self, entry: ModelEntry, log: Log) -> Endpoint:
+        ep = register_external_endpoint(entry, log, timeout_s=self.probe_timeout_s)
+        save_endpoint(ep)
+        return ep
+
+    def probe(self, entry: ModelEntry, endpoint: Endpoint, *, timeout_s: float | None = None) -> Health:
+        """Probed afresh, as when it was registered (the record holds no key to reuse)."""
+        fresh = register_external_endpoint(entry, None, timeout_s=timeout_s or self.probe_timeout_s)
+        verified = bool(fresh.detail.get("verified"))
+        said = fresh.detail.get("checked", []) + [
+            f"not checked: {n}" for n in fresh.detail.get("not_checked", [])
+        ]
+        return Health(
+            ok=fresh.healthy,
+            verified=verified,
+            description="answered a chat completion" if fresh.healthy else "; ".join(said),
+            detail=fresh.detail.get("probe") or {},
+        )
+
+    def teardown(self, entry: ModelEntry, log: Log) -> bool:
+        log.info(f"{entry.key}: provider {entry.provider} is not run by goat; nothing to stop")
+        return False
 
 
 def external_base_url(entry: ModelEntry) -> tuple[str | None, str]:
@@ -37,14 +83,17 @@ def external_base_url(entry: ModelEntry) -> tuple[str | None, str]:
 def _api_key(entry: ModelEntry) -> tuple[str | None, str]:
     if not entry.api_key_env:
         return None, "no api_key_env"
-    value = os.environ.get(entry.api_key_env)
+    value = endpoint_key(entry)
     return (value, f"${entry.api_key_env} set") if value else (None, f"${entry.api_key_env} not set")
 
 
-def _probe_litellm(entry: ModelEntry, base_url: str | None, api_key: str | None) -> dict[str, Any]:
+def _probe_litellm(
+    entry: ModelEntry, base_url: str | None, api_key: str | None, timeout_s: float
+) -> dict[str, Any]:
+    # litellm takes seconds to import: only a cloud probe, in the process that makes one, pays for it
     import litellm
 
-    kwargs: dict[str, Any] = {"timeout": 60, "max_tokens": 16, "num_retries": 0}
+    kwargs: dict[str, Any] = {"timeout": timeout_s, "max_tokens": 16, "num_retries": 0}
     if base_url:
         kwargs["api_base"] = base_url
     if api_key:
@@ -55,7 +104,7 @@ def _probe_litellm(entry: ModelEntry, base_url: str | None, api_key: str | None)
     try:
         resp = litellm.completion(
             model=entry.litellm_model,
-            messages=[{"role": "user", "content": "Reply with one word: ready"}],
+            messages=[{"role": "user", "content": PROMPT}],
             **kwargs,
         )
     except Exception as exc:  # provider errors come in many classes; the message is what matters
@@ -69,11 +118,11 @@ def _probe_litellm(entry: ModelEntry, base_url: str | None, api_key: str | None)
     return {"ok": True, "latency_s": round(time.monotonic() - t0, 3), "reply": content[:200]}
 
 
-def register_external_endpoint(entry: ModelEntry, log: Log | None = None) -> Endpoint:
+def register_external_endpoint(entry: ModelEntry, log: Log | None, *, timeout_s: float) -> Endpoint:
     """The Endpoint record of a cloud or openai_compatible model, probed where possible."""
     if entry.provider not in ("cloud", "openai_compatible"):
         raise ValueError(f"model {entry.key!r} is provider {entry.provider!r}; not an external endpoint")
-    say = log or (lambda _m: None)
+    say = log.info if log is not None else (lambda _m: None)
     base_url, base_from = external_base_url(entry)
     api_key, key_state = _api_key(entry)
     checked: list[str] = []
@@ -85,7 +134,7 @@ def register_external_endpoint(entry: ModelEntry, log: Log | None = None) -> End
         elif entry.api_key_env and api_key is None:
             not_checked.append(f"chat completion at {base_url}: {key_state}")
         else:
-            result = probe_chat(base_url, entry.served_model, api_key=api_key, timeout_s=60)
+            result = probe_chat(base_url, entry.served_model, api_key=api_key, timeout_s=timeout_s)
             probe = result.as_metadata()
             checked.append(f"chat completion at {base_url}: {'answered' if result.ok else 'failed'}")
     else:
@@ -96,7 +145,7 @@ def register_external_endpoint(entry: ModelEntry, log: Log | None = None) -> End
         elif entry.api_base_env and base_url is None:
             not_checked.append(f"chat completion via LiteLLM ({entry.litellm_model}): {base_from}")
         else:
-            probe = _probe_litellm(entry, base_url, api_key)
+            probe = _probe_litellm(entry, base_url, api_key, timeout_s)
             outcome = "answered" if probe["ok"] else "failed"
             checked.append(f"chat completion via LiteLLM ({entry.litellm_model}): {outcome}")
     healthy = bool(probe.get("ok")) and not not_checked

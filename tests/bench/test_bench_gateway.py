@@ -15,11 +15,12 @@ from goat_dagster.bench.agent import AgentContext
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.command_agent import CommandAgent
 from goat_dagster.bench.errors import AgentTimeout, InfraError
-from goat_dagster.bench.llm_client import Gateway, LLMClient
+from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.suite import load_suite
 from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
 from tests.conftest import free_port
 

@@ -260,16 +260,19 @@ def test_a_run_on_the_modal_backend(goat_home: Path, tmp_path: Path) -> None:
 
 
 def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
-    """`serving.gateway.sandbox_client` (the Dagster resource's) and a cloud `command:` agent's key
+    """`routing.gateway.sandbox_gateway` (the Dagster resource's) and a cloud `command:` agent's key
     both come from `sandbox_key`: valid for the sandbox's work plus the same grace period."""
+    from goat_dagster.registry import load_registry
     from goat_dagster.routing.auth import verify_scoped_key
-    from goat_dagster.routing.gateway import GatewaySettings, sandbox_client
+    from goat_dagster.routing.gateway import sandbox_gateway
+    from goat_dagster.routing.proxy import ProxySettings
 
     master = "sk-master-of-the-proxy"
-    settings = GatewaySettings(mode="external", url="https://proxy.example/v1", master_key=master)
-    client = sandbox_client("smollm2-135m", run_id="r1", work_s=900, settings=settings)
+    proxy = ProxySettings(mode="external", url="https://proxy.example/v1", master_key=master)
+    entry = load_registry().get("smollm2-135m")
+    client = sandbox_gateway(entry, run_id="r1", work_s=900, proxy=proxy)
     assert client.base_url == "https://proxy.example/v1" and client.model == "smollm2-135m-local"
-    claims = verify_scoped_key(master, client.api_key)
+    claims = verify_scoped_key(master, client.api_key.get_secret_value())
     assert claims.models == ("smollm2-135m-local",) and claims.run_id == "r1"
     assert (
         time.time() + 900 + SCOPED_KEY_GRACE_S - 60
@@ -279,8 +282,8 @@ def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
 
 
 def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
-    from goat_dagster.bench.llm_client import Gateway
     from goat_dagster.routing.auth import verify_scoped_key
+    from goat_dagster.routing.gateway import Gateway
 
     master = "sk-master-of-the-proxy"
     show_env = "command:env"

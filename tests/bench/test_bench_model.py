@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
-from goat_dagster.bench.llm_client import Gateway, LLMClient
+from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.tools import TOOL_SCHEMAS
 from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import call_metadata, new_id
 from tests.conftest import benchmark, free_port
 
@@ -277,9 +278,10 @@ def test_through_the_litellm_proxy_costs_and_traces(
 ) -> None:
     """The default gateway: the managed LiteLLM proxy (routing) in front of the model; its cost
     header is used, and its trace sink holds every call the harness logged, by call id."""
+    from goat_dagster.registry import load_registry
     from goat_dagster.routing import proxy
-    from goat_dagster.routing.gateway import ensure_gateway
-    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+    from goat_dagster.routing.config import build_config
+    from goat_dagster.serving.endpoint import Endpoint, load_endpoints, save_endpoint
 
     monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
     for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
@@ -294,7 +296,7 @@ def test_through_the_litellm_proxy_costs_and_traces(
             healthy=True,
         )
     )
-    ensure_gateway()
+    proxy.ensure_proxy(build_config(load_registry(), load_endpoints()))
     try:
         s = benchmark(
             suite="smoke",

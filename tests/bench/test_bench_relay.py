@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
-from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
 
 from .conftest import LlamaServer

@@ -20,8 +20,8 @@ from goat_dagster.analysis.runs import latest_run, run_summaries
 from goat_dagster.bench.bwrap import find_bwrap
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
-from goat_dagster.bench.llm_client import Gateway
 from goat_dagster.bench.suite import parse_suite
+from goat_dagster.routing.gateway import Gateway
 from tests.conftest import PROJECT, benchmark, free_port
 
 TRICKY = """\

@@ -15,7 +15,8 @@ from goat_dagster.registry import load_registry
 from goat_dagster.routing import modal_proxy as modal_services
 from goat_dagster.serving import modal_gpt_oss, modal_vllm
 from goat_dagster.serving.modal import weights_app as modal_weights
-from goat_dagster.serving.modal.deploy import build_app_for, spec_for, spec_for_key
+from goat_dagster.serving.modal.deploy import build_app_for
+from goat_dagster.serving.modal.plan import cost_table, spec_for, spec_for_key
 from goat_dagster.serving.modal.spec import (
     SPEC_ENV,
     VLLM_VERSION,
@@ -216,9 +217,9 @@ def test_goat_model_selects_the_app_and_the_right_module(monkeypatch):
     finally:
         sys.modules.update(saved)
     with pytest.raises(ValueError, match="modal_gpt_oss"):
-        spec_for_key("gpt-oss-20b", expect_engine="vllm")
+        spec_for_key(REGISTRY, "gpt-oss-20b", expect_engine="vllm")
     with pytest.raises(ValueError, match="only provider: modal"):
-        spec_for_key("smollm2-135m")
+        spec_for_key(REGISTRY, "smollm2-135m")
 
 
 def test_spec_roundtrip():
@@ -283,7 +284,6 @@ def test_services_app(inspect_function, layers):
 
 def test_readme_cost_table_matches_the_registry():
     from goat_dagster.config import project_dir
-    from goat_dagster.serving.modal.spec import cost_table
 
     readme = (project_dir() / "README.md").read_text()
     start, end = "<!-- cost-table:start -->\n", "\n<!-- cost-table:end -->"

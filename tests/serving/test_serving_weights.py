@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from goat_dagster.registry import parse_registry
+from goat_dagster.serving.local.engine import EngineArgsError, worker_spec
 from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
 from goat_dagster.serving.local.weights import WeightsError, ensure_weights, file_sha256, locate_weights
-from goat_dagster.serving.local.worker import EngineArgsError, worker_spec
 
 COMMIT = "a" * 40
 

@@ -14,10 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import filter_repo_objects
+
 from goat_dagster.registry import HFWeights
+from goat_dagster.serving.backend import ServingError
 
 
-class HubError(RuntimeError):
+class HubError(ServingError):
     """The hub files could not be found or fetched (message says which, where, and what to do)."""
 
 
@@ -31,8 +42,6 @@ class HubSnapshot:
 
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE as set now (huggingface_hub reads it only once, at import)."""
-    from huggingface_hub import constants
-
     env = os.environ.get("HF_HUB_OFFLINE")
     if env is not None:
         return env.strip().upper() in {"1", "ON", "YES", "TRUE"}
@@ -40,8 +49,6 @@ def hub_offline() -> bool:
 
 
 def _matching_files(folder: Path, patterns: list[str]) -> list[Path]:
-    from huggingface_hub.utils import filter_repo_objects
-
     rel = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     keep = list(filter_repo_objects(rel, allow_patterns=patterns))
     return [folder / r for r in keep if (folder / r).exists()]
@@ -55,15 +62,6 @@ def fetch_snapshot(
     log: Callable[[str], None] | None = None,
 ) -> HubSnapshot:
     """Locate (and, if allowed, download) the files of `weights` into `cache_dir`."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     say = log or (lambda _m: None)
     where = f"{weights.repo}@{weights.revision} (files {', '.join(weights.files)})"
     kwargs = {

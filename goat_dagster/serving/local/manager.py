@@ -25,21 +25,14 @@ import aiohttp
 
 from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, RegistryError, load_registry
+from goat_dagster.serving.local.engine import EngineArgsError, WorkerSpec, worker_spec
 from goat_dagster.serving.local.errors import ServeError
 from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
 from goat_dagster.serving.local.memory import MemoryEstimate, Resident, estimate_memory, plan_eviction
 from goat_dagster.serving.local.metrics import Metrics
 from goat_dagster.serving.local.settings import ServeSettings
 from goat_dagster.serving.local.weights import WeightsError, locate_weights
-from goat_dagster.serving.local.worker import (
-    EngineArgsError,
-    Worker,
-    WorkerSpec,
-    WorkerStartError,
-    describe_exit,
-    log_tail,
-    worker_spec,
-)
+from goat_dagster.serving.local.worker import Worker, WorkerStartError
 
 log = logging.getLogger("goat.serve")
 
@@ -288,15 +281,15 @@ class ModelManager:
         inst.last_crash = {
             "at": _iso(time.time()),
             "pid": w.pid,
-            "exit": describe_exit(w.returncode),
-            "log_tail": log_tail(w.log_path, 6),
+            "exit": w.exit(),
+            "log_tail": w.log_tail(6),
         }
-        inst.last_error = f"worker pid {w.pid} {describe_exit(w.returncode)}"
+        inst.last_error = f"worker pid {w.pid} {w.exit()}"
         log.warning(
             "%s: worker pid %s %s; restarting on the next request",
             inst.name,
             w.pid,
-            describe_exit(w.returncode),
+            w.exit(),
         )
         self.metrics.crashes.labels(inst.name).inc()
         self._drop_worker(inst, "crashed")

@@ -9,49 +9,21 @@ Binds the listening socket first (port 0 picks a free one), records pid/port in
 from __future__ import annotations
 
 import atexit
-import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import time
-from pathlib import Path
-from typing import Any
+
+import uvicorn
 
 from goat_dagster import config
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.app import create_app
+from goat_dagster.serving.local.manager import ModelManager
+from goat_dagster.serving.local.settings import ServeSettings, serve_state
 
 log = logging.getLogger("goat.serve")
-
-
-def state_file() -> Path:
-    return config.paths().serve / "serve.json"
-
-
-def read_state() -> dict[str, Any] | None:
-    """The record of the running control plane of this GOAT_HOME, if any (it may be stale)."""
-    try:
-        data = json.loads(state_file().read_text())
-        return data if isinstance(data, dict) else None
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _write_state(data: dict[str, Any]) -> None:
-    target = state_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(target)
-
-
-def _remove_state() -> None:
-    data = read_state()
-    if data and data.get("pid") == os.getpid():
-        with contextlib.suppress(FileNotFoundError):
-            state_file().unlink()
 
 
 class PortInUse(RuntimeError):
@@ -66,8 +38,8 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        other = read_state()
-        hint = f" (goat serve pid {other['pid']} recorded in {state_file()})" if other else ""
+        other = serve_state().read()
+        hint = f" (goat serve pid {other['pid']} recorded in {serve_state().path})" if other else ""
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
     sock.listen(2048)
     sock.set_inheritable(False)
@@ -76,11 +48,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     """Serve until a signal; returns after every worker has stopped."""
-    import uvicorn
-
-    from goat_dagster.serving.local.app import create_app
-    from goat_dagster.serving.local.manager import ModelManager
-
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     paths = config.export_environment()
@@ -92,7 +59,7 @@ def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     root = f"http://{host_for_url}:{port}"
     manager = ModelManager(settings, paths.serve)
     atexit.register(manager.kill_all_now)
-    _write_state(
+    serve_state().write(
         {
             "pid": os.getpid(),
             "host": settings.host,
@@ -131,5 +98,5 @@ def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
         uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
         manager.kill_all_now()  # normally a no-op: the lifespan already stopped them
-        _remove_state()
+        serve_state().remove(os.getpid())
         log.info("goat serve stopped")

@@ -1,11 +1,12 @@
 """Settings of the `goat serve` control plane (CLI flags, the Dagster resource and the detached
-start all build one of these)."""
+start all build one of these), and the record of the running one."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster import config
+from goat_dagster.serving.daemon import StateFile
 from goat_dagster.serving.local.memory import DEFAULT_MARGIN_MB, default_budget_mb
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,3 +63,9 @@ class ServeSettings(BaseModel):
             args += ["--margin-mb", str(self.margin_mb)]
         args += ["--max-queue", str(self.max_queue), "--timeout-s", f"{self.request_timeout_s:g}"]
         return args
+
+
+def serve_state() -> StateFile:
+    """The record of the running control plane of this GOAT_HOME, written by the server itself (pid,
+    host, port, budget, the registry it serves); it may be stale: clients check the pid answers."""
+    return StateFile(config.paths().serve / "serve.json")

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from goat_dagster import config
 from goat_dagster.registry import HFWeights, ModelEntry, PackageWeights, PathWeights
+from goat_dagster.serving.backend import ServingError
 from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
 from goat_dagster.serving.local.hf import HubError, fetch_snapshot
 
@@ -33,7 +34,7 @@ Log = Callable[[str], None]
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
-class WeightsError(RuntimeError):
+class WeightsError(ServingError):
     """Weights of a model could not be located or fetched; the message names the model and field."""
 
 

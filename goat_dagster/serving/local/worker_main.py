@@ -36,12 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
 
+    # imported only now, after PR_SET_PDEATHSIG: loading llama.cpp takes a while, and a worker
+    # whose control plane died meanwhile must not linger
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ServerSettings
 
+    from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, isolated_model_settings
     from goat_dagster.serving.local.llama_patches import bound_tool_calling
-    from goat_dagster.serving.local.worker import READY_LINE, WorkerSpec, isolated_model_settings
 
     bound_tool_calling()
 

@@ -27,14 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from goat_dagster.config import GoatSettings, settings
+from goat_dagster.registry import VLLM_KEY_ENV, Registry
+from goat_dagster.serving.backend import ServingError
 from goat_dagster.serving.modal.spec import (
     SECRET_HF,
     SECRET_LANGFUSE,
     SECRET_LITELLM,
     SECRET_PROVIDERS,
     SECRET_VLLM,
-    VLLM_KEY_ENV,
     VOLUME_FLASHINFER,
     VOLUME_MODELS,
     VOLUME_RESULTS,
@@ -62,7 +65,7 @@ VOLUME_PURPOSE = {
 }
 
 
-class SetupError(RuntimeError):
+class SetupError(ServingError):
     """The set-up cannot go ahead (no .env, a required key missing, Modal unusable)."""
 
 
@@ -137,8 +140,6 @@ class SetupPlan:
 
 def read_env_file(path: str | Path) -> dict[str, str]:
     """KEY=VALUE pairs of a dotenv file; empty values are treated as absent."""
-    from dotenv import dotenv_values
-
     p = Path(path)
     if not p.is_file():
         raise SetupError(
@@ -148,13 +149,11 @@ def read_env_file(path: str | Path) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(p).items() if v}
 
 
-def _registry_provider_keys() -> tuple[list[str], list[str]]:
+def _registry_provider_keys(registry: Registry) -> tuple[list[str], list[str]]:
     """Env names the registry's cloud entries use: all of them, and those of enabled entries."""
-    from goat_dagster.registry import load_registry
-
     names: list[str] = []
     needed: list[str] = []
-    for m in load_registry().models.values():
+    for m in registry.models.values():
         for n in (m.api_key_env, m.api_base_env):
             if n and n not in names:
                 names.append(n)
@@ -163,13 +162,15 @@ def _registry_provider_keys() -> tuple[list[str], list[str]]:
     return names, needed
 
 
-def build_plan(env_file: str | Path, state: dict[str, set[str]] | None, modal_note: str = "") -> SetupPlan:
+def build_plan(
+    env_file: str | Path, state: dict[str, set[str]] | None, modal_note: str = "", *, registry: Registry
+) -> SetupPlan:
     """What `goat setup` would do. `state` is what exists in Modal ({environments, secrets,
     volumes}), or None when Modal was not asked (dry run without Modal)."""
     env = read_env_file(env_file)
     # as ModalCloud resolves it: the .env file's GOAT_MODAL_ENVIRONMENT, else this environment's
     environment = env.get(GoatSettings.env_name("modal_environment")) or settings().modal_environment
-    reg_keys, needed = _registry_provider_keys()
+    reg_keys, needed = _registry_provider_keys(registry)
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
 
     def pick(keys: tuple[str, ...] | list[str]) -> dict[str, str]:

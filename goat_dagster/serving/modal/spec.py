@@ -18,10 +18,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from goat_dagster.registry import ModelEntry
+from typing import Any
 
 # ---- names shared by setup, doctor, the apps and the README -------------------------------------
 
@@ -31,10 +28,8 @@ SECRET_LANGFUSE = "goat-langfuse"
 SECRET_HF = "goat-hf-token"
 SECRET_VLLM = "goat-vllm"  # VLLM_API_KEY: the bearer token every goat-vllm-* app requires on /v1
 SECRETS = (SECRET_PROVIDERS, SECRET_LITELLM, SECRET_LANGFUSE, SECRET_HF, SECRET_VLLM)
-# vLLM's OpenAI server reads its API key from this variable when `--api-key` is not given, so the
-# key comes from the attached secret and never appears in the image, the spec or the command line.
-# Only /v1/* needs it; /health stays open (that is how a cold start is waited for).
-VLLM_KEY_ENV = "VLLM_API_KEY"
+# The secret holds VLLM_API_KEY (`registry.VLLM_KEY_ENV`), which vLLM's OpenAI server reads when
+# `--api-key` is not given: the key never appears in the image, the spec or the command line.
 SERVE_SECRETS = (SECRET_HF, SECRET_VLLM)  # what every goat-vllm-* app attaches (part of its digest)
 
 VOLUME_MODELS = "goat-model-cache"  # Hugging Face hub cache (weights)
@@ -51,6 +46,8 @@ VLLM_VERSION = "0.13.0"  # the version seed 002 verified gpt-oss with; one pin f
 HF_HUB_VERSION = "0.36.0"  # what vLLM 0.13's transformers accepts (< 1.0)
 VLLM_PORT = 8000
 SERVE_FUNCTION = "serve"
+ENGINE_VLLM = "vllm"  # app module vllm_app
+ENGINE_GPT_OSS = "vllm-gpt-oss"  # app module gpt_oss_app
 SPEC_ENV = "GOAT_MODAL_SPEC"
 MODEL_ENV = (
     "GOAT_MODEL"  # `GOAT_MODEL=<key> modal deploy -m goat_dagster.serving.modal_vllm` (GoatSettings.model)
@@ -149,58 +146,10 @@ class ServeSpec:
         }
 
 
-def base_spec(entry: ModelEntry, *, revision: str | None = None, **overrides: Any) -> ServeSpec:
-    """The spec for a `provider: modal` registry entry (engine-specific modules add to it)."""
-    from goat_dagster.registry import HFWeights
-
-    if entry.provider != "modal":
-        raise ValueError(f"model {entry.key!r} has provider {entry.provider!r}, not 'modal'")
-    weights = entry.weights
-    assert isinstance(weights, HFWeights)  # the registry enforces hf weights for modal entries
-    assert entry.gpu
-    args = {k.replace("_", "-"): v for k, v in entry.engine_args.items()}
-    fields: dict[str, Any] = {
-        "key": entry.key,
-        "engine": entry.engine,
-        "app_name": app_name_for(entry.key),
-        "repo": weights.repo,
-        "revision": revision or weights.revision,
-        "served_names": [entry.served_model, entry.key],
-        "gpu": entry.gpu,
-        "n_gpu": entry.modal.n_gpu,
-        "engine_args": args,
-        "scaledown_window_s": entry.modal.scaledown_window_s,
-        "max_inputs": entry.modal.max_concurrent_inputs,
-        "startup_timeout_s": entry.modal.startup_timeout_s,
-        "timeout_s": entry.modal.timeout_s,
-    }
-    fields.update(overrides)
-    return ServeSpec(**fields)
-
-
 def spec_from_env() -> ServeSpec | None:
     """The spec baked into this container's image, if any."""
     raw = os.environ.get(SPEC_ENV)
     return ServeSpec.from_json(raw) if raw else None
-
-
-def module_spec(engine: str) -> ServeSpec | None:
-    """What an app module (modal_vllm, modal_gpt_oss) builds at import: locally, the registry entry
-    named by $GOAT_MODEL; in the container, the spec baked into the image (Modal re-imports the
-    module there, where models.yaml is not)."""
-    import modal
-
-    if not modal.is_local():
-        spec = spec_from_env()
-        return spec if spec is not None and spec.engine == engine else None
-    from goat_dagster.config import settings
-    from goat_dagster.serving.modal.deploy import spec_for_key
-
-    key = settings().model
-    if not key:
-        return None
-
-    return spec_for_key(key, expect_engine=engine)
 
 
 def cli_arg(name: str, value: Any) -> list[str]:
@@ -257,17 +206,3 @@ def fits_message(spec: ServeSpec, weight_bytes: int) -> str | None:
 
 def is_commit(revision: str) -> bool:
     return bool(_SHA_RE.match(revision))
-
-
-def cost_table(registry: Any) -> str:
-    """Markdown: what each Modal model costs while a replica is up (README "Cloud set-up")."""
-    rows = ["| model | app | GPU | GPUs | $/GPU-hour | $/hour while up |", "|---|---|---|---|---|---|"]
-    for m in registry.models.values():
-        if m.provider != "modal":
-            continue
-        n = m.modal.n_gpu
-        rate = m.pricing.gpu_hour_usd
-        rows.append(
-            f"| `{m.gateway_name}` | `{app_name_for(m.key)}` | {m.gpu} | {n} | {rate:.2f} | {n * rate:.2f} |"
-        )
-    return "\n".join(rows)

@@ -27,6 +27,7 @@ from typing import Any
 import modal
 
 from goat_dagster.serving.modal.spec import (
+    ENGINE_VLLM,
     HF_CACHE_DIR,
     HF_HUB_VERSION,
     MODEL_ENV,
@@ -37,12 +38,11 @@ from goat_dagster.serving.modal.spec import (
     VOLUME_MODELS,
     VOLUME_VLLM,
     ServeSpec,
-    module_spec,
     spec_from_env,
     vllm_command,
 )
 
-ENGINE = "vllm"
+ENGINE = ENGINE_VLLM
 PYTHON_VERSION = "3.12"
 IMAGE_PACKAGES = (f"vllm=={VLLM_VERSION}", f"huggingface_hub[hf_transfer]=={HF_HUB_VERSION}")
 
@@ -76,9 +76,24 @@ def serve() -> None:
 _serve_raw = serve  # the module-level name is rebound to the Modal Function below
 
 
+def module_spec(engine: str) -> ServeSpec | None:
+    """What an app module builds at import: in the container, the spec baked into its image (Modal
+    re-imports the module there); on the host, the registry entry $GOAT_MODEL names (`modal deploy
+    -m goat_dagster.serving.modal_vllm`), else nothing."""
+    if not modal.is_local():
+        spec = spec_from_env()
+        return spec if spec is not None and spec.engine == engine else None
+    # host only: the container has neither models.yaml nor goat's dependencies, so the registry side
+    # is imported here, never at the top of a module shipped into the image
+    from goat_dagster.serving.modal.plan import spec_from_settings
+
+    return spec_from_settings(engine)
+
+
 def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
     """`modal run -m goat_dagster.serving.modal_vllm`: wait for /health, ask, call a tool, print."""
-    from goat_dagster.serving.modal.deploy import smoke_test
+    # a local entrypoint: it runs on the host, where goat's dependencies are (not in the image)
+    from goat_dagster.serving.modal.health import smoke_test
 
     assert SPEC is not None
     print(
