@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from goat_dagster import config
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
 COST_HEADERS = ("x-litellm-response-cost", "x-litellm-response-cost-original")
@@ -91,12 +92,6 @@ def header_cost(headers: Any) -> float | None:
     return None
 
 
-class Pricing(Protocol):
-    """What a call costs by the registry's prices (the model's `Gateway` knows them)."""
-
-    def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float: ...
-
-
 @dataclass
 class Call:
     """One LLM call, from the moment it is made."""
@@ -138,10 +133,10 @@ class CallMeter:
     """Prices, counts against the budget and logs every LLM call of one run (thread-safe)."""
 
     def __init__(
-        self, log: CallLog, pricing: Pricing, on_cost: Callable[[float], None] | None = None
+        self, log: CallLog, gateway: Gateway, on_cost: Callable[[float], None] | None = None
     ) -> None:
         self.log = log
-        self.pricing = pricing
+        self.gateway = gateway  # whose registry prices price a call the gateway reports no cost for
         self.on_cost = on_cost
 
     def start(self, ctx: CallContext, step: int) -> Call:
@@ -152,7 +147,7 @@ class CallMeter:
         cost = header_cost(headers)
         source: Literal["gateway", "registry"] = "gateway"
         if cost is None:
-            cost, source = self.pricing.registry_cost(prompt_tokens, completion_tokens), "registry"
+            cost, source = self.gateway.registry_cost(prompt_tokens, completion_tokens), "registry"
         if self.on_cost is not None:
             self.on_cost(cost)
         self._write(
