@@ -61,9 +61,10 @@ SELECT run_id, model, suite, suite_version, agent, sandbox,
     attempts AS n, passed, failed, errors,
     round(pass_rate, 4) AS pass_rate,
     round(wall_s, 3) AS wall_s,
-    round(cost_usd, 6) AS cost_usd,
+    round(coalesce(cost_usd, 0), 6) AS cost_usd,
     {", ".join(f"errors_{k}" for k in ERROR_KINDS)},
-    prompt_tokens, completion_tokens, epochs, started_at, finished_at,
+    coalesce(prompt_tokens, 0) AS prompt_tokens, coalesce(completion_tokens, 0) AS completion_tokens,
+    epochs, started_at, finished_at,
     attempts - errors_budget AS started
 FROM run_summary"""
 
