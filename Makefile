@@ -61,6 +61,7 @@ demo: install
 
 test: install
 	$(DEBS) chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install
