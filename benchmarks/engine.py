@@ -18,7 +18,7 @@ from pathlib import Path
 import llama_cpp
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.weights import locate_weights
+from goat_dagster.serving.local.weights import locate_weights
 
 PROJECT = Path(__file__).resolve().parents[1]
 
