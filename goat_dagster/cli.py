@@ -152,8 +152,12 @@ def run(
 
     Results go to $GOAT_HOME/lake/results/<run_id>.parquet; a killed run resumes with --run-id.
     """
+    from goat_dagster.analysis.run_reports import summary_text
+    from goat_dagster.analysis.runs import summarize_run
+    from goat_dagster.analysis.warehouse import update_views
     from goat_dagster.bench.journal import RunError
-    from goat_dagster.bench.report import ProgressBar, summary_text
+    from goat_dagster.bench.progress import ProgressBar
+    from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.suite import SuiteError
 
@@ -161,23 +165,27 @@ def run(
     bar = ProgressBar()
     try:
         prepare_gateway(registry, model, agent, quiet=as_json)
-        summary = run_benchmark(
-            suite,
-            model,
-            agent=agent,
-            sandbox=sandbox,
-            parallel=parallel,
-            epochs=epochs,
-            run_id=run_id,
-            budget_usd=budget_usd,
-            on_start=bar.start,
-            on_task=bar.task,
-            registry=registry,
+        outcome = run_benchmark(
+            RunRequest(
+                suite=suite,
+                model=model,
+                agent=agent,
+                sandbox=sandbox,
+                parallel=parallel,
+                epochs=epochs,
+                run_id=run_id,
+                budget_usd=budget_usd,
+                on_start=bar.start,
+                on_task=bar.task,
+                registry=registry,
+            )
         )
     except (SuiteError, RunError, SandboxError, ServingError, ProxyError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
+    summary = summarize_run(outcome)
+    update_views()  # the DuckDB views people query themselves, over the lake this run is now in
     if as_json:
         emit(summary.model_dump(mode="json"))
     else:
@@ -203,7 +211,7 @@ def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def results(run_id: str | None, full: bool, as_json: bool) -> None:
     """Show benchmark results (latest runs, or one run)."""
-    from goat_dagster.bench.report import results_view
+    from goat_dagster.analysis.run_reports import results_view
 
     try:
         payload, text = results_view(run_id, full)

@@ -10,8 +10,13 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from goat_dagster.analysis.runs import RunSummary, summarize_run
+from goat_dagster.bench.run_request import RunRequest
+from goat_dagster.bench.runner import run_benchmark
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +174,9 @@ def stack_env(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         finally:
             if saved is not None:
                 os.environ["GOAT_HOME"] = saved
+
+
+def benchmark(**request: Any) -> RunSummary:
+    """A benchmark run as `goat run` makes one: the harness runs the request, then the warehouse SQL
+    sums up its rows (what `goat run --json` prints)."""
+    return summarize_run(run_benchmark(RunRequest(**request)))

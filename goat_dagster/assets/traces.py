@@ -21,14 +21,7 @@ from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.langfuse import LangfuseResource
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.textfmt import markdown_table
-from goat_dagster.tracing.export import (
-    collect_traces,
-    export_traces,
-    find_latest_run,
-    load_calls,
-    match_calls,
-    verify_run,
-)
+from goat_dagster.tracing.export import export_run, find_latest_run
 
 BENCHMARK_RESULTS = AssetKey("benchmark_results")
 CHECK_NAME = "every_call_has_trace"
@@ -77,39 +70,25 @@ def trace_export(
     if run_id is None:
         raise Failure(f"no benchmark run found for model {partition!r}: materialize benchmark_results first")
     settings = langfuse.settings()
-    source = "langfuse" if settings else "sink"
-    try:
-        load_calls(run_id)
-        verified = verify_run(run_id, source=source, langfuse=settings)
-        records, found, missing, n_calls = (
-            verified.records,
-            verified.found,
-            verified.missing,
-            verified.n_calls,
-        )
-        journal = True
-    except FileNotFoundError:
-        _, records = collect_traces(run_id, source=source, langfuse=settings)
-        found, missing, _ = match_calls([], records)
-        n_calls, journal = 0, False
-    result = export_traces(run_id, source=source, langfuse=settings, records=records)
-    summary = result.summary()
+    result, verified = export_run(run_id, source="langfuse" if settings else "sink", langfuse=settings)
     context.log.info(f"run {run_id}: {result.rows} traces from {result.source} -> {result.path}")
+    missing = verified.missing if verified else []
     check = AssetCheckResult(
         check_name=CHECK_NAME,
-        passed=journal and not missing,
+        passed=verified is not None and not missing,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "run_id": run_id,
-            "calls": n_calls,
-            "found": len(found),
+            "calls": verified.n_calls if verified else 0,
+            "found": len(verified.found) if verified else 0,
             "missing": len(missing),
-            "journal": "found" if journal else "missing ($GOAT_HOME/runs/<run_id>/calls.jsonl)",
+            "journal": "found" if verified else "missing ($GOAT_HOME/runs/<run_id>/calls.jsonl)",
             "missing_calls": MetadataValue.md(
                 markdown_table(missing[:50], ["call_id", "task_id", "epoch", "step", "ok", "error"])
             ),
         },
     )
+    summary = result.summary()
     preview = [
         {
             k: getattr(r, k)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from goat_dagster import config
 from goat_dagster.tracing.masking import mask_text, secret_values
 from goat_dagster.tracing.schema import TraceRecord
@@ -153,6 +155,7 @@ def iter_observations(
     # The SDK's API client, as `Langfuse(...).api` builds it. Not `Langfuse(...)` itself: that keeps
     # one resource manager per public key for the life of the process (a later host or secret key
     # for the same public key would be ignored) and sets up an OTEL exporter a reader does not need.
+    # Imported here: the SDK costs ~0.3 s to import, and only a configured Langfuse needs it.
     from langfuse.api import LangfuseAPI
 
     api = LangfuseAPI(
@@ -185,8 +188,7 @@ class LangfuseReadError(RuntimeError):
 
 def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> list[TraceRecord]:
     """Langfuse's traces of one run, as `TraceRecord`s in call order."""
-    import httpx
-    from langfuse.api.core.api_error import ApiError
+    from langfuse.api.core.api_error import ApiError  # the SDK lazily, as in iter_observations
 
     secrets = secret_values()
     try:

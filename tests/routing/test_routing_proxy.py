@@ -16,6 +16,7 @@ from goat_dagster.cli import main as goat
 from goat_dagster.routing import proxy
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink, read_sink_lines, sink_dir
+from tests.conftest import benchmark
 
 from .conftest import FAKE_KEYS, gateway, sandbox_gateway_for, serve_registry, wait_until
 
@@ -283,9 +284,7 @@ def test_unchanged_config_reuses_and_changed_restarts(proxy_url, routing_env):
 def test_a_run_without_llm_calls_verifies(routing_env):
     """The oracle makes no LLM call: its run has a journal (run.json) and no calls.jsonl, which is
     zero calls to verify, not a missing journal; a run id nobody ran is still an error."""
-    from goat_dagster.bench.runner import run_benchmark
-
-    summary = run_benchmark("smoke", "smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
+    summary = benchmark(suite="smoke", model="smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
     runner = CliRunner()
     ok = runner.invoke(goat, ["traces", "verify", summary.run_id, "--source", "sink", "--json"])
     assert ok.exit_code == 0, ok.output

@@ -1,50 +1,13 @@
-"""What `goat run` and `goat results` show: progress, summaries, per-task tables."""
+"""What `goat run` and `goat results` print: a run's summary, the runs in the lake, a run's rows."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from goat_dagster.bench import lake
-from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries, read_spec, run_dirs
-from goat_dagster.bench.lake import ResultRow
-from goat_dagster.bench.runner import Progress
+from goat_dagster.analysis.runs import journal_summary, run_summaries
+from goat_dagster.bench.journal import journal_file, read_entries, read_spec, run_dirs
+from goat_dagster.bench.lake import ResultRow, read_rows, results_dir
 from goat_dagster.textfmt import format_table
-
-
-class ProgressBar:
-    """A tqdm bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.bar: Any = None
-
-    def start(self, spec: RunSpec, pending: int, total: int) -> None:
-        if not self.enabled or not pending:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total,
-            initial=total - pending,
-            desc=f"{spec.model} · {spec.suite}",
-            unit="task",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-
-    def task(self, row: ResultRow, progress: Progress) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        postfix = {"pass": progress.passed, "fail": progress.failed, "err": progress.errors}
-        if progress.cost_usd:
-            postfix["usd"] = f"{progress.cost_usd:.4f}"
-        self.bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def pct(rate: float | None) -> str:
@@ -102,23 +65,6 @@ def incomplete_runs(known: set[str]) -> list[dict[str, Any]]:
     return out
 
 
-def journal_summary(spec: RunSpec) -> dict[str, Any]:
-    """A run not yet in the lake (killed, or still going), summarized from its journal."""
-    rows = list(latest_rows(read_entries(journal_file(spec.run_id))).values())
-    return {
-        "run_id": spec.run_id,
-        "model": spec.model,
-        "suite": spec.suite,
-        **lake.summarize(rows),
-        "suite_version": spec.suite_version,
-        "agent": spec.agent,
-        "sandbox": spec.sandbox,
-        "epochs": spec.epochs,
-        "complete": False,
-        "rows": [r.model_dump(mode="json") for r in rows],
-    }
-
-
 RUNS_COLUMNS = [
     "run_id",
     "model",
@@ -149,12 +95,12 @@ ROW_COLUMNS = [
 def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
     """`goat results`: (the --json object, the text). Raises LookupError for an unknown run."""
     if run_id is None:
-        runs = lake.run_summaries()
+        runs = run_summaries()
         runs += incomplete_runs({r["run_id"] for r in runs})
         for r in runs:
             r.pop("rows", None)
         if not runs:
-            return {"runs": []}, f"no runs yet in {lake.results_dir()} (start one with `goat run`)"
+            return {"runs": []}, f"no runs yet in {results_dir()} (start one with `goat run`)"
         table = [
             {
                 **r,
@@ -165,13 +111,13 @@ def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
             for r in runs
         ]
         return {"runs": runs}, format_table(table, RUNS_COLUMNS)
-    found = lake.run_summaries(run_id=run_id)
+    found = run_summaries(run_id=run_id)
     if found:
-        summary, rows = found[0], lake.read_rows(run_id) if full else []
+        summary, rows = found[0], read_rows(run_id) if full else []
     else:
         spec = read_spec(run_id)
         if spec is None:
-            raise LookupError(f"no run {run_id!r} in {lake.results_dir()} or its journals")
+            raise LookupError(f"no run {run_id!r} in {results_dir()} or its journals")
         summary = journal_summary(spec)
         all_rows = summary.pop("rows")
         rows = all_rows if full else []
