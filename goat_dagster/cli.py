@@ -131,6 +131,12 @@ def ui(host: str, port: int) -> None:
 @click.option("--suite", "-s", required=True, help="Suite name (smoke, humaneval) or path to a YAML file.")
 @click.option("--model", "-m", required=True, help="Model key from models.yaml.")
 @click.option("--agent", default="builtin", show_default=True, help="builtin | oracle | command:CMD")
+@click.option(
+    "--prompts",
+    default=None,
+    help="The builtin agent's prompt set: a name under $GOAT_PROMPTS_DIR or a directory "
+    "(default $GOAT_PROMPTS or builtin).",
+)
 @click.option("--sandbox", default="local", show_default=True, type=click.Choice(["local", "modal"]))
 @click.option("--parallel", default=2, show_default=True, type=int)
 @click.option("--epochs", default=1, show_default=True, type=int)
@@ -141,6 +147,7 @@ def run(
     suite: str,
     model: str,
     agent: str,
+    prompts: str | None,
     sandbox: str,
     parallel: int,
     epochs: int,
@@ -170,6 +177,7 @@ def run(
                 suite=suite,
                 model=model,
                 agent=agent,
+                prompts=prompts,
                 sandbox=sandbox,
                 parallel=parallel,
                 epochs=epochs,
@@ -221,6 +229,37 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
         emit(payload)
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option(
+    "--allow-mismatch",
+    is_flag=True,
+    help="Compare even when the runs differ in more than the model (prompt set, sampling, limits, ...).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare(run_a: str, run_b: str, allow_mismatch: bool, as_json: bool) -> None:
+    """Compare run B with run A, task by task.
+
+    Refused (exit 1), saying which fields differ, when the runs differ in anything but the model:
+    their manifests' prompt set, harness, grader, sampling, limits, epochs, suite version, sandbox
+    or LiteLLM (and, for two runs of one model, its weights and engine).
+    """
+    from goat_dagster.analysis.leaderboard import UnknownRunError, compare_two, comparison_text
+
+    try:
+        c = compare_two(run_a, run_b)
+    except UnknownRunError as exc:
+        fail(f"goat compare: {exc}")
+    refused = bool(c.differences) and not allow_mismatch
+    if as_json:
+        emit(c.to_json(refused=refused))
+    else:
+        click.echo(comparison_text(c, allow_mismatch=allow_mismatch))
+    if refused:
+        sys.exit(1)
 
 
 # ---- serving / traces / cloud ----------------------------------------------------------------

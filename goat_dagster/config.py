@@ -48,8 +48,8 @@ class GoatSettings(BaseSettings):
     home: Path = Field(
         default=Path("./.goat"),
         description="all data: `pg/` (embedded PostgreSQL), `dagster/` (DAGSTER_HOME), `lake/results`, "
-        "`lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, its workers, the proxy), "
-        "`runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
+        "`lake/runs`, `lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, its workers, "
+        "the proxy), `runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
         json_schema_extra={**_group("core"), "shown_default": "`./.goat`"},
     )
     project_dir: Path | None = Field(
@@ -66,6 +66,12 @@ class GoatSettings(BaseSettings):
         default=None,
         description="benchmark suites",
         json_schema_extra={**_group("core"), "shown_default": "`./suites`"},
+    )
+    prompts_dir: Path | None = Field(
+        default=None,
+        description="prompt sets of the builtin agent (one directory each: `system.md`, `task.md`, "
+        "`tools.yaml`)",
+        json_schema_extra={**_group("core"), "shown_default": "`./prompts`"},
     )
     dagster_pg_url: str | None = Field(
         default=None,
@@ -157,6 +163,12 @@ class GoatSettings(BaseSettings):
     suite: str = Field(
         default="smoke",
         description="the suite the benchmark assets run and `benchmark_suite_sensor` watches",
+        json_schema_extra=_group("core"),
+    )
+    prompts: str = Field(
+        default="builtin",
+        description="the prompt set the builtin agent uses and `agent_prompts_sensor` watches: a name "
+        "under `GOAT_PROMPTS_DIR` or a path to a directory",
         json_schema_extra=_group("core"),
     )
     llm_base_url: str | None = Field(
@@ -340,6 +352,11 @@ def suites_dir() -> Path:
     return configured.expanduser().resolve() if configured else project_dir() / "suites"
 
 
+def prompts_dir() -> Path:
+    configured = settings().prompts_dir
+    return configured.expanduser().resolve() if configured else project_dir() / "prompts"
+
+
 @dataclass(frozen=True)
 class GoatPaths:
     """The layout of `GOAT_HOME` (DESIGN §7)."""
@@ -365,6 +382,11 @@ class GoatPaths:
     @property
     def lake_traces(self) -> Path:
         return self.lake / "traces"
+
+    @property
+    def lake_runs(self) -> Path:
+        """One manifest per run: what produced its results (bench/manifest.py)."""
+        return self.lake / "runs"
 
     @property
     def warehouse(self) -> Path:
@@ -408,6 +430,7 @@ class GoatPaths:
             self.home,
             self.lake_results,
             self.lake_traces,
+            self.lake_runs,
             self.models,
             self.logs,
             self.traces,

@@ -8,6 +8,7 @@ from goat_dagster import config
 from goat_dagster.assets.benchmarks import benchmark_results, benchmark_suite
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
 from goat_dagster.assets.leaderboard import leaderboard
+from goat_dagster.assets.prompts import agent_prompts
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.assets.routing import litellm_config
 from goat_dagster.assets.traces import trace_export
@@ -17,6 +18,7 @@ from goat_dagster.resources.litellm import litellm_resource_from_env
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import sandbox_resource_from_env
 from goat_dagster.resources.serving import serving_resource_from_env
+from goat_dagster.sensors.prompts import agent_prompts_sensor
 from goat_dagster.sensors.registry import model_registry_sensor
 from goat_dagster.sensors.suite import benchmark_suite_sensor
 
@@ -29,12 +31,13 @@ defs = Definitions(
         serving_endpoint,
         litellm_config,
         benchmark_suite,
+        agent_prompts,
         benchmark_results,
         trace_export,
         leaderboard,
     ],
     asset_checks=[serving_endpoint_answers],
-    sensors=[model_registry_sensor, benchmark_suite_sensor],
+    sensors=[model_registry_sensor, benchmark_suite_sensor, agent_prompts_sensor],
     resources={
         "registry": RegistryResource(),
         "serving": serving_resource_from_env(),

@@ -2,7 +2,8 @@
 
 1. the Dagster instance (embedded PostgreSQL unless DAGSTER_PG_URL) and the code location;
 2. the `models` partitions synced from models.yaml;
-3. for each enabled *local* model, one Dagster run of the whole graph for its partition —
+3. the prompt set observed (`agent_prompts`), then for each enabled *local* model, one Dagster run
+   of the whole graph for its partition —
    weights -> `goat serve` endpoint -> LiteLLM proxy config -> suite -> benchmark -> traces ->
    leaderboard — through the real instance (the runs show in `make ui` afterwards). Assets that are
    fresh (nothing upstream changed since their last materialization) are skipped, so a second
@@ -23,6 +24,8 @@ import click
 from dagster import AssetKey, DagsterInstance, materialize
 
 from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
+from goat_dagster.assets.prompts import observed_prompts_version, prompts_observation
+from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.bench.suite import load_suite
 from goat_dagster.config import paths
 from goat_dagster.definitions import defs
@@ -83,6 +86,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     roots = changed_roots(instance, registry.content_hash, load_suite(suite).version)
     if roots:
         runner.run(roots, None, "registry and suite")
+    observe_prompts(instance, say)
     for entry in local:
         if not runner.bring_up_to_date(entry.slug, entry.key):
             say(f"{entry.key}: every asset is fresh; nothing to run")
@@ -105,14 +109,25 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     }
 
 
+def observe_prompts(instance: DagsterInstance, say: Callable[[str], None]) -> None:
+    """`agent_prompts` observed at the prompt set's content, when it was not (what the sensor does
+    under `goat ui`): benchmarks made with other prompts are then out of date. A prompt file that
+    does not validate stops the demo here, with its path and the problem."""
+    prompts = load_prompt_set()
+    if observed_prompts_version(instance) != prompts.sha256:
+        instance.report_runless_asset_event(prompts_observation(prompts))
+        say(f"prompt set {prompts.name}: version {prompts.sha256[:12]} observed")
+
+
 class DemoRuns:
     """The demo's runs: in-process materializations of the code location's assets on the instance."""
 
     def __init__(self, instance: DagsterInstance, suite: str, say: Callable[[str], None]) -> None:
         self.instance, self.say = instance, say
         self.assets = list(defs.assets or [])
-        self.partitioned = {k for a in self.assets if a.partitions_def is not None for k in a.keys}
-        self.all_keys = sorted(k for a in self.assets for k in a.keys)
+        graph = defs.resolve_asset_graph()
+        self.all_keys = sorted(graph.materializable_asset_keys)
+        self.partitioned = {k for k in self.all_keys if graph.get(k).partitions_def is not None}
         self.op_config = {
             "benchmark_suite": {"config": {"suite": suite}},
             "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},

@@ -7,7 +7,8 @@ model is a column everywhere at once.
 
 A field's annotation decides its type: `str` and `Literal[...]` are VARCHAR, `int` BIGINT, `float`
 DOUBLE, `bool` BOOLEAN, `datetime` TIMESTAMPTZ (UTC), `list[str]` VARCHAR[]; `X | None` is X. A
-narrower SQL type is asked for with `Annotated[int, SqlType("INTEGER")]` (the `Int32` alias).
+narrower SQL type is asked for with `Annotated[int, SqlType("INTEGER")]` (the `Int32` alias); a
+mapping is `Json` (JSON text in Parquet, DuckDB's JSON type in the views).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class SqlType:
 
 
 Int32 = Annotated[int, SqlType("INTEGER")]
+Json = Annotated[dict[str, Any], SqlType("JSON")]  # a mapping, stored as JSON text (DuckDB's JSON type)
 
 _SIMPLE = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMPTZ"}
 
@@ -80,6 +82,7 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
 
     arrow = {
         "VARCHAR": pa.string(),
+        "JSON": pa.string(),
         "VARCHAR[]": pa.list_(pa.string()),
         "BIGINT": pa.int64(),
         "INTEGER": pa.int32(),

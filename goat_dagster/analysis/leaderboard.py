@@ -4,10 +4,14 @@ Entry point: `build_leaderboard()` reads the lake in an in-memory snapshot (see 
 definitions of every number) and returns a `Leaderboard`; the `*_markdown` functions render it for the
 Dagster UI, `render_leaderboard_text` for a terminal.
 
-Which run counts for a model: by default the latest run per (model, suite) (latest start, then latest
-finish, then greatest run_id: the `leaderboard` view). Pass `run_ids` to rank chosen runs instead.
+Which run counts for a model: by default the latest run per (model, suite) among the runs made with
+the current prompt set, harness and grader (latest start, then latest finish, then greatest run_id:
+the `leaderboard` view); the latest runs it leaves out are listed (`outdated`). Pass `run_ids` to
+rank chosen runs instead. Runs of a suite are ranked only when their manifests agree on everything
+but the model (comparability.py); otherwise they are listed by model, not ranked, with what
+differs (`mismatches`), unless `allow_mismatch`.
 Comparisons: by default each ranked run against the previous run of the same (model, suite), when
-there is one; pass `compare=(run_a, run_b)` for any two runs.
+there is one; pass `compare=(run_a, run_b)` for any two runs. Each says what else differed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis.comparability import Mismatch, board_mismatches, outdated_runs, pair_differences
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.bench.lake import ERROR_KINDS
+from goat_dagster.bench.manifest import Difference
 from goat_dagster.textfmt import format_table, markdown_table
 
-SELECTION_LATEST = "latest run per (model, suite)"
+SELECTION_LATEST = "latest run per (model, suite) with the current prompt set and harness"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
 
 
@@ -42,10 +48,29 @@ class RunComparison:
     label_b: str
     rows: list[dict[str, Any]]
     counts: dict[str, int]
+    differences: list[Difference] = field(default_factory=list)  # besides the model (manifests)
 
     @property
     def flipped(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["change"] in ("pass→fail", "fail→pass")]
+
+    @property
+    def comparable(self) -> bool:
+        return not self.differences
+
+    def to_json(self, *, refused: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run_a": self.run_a,
+            "run_b": self.run_b,
+            "label_a": self.label_a,
+            "label_b": self.label_b,
+            "comparable": self.comparable,
+            "differences": [{"field": d.field, "a": d.a, "b": d.b} for d in self.differences],
+            "refused": refused,
+        }
+        if not refused:
+            out.update(counts=self.counts, flipped=self.flipped)
+        return out
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,10 @@ class Leaderboard:
     runs_in_lake: int = 0
     skipped_files: list[str] = field(default_factory=list)
     comparisons: list[RunComparison] = field(default_factory=list)
+    ranked: bool = True  # False: the runs differ in more than the model; listed by model instead
+    mismatches: list[Mismatch] = field(default_factory=list)
+    outdated: list[dict[str, Any]] = field(default_factory=list)  # latest runs left out, and why
+    current: dict[str, Any] = field(default_factory=dict)  # the setup runs are chosen by
 
     @property
     def suites(self) -> list[str]:
@@ -78,12 +107,13 @@ class Leaderboard:
             "trace_rows": self.trace_rows,
             "runs_in_lake": self.runs_in_lake,
             "skipped_files": self.skipped_files,
+            "current_setup": self.current,
+            "ranked": self.ranked,
+            "mismatches": [m.as_dict() for m in self.mismatches],
+            "outdated": self.outdated,
             "leaderboard": [clean(r) for r in self.rows],
             "tasks": [clean(r) for r in self.tasks],
-            "comparisons": [
-                {"run_a": c.run_a, "run_b": c.run_b, "counts": c.counts, "flipped": c.flipped}
-                for c in self.comparisons
-            ],
+            "comparisons": [c.to_json() for c in self.comparisons],
         }
 
 
@@ -94,8 +124,15 @@ def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
-def compute_leaderboard(snapshot: LakeSnapshot, run_ids: Sequence[str] | None = None) -> Leaderboard:
-    """The leaderboard of one snapshot: the `leaderboard` view, or the given runs of `run_summary`."""
+def _by_model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (r["suite"], r["model"], r["run_id"]))
+
+
+def compute_leaderboard(
+    snapshot: LakeSnapshot, run_ids: Sequence[str] | None = None, *, allow_mismatch: bool = False
+) -> Leaderboard:
+    """The leaderboard of one snapshot: the `leaderboard` view, or the given runs of `run_summary`;
+    ranked only when the runs of each suite differ in nothing but the model, or `allow_mismatch`."""
     con = snapshot.con
     if run_ids:
         ids = list(dict.fromkeys(run_ids))
@@ -114,14 +151,21 @@ def compute_leaderboard(snapshot: LakeSnapshot, run_ids: Sequence[str] | None = 
         tasks = query(con, "SELECT * FROM task_matrix")
         selection = SELECTION_LATEST
     runs = con.execute("SELECT count(*) FROM run_summary").fetchone()
+    mismatches = board_mismatches(con, rows)
+    ranked = not mismatches or allow_mismatch
+    current = query(con, "SELECT * FROM current_setup")
     return Leaderboard(
-        rows=_order(rows),
+        rows=_order(rows) if ranked else _by_model(rows),
         tasks=tasks,
         selection=selection,
         result_rows=snapshot.count("results"),
         trace_rows=snapshot.count("traces"),
         runs_in_lake=int(runs[0]) if runs else 0,
         skipped_files=list(snapshot.skipped),
+        ranked=ranked,
+        mismatches=mismatches,
+        outdated=[] if run_ids else outdated_runs(con),
+        current=current[0] if current else {},
     )
 
 
@@ -139,7 +183,13 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> RunC
     counts = {c: 0 for c in CHANGES}
     for r in rows:
         counts[r["change"]] += 1
-    return RunComparison(run_a, run_b, label_a, label_b, rows, counts)
+    return RunComparison(run_a, run_b, label_a, label_b, rows, counts, pair_differences(con, run_a, run_b))
+
+
+def compare_two(run_a: str, run_b: str, paths: config.GoatPaths | None = None) -> RunComparison:
+    """`goat compare`: run B against run A, task by task, and what else than the model differed."""
+    with open_snapshot(paths) as snap:
+        return compare_runs(snap.con, run_a, run_b)
 
 
 def previous_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -160,14 +210,16 @@ def build_leaderboard(
     *,
     run_ids: Sequence[str] | None = None,
     compare: tuple[str, str] | None = None,
+    allow_mismatch: bool = False,
 ) -> Leaderboard:
     """Leaderboard, per-task outcomes and A/B comparisons from one in-memory snapshot of the lake.
 
     `run_ids`: rank these runs instead of the latest per (model, suite). `compare`: the one A/B to
-    make; by default every ranked run against its (model, suite)'s previous run.
+    make; by default every ranked run against its (model, suite)'s previous run. `allow_mismatch`:
+    rank runs that differ in more than the model (what differs is shown either way).
     """
     with open_snapshot(paths) as snap:
-        board = compute_leaderboard(snap, run_ids)
+        board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
         comparisons = [compare_runs(snap.con, a, b) for a, b in pairs]
     return replace(board, comparisons=comparisons)
@@ -258,11 +310,40 @@ def _errors_short(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "0"
 
 
+def setup_notes(board: Leaderboard, *, full: bool) -> list[str]:
+    """Markdown lines: whether the runs could be ranked (what differs), and the latest runs left out
+    for another setup; `full` lists every value, otherwise one line each."""
+    lines: list[str] = []
+    if board.mismatches:
+        head = (
+            "**Ranked despite differences** (allow_mismatch)"
+            if board.ranked
+            else "**Not ranked**: the runs differ in more than the model; listed by model "
+            "(allow_mismatch ranks them anyway)"
+        )
+        fields = list(dict.fromkeys(m.field for m in board.mismatches))
+        if full:
+            lines += [f"{head}:", *(f"- {m.suite}: {m}" for m in board.mismatches)]
+        else:
+            shown = ", ".join(fields[:5]) + (f", … ({len(fields) - 5} more)" if len(fields) > 5 else "")
+            lines.append(f"{head}. They differ in: {shown}.")
+    if board.outdated:
+        if full:
+            lines.append("Latest runs left out (made with another setup than the current one):")
+            lines += [f"- {o['model']} on {o['suite']}: {o['run_id']} ({o['why']})" for o in board.outdated]
+        else:
+            lines.append(
+                f"{len(board.outdated)} latest run(s) left out: made with another prompt set, harness "
+                "or grader than the current ones (see details)."
+            )
+    return lines
+
+
 def leaderboard_markdown(board: Leaderboard) -> str:
     """The compact leaderboard (fits the UI's metadata column): model, pass@1 and its interval,
     passed of scored, errors by kind, cost per solved task."""
     if not board.rows:
-        return "_No benchmark results in the lake yet._"
+        return "\n\n".join(["_No benchmark results in the lake yet._", *setup_notes(board, full=False)])
     rows = [
         {
             **d,
@@ -273,7 +354,10 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         for d, r in zip(display_rows(board), board.rows, strict=True)
     ]
     columns = _with_suite(board, ["model", "pass@1", "95% CI", "passed", "errors", "$/solved"])
-    return markdown_table(rows, columns) + f"\n\n{board.selection}; errors are not scored."
+    notes = "\n\n".join(setup_notes(board, full=False))
+    head = notes + "\n\n" if notes and not board.ranked else ""
+    tail = "\n\n" + notes if notes and board.ranked else ""
+    return head + markdown_table(rows, columns) + f"\n\n{board.selection}; errors are not scored." + tail
 
 
 DETAIL_COLUMNS = [
@@ -304,7 +388,14 @@ def details_markdown(board: Leaderboard) -> str:
         return "_No benchmark results in the lake yet._"
     notes = "\n".join(f"- {n}" for n in [f"runs: {board.selection}", *NOTES])
     skipped = f"\n- skipped unreadable lake files: {len(board.skipped_files)}" if board.skipped_files else ""
-    return markdown_table(display_rows(board), DETAIL_COLUMNS) + "\n\n" + notes + skipped
+    setup = "\n".join(setup_notes(board, full=True))
+    return (
+        markdown_table(display_rows(board), DETAIL_COLUMNS)
+        + "\n\n"
+        + notes
+        + skipped
+        + (f"\n\n{setup}" if setup else "")
+    )
 
 
 def matrix_markdown(board: Leaderboard) -> str:
@@ -341,6 +432,9 @@ def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
     parts = []
     for c in comparisons:
         lines = [f"- **A**: {c.label_a}", f"- **B**: {c.label_b}"]
+        if c.differences:
+            shown = "; ".join(str(d) for d in c.differences[:6]) + (" …" if len(c.differences) > 6 else "")
+            lines.append(f"- **also differ in** (A vs B): {shown}")
         for change in ("pass→fail", "fail→pass"):
             n = c.counts[change]
             lines.append(f"- {change}: {n}" + (f" ({_tasks(c.rows, change)})" if n else ""))
@@ -355,17 +449,41 @@ TEXT_COLUMNS = [c for c in DETAIL_COLUMNS if c not in ("tasks", "epochs", "cost"
 
 def render_leaderboard_text(board: Leaderboard) -> str:
     """The leaderboard and the A/B flips as plain text for a terminal (`goat demo`, `goat results`)."""
+    setup = [line.replace("**", "") for line in setup_notes(board, full=True)]
     if not board.rows:
-        return "No benchmark results in the lake yet."
+        return "\n".join(["No benchmark results in the lake yet.", *setup])
     lines = [
         format_table(display_rows(board), TEXT_COLUMNS),
         "",
         f"runs: {board.selection}; " + "; ".join(NOTES),
+        *setup,
     ]
     for c in board.comparisons:
         counts = ", ".join(f"{k} {n}" for k, n in c.counts.items())
         flips = "; ".join(f"{r['task_id']} {r['change']}" for r in c.flipped)
         lines.append(f"A/B {c.label_a} -> {c.label_b}: {counts}" + (f" ({flips})" if flips else ""))
+        if c.differences:
+            lines.append("  also differ in (A vs B): " + "; ".join(str(d) for d in c.differences))
     if board.skipped_files:
         lines.append(f"skipped unreadable lake files: {len(board.skipped_files)}")
+    return "\n".join(lines)
+
+
+def comparison_text(c: RunComparison, *, allow_mismatch: bool = False) -> str:
+    """`goat compare`: what else than the model differs, then (unless refused) the task flips."""
+    lines = [f"A: {c.label_a}", f"B: {c.label_b}"]
+    if c.differences:
+        lines.append("the runs differ in more than the model (A vs B):")
+        lines += [f"  {d}" for d in c.differences]
+    else:
+        lines.append("same setup: the manifests agree on every field compared (the model aside)")
+    if c.differences and not allow_mismatch:
+        lines.append(
+            "not compared: a difference in these fields may be theirs, not the models' (--allow-mismatch)"
+        )
+        return "\n".join(lines)
+    lines.append(", ".join(f"{k} {n}" for k, n in c.counts.items()))
+    for change in ("pass→fail", "fail→pass"):
+        if c.counts[change]:
+            lines.append(f"{change}: {_tasks(c.rows, change, limit=50)}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from typing import Any
 from goat_dagster.analysis.runs import journal_summary, run_summaries
 from goat_dagster.bench.journal import journal_file, read_entries, read_spec, run_dirs
 from goat_dagster.bench.lake import ResultRow, read_rows, results_dir
+from goat_dagster.bench.manifest import read_manifest
 from goat_dagster.textfmt import format_table
 
 
@@ -29,11 +30,33 @@ def summary_text(s: dict[str, Any]) -> str:
         )
     if s.get("complete") is False:
         lines.append("  INCOMPLETE: resume with `goat run ... --run-id " + s["run_id"] + "`")
+    lines += manifest_lines(s.get("manifest"))
     for w in s.get("warnings") or []:
         lines.append(f"  warning: {w}")
     if s.get("results_path"):
         lines.append(f"  results: {s['results_path']}")
     return "\n".join(lines)
+
+
+def manifest_lines(m: dict[str, Any] | None) -> list[str]:
+    """What produced a run, in a few lines (the whole manifest is in --json)."""
+    if not m:
+        return ["  manifest: none (a run from before manifests)"]
+    sha = m.get("weights_sha256")
+    model = (
+        f"{m.get('weights_revision') or '-'} (sha256 {sha[:12] if sha else '-'}) on {m['engine']} "
+        f"{m.get('engine_version') or ''}; LiteLLM {m.get('litellm_version') or '-'}"
+        if m.get("engine")
+        else "not called by this agent"
+    )
+    lines = [
+        f"  prompts: {m.get('prompt_set') or '-'} ({(m.get('prompt_sha256') or '-')[:12]}); "
+        f"harness {m['harness_version']}, grader {m['grader_version']}; goat {m.get('goat_version')}"
+        f" ({(m.get('goat_commit') or '-')[:12]})",
+        f"  model: {model}",
+        f"  sampling: {m.get('sampling') or '-'}; epochs {m['epochs']}; sandbox {m.get('sandbox_image')}",
+    ]
+    return lines + [f"  note: {n}" for n in m.get("notes") or []]
 
 
 def row_notes(run_id: str) -> dict[tuple[str, int], str]:
@@ -121,6 +144,8 @@ def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
         summary = journal_summary(spec)
         all_rows = summary.pop("rows")
         rows = all_rows if full else []
+    manifest = read_manifest(run_id)
+    summary["manifest"] = manifest.model_dump(mode="json") if manifest is not None else None
     payload = {"run": summary, **({"rows": rows} if full else {})}
     text = summary_text(summary)
     if full:

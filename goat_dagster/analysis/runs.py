@@ -52,6 +52,7 @@ class RunSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     results_path: str = ""
     journal_dir: str = ""
+    manifest: dict[str, Any] | None = Field(default=None, description="what produced the rows (RunManifest)")
 
 
 # A run's totals, from `run_summary`, rounded as they are shown; `started`: rows of tasks that began
@@ -108,6 +109,7 @@ def summarize_run(outcome: RunOutcome) -> RunSummary:
         warnings=outcome.warnings,
         results_path=str(outcome.results_path),
         journal_dir=str(outcome.journal_dir),
+        manifest=outcome.manifest.model_dump(mode="json") if outcome.manifest is not None else None,
     )
 
 

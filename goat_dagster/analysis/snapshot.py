@@ -18,6 +18,7 @@ import duckdb
 from goat_dagster import config
 from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
+from goat_dagster.bench.manifest import CurrentSetup, current_setup
 
 ROWS_TABLE = "unsaved_results"
 
@@ -48,6 +49,7 @@ class LakeSnapshot:
     results_files: list[Path] = field(default_factory=list)
     trace_files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    current: CurrentSetup | None = None  # the setup whose runs the leaderboard counts
 
     def count(self, relation: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()
@@ -64,21 +66,33 @@ def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
-def _define(con: duckdb.DuckDBPyConnection, results: Source, traces: Source) -> None:
-    for stmt in warehouse_sql(results, traces):
+def _define(
+    con: duckdb.DuckDBPyConnection,
+    results: Source,
+    traces: Source,
+    manifests: Source = (),
+    current: CurrentSetup | None = None,
+) -> None:
+    for stmt in warehouse_sql(results, traces, manifests, current):
         con.execute(stmt)
 
 
 @contextmanager
-def open_snapshot(paths: config.GoatPaths | None = None, *, traces: bool = True) -> Iterator[LakeSnapshot]:
+def open_snapshot(
+    paths: config.GoatPaths | None = None, *, traces: bool = True, current: CurrentSetup | None = None
+) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over the lake's complete files, in memory (closes on exit); with
-    `traces=False` the traces lake is left out (what needs only the results reads less)."""
+    `traces=False` the traces lake is left out (what needs only the results reads less).
+    `current`: the setup whose runs the leaderboard counts (default: `current_setup()`, now)."""
     paths = paths or config.paths()
+    current = current or current_setup()
     with _connect() as con:
         results_files, skipped_results = lake_files(con, paths.lake_results)
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
-        _define(con, results_files, trace_files)
-        yield LakeSnapshot(con, results_files, trace_files, skipped_results + skipped_traces)
+        manifest_files, skipped_manifests = lake_files(con, paths.lake_runs)
+        _define(con, results_files, trace_files, manifest_files, current)
+        skipped = skipped_results + skipped_traces + skipped_manifests
+        yield LakeSnapshot(con, results_files, trace_files, skipped, current)
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 open the file themselves (`duckdb .goat/warehouse.duckdb`, then `SELECT * FROM leaderboard`).
 
 The views read the lake through globs, so the file only needs writing when a view is missing or its
-SQL changed (tracked as a version in `goat_warehouse_meta`). DuckDB allows one read-write process
+SQL changed (tracked as a version in `goat_warehouse_meta`), the current setup included (the prompt
+set and harness whose runs the leaderboard view counts: an edited prompt set re-creates the views at
+the next write). DuckDB allows one read-write process
 per file, so the write is short, retried on lock errors, and skipped (state "busy") if the file
 stays locked. No number is computed from this file (snapshot.py is how), so an open warehouse never
 blocks a run or the leaderboard.
@@ -21,6 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_expon
 
 from goat_dagster import config
 from goat_dagster.analysis.warehouse_sql import OBJECTS, lake_globs, views_version, warehouse_sql
+from goat_dagster.bench.manifest import CurrentSetup, current_setup
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +65,16 @@ def _stored_objects(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {k.removeprefix("object:"): v for k, v in rows}
 
 
-def _write_views(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, version: str) -> None:
+def _write_views(
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, version: str, current: CurrentSetup
+) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
         for name, kind in _stored_objects(con).items():
             if name not in OBJECTS:
                 con.execute(f'DROP {kind} IF EXISTS "{name}"')
-        for stmt in warehouse_sql(*lake_globs(paths)):
+        for stmt in warehouse_sql(*lake_globs(paths), current):
             con.execute(stmt)
         rows = [("views_version", version), ("written_at", datetime.now().astimezone().isoformat())]
         rows += [(f"object:{name}", kind) for name, kind in OBJECTS.items()]
@@ -91,7 +96,8 @@ def ensure_warehouse(
     """
     paths = paths or config.paths()
     target = paths.warehouse
-    version = views_version(paths)
+    current = current_setup()  # the leaderboard view counts the runs made with it
+    version = views_version(paths, current)
     retrying = Retrying(
         retry=retry_if_exception(is_lock_error),
         wait=wait_exponential(multiplier=0.02, max=0.5),
@@ -100,10 +106,10 @@ def ensure_warehouse(
             target, version, "busy", f"left unchanged, file locked: {state.outcome.exception()}"
         ),
     )
-    return retrying(_ensure, paths, version)
+    return retrying(_ensure, paths, version, current)
 
 
-def _ensure(paths: config.GoatPaths, version: str) -> WarehouseStatus:
+def _ensure(paths: config.GoatPaths, version: str, current: CurrentSetup) -> WarehouseStatus:
     target = paths.warehouse
     if target.exists():
         with duckdb.connect(str(target), read_only=True) as con:
@@ -114,7 +120,7 @@ def _ensure(paths: config.GoatPaths, version: str) -> WarehouseStatus:
         stored = _stored_version(con)  # again, under the write lock: another writer may have won
         if stored == version:
             return WarehouseStatus(target, version, "current")
-        _write_views(con, paths, version)
+        _write_views(con, paths, version, current)
         return WarehouseStatus(target, version, "created" if stored is None else "updated")
 
 

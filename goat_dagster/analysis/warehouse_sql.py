@@ -1,6 +1,6 @@
 """The warehouse SQL: every number of the analysis, as DuckDB views and macros over the lakes.
 
-One set of SQL (`warehouse_sql(results, traces)`), run two ways: as views in
+One set of SQL (`warehouse_sql(results, traces, manifests, current)`), run two ways: as views in
 `$GOAT_HOME/warehouse.duckdb` for people who open the file themselves (warehouse.py), and in memory
 over the lake files complete right now, or over the rows of a run not yet in the lake
 (snapshot.py), which is how the leaderboard, `goat run`'s summary and `goat results` are computed.
@@ -8,12 +8,15 @@ over the lake files complete right now, or over the rows of a run not yet in the
 Objects (all in schema main):
   results        the results lake, DESIGN §6 columns with their types (one row per task x epoch)
   traces         the traces lake, `TraceRecord` columns (one row per LLM call)
+  run_manifests  the runs lake, `RunManifest` columns (one row per run: what produced its results)
+  current_setup  one row: the prompt set and harness/grader versions a run made now would have
   calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
                  filled in from end_time - start_time when missing
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
   run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
                  tokens, and `recency` (1 = the latest run of its (model, suite))
-  leaderboard    run_summary of the latest run per (model, suite)
+  leaderboard    run_summary of the latest run per (model, suite) among the runs made with the
+                 current setup (prompt set, harness and grader versions)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
   macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
@@ -27,7 +30,11 @@ Conventions (the numbers a user reads):
   of a task, averaged over tasks with n >= k) with k = the run's number of epochs, when that is > 1.
   `pass_at(k)` gives any other k.
 - A run is identified by run_id; it "starts" at its earliest started_at. The run that counts for a
-  model is the latest run per (model, suite): latest start, then latest finish, then greatest run_id.
+  model is the latest run per (model, suite) made with the current setup (`current_setup`: the
+  prompt set's hash, any when an agent uses none or the current files are broken; the harness
+  and grader versions): latest start, then latest finish, then greatest run_id. A run without a
+  manifest (made before manifests) is never current; with no current setup given (NULLs) every
+  run counts.
 - A task's outcome in a run: 'passed' if a strict majority of its scored attempts passed, 'failed' if
   it had scored attempts otherwise, 'error' if none was scored (only errors).
 - Latency: per call from traces (latency_s), per task from results.wall_s of scored attempts;
@@ -47,6 +54,7 @@ from statistics import NormalDist
 
 from goat_dagster import config
 from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.bench.manifest import MANIFEST_TYPES, CurrentSetup
 from goat_dagster.tabular import duckdb_columns
 from goat_dagster.tracing.schema import TraceRecord
 
@@ -55,6 +63,7 @@ Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
 # The lakes' row schemas, as DuckDB columns: the views follow the row models field for field.
 RESULT_COLUMNS: dict[str, str] = RESULT_TYPES
 TRACE_COLUMNS: dict[str, str] = duckdb_columns(TraceRecord)
+MANIFEST_COLUMNS: dict[str, str] = MANIFEST_TYPES
 
 
 def _literal(text: str) -> str:
@@ -265,7 +274,19 @@ LEFT JOIN run_calls c ON c.run_id = r.run_id""",
         "leaderboard",
         "VIEW",
         """CREATE OR REPLACE VIEW leaderboard AS
-SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1
+WITH current_runs AS (
+    SELECT s.*, row_number() OVER (
+        PARTITION BY s.model, s.suite
+        ORDER BY s.started_at DESC NULLS LAST, s.finished_at DESC NULLS LAST, s.run_id DESC
+    ) AS current_recency
+    FROM run_summary s
+    LEFT JOIN run_manifests m ON m.run_id = s.run_id
+    CROSS JOIN current_setup c
+    WHERE (c.harness_version IS NULL OR m.harness_version = c.harness_version)
+        AND (c.grader_version IS NULL OR m.grader_version = c.grader_version)
+        AND (c.prompt_sha256 IS NULL OR m.prompt_sha256 IS NULL OR m.prompt_sha256 = c.prompt_sha256)
+)
+SELECT * EXCLUDE (recency, current_recency) FROM current_runs WHERE current_recency = 1
 ORDER BY suite, pass_rate DESC NULLS LAST, model""",
     ),
     (
@@ -273,8 +294,7 @@ ORDER BY suite, pass_rate DESC NULLS LAST, model""",
         "VIEW",
         """CREATE OR REPLACE VIEW task_matrix AS
 SELECT o.* FROM task_outcomes o
-JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
-WHERE s.recency = 1
+JOIN leaderboard s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
 ORDER BY o.suite, o.task_id, o.model""",
     ),
     (
@@ -312,29 +332,59 @@ ORDER BY change, task_id""",
 ]
 
 # Name -> kind, for dropping objects a newer version no longer defines.
-OBJECTS: dict[str, str] = {"results": "VIEW", "traces": "VIEW"} | {
-    name: kind for name, kind, _ in ANALYSIS_SQL
-}
+OBJECTS: dict[str, str] = {
+    "results": "VIEW",
+    "traces": "VIEW",
+    "run_manifests": "VIEW",
+    "current_setup": "VIEW",
+} | {name: kind for name, kind, _ in ANALYSIS_SQL}
 
 
-def warehouse_sql(results_source: Source, traces_source: Source) -> list[str]:
+def _current_setup_sql(current: CurrentSetup | None) -> str:
+    """The one-row `current_setup` view; a NULL column (None: every column) selects no runs out."""
+
+    def value(v: str | None) -> str:
+        return "CAST(NULL AS VARCHAR)" if v is None else _literal(v)
+
+    c = current or CurrentSetup(None, None, None)
+    return (
+        f"CREATE OR REPLACE VIEW current_setup AS SELECT {value(c.prompt_sha256)} AS prompt_sha256, "
+        f"{value(c.harness_version)} AS harness_version, {value(c.grader_version)} AS grader_version"
+    )
+
+
+def warehouse_sql(
+    results_source: Source,
+    traces_source: Source,
+    manifests_source: Source = (),
+    current: CurrentSetup | None = None,
+) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
     A source is a glob (the warehouse file: views follow the lake as it grows), a list of files
     (a snapshot) or a table (rows not in the lake). The analysis statements are the same either way.
+    `current`: the setup whose runs the leaderboard counts (`manifest.current_setup()`).
     """
     return [
         f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
         f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
+        f"CREATE OR REPLACE VIEW run_manifests AS\n{_lake_relation(MANIFEST_COLUMNS, manifests_source)}",
+        _current_setup_sql(current),
         *(sql for _, _, sql in ANALYSIS_SQL),
     ]
 
 
-def lake_globs(paths: config.GoatPaths) -> tuple[str, str]:
-    return str(paths.lake_results / "*.parquet"), str(paths.lake_traces / "*.parquet")
+def lake_globs(paths: config.GoatPaths) -> tuple[str, str, str]:
+    """The results, traces and runs lakes' files, as globs."""
+    return (
+        str(paths.lake_results / "*.parquet"),
+        str(paths.lake_traces / "*.parquet"),
+        str(paths.lake_runs / "*.parquet"),
+    )
 
 
-def views_version(paths: config.GoatPaths) -> str:
-    """Content hash of the warehouse SQL (lake paths included): the views are re-created when it changes."""
-    sql = "\n;\n".join(warehouse_sql(*lake_globs(paths)))
+def views_version(paths: config.GoatPaths, current: CurrentSetup | None = None) -> str:
+    """Content hash of the warehouse SQL (lake paths and the current setup included): the views are
+    re-created when it changes."""
+    sql = "\n;\n".join(warehouse_sql(*lake_globs(paths), current))
     return hashlib.sha256(sql.encode()).hexdigest()[:16]

@@ -1,8 +1,15 @@
 """`benchmark_suite` and `benchmark_results`: the suite as a table, and one benchmark run of it per
 model partition through the model's endpoint and the LiteLLM proxy (goat_dagster.bench does the work).
 
-Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults to $GOAT_SUITE or
-`smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
+Which suite, agent, prompt set and limits: run config (`BenchmarkConfig`; the suite defaults to
+$GOAT_SUITE or `smoke`, the prompt set to $GOAT_PROMPTS or `builtin`), so a backfill launched from
+the UI can pick e.g. `humaneval` for every partition.
+
+What determines a result versions `benchmark_results`: its code version holds the harness and
+grader versions and the defaults a run takes (agent, limits, sampling: `BENCHMARK_CODE_VERSION`),
+its upstream `agent_prompts` the prompt set's hash, `litellm_config` the models' request defaults,
+`benchmark_suite` the suite's. A change to any of them shows the partitions stale; each run's
+manifest (what produced it, field by field) is in its metadata.
 """
 
 from typing import Any
@@ -31,9 +38,12 @@ from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
 from goat_dagster.analysis.warehouse import update_views
 from goat_dagster.assets.common import OWNERS
+from goat_dagster.assets.prompts import AGENT_PROMPTS, observed_prompts_version
 from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
+from goat_dagster.bench.manifest import RunManifest, benchmark_code_version
+from goat_dagster.bench.prompts import PromptError, PromptSet, load_prompt_set
 from goat_dagster.bench.run_request import Progress, RunOutcome, RunRequest
 from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
@@ -48,6 +58,7 @@ from goat_dagster.resources.sandbox import SandboxResource
 from goat_dagster.textfmt import markdown_table
 
 DEFAULT_SUITE = config.settings().suite
+DEFAULT_PROMPTS = config.settings().prompts
 EVERY_TASK = "every_task_has_a_row"
 NO_INFRA = "no_infra_errors"
 
@@ -59,6 +70,11 @@ class SuiteConfig(Config):
 class BenchmarkConfig(Config):
     suite: str = Field(default=DEFAULT_SUITE, description="smoke, humaneval, or a path to a suite YAML")
     agent: str = Field(default="builtin", description="builtin | oracle | command:<cmd>")
+    prompts: str = Field(
+        default=DEFAULT_PROMPTS,
+        description="the builtin agent's prompt set: a name under prompts/ or a directory "
+        "(system.md, task.md, tools.yaml)",
+    )
     epochs: int = Field(default=1, ge=1)
     parallel: int = Field(
         default=2, ge=1, description="tasks at once (a local CPU server serves one at a time)"
@@ -75,6 +91,15 @@ class BenchmarkConfig(Config):
         return AgentLimits(
             max_steps=self.max_steps, max_output_tokens=self.max_output_tokens, max_seconds=self.max_seconds
         )
+
+
+# what a run takes when its config says nothing, beside the harness and grader versions
+BENCHMARK_CODE_VERSION = benchmark_code_version(
+    {
+        k: BenchmarkConfig.model_fields[k].default
+        for k in ("agent", "epochs", "max_steps", "max_output_tokens", "max_seconds")
+    }
+)
 
 
 def load_suite_or_fail(name: str) -> Suite:
@@ -133,11 +158,16 @@ def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> Mate
 @asset(
     key="benchmark_results",
     partitions_def=models_partitions,
-    deps=[AssetKey("serving_endpoint"), AssetKey("litellm_config"), AssetKey("benchmark_suite")],
+    deps=[
+        AssetKey("serving_endpoint"),
+        AssetKey("litellm_config"),
+        AssetKey("benchmark_suite"),
+        AGENT_PROMPTS,
+    ],
     group_name="benchmark",
     kinds={"python", "parquet"},
     owners=OWNERS,
-    code_version="1",
+    code_version=BENCHMARK_CODE_VERSION,
     check_specs=[
         AssetCheckSpec(
             EVERY_TASK, asset="benchmark_results", description="one row per task x epoch, no duplicate"
@@ -151,7 +181,8 @@ def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> Mate
     description=(
         "One benchmark run of the suite against the partition's model through the LiteLLM proxy: rows in "
         "$GOAT_HOME/lake/results/<run_id>.parquet (pass/fail per task x epoch, errors of the infrastructure "
-        "kept apart), with pass rate and its 95% interval, tokens, cost and wall time."
+        "kept apart), with pass rate and its 95% interval, tokens, cost and wall time, and the run's "
+        "manifest: prompt set, harness, grader, weights, engine, LiteLLM, sampling, limits, sandbox."
     ),
 )
 def benchmark_results(
@@ -164,12 +195,14 @@ def benchmark_results(
     models = registry.registry()
     entry = models.get(context.partition_key)
     suite = load_suite_or_fail(config.suite)
+    prompts = _prompts_or_fail(config)
     run_id = goat_run_id(context, entry, suite)
     gateway = litellm.gateway(entry) if make_agent(config.agent).needs_gateway else None
     request = RunRequest(
         suite=suite,
         model=entry.key,
         agent=config.agent,
+        prompts=prompts,
         sandbox=sandbox.backend,
         parallel=config.parallel,
         epochs=config.epochs,
@@ -184,8 +217,10 @@ def benchmark_results(
     )
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
+        + (f", prompt set {prompts.name} ({prompts.sha256[:12]})" if prompts else "")
     )
     _check_suite_lineage(context, config, suite)
+    _check_prompts_lineage(context, prompts)
     outcome = _run(context, request)
     summary = summarize_run(outcome)
     update_views()  # the DuckDB views people query themselves, over the lake this run is now in
@@ -196,9 +231,19 @@ def benchmark_results(
     rows = read_rows(run_id)
     return MaterializeResult(
         data_version=DataVersion(run_id),
-        metadata=_metadata(summary, suite, rows),
+        metadata={**_metadata(summary, suite, rows), **manifest_metadata(outcome.manifest)},
         check_results=_checks(summary, suite, config.tasks, rows),
     )
+
+
+def _prompts_or_fail(config: BenchmarkConfig) -> PromptSet | None:
+    """The builtin agent's prompt set; a broken file fails the step, naming it and the problem."""
+    if not make_agent(config.agent).uses_prompts:
+        return None
+    try:
+        return load_prompt_set(config.prompts)
+    except PromptError as exc:
+        raise Failure(description=f"prompt set {config.prompts!r}: {exc}") from None
 
 
 def _log_task(context: AssetExecutionContext, row: ResultRow, progress: Progress) -> None:
@@ -221,6 +266,37 @@ def _check_suite_lineage(context: AssetExecutionContext, config: BenchmarkConfig
         )
 
 
+def _check_prompts_lineage(context: AssetExecutionContext, prompts: PromptSet | None) -> None:
+    """Warn when this run's prompts are not those `agent_prompts` was last observed at (another
+    prompt set in the config, or files edited since the sensor last looked)."""
+    observed = observed_prompts_version(context.instance)
+    if prompts is not None and observed != prompts.sha256:
+        context.log.warning(
+            f"this run uses prompt set {prompts.name} ({prompts.sha256[:12]}), agent_prompts was last "
+            f"observed at {(observed or 'never')[:12]}: the lineage shows the observed one, the run's "
+            "manifest the one it used (agent_prompts_sensor observes the files within a minute)"
+        )
+
+
+def manifest_metadata(manifest: RunManifest | None) -> dict[str, Any]:
+    """The run's manifest as metadata: the fields a person compares runs by, and all of it as JSON."""
+    if manifest is None:
+        return {"manifest": "none (a run from before manifests)"}
+    m = manifest.model_dump(mode="json")
+    shown = (
+        "prompt_set", "prompt_sha256", "harness_version", "grader_version", "weights_revision",
+        "weights_sha256", "engine", "engine_version", "litellm_version", "sandbox_image", "goat_commit",
+    )  # fmt: skip
+    return {
+        **{k: m[k] if m[k] is not None else "-" for k in shown},
+        "sampling": MetadataValue.json(m["sampling"]),
+        "limits": MetadataValue.json(m["limits"]),
+        "engine_build": MetadataValue.json(m["engine_build"]),
+        "manifest_fingerprint": m["fingerprint"],
+        "manifest": MetadataValue.json(m),
+    }
+
+
 def _run(context: AssetExecutionContext, request: RunRequest) -> RunOutcome:
     """The run; an infrastructure failure (gateway down, sandbox unavailable) retries the step,
     which resumes the journal; a run that cannot start as configured fails it."""
@@ -231,7 +307,7 @@ def _run(context: AssetExecutionContext, request: RunRequest) -> RunOutcome:
             raise Failure(description=f"run {request.run_id}: {exc}") from None
         context.log.error(f"run {request.run_id}: {exc}")
         raise RetryRequested(max_retries=2, seconds_to_wait=30) from exc
-    except RunError as exc:  # no retry will change that
+    except (RunError, PromptError) as exc:  # no retry will change that
         raise Failure(description=f"run {request.run_id}: {exc}") from None
 
 

@@ -18,6 +18,7 @@ from goat_dagster.analysis.leaderboard import (
     details_markdown,
     leaderboard_markdown,
     matrix_markdown,
+    setup_notes,
 )
 from goat_dagster.analysis.warehouse import ensure_warehouse
 from goat_dagster.assets.common import OWNERS
@@ -32,6 +33,11 @@ class LeaderboardConfig(Config):
     compare_b: str | None = Field(
         default=None, description="A/B: run B. Default: each ranked run vs its previous."
     )
+    allow_mismatch: bool = Field(
+        default=False,
+        description="Rank runs that differ in more than the model (prompt set, sampling, limits, ...); "
+        "otherwise they are listed by model, not ranked, with what differs.",
+    )
 
 
 @asset(
@@ -43,8 +49,9 @@ class LeaderboardConfig(Config):
     code_version="1",
     description=(
         "Pass rate (Wilson 95% interval), pass@k, errors by kind, cost per solved task, latency p50/p95 "
-        "per call and per task, and tokens per model (latest run per model and suite); a per-task "
-        "matrix; A/B flips against the previous run. The same SQL is kept as views in "
+        "per call and per task, and tokens per model (latest run per model and suite made with the "
+        "current prompt set and harness; ranked only when the runs differ in nothing but the model); "
+        "a per-task matrix; A/B flips against the previous run. The same SQL is kept as views in "
         "$GOAT_HOME/warehouse.duckdb."
     ),
 )
@@ -60,9 +67,13 @@ def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> Ma
     else:
         context.log.info(f"{warehouse.path}: views {warehouse.state} (version {warehouse.version})")
 
-    board = build_leaderboard(paths, run_ids=config.run_ids or None, compare=compare)
+    board = build_leaderboard(
+        paths, run_ids=config.run_ids or None, compare=compare, allow_mismatch=config.allow_mismatch
+    )
     for note in board.skipped_files:
         context.log.warning(f"skipped lake file: {note}")
+    for line in setup_notes(board, full=True):
+        context.log.warning(line.replace("**", ""))
     context.log.info(
         f"{len(board.rows)} ranked runs ({board.selection}) from {board.runs_in_lake} runs, "
         f"{board.result_rows} result rows, {board.trace_rows} trace rows"
@@ -78,6 +89,10 @@ def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> Ma
         "ab_comparison": MetadataValue.md(comparison_markdown(board.comparisons)),
         "leaderboard_details": MetadataValue.md(details_markdown(board)),
         "selection": board.selection,
+        "ranked": board.ranked,
+        "mismatches": MetadataValue.json([m.as_dict() for m in board.mismatches]),
+        "left_out": MetadataValue.json(board.outdated),
+        "current_setup": MetadataValue.json(board.current),
         "dagster/row_count": len(board.rows),
         "n_models": len({r["model"] for r in board.rows}),
         "n_runs_in_lake": board.runs_in_lake,

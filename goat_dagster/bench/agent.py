@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from goat_dagster.bench.calls import CallContext
 from goat_dagster.bench.llm_client import LLMClient
@@ -42,9 +43,15 @@ class Agent:
     needs_gateway: bool = False  # the runner must resolve a model gateway
     needs_network: bool = False  # the sandbox must have a way out to the gateway
     uses_client: bool = False  # calls the gateway from the host (LLMClient)
+    uses_prompts: bool = False  # speaks with goat's prompt set (prompts.py), part of its manifest
 
     def run(self, ctx: AgentContext) -> None:
         raise NotImplementedError
+
+    def request_params(self, limits: AgentLimits) -> dict[str, Any]:
+        """The parameters of every chat completion this agent makes itself through goat's client
+        (a run's manifest records them as its sampling settings; the proxy's defaults go under them)."""
+        return {}
 
     def mounts(self) -> list[str]:
         """Host paths the agent needs to see (read-only) inside a local sandbox."""

@@ -11,6 +11,7 @@ from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.builtin_agent import BuiltinAgent
 from goat_dagster.bench.command_agent import CommandAgent
 from goat_dagster.bench.errors import AgentError
+from goat_dagster.bench.prompts import PromptSet
 
 
 class OracleAgent(Agent):
@@ -23,13 +24,13 @@ class OracleAgent(Agent):
         ctx.usage.stop_reason = "reference written"
 
 
-def make_agent(spec: str) -> Agent:
-    """`builtin`, `oracle` or `command:<cmd>`."""
+def make_agent(spec: str, prompts: PromptSet | None = None) -> Agent:
+    """`builtin` (speaking with `prompts`), `oracle` or `command:<cmd>`."""
     spec = spec.strip()
     if spec == "oracle":
         return OracleAgent()
     if spec == "builtin":
-        return BuiltinAgent()
+        return BuiltinAgent(prompts)
     if spec.startswith("command:"):
         return CommandAgent(spec.removeprefix("command:"))
     raise ValueError(f"unknown agent {spec!r}; expected builtin, oracle or command:<cmd>")

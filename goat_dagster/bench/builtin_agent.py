@@ -1,6 +1,8 @@
 """The `builtin` agent: a tool-calling loop on the host, its tools executed inside the sandbox.
 
-Each step is one chat-completion call through the gateway (`LLMClient.chat`: metadata,
+What the model is told — the system prompt, the first user message, the tools — is a prompt set
+(prompts.py: `prompts/builtin/` unless the run names another). Each step is one chat-completion
+call through the gateway (`LLMClient.chat`: metadata,
 retries, cost, call log). Tool calls are answered with the tool's output, or with an error the
 model can read when the call is malformed; the loop ends when the model answers without a tool
 call, or at the step, token or time limit. Then the runner runs the hidden tests, whatever state
@@ -13,13 +15,10 @@ from typing import Any
 
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.errors import AgentError
-from goat_dagster.bench.tools import TOOL_SCHEMAS, ToolLimits, Tools
-
-SYSTEM_PROMPT = """\
-You are a coding agent working in a sandbox. Your working directory is {workdir}; the task's files \
-are there. Use the tools to inspect files, write code and run it (Python 3 is available as \
-`python`; there is no network). Make the smallest change that solves the task. When you are done, \
-reply with a one-line summary and no tool call."""
+from goat_dagster.bench.llm_client import TOOL_CHOICE
+from goat_dagster.bench.prompts import PromptSet
+from goat_dagster.bench.tools import ToolLimits, Tools
+from goat_dagster.bench.usage import AgentLimits
 
 
 def _tool_call_dict(tc: Any) -> dict[str, Any]:
@@ -38,18 +37,29 @@ class BuiltinAgent(Agent):
     name = "builtin"
     needs_gateway = True
     uses_client = True
+    uses_prompts = True
+
+    def __init__(self, prompts: PromptSet | None = None) -> None:
+        self.prompts = prompts  # None only to ask what the agent needs; `run` needs them
+
+    def request_params(self, limits: AgentLimits) -> dict[str, Any]:
+        return {"tool_choice": TOOL_CHOICE, "max_tokens": limits.max_output_tokens}
 
     def run(self, ctx: AgentContext) -> None:
         assert ctx.client is not None, "the builtin agent needs a gateway client"
-        lim = ctx.limits
+        assert self.prompts is not None, "the builtin agent needs a prompt set"
+        prompts, lim, workdir = self.prompts, ctx.limits, ctx.sandbox.workdir
         tools = Tools(
             ctx.sandbox,
             ToolLimits(command_timeout_s=lim.command_timeout_s, max_output_chars=lim.max_tool_output_chars),
+            prompts.offered,
         )
+        schemas = prompts.tool_schemas
         listing = ", ".join(e.path for e in ctx.sandbox.walk(limit=200) if e.kind == "file") or "(empty)"
+        task = prompts.task_prompt(instruction=ctx.task.instruction.strip(), files=listing, workdir=workdir)
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT.format(workdir=ctx.sandbox.workdir)},
-            {"role": "user", "content": f"{ctx.task.instruction.strip()}\n\nFiles: {listing}"},
+            {"role": "system", "content": prompts.system_prompt(workdir=workdir)},
+            {"role": "user", "content": task},
         ]
         usage = ctx.usage
         for step in range(1, lim.max_steps + 1):
@@ -61,7 +71,7 @@ class BuiltinAgent(Agent):
                     ctx.call,
                     step,
                     messages,
-                    tools=TOOL_SCHEMAS,
+                    tools=schemas,
                     max_tokens=lim.max_output_tokens,
                     deadline=ctx.deadline,
                 )

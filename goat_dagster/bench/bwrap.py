@@ -13,7 +13,9 @@ turns isolation off on purpose (`NO_BWRAP_WARNING` says what is weaker then).
 from __future__ import annotations
 
 import os
+import platform
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -69,6 +71,22 @@ def find_bwrap() -> str | None:
 def base_interpreter() -> Path:
     """The interpreter (not the venv) task code runs under: stdlib only, no project packages."""
     return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+
+
+def describe_host_image() -> str:
+    """What task code runs on in the local sandbox, for a run's manifest: the isolation (bubblewrap
+    and its version, or none), the version of the interpreter (`base_interpreter`), the operating
+    system. (Not the interpreter's path: where Python is installed does not change a result.)"""
+    bwrap = find_bwrap()
+    isolation = "no isolation"
+    if bwrap:
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, check=False).stdout
+        isolation = out.strip() or "bubblewrap"
+    try:
+        os_name = platform.freedesktop_os_release().get("PRETTY_NAME") or platform.platform()
+    except OSError:
+        os_name = platform.platform()
+    return f"{isolation}; Python {platform.python_version()}; {os_name}"
 
 
 def others_can_read(path: Path) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -76,34 +76,45 @@ def results_file(run_id: str) -> Path:
     return results_dir() / f"{run_id}.parquet"
 
 
-def load_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[ResultRow]) -> None:
-    """Create `table` with the results columns and their types, and put `rows` in it (in bulk,
-    through a temporary NDJSON file: row-by-row inserts are ~5x slower)."""
-    con.execute(f'CREATE TABLE "{table}" ({", ".join(f"{c} {t}" for c, t in RESULT_TYPES.items())})')
+def load_models(
+    con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[BaseModel], types: Mapping[str, str]
+) -> None:
+    """Create `table` with the columns `types` (a row model's, `tabular.duckdb_columns`) and put
+    `rows` in it (in bulk, through a temporary NDJSON file: row-by-row inserts are ~5x slower)."""
+    con.execute(f'CREATE TABLE "{table}" ({", ".join(f"{c} {t}" for c, t in types.items())})')
     if not rows:
         return
     with tempfile.NamedTemporaryFile("w", prefix="goat-rows-", suffix=".jsonl", encoding="utf-8") as f:
         f.write("".join(r.model_dump_json() + "\n" for r in rows))
         f.flush()
-        spec = "{" + ", ".join(f"{c}: '{t}'" for c, t in RESULT_TYPES.items()) + "}"
+        spec = "{" + ", ".join(f"{c}: '{t}'" for c, t in types.items()) + "}"
         con.execute(
-            f'INSERT INTO "{table}" SELECT {", ".join(RESULT_COLUMNS)} FROM read_json(?, '
+            f'INSERT INTO "{table}" SELECT {", ".join(types)} FROM read_json(?, '
             f"format='newline_delimited', columns={spec})",
             [f.name],
         )
 
 
-def write_results(run_id: str, rows: list[ResultRow]) -> Path:
-    """Write (or replace) the run's Parquet file atomically (written aside, then renamed)."""
-    target = results_file(run_id)
+def load_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[ResultRow]) -> None:
+    """Create `table` with the results columns and their types, and put `rows` in it."""
+    load_models(con, table, rows, RESULT_TYPES)
+
+
+def write_lake_file(target: Path, rows: Sequence[BaseModel], types: Mapping[str, str]) -> Path:
+    """Write (or replace) one Parquet file of a lake atomically (written aside, then renamed)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # a name outside the lake's `*.parquet` glob until the final rename
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.parquet.tmp")
     with _duck() as con:
-        load_rows(con, "r", rows)
+        load_models(con, "r", rows, types)
         con.execute(f"COPY r TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
     tmp.replace(target)
     return target
+
+
+def write_results(run_id: str, rows: list[ResultRow]) -> Path:
+    """Write (or replace) the run's Parquet file atomically (written aside, then renamed)."""
+    return write_lake_file(results_file(run_id), rows, RESULT_TYPES)
 
 
 def _sql_path(p: Path) -> str:
@@ -117,11 +128,16 @@ def _duck() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def read_rows(run_id: str) -> list[dict[str, Any]]:
-    f = results_file(run_id)
-    if not f.exists():
+def read_lake_rows(path: Path, order_by: str | None = None) -> list[dict[str, Any]]:
+    """The rows of one lake file as dicts ([] when there is no such file)."""
+    if not path.exists():
         return []
     with _duck() as con:
-        cur = con.execute("SELECT * FROM read_parquet(?) ORDER BY epoch, started_at, task_id", [str(f)])
+        order = f" ORDER BY {order_by}" if order_by else ""
+        cur = con.execute(f"SELECT * FROM read_parquet(?){order}", [str(path)])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def read_rows(run_id: str) -> list[dict[str, Any]]:
+    return read_lake_rows(results_file(run_id), "epoch, started_at, task_id")

@@ -29,6 +29,8 @@ from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.routing.gateway import Gateway
 
+TOOL_CHOICE = "auto"  # sent with every call that offers tools: the model decides whether to call one
+
 
 def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
     """Raise ConnectionError when nothing answers at the gateway's address (any HTTP answer will do)."""
@@ -91,7 +93,7 @@ class LLMClient:
         body: dict[str, Any] = {"model": self.gateway.model, "messages": messages, **(extra or {})}
         if tools:
             body["tools"] = tools
-            body["tool_choice"] = "auto"
+            body["tool_choice"] = TOOL_CHOICE
         if max_tokens:
             body["max_tokens"] = max_tokens
         failures: list[str] = []  # the transient failures so far

@@ -44,6 +44,7 @@ from goat_dagster.bench.sandbox import (
 from goat_dagster.config import settings
 
 APP_NAME = "goat-sandboxes"
+DEFAULT_PYTHON = "3.11"  # the image of tasks that name none: Modal's Debian slim with this Python
 WORKDIR = "/workspace"
 CREATIONS_PER_SECOND = 5.0
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -334,7 +335,7 @@ class ModalSandboxPool(SandboxPool):
                 self._images[name] = (
                     modal.Image.from_registry(name)
                     if name
-                    else modal.Image.debian_slim(python_version="3.11")
+                    else modal.Image.debian_slim(python_version=DEFAULT_PYTHON)
                 )
             return self._app, self._images[name]
 

@@ -20,11 +20,14 @@ from pydantic import BaseModel
 
 from goat_dagster.bench.journal import RunError, RunSpec
 from goat_dagster.bench.lake import ResultRow
+from goat_dagster.bench.manifest import RunManifest
+from goat_dagster.bench.prompts import PromptSet
 from goat_dagster.bench.sandbox import SandboxLimits, SandboxPool
 from goat_dagster.bench.tasks import Suite
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.registry import Registry
 from goat_dagster.routing.gateway import Gateway
+from goat_dagster.serving.backends import Backends
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -59,13 +62,15 @@ class RunRequest:
     """One benchmark run (or the resumption of one, with the same `run_id`).
 
     - what: `suite` (a name, a path to a suite YAML, or a `Suite`), `model` (a registry key),
-      `agent` (builtin | oracle | command:<cmd>), `sandbox` (local | modal), `epochs`, `task_ids`
-      (a subset of the suite; None: every task);
+      `agent` (builtin | oracle | command:<cmd>), `prompts` (the builtin agent's prompt set: a
+      name, a directory or a `PromptSet`; None: GOAT_PROMPTS), `sandbox` (local | modal),
+      `epochs`, `task_ids` (a subset of the suite; None: every task);
     - how hard: `parallel` tasks at once, `budget_usd` (no new task starts once it is spent),
       `limits` per attempt, `sandbox_limits` per command, `retry` for transient failures;
     - where (None: as `goat run` finds them): `gateway` (else routing's `resolve_gateway`), `pool`
       (a sandbox pool to reuse across runs; else one is made for the run and closed after it),
-      `registry` (else models.yaml);
+      `registry` (else models.yaml), `backends` (what the manifest asks what serves the model;
+      else `Backends.from_settings()`);
     - progress: `on_start(spec, pending, total)` once before work starts, `on_task(row, progress)`
       after each task x epoch is journaled.
 
@@ -75,6 +80,7 @@ class RunRequest:
     suite: str | Suite
     model: str
     agent: str = "builtin"
+    prompts: str | PromptSet | None = None
     sandbox: str = "local"
     parallel: int = 2
     epochs: int = 1
@@ -87,6 +93,7 @@ class RunRequest:
     gateway: Gateway | None = None
     pool: SandboxPool | None = None
     registry: Registry | None = None
+    backends: Backends | None = None
     on_task: OnTask | None = None
     on_start: OnStart | None = None
 
@@ -112,6 +119,7 @@ class RunOutcome:
     budget_usd: float | None = None
     isolation: str = ""  # what protected the host (the sandbox pool's isolation)
     warnings: list[str] = field(default_factory=list)
+    manifest: RunManifest | None = None  # what produced the rows (None: a run from before manifests)
 
     @property
     def run_id(self) -> str:

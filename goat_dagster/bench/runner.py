@@ -22,15 +22,24 @@ from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import write_results
 from goat_dagster.bench.llm_client import check_reachable
+from goat_dagster.bench.manifest import (
+    RunManifest,
+    describe_run,
+    read_manifest,
+    settle_manifest,
+    write_manifest,
+)
+from goat_dagster.bench.prompts import PromptSet, load_prompt_set
 from goat_dagster.bench.run_request import RunOutcome, RunRequest
 from goat_dagster.bench.sandbox import PoolOptions, SandboxPool
-from goat_dagster.bench.sandboxes import make_pool
+from goat_dagster.bench.sandboxes import make_pool, sandbox_image
 from goat_dagster.bench.suite import load_suite
 from goat_dagster.bench.task_runner import Budget, TaskRunner
 from goat_dagster.bench.tasks import Task
 from goat_dagster.registry import ModelEntry, load_registry, slugify
 from goat_dagster.routing.gateway import Gateway, resolve_gateway
 from goat_dagster.routing.proxy import gateway_lease
+from goat_dagster.serving.backends import Backends
 
 
 def new_run_id(model: str, suite: str) -> str:
@@ -44,6 +53,12 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
     suite = load_suite(request.suite) if isinstance(request.suite, str) else request.suite
     tasks = suite.tasks if request.task_ids is None else [suite.task(t) for t in request.task_ids]
     agent = make_agent(request.agent)
+    prompts = None
+    if agent.uses_prompts:  # refused here, before anything is recorded, when a prompt file is broken
+        prompts = (
+            request.prompts if isinstance(request.prompts, PromptSet) else load_prompt_set(request.prompts)
+        )
+        agent = make_agent(request.agent, prompts)
     spec = RunSpec(
         run_id=request.run_id or new_run_id(entry.key, suite.name),
         suite=suite.name,
@@ -64,27 +79,58 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
         # everything this run has paid for so far, redone rows included
         budget = Budget(request.budget_usd, spent=sum(e["row"].cost_usd for e in journal.entries()))
         isolation, warnings = "", []
+        manifest = read_manifest(journal.spec.run_id)  # a resumed run's, kept when nothing is left to do
         if pending:
             gateway = _gateway(request, agent, entry) if agent.needs_gateway else None
+            manifest = settle_manifest(
+                journal.dir, _describe(request, journal.spec, agent, entry, prompts, gateway)
+            )
             size = min(request.parallel, len(pending))
             pool = request.pool or _pool(request, agent, gateway, size)
             runner = TaskRunner(request, journal, suite, agent, pool, gateway, budget, done, len(items))
             isolation, warnings = _work(runner, pending, size, close_pool=request.pool is None)
         final = journal.rows()
         rows = [final[(t.id, e)] for t, e in items if (t.id, e) in final]
+        results_path = write_results(journal.spec.run_id, rows)
+        if manifest is not None:
+            write_manifest(manifest)
         return RunOutcome(
             spec=journal.spec,
             planned=len(items),
-            results_path=write_results(journal.spec.run_id, rows),
+            results_path=results_path,
             journal_dir=journal.dir,
             resumed=journal.resumed,
             reused_rows=len(done),
             budget_usd=request.budget_usd,
             isolation=isolation,
             warnings=warnings,
+            manifest=manifest,
         )
     finally:
         journal.close()
+
+
+def _describe(
+    request: RunRequest,
+    spec: RunSpec,
+    agent: Agent,
+    entry: ModelEntry,
+    prompts: PromptSet | None,
+    gateway: Gateway | None,
+) -> RunManifest:
+    """The run's manifest: what serves the model is asked only when the agent calls it."""
+    backends = (request.backends or Backends.from_settings()) if agent.needs_gateway else None
+    return describe_run(
+        spec,
+        agent=agent,
+        entry=entry,
+        prompts=prompts,
+        gateway=gateway,
+        provenance=backends.for_entry(entry).provenance(entry) if backends is not None else None,
+        limits=request.limits,
+        sandbox_limits=request.sandbox_limits,
+        sandbox_image=sandbox_image(request.sandbox),
+    )
 
 
 def _gateway(request: RunRequest, agent: Agent, entry: ModelEntry) -> Gateway:

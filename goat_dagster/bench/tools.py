@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,78 +32,43 @@ class ToolLimits:
     max_matches: int = 200
 
 
-def _fn(name: str, description: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": props, "required": required},
-        },
-    }
+@dataclass(frozen=True)
+class ToolSignature:
+    """What the harness's implementation of a tool takes: each argument's JSON Schema type, and which
+    arguments it cannot do without. The tools as the model sees them (descriptions, which tools and
+    optional arguments it is offered) are a prompt set's `tools.yaml` (prompts.py), checked against
+    these."""
+
+    args: dict[str, str]
+    required: tuple[str, ...]
 
 
-TOOL_SCHEMAS: list[dict[str, Any]] = [
-    _fn(
-        "Bash",
-        "Run a shell command in the working directory and return its exit code and output.",
-        {"command": {"type": "string", "description": "the command, e.g. python test.py"}},
-        ["command"],
+TOOL_SIGNATURES: dict[str, ToolSignature] = {
+    "Bash": ToolSignature({"command": "string"}, ("command",)),
+    "Read": ToolSignature({"path": "string", "offset": "integer", "limit": "integer"}, ("path",)),
+    "Write": ToolSignature({"path": "string", "content": "string"}, ("path", "content")),
+    "Edit": ToolSignature(
+        {"path": "string", "old_string": "string", "new_string": "string", "replace_all": "boolean"},
+        ("path", "old_string", "new_string"),
     ),
-    _fn(
-        "Read",
-        "Read a text file.",
-        {
-            "path": {"type": "string", "description": "file path, relative to the working directory"},
-            "offset": {"type": "integer", "description": "first line to return (1-based)"},
-            "limit": {"type": "integer", "description": "how many lines to return"},
-        },
-        ["path"],
-    ),
-    _fn(
-        "Write",
-        "Create or overwrite a file with the given content.",
-        {"path": {"type": "string"}, "content": {"type": "string"}},
-        ["path", "content"],
-    ),
-    _fn(
-        "Edit",
-        "Replace old_string with new_string in a file (old_string must occur exactly once "
-        "unless replace_all is true).",
-        {
-            "path": {"type": "string"},
-            "old_string": {"type": "string"},
-            "new_string": {"type": "string"},
-            "replace_all": {"type": "boolean"},
-        },
-        ["path", "old_string", "new_string"],
-    ),
-    _fn(
-        "Glob",
-        "List files whose path matches a glob pattern such as **/*.py.",
-        {"pattern": {"type": "string"}},
-        ["pattern"],
-    ),
-    _fn(
-        "Grep",
-        "Search file contents for a regular expression; returns path:line: text.",
-        {
-            "pattern": {"type": "string"},
-            "path": {"type": "string", "description": "file or directory"},
-            "glob": {"type": "string", "description": "only files matching this glob"},
-        },
-        ["pattern"],
-    ),
-]
-TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
-_ARGS: dict[str, dict[str, Any]] = {t["function"]["name"]: t["function"]["parameters"] for t in TOOL_SCHEMAS}
+    "Glob": ToolSignature({"pattern": "string"}, ("pattern",)),
+    "Grep": ToolSignature({"pattern": "string", "path": "string", "glob": "string"}, ("pattern",)),
+}
+TOOL_NAMES = tuple(TOOL_SIGNATURES)
 _TYPES = {"string": str, "integer": int, "boolean": bool}
 
 
-def parse_arguments(name: str, raw: Any) -> dict[str, Any]:
-    """The call's arguments checked against the tool's schema, or a ToolError the model can read."""
-    if name not in _ARGS:
-        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_NAMES)}")
+def parse_arguments(
+    name: str, raw: Any, offered: Mapping[str, Collection[str]] | None = None
+) -> dict[str, Any]:
+    """The call's arguments checked against the tool (a ToolError the model can read otherwise).
+
+    `offered`: the tools the model was given and the arguments each was shown (None: every tool,
+    every argument); a tool or argument it was not offered is refused like an unknown one.
+    """
+    offered = offered if offered is not None else {n: tuple(s.args) for n, s in TOOL_SIGNATURES.items()}
+    if name not in offered or name not in TOOL_SIGNATURES:
+        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(offered)}")
     if isinstance(raw, dict):
         args = raw
     else:
@@ -114,19 +80,19 @@ def parse_arguments(name: str, raw: Any) -> dict[str, Any]:
             ) from None
     if not isinstance(args, dict):
         raise ToolError(f"the arguments of {name} must be a JSON object, got {type(args).__name__}")
-    schema = _ARGS[name]
-    missing = [k for k in schema["required"] if k not in args]
+    signature, shown = TOOL_SIGNATURES[name], offered[name]
+    missing = [k for k in signature.required if k not in args]
     if missing:
         raise ToolError(f"{name} needs the argument(s) {', '.join(missing)}")
     for key, value in args.items():
-        prop = schema["properties"].get(key)
-        if prop is None:
-            raise ToolError(f"{name} has no argument {key!r}; it takes {', '.join(schema['properties'])}")
-        want = _TYPES[prop["type"]]
+        if key not in shown:
+            raise ToolError(f"{name} has no argument {key!r}; it takes {', '.join(shown)}")
+        kind = signature.args[key]
+        want = _TYPES[kind]
         if want is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
             args[key] = value = int(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ToolError(f"{name}: argument {key!r} must be a {prop['type']}")
+            raise ToolError(f"{name}: argument {key!r} must be a {kind}")
     return args
 
 
@@ -184,14 +150,20 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 class Tools:
     """The tools bound to one sandbox."""
 
-    def __init__(self, sandbox: Sandbox, limits: ToolLimits | None = None) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        limits: ToolLimits | None = None,
+        offered: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
         self.sb = sandbox
         self.limits = limits or ToolLimits()
+        self.offered = offered  # the tools (and their arguments) the model was shown; None: all
 
     def call(self, name: str, raw_args: Any, *, time_left_s: float | None = None) -> tuple[str, bool]:
         """(text for the model, ok). Never raises for anything the model did."""
         try:
-            args = parse_arguments(name, raw_args)
+            args = parse_arguments(name, raw_args, self.offered)
             method = getattr(self, name.lower())
             if name == "Bash":
                 return method(**args, time_left_s=time_left_s), True

@@ -98,6 +98,13 @@ def _model_info(m: ModelEntry, *, with_costs: bool) -> dict[str, Any]:
     return info
 
 
+def request_defaults(m: ModelEntry) -> dict[str, Any]:
+    """The request parameters the proxy gives every call to `m` unless the call sets its own (the
+    deployment's `litellm_params` beyond model, base and key): what a run's manifest records as the
+    model's sampling defaults."""
+    return {**(LOCAL_DEFAULTS if m.self_hosted else {}), **m.request_defaults}
+
+
 def _key_param(m: ModelEntry) -> str:
     return env_ref(m.key_env) if m.key_env else NO_KEY
 
@@ -111,8 +118,7 @@ def _self_hosted(m: ModelEntry, ep: Endpoint | None) -> tuple[dict[str, Any] | N
         "model": f"openai/{ep.served_name}",
         "api_base": ep.base_url,
         "api_key": _key_param(m),
-        **LOCAL_DEFAULTS,
-        **m.request_defaults,
+        **request_defaults(m),
     }
     return {
         "model_name": m.gateway_name,
@@ -131,7 +137,7 @@ def _cloud(m: ModelEntry) -> dict[str, Any]:
         params["api_base"] = m.api_base
     if m.api_version:
         params["api_version"] = m.api_version
-    params.update(m.request_defaults)
+    params.update(request_defaults(m))
     priced = bool(m.pricing.input_per_mtok or m.pricing.output_per_mtok)
     return {
         "model_name": m.gateway_name,
@@ -145,7 +151,7 @@ def _openai_compatible(m: ModelEntry) -> dict[str, Any]:
         "model": f"openai/{m.served_model}",
         "api_base": env_ref(m.api_base_env) if m.api_base_env else m.api_base,
         "api_key": _key_param(m),
-        **m.request_defaults,
+        **request_defaults(m),
     }
     return {
         "model_name": m.gateway_name,

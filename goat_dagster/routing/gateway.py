@@ -41,6 +41,9 @@ class Gateway(BaseModel):
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     agent_key: SecretStr | None = None  # a key a cloud sandbox may hold instead of a minted one
+    # goat's LiteLLM proxy (its config gives each model its request defaults), not a gateway of the
+    # user's own (GOAT_LLM_BASE_URL) or a server called directly
+    via_proxy: bool = False
 
     def registry_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
@@ -66,7 +69,9 @@ class Gateway(BaseModel):
         }
 
 
-def _gateway(entry: ModelEntry, base_url: str, key: str, agent_key: SecretStr | None = None) -> Gateway:
+def _gateway(
+    entry: ModelEntry, base_url: str, key: str, agent_key: SecretStr | None = None, *, via_proxy: bool = True
+) -> Gateway:
     return Gateway(
         base_url=base_url,
         api_key=SecretStr(key),
@@ -74,6 +79,7 @@ def _gateway(entry: ModelEntry, base_url: str, key: str, agent_key: SecretStr | 
         input_per_mtok=entry.pricing.input_per_mtok,
         output_per_mtok=entry.pricing.output_per_mtok,
         agent_key=agent_key,
+        via_proxy=via_proxy,
     )
 
 
@@ -86,7 +92,7 @@ def resolve_gateway(entry: ModelEntry, proxy: ProxySettings | None = None) -> Ga
     agent_key = s.llm_agent_key
     if proxy is None and s.llm_base_url:
         key = s.llm_api_key.get_secret_value() if s.llm_api_key else "sk-goat-local"
-        return _gateway(entry, s.llm_base_url, key, agent_key)
+        return _gateway(entry, s.llm_base_url, key, agent_key, via_proxy=False)
     proxy = proxy or ProxySettings.from_settings()
     return _gateway(entry, proxy.base_url() + "/v1", proxy.admin_key(), agent_key)
 

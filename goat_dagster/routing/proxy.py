@@ -158,6 +158,18 @@ def read_state() -> ProxyState | None:
         return None
 
 
+def proxy_version(base_url: str, timeout_s: float = 5.0) -> str | None:
+    """The LiteLLM version a proxy reports on `/health/readiness` (its root URL or its `/v1`), or
+    None when what answers there is not a LiteLLM proxy (or nothing does)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = httpx.get(root + "/health/readiness", timeout=timeout_s)
+        version = r.json().get("litellm_version") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return str(version) if version else None
+
+
 def is_ready(base_url: str, timeout_s: float = 2.0) -> bool:
     try:
         r = httpx.get(base_url.rstrip("/") + "/health/readiness", timeout=timeout_s)

@@ -1,1 +1,1 @@
-"""Sensors: the model registry sensor and the benchmark suite sensor."""
+"""Sensors: the model registry sensor, the benchmark suite sensor and the agent prompts sensor."""

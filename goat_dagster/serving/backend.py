@@ -12,6 +12,8 @@ all go through it.
   Raises `EndpointDown` when a server goat runs does not answer.
 - `probe(entry, endpoint)`: does the recorded endpoint still answer a chat completion? `Health`.
 - `teardown(entry, log)`: stop serving it (unload the worker, stop the app); whether anything stopped.
+- `provenance(entry)`: what serves it, for a run's manifest — weights revision and sha256, engine,
+  its version and build — from what is on record (never a download, a deploy or a paid call).
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ class WeightsReport:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What serves a model, as a run's manifest records it. `weights_sha256` is the sha256 of the
+    weights file (several files: of their names and sha256s, as `model_weights` versions them);
+    None where nobody here can know (a cloud API's weights) or nothing is on record yet (`note`)."""
+
+    engine: str
+    engine_version: str | None = None
+    engine_build: dict[str, Any] = field(default_factory=dict)
+    weights_revision: str | None = None
+    weights_sha256: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Health:
     """The answer of `probe`. `verified` is False when nobody could check from here (a cloud key
     not in this environment); `waking` when the endpoint may be scaled to zero and still starting."""
@@ -98,6 +114,7 @@ class ServingBackend(Protocol):
     def endpoint(self, entry: ModelEntry, log: Log) -> Endpoint: ...
     def probe(self, entry: ModelEntry, endpoint: Endpoint, *, timeout_s: float | None = None) -> Health: ...
     def teardown(self, entry: ModelEntry, log: Log) -> bool: ...
+    def provenance(self, entry: ModelEntry) -> Provenance: ...
 
 
 def endpoint_key(entry: ModelEntry) -> str | None:

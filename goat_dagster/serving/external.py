@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.backend import Health, Log, WeightsReport, endpoint_key
+from goat_dagster.serving.backend import Health, Log, Provenance, WeightsReport, endpoint_key
 from goat_dagster.serving.endpoint import Endpoint, save_endpoint
 from goat_dagster.serving.probe import PROMPT, probe_chat
 
@@ -66,6 +66,16 @@ class ExternalBackend:
     def teardown(self, entry: ModelEntry, log: Log) -> bool:
         log.info(f"{entry.key}: provider {entry.provider} is not run by goat; nothing to stop")
         return False
+
+    def provenance(self, entry: ModelEntry) -> Provenance:
+        """A provider's own weights and engine: only the names it goes by are known here."""
+        what = entry.litellm_model or entry.served_model
+        build = {"provider": entry.provider, "model": what}
+        if entry.api_version:
+            build["api_version"] = entry.api_version
+        return Provenance(
+            entry.engine, None, build, f"provider-managed: {what}", None, "served by the provider"
+        )
 
 
 def external_base_url(entry: ModelEntry) -> tuple[str | None, str]:

@@ -1,4 +1,5 @@
-"""A small fixed lake: four runs of three models on five tasks, plus traces for one run.
+"""A small fixed lake: four runs of three models on five tasks, plus traces for one run, and each
+run's manifest (all made with the same setup: the current prompt set, harness and grader).
 
 Every number the analysis tests check is computed by hand from these rows (see the tests).
 
@@ -19,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from goat_dagster.bench.lake import write_lake_file
+from goat_dagster.bench.manifest import MANIFEST_TYPES, RunManifest, current_setup
 from goat_dagster.config import GoatPaths
 from goat_dagster.tracing.schema import TraceRecord
 
@@ -183,9 +186,40 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def manifest(run_id: str, model: str, **fields: Any) -> RunManifest:
+    """A run's manifest with the current setup (the project's prompt set, this harness and grader),
+    a model served by llama.cpp; `fields` change any of it."""
+    base: dict[str, Any] = {
+        "run_id": run_id,
+        "suite": "smoke",
+        "suite_version": "v1",
+        "model": model,
+        "agent": "builtin",
+        "sandbox": "local",
+        "epochs": 1,
+        "prompt_set": "builtin",
+        "prompt_sha256": current_setup().prompt_sha256,
+        "weights_revision": f"{model}-weights==1",
+        "weights_sha256": "0" * 64,
+        "engine": "llama.cpp",
+        "engine_version": "llama-cpp-python 0.3.36",
+        "litellm_version": "1.80.0",
+        "sampling": {"temperature": 0.3, "tool_choice": "auto", "max_tokens": 1024},
+        "limits": {"agent": {"max_steps": 30}, "sandbox": {"memory_mb": 2048}},
+        "sandbox_image": "local: bubblewrap; Python 3.11",
+    }
+    return RunManifest(**{**base, **fields}).with_fingerprint()
+
+
+def write_manifest_file(paths: GoatPaths, m: RunManifest) -> Path:
+    return write_lake_file(paths.lake_runs / f"{m.run_id}.parquet", [m], MANIFEST_TYPES)
+
+
 def write_fixed_lake(paths: GoatPaths, *, traces: bool = True) -> None:
     for run_id, rows in fixed_results().items():
         write_parquet(paths.lake_results / f"{run_id}.parquet", rows)
+        epochs = len({r["epoch"] for r in rows})
+        write_manifest_file(paths, manifest(run_id, rows[0]["model"], epochs=epochs))
     if traces:
         write_parquet(paths.lake_traces / "run-a2.parquet", fixed_traces())
 

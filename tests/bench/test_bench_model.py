@@ -11,8 +11,8 @@ import pytest
 
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.llm_client import LLMClient
+from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.bench.run_request import RetryPolicy
-from goat_dagster.bench.tools import TOOL_SCHEMAS
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import call_metadata, new_id
@@ -46,7 +46,9 @@ def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gatewa
     ctx = CallContext(
         run_id="meta-run", suite="smoke", model="smollm2-135m", task_id="fizzbuzz", epoch=1, trace_id=new_id()
     )
-    res = client.chat(ctx, 1, [{"role": "user", "content": "Say hi."}], tools=TOOL_SCHEMAS, max_tokens=8)
+    res = client.chat(
+        ctx, 1, [{"role": "user", "content": "Say hi."}], tools=load_prompt_set().tool_schemas, max_tokens=8
+    )
     assert res.prompt_tokens > 0 and res.completion_tokens > 0
     # llama.cpp sends no x-litellm-response-cost header: registry pricing x tokens
     assert res.cost_source == "registry"

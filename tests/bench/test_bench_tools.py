@@ -7,7 +7,8 @@ import json
 import pytest
 
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.tools import MAX_READ_BYTES, TOOL_NAMES, TOOL_SCHEMAS, ToolLimits, Tools, glob_regex
+from goat_dagster.bench.prompts import load_prompt_set
+from goat_dagster.bench.tools import MAX_READ_BYTES, TOOL_NAMES, ToolLimits, Tools, glob_regex
 
 
 def test_tools_work_inside_the_sandbox(pool: LocalSandboxPool) -> None:
@@ -75,9 +76,23 @@ def test_long_output_is_clipped_and_bash_times_out(pool: LocalSandboxPool) -> No
         assert "ran longer than 1s" in text
 
 
+def test_tools_a_prompt_set_leaves_out_are_refused(pool: LocalSandboxPool) -> None:
+    """The model may call only what its prompt set offered it: a tool or an argument it was not shown
+    is an error it can read, however the harness could run it."""
+    with pool.session() as sb:
+        t = Tools(sb, offered={"Read": ("path",), "Write": ("path", "content")})
+        assert t.call("Write", {"path": "a.py", "content": "x = 1\n"})[1]
+        text, ok = t.call("Bash", {"command": "ls"})
+        assert not ok and "unknown tool 'Bash'; the tools are Read, Write" in text
+        text, ok = t.call("Read", {"path": "a.py", "offset": 1})
+        assert not ok and "Read has no argument 'offset'; it takes path" in text
+
+
 def test_schemas_and_globs() -> None:
     assert TOOL_NAMES == ("Bash", "Read", "Write", "Edit", "Glob", "Grep")
-    for schema in TOOL_SCHEMAS:
+    schemas = load_prompt_set().tool_schemas  # the builtin prompt set offers every tool
+    assert [s["function"]["name"] for s in schemas] == list(TOOL_NAMES)
+    for schema in schemas:
         assert schema["type"] == "function" and schema["function"]["parameters"]["type"] == "object"
     assert glob_regex("**/*.py").match("a/b/c.py") and glob_regex("**/*.py").match("c.py")
     assert not glob_regex("*.py").match("a/c.py")

@@ -5,6 +5,7 @@ the partitioned asset and the leaderboard looked at in headless Chromium."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, RunsFilter, materialize
 
+from goat_dagster.assets.prompts import prompts_observation
+from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.definitions import defs
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 
@@ -31,6 +34,13 @@ mutation Launch($params: LaunchBackfillParams!) {
     ... on PythonError { message }
     ... on InvalidSubsetError { message }
     ... on UnauthorizedError { message }
+  }
+}"""
+STALE = """
+query Stale($partitions: [String!]) {
+  assetNodes(assetKeys: [{path: ["benchmark_results"]}]) {
+    staleStatusByPartition(partitions: $partitions)
+    staleCausesByPartition(partitions: $partitions) { reason dependency { path } }
   }
 }"""
 STATUS = """
@@ -114,6 +124,24 @@ def test_backfill_two_local_models_then_the_ui_shows_them(
         assert latest_meta(pg_instance, "trace_export", model)["run_id"] == bench["run_id"]
         run_ids.add(bench["run_id"])
     assert len(run_ids) == 2
+
+    # the prompt set edited, as agent_prompts_sensor records it: the UI shows both partitions stale,
+    # caused by agent_prompts; recorded back, they are as they were
+    def stale() -> tuple[list[str], list[set[str]]]:
+        (node,) = graphql(dagster_ui, STALE, {"partitions": MODELS})["assetNodes"]
+        causes = [
+            {"/".join(c["dependency"]["path"]) for c in cs if c["dependency"]}
+            for cs in node["staleCausesByPartition"]
+        ]
+        return node["staleStatusByPartition"], causes
+
+    before = stale()
+    prompts = load_prompt_set()
+    pg_instance.report_runless_asset_event(prompts_observation(replace(prompts, sha256="e" * 64)))
+    statuses, causes = stale()
+    assert statuses == ["STALE", "STALE"] and all("agent_prompts" in c for c in causes), (statuses, causes)
+    pg_instance.report_runless_asset_event(prompts_observation(prompts))
+    assert stale() == before
 
     board = materialize(
         assets, selection=[AssetKey("leaderboard")], instance=pg_instance, resources=resources

@@ -5,7 +5,9 @@
 - endpoint: the control plane running (started detached if not), the model loaded, a real chat
   completion answered;
 - probe: a chat completion against the recorded endpoint;
-- teardown: the model's worker stopped (the control plane keeps running for the others).
+- teardown: the model's worker stopped (the control plane keeps running for the others);
+- provenance: the weights as located here (package==version or repo@commit, sha256) and the engine
+  the running control plane reports (`GET /engine`), or this interpreter's when none runs.
 """
 
 from __future__ import annotations
@@ -15,16 +17,32 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from goat_dagster.registry import ModelEntry
-from goat_dagster.serving.backend import Health, Log, WeightsReport, chat_health, require_answering
+from goat_dagster.serving.backend import (
+    Health,
+    Log,
+    Provenance,
+    WeightsReport,
+    chat_health,
+    require_answering,
+)
 from goat_dagster.serving.endpoint import Endpoint, save_endpoint
 from goat_dagster.serving.local.client import (
+    ServeClientError,
+    engine_of,
     ensure_control_plane,
     load_model,
     running_control_plane,
     unload_model,
 )
+from goat_dagster.serving.local.engine import engine_info
 from goat_dagster.serving.local.settings import ServeSettings
-from goat_dagster.serving.local.weights import WeightsRecord, ensure_weights
+from goat_dagster.serving.local.weights import (
+    WeightsError,
+    WeightsRecord,
+    describe_weights,
+    ensure_weights,
+    locate_weights,
+)
 from goat_dagster.serving.probe import probe_chat
 
 
@@ -97,6 +115,25 @@ class LocalBackend:
         state = unload_model(cp.root_url, entry.served_model)
         log.info(f"{entry.key}: worker stopped on {cp.base_url} ({state.get('state')})")
         return True
+
+    def provenance(self, entry: ModelEntry) -> Provenance:
+        notes = []
+        cp = running_control_plane()
+        try:
+            engine = engine_of(cp.root_url) if cp is not None else engine_info()
+        except ServeClientError as exc:  # a control plane of an older goat, without /engine
+            engine = engine_info()
+            notes.append(f"engine: this interpreter's ({exc})")
+        build = {
+            k: v for k, v in engine.items() if k not in ("engine", "package", "version") and v is not None
+        }
+        version = f"{engine['package']} {engine['version']}" if engine.get("version") else None
+        try:
+            rec = describe_weights(locate_weights(entry))
+        except WeightsError as exc:
+            notes.append(f"weights not found here: {exc}")
+            return Provenance("llama.cpp", version, build, note="; ".join(notes))
+        return Provenance("llama.cpp", version, build, rec.revision_label, rec.sha256, "; ".join(notes))
 
 
 def weights_report(rec: WeightsRecord) -> WeightsReport:

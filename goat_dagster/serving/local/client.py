@@ -177,6 +177,17 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
     return pid_stopped
 
 
+def engine_of(root_url: str, timeout_s: float = 130.0) -> dict[str, Any]:
+    """What the control plane's workers run (`GET /engine`)."""
+    try:
+        resp = httpx.get(f"{root_url}/engine", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ServeClientError(f"asking {root_url} for its engine: {type(exc).__name__}: {exc}") from None
+    if resp.status_code != 200:
+        raise ServeClientError(f"asking {root_url} for its engine: {error_message(resp)}")
+    return resp.json()
+
+
 def load_model(root_url: str, model: str, timeout_s: float = 600.0) -> dict[str, Any]:
     """Ask the control plane to load `model` now; returns its /status instance record."""
     return _admin(root_url, model, "load", timeout_s)

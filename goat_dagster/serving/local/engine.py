@@ -8,13 +8,18 @@ reported on a pipe, process group stopped), and the manager only sees `WorkerSpe
 
 from __future__ import annotations
 
+import functools
+import json
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_settings import SettingsConfigDict
 
+from goat_dagster import config
 from goat_dagster.registry import ModelEntry
 
 READY_LINE = b"goat-worker-ready\n"
@@ -107,3 +112,60 @@ def worker_command(spec: WorkerSpec, *, listen_fd: int, ready_fd: int, parent_pi
         "--spec",
         spec.model_dump_json(),
     ]
+
+
+# ---- what the engine is, for a run's manifest ------------------------------------------------------
+
+ENGINE_PACKAGE = "llama-cpp-python"
+# What `make install` builds (Makefile, ENGINE=...; the venv's `.installed` says which): `portable`
+# with the cmake args of [tool.uv.config-settings-package.llama-cpp-python] in pyproject.toml,
+# `native` with only -DGGML_NATIVE=ON (for the machine that built it).
+NATIVE_ARGS = ["-DGGML_NATIVE=ON"]
+_PROBE = """
+import importlib.metadata as md, json, pathlib, llama_cpp
+lib = pathlib.Path(llama_cpp.__file__).parent / "lib"
+ggml = sorted(p.name.removeprefix("libggml.so.") for p in lib.glob("libggml.so.*.*"))
+print(json.dumps({"version": md.version("llama-cpp-python"), "ggml": ggml[-1] if ggml else None,
+                  "system_info": llama_cpp.llama_print_system_info().decode().strip()}))
+"""
+
+
+def pyproject_cmake_args(project: Path | None = None) -> list[str] | None:
+    """The engine's cmake args as pyproject.toml's [tool.uv] gives them (None: no such file/table)."""
+    try:
+        data = tomllib.loads(((project or config.project_dir()) / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    table = data.get("tool", {}).get("uv", {}).get("config-settings-package", {}).get(ENGINE_PACKAGE, {})
+    args = table.get("cmake.args")
+    return list(args) if isinstance(args, list) else None
+
+
+@functools.lru_cache(maxsize=1)
+def engine_info() -> dict[str, Any]:
+    """The engine the workers run — this interpreter's llama-cpp-python (a worker is started with
+    `sys.executable`): version, the ggml library, the CPU features it was compiled with
+    (`llama_print_system_info`), which build `make install` made and its cmake args. Asked of a
+    child interpreter once: loading llama.cpp's libraries is the workers' business, not this process's."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {
+            "engine": "llama.cpp",
+            "package": ENGINE_PACKAGE,
+            "error": f"cannot load llama_cpp: {tail[0]}",
+        }
+    found = json.loads(proc.stdout)
+    stamp = Path(sys.prefix) / ".installed"
+    flavour = stamp.read_text().strip() if stamp.is_file() else "unknown"
+    return {
+        "engine": "llama.cpp",
+        "package": ENGINE_PACKAGE,
+        "version": found["version"],
+        "ggml": found["ggml"],
+        "system_info": found["system_info"],
+        "build": flavour,
+        "cmake_args": NATIVE_ARGS if flavour == "native" else pyproject_cmake_args(),
+    }

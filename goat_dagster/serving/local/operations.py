@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from goat_dagster import config
 from goat_dagster.serving.local.api import ERROR_RESPONSES, Manager
+from goat_dagster.serving.local.engine import engine_info
 
 router = APIRouter(tags=["operations"])
 
@@ -46,6 +48,11 @@ async def readyz(manager: Manager) -> JSONResponse:
 @router.get("/status", summary="Every instance (state, pid, memory, queue, crashes) and the budget")
 async def status(request: Request, manager: Manager) -> JSONResponse:
     return JSONResponse({**manager.status(), "base_url": request.app.state.base_url})
+
+
+@router.get("/engine", summary="The engine the workers run: version, CPU features, build flags")
+async def engine() -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(engine_info))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

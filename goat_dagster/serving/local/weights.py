@@ -101,6 +101,20 @@ class WeightsRecord(BaseModel):
     gguf: dict[str, Any] | None = None
 
     @property
+    def revision_label(self) -> str:
+        """Which weights, in the words of their source: package==version, repo@commit, or the path."""
+        if self.package:
+            return f"{self.package}=={self.package_version}"
+        if self.repo:
+            return f"{self.repo}@{self.resolved_commit or self.revision}"
+        return f"path {self.location}"
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the weights file; of several files, `data_version` (their names and sha256s)."""
+        return self.files[0].sha256 if len(self.files) == 1 else self.data_version
+
+    @property
     def data_version(self) -> str:
         """Content identity: the same files with the same bytes give the same version."""
         h = hashlib.sha256()

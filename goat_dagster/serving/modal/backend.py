@@ -5,7 +5,9 @@
 - endpoint: the model's `goat-vllm-<key>` app deployed (or found current), `/health` waited for,
   one chat completion answered (a cold start measured);
 - probe: a chat completion with the apps' bearer token (it wakes a scaled-to-zero app);
-- teardown: the app stopped (undeployed): containers end, GPU billing stops.
+- teardown: the app stopped (undeployed): containers end, GPU billing stops;
+- provenance: the weights record of the last `model_weights` (repo@commit, the files' sha256/etags)
+  and the app spec from models.yaml (vLLM version, image, GPUs, engine args, the spec's digest).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from goat_dagster.registry import ModelEntry
 from goat_dagster.serving.backend import (
     Health,
     Log,
+    Provenance,
     WeightsReport,
     chat_health,
     endpoint_key,
     require_answering,
 )
 from goat_dagster.serving.endpoint import Endpoint
+from goat_dagster.serving.modal import gpt_oss_app, vllm_app
 from goat_dagster.serving.modal.cloud import ModalCloud
 from goat_dagster.serving.modal.deploy import ensure_modal_endpoint, ensure_modal_weights, stop_modal_endpoint
+from goat_dagster.serving.modal.plan import load_weights_record, spec_for
+from goat_dagster.serving.modal.spec import ENGINE_GPT_OSS, VLLM_VERSION
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,28 @@ class ModalBackend:
 
     def teardown(self, entry: ModelEntry, log: Log) -> bool:
         return stop_modal_endpoint(entry, log, cloud=self.cloud)
+
+    def provenance(self, entry: ModelEntry) -> Provenance:
+        record = load_weights_record(entry.key)
+        spec = spec_for(entry, record)
+        app = gpt_oss_app if spec.engine == ENGINE_GPT_OSS else vllm_app
+        base = getattr(app, "CUDA_BASE", "debian_slim")
+        build = {
+            "image": f"{base} (Python {app.PYTHON_VERSION}) + {', '.join(app.IMAGE_PACKAGES)}",
+            "app": spec.app_name,
+            "spec_digest": spec.digest,
+            "gpu": spec.gpu_request,
+            "engine_args": spec.engine_args,
+        }
+        if record is None:
+            note = "no weights record yet (materialize model_weights): the revision is models.yaml's"
+            return Provenance(
+                spec.engine, f"vllm {VLLM_VERSION}", build, f"{spec.repo}@{spec.revision}", None, note
+            )
+        sha = weights_report(record).data_version
+        return Provenance(
+            spec.engine, f"vllm {VLLM_VERSION}", build, f"{record['repo']}@{record['commit']}", sha
+        )
 
 
 def weights_report(record: dict[str, Any]) -> WeightsReport:
