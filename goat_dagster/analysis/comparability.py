@@ -68,7 +68,7 @@ def board_mismatches(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, An
     out: list[Mismatch] = []
     manifests = manifests_of(con, [r["run_id"] for r in rows])
     for suite in sorted({r["suite"] for r in rows}):
-        runs = [r for r in rows if r["suite"] == suite]
+        runs = sorted((r for r in rows if r["suite"] == suite), key=lambda r: (r["model"], r["run_id"]))
         if len(runs) < 2:
             continue
         models = [r["model"] for r in runs]

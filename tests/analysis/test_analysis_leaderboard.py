@@ -241,10 +241,11 @@ def test_chart_is_a_png(fixed_lake: GoatPaths) -> None:
 def test_chart_of_a_model_that_solved_nothing(goat_paths: GoatPaths) -> None:
     """0/5: Wilson's lower bound is 0 up to float noise (~3e-17), which must not become a negative
     error bar (matplotlib refuses those)."""
-    from .conftest import result_row, write_parquet
+    from .conftest import manifest, result_row, write_manifest_file, write_parquet
 
     rows = [result_row("run-zero", "tiny", t, 1, "failed", day=0, wall_s=5.0) for t in range(5)]
     write_parquet(goat_paths.lake_results / "run-zero.parquet", rows)
+    write_manifest_file(goat_paths, manifest("run-zero", "tiny"))  # the leaderboard counts it
     board = build_leaderboard(goat_paths)
     assert board.rows[0]["passed"] == 0 and board.rows[0]["ci_low"] < 1e-9
     path = render_chart(board.rows, goat_paths.lake / "leaderboard" / "zero.png")

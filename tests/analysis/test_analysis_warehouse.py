@@ -19,8 +19,15 @@ from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.warehouse import META_TABLE, ensure_warehouse
 from goat_dagster.analysis.warehouse_sql import views_version
+from goat_dagster.bench.manifest import current_setup
 from goat_dagster.config import GoatPaths
-from tests.analysis.conftest import fixed_results, result_row, write_parquet
+from tests.analysis.conftest import (
+    manifest,
+    result_row,
+    write_fixed_lake,
+    write_manifest_file,
+    write_parquet,
+)
 
 
 def extra_run(paths: GoatPaths, n: int) -> None:
@@ -31,6 +38,7 @@ def extra_run(paths: GoatPaths, n: int) -> None:
         for t in range(1, 6)
     ]
     write_parquet(paths.lake_results / f"{run_id}.parquet", rows)
+    write_manifest_file(paths, manifest(run_id, f"model-{n}", epochs=1))
 
 
 @contextmanager
@@ -72,7 +80,7 @@ def test_views_in_the_file_from_a_fresh_connection(fixed_lake: GoatPaths) -> Non
         ).fetchall()
         assert flips == [("t2", "pass→fail"), ("t3", "fail→pass")]
         assert con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'views_version'").fetchone() == (
-            views_version(fixed_lake),
+            views_version(fixed_lake, current_setup()),
         )
 
     # the views follow the lake through their globs: a new run shows without touching the file
@@ -100,8 +108,7 @@ def test_views_on_an_empty_lake_fill_in_later(goat_paths: GoatPaths) -> None:
             "suite",
             "suite_version",
         ]
-    for run_id, rows in fixed_results().items():
-        write_parquet(goat_paths.lake_results / f"{run_id}.parquet", rows)
+    write_fixed_lake(goat_paths, traces=False)  # the results and the runs' manifests
     with duckdb.connect(str(goat_paths.warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM leaderboard").fetchone() == (3,)
         assert con.execute("SELECT count(*) FROM traces").fetchone() == (0,)  # results, no traces

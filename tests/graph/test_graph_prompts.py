@@ -61,7 +61,9 @@ def stale(instance, partition: str) -> tuple[StaleStatus, list[str]]:
     )
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     causes = resolver.get_stale_root_causes(BENCH, partition)
-    return resolver.get_status(BENCH, partition), [f"{c.key.to_user_string()}: {c.reason}" for c in causes]
+    return resolver.get_status(BENCH, partition), [
+        f"{c.asset_key.to_user_string()}: {c.reason}" for c in causes
+    ]
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_editing_the_system_prompt_marks_benchmarks_stale_and_reruns_each_model_
     assert observed_prompts_version(instance) == digest0
     for model in MODELS:
         benchmark(instance, model)
-        assert stale(instance, model)[0] == StaleStatus.FRESH
+        assert stale(instance, model)[0] == StaleStatus.FRESH, stale(instance, model)
     assert isinstance(tick(instance, baseline.cursor), SkipReason)
 
     system = prompt_env / "system.md"
