@@ -48,6 +48,8 @@ from typing import Any, BinaryIO
 
 from goat_dagster.bench import sandbox_worker
 from goat_dagster.bench.sandbox import (
+    CheckPlan,
+    CheckRun,
     Entry,
     ExecResult,
     PoolOptions,
@@ -318,23 +320,34 @@ class LocalSandbox(Sandbox):
     def exec(
         self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> ExecResult:
+        return self._exec(command, timeout_s=timeout_s, env=env, cwd=cwd)[0]
+
+    def _exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        check: dict[str, Any] | None = None,
+    ) -> tuple[ExecResult, dict[str, Any] | None]:
         limits = self.pool.options.limits
         started = time.monotonic()
+        req = {
+            "op": "exec",
+            "cmd": command,
+            "timeout": timeout_s,
+            "env": self.pool.env(env, self.slot),
+            "cwd": cwd,
+            "cap": limits.output_keep_bytes,
+            "hard_cap": limits.output_hard_bytes,
+            "limits": limits.rlimits(),
+            "warm": self.pool.warm,
+        }
+        if check is not None:
+            req["check"] = check
         try:
-            resp = self._call(
-                {
-                    "op": "exec",
-                    "cmd": command,
-                    "timeout": timeout_s,
-                    "env": self.pool.env(env, self.slot),
-                    "cwd": cwd,
-                    "cap": limits.output_keep_bytes,
-                    "hard_cap": limits.output_hard_bytes,
-                    "limits": limits.rlimits(),
-                    "warm": self.pool.warm,
-                },
-                timeout=timeout_s + 30,
-            )
+            resp = self._call(req, timeout=timeout_s + 30)
         except WorkerExited as exc:
             # The worker died while this command ran: where task code can signal the worker (one
             # uid for both), the command did it (`kill -9 -1`, `pkill python`). That is the task's
@@ -350,7 +363,7 @@ class LocalSandbox(Sandbox):
                 ),
                 duration_s=time.monotonic() - started,
                 killed="sandbox",
-            )
+            ), None
         return ExecResult(
             exit_code=resp["exit"],
             stdout=resp["stdout"],
@@ -360,7 +373,14 @@ class LocalSandbox(Sandbox):
             truncated=resp["truncated"],
             output_bytes=resp["output_bytes"],
             warm=resp["warm"],
-        )
+        ), resp
+
+    def run_check(self, command: str, *, timeout_s: float, plan: CheckPlan) -> CheckRun:
+        # the seal is made by the worker after it forks the check and checked there: it never
+        # leaves the sandbox's worker (another uid than task code, not dumpable)
+        result, resp = self._exec(command, timeout_s=timeout_s, env=None, cwd=None, check=plan.as_dict())
+        check = (resp or {}).get("check") or {}
+        return CheckRun(result, bool(check.get("sealed")), tuple(check.get("notes") or ()))
 
     def write_files(self, files: Mapping[str, str | bytes]) -> None:
         if not files:

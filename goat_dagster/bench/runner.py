@@ -4,7 +4,8 @@
 asset). For each task x epoch it takes a sandbox from the pool, writes the set-up files, lets the
 agent work, stops whatever the agent left running, uploads the hidden tests and runs the check:
 
-- `passed` / `failed`: the check ran and exited 0 / non-zero (or timed out: a hanging solution);
+- `passed` / `failed`: the check's program ran to its end and exited 0 / anything else (grader.py:
+  an early exit, a timeout, a shadowed module... each `failed` with a note saying which);
 - `error` with `error_kind`: `infra` (gateway or sandbox broke, after `retries` attempts with
   exponential backoff, each attempt with its own trace id), `timeout` (the agent ran past its
   time limit), `agent` (the agent itself broke), `budget` (not started: the budget was spent).
@@ -42,15 +43,14 @@ from goat_dagster.bench.gateway import (
     check_reachable,
     resolve_gateway,
 )
+from goat_dagster.bench.grader import grade
 from goat_dagster.bench.journal import GatewayDown, RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import ResultRow, summarize, write_results
 from goat_dagster.bench.sandbox import (
     PoolOptions,
     Sandbox,
     SandboxError,
-    SandboxFileError,
     SandboxLimits,
-    SandboxPathError,
     SandboxPool,
     make_pool,
 )
@@ -214,16 +214,9 @@ class _Run:
             )
             self.agent.run(ctx)
             sb.kill_processes()
-            try:
-                sb.write_files(task.tests)
-            except (SandboxFileError, SandboxPathError) as exc:
-                detail["check"] = f"the hidden tests could not be put in place: {exc}"
-                return "failed"  # the agent left something in their way (e.g. a directory)
-            res = sb.exec(task.check, timeout_s=task.timeout_s)
-            detail["check_exit"] = res.exit_code
-            detail["check_killed"] = res.killed
-            detail["check_output"] = res.tail(2000)
-            return "passed" if res.exit_code == 0 and res.killed is None else "failed"
+            status, info = grade(task, sb)  # passed only when the tests ran to their end
+            detail.update(info)
+            return status
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
         started = datetime.now(UTC)
