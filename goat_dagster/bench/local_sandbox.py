@@ -67,6 +67,7 @@ WORKDIR = "/workspace"
 SUPPORT = "/opt/goat"
 RELAY_DIR = "/run/goat"
 SANDBOX_PATH = f"{SUPPORT}/bin:/usr/local/bin:/usr/bin:/bin"
+CHECK_PYTHON = "python-checks"  # the execute-only copy of the interpreter checks run under
 # /etc entries a sandbox may see (read-only); notably not shadow, ssh, machine-id or credentials
 ETC_FILES = (
     "ld.so.cache",
@@ -482,6 +483,10 @@ class LocalSandboxPool(SandboxPool):
         shutil.copy2(sandbox_worker.__file__, sup / "sandbox_worker.py")
         for name in ("python", "python3"):
             (sup / "bin" / name).symlink_to(self.python)
+        # checks run under an execute-only copy: a process whose binary it cannot read is made
+        # non-dumpable by the kernel, so task code of its uid cannot read a check's memory (the
+        # check zygote, sandbox_worker.Zygote, and every check it forks)
+        shutil.copyfile(self.python, sup / "bin" / CHECK_PYTHON)
         (sup / "etc").mkdir()
         uid = "{uid}"
         (sup / "etc" / "passwd").write_text(
@@ -492,6 +497,7 @@ class LocalSandboxPool(SandboxPool):
         for p in sup.rglob("*"):
             if not p.is_symlink():
                 p.chmod(0o755 if p.is_dir() else 0o644)
+        (sup / "bin" / CHECK_PYTHON).chmod(0o111)
         sup.chmod(0o755)
         self.support = sup
 
@@ -505,7 +511,11 @@ class LocalSandboxPool(SandboxPool):
         return etc
 
     def command_for(self, slot: LocalSlot) -> list[str]:
+        check_python = (
+            f"{SUPPORT}/bin/{CHECK_PYTHON}" if self.bwrap else str(self.support / "bin" / CHECK_PYTHON)
+        )
         worker_args = ["--root", slot.root, "--tmp", "/tmp" if self.bwrap else str(slot.tmp)]
+        worker_args += ["--check-python", check_python]
         if slot.uid is not None:
             worker_args += ["--uid", str(slot.uid), "--worker-uid", str(slot.worker_uid)]
         if not self.bwrap:

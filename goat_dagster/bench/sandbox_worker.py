@@ -22,10 +22,11 @@ resolve paths beneath the work directory and refuse `..`, outside absolute paths
 leave it, walking the resolved path with O_NOFOLLOW so a racing symlink swap fails closed.
 """
 
+from __future__ import annotations
+
 import _thread
 import base64
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -56,10 +57,14 @@ class PathError(Exception):
 
 
 class Worker:
-    def __init__(self, root: str, tmp: str | None, task_uid: int | None = None) -> None:
+    def __init__(
+        self, root: str, tmp: str | None, task_uid: int | None = None, check_python: str | None = None
+    ) -> None:
         self.root = os.path.realpath(root)
         self.tmp = tmp
         self.task_uid = task_uid  # commands run as this uid (the worker itself runs as another)
+        self.check_python = check_python  # the execute-only interpreter checks run under
+        self.check_zygote: Zygote | None = None
         self.interpreters = {
             "python",
             "python3",
@@ -72,7 +77,10 @@ class Worker:
     # ---- processes -----------------------------------------------------------------------
 
     def descendants(self) -> list[int]:
+        """Every process this worker started, directly or not, but the check zygote (the checks it
+        forked are included)."""
         me = os.getpid()
+        keep = self.check_zygote.pid if self.check_zygote is not None else None
         parent: dict[int, int] = {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -87,6 +95,8 @@ class Worker:
             parent[int(name)] = int(fields[1])
         out = []
         for pid in parent:
+            if pid == keep:
+                continue
             p, seen = pid, 0
             while p in parent and seen < 4096:
                 p = parent[p]
@@ -268,32 +278,20 @@ class Worker:
         return parse_python_command(cmd, self.interpreters)
 
     def op_exec(self, req: dict) -> dict:
-        """Run a command. With `check` (a dict), the command is a check: it must be one Python
-        program, run under `run_check`, and the answer's `check` says whether the seal came back."""
+        """Run a command. With `check` (a dict), the command is a task's check: one Python program,
+        run sealed (see run_check) in a process forked by the check zygote, and the answer's
+        `check` says whether the seal came back."""
         cmd: str = req["cmd"]
         env: dict = req.get("env") or {}
         timeout = float(req.get("timeout", 60))
-        cap = int(req.get("cap", 64 * 1024))
-        hard_cap = int(req.get("hard_cap", 16 * 1024 * 1024))
         limits = req.get("limits") or {}
         cwd = os.path.normpath(os.path.join(self.root, self.resolve(req.get("cwd") or ".")))
-        check = req.get("check")
+        if req.get("check") is not None:
+            return self.exec_check(req, cmd, env, timeout, limits, cwd)
         warm = self.warm_python(cmd, env) if req.get("warm", True) else None
-        spec = parse_python_command(cmd, self.interpreters) if check is not None else None
-        if check is not None and spec is None:
-            return {
-                "ok": True, "exit": 127, "stdout": "", "truncated": False, "output_bytes": 0,
-                "stderr": f"sandbox: a check must be one Python program (python FILE|-m MOD|-c CODE): {cmd}",
-                "killed": None, "duration": 0.0, "warm": False,
-                "check": {"sealed": False, "notes": ["violation the check is not one Python program"]},
-            }  # fmt: skip
         self.reap()  # orphans killed with an earlier command's process group
-
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        if check is not None:
-            seal_r, seal_w = os.pipe()
-            chan_r, chan_w = os.pipe()
         sys.stdout.flush()
         started = time.monotonic()
         pid = os.fork()
@@ -301,27 +299,13 @@ class Worker:
             try:
                 os.setsid()
                 null = os.open(os.devnull, os.O_RDONLY)
-                fds = {0: null, 1: out_w, 2: err_w}
-                if check is not None:
-                    fds.update({CHECK_SEAL_FD: seal_r, CHECK_CHAN_FD: chan_w})
-                place_fds(fds)
+                place_fds({0: null, 1: out_w, 2: err_w})
                 if self.task_uid is not None:
                     become_task_user(self.task_uid)
                 else:
                     prctl(PR_SET_DUMPABLE, 1)  # the worker is not dumpable; its commands are
                 os.chdir(cwd)
                 apply_limits(limits, timeout)
-                if check is not None:
-                    if warm is not None:
-                        run_check(spec, env, cwd, check, CHECK_SEAL_FD, CHECK_CHAN_FD)
-                    payload = {"spec": [*spec[:3], sorted(spec[3])], "check": check,
-                               "seal_fd": CHECK_SEAL_FD, "chan_fd": CHECK_CHAN_FD}  # fmt: skip
-                    here = os.path.abspath(__file__)
-                    os.execve(
-                        sys.executable,
-                        [sys.executable, "-I", "-B", here, "--run-check", json.dumps(payload)],
-                        env,
-                    )
                 if warm is None:
                     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                         signal.signal(sig, signal.SIG_DFL)
@@ -334,24 +318,103 @@ class Worker:
                     os._exit(127)
         os.close(out_w)
         os.close(err_w)
-        seal = b""
-        chan = bytearray()
-        if check is not None:
-            os.close(seal_r)
-            os.close(chan_w)
-            # made now, after the fork: the check's process never had it in memory, only in the pipe
-            seal = os.urandom(SEAL_LEN // 2).hex().encode()
+
+        def status() -> int:
+            return os.waitpid(pid, 0)[1]
+
+        resp = self.pump(req, pid, out_r, err_r, None, b"", started, timeout, status)
+        resp["warm"] = warm is not None
+        return resp
+
+    def exec_check(self, req: dict, cmd: str, env: dict, timeout: float, limits: dict, cwd: str) -> dict:
+        check: dict = req["check"]
+        spec = parse_python_command(cmd, self.interpreters)
+        if spec is None:
+            return {
+                "ok": True, "exit": 127, "stdout": "", "truncated": False, "output_bytes": 0,
+                "stderr": f"sandbox: a check must be one Python program (python FILE|-m MOD|-c CODE): {cmd}",
+                "killed": None, "duration": 0.0, "warm": False,
+                "check": {"sealed": False, "notes": ["violation the check is not one Python program"]},
+            }  # fmt: skip
+        self.reap()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        seal_r, seal_w = os.pipe()
+        chan_r, chan_w = os.pipe()
+        job = {"spec": [*spec[:3], sorted(spec[3])], "check": check, "env": env, "cwd": cwd,
+               "limits": limits, "timeout": timeout}  # fmt: skip
+        started = time.monotonic()
+        warm = bool(req.get("warm", True))
+        zygote: Zygote | None = None
+        if warm:
+            try:
+                zygote = self.zygote()
+                if zygote.info.get("uid") == 0:
+                    job["uid"] = self.task_uid
+                pid = zygote.start_check(job, [out_w, err_w, seal_r, chan_w])
+            except (OSError, ValueError) as exc:  # no zygote: a new interpreter for this check
+                sys.stderr.write(
+                    f"sandbox: check zygote unavailable ({exc}); checking in a new interpreter\n"
+                )
+                zygote, warm = None, False
+        if not warm:  # a new interpreter for this check: the runner as a program
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setsid()
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    place_fds({0: null, 1: out_w, 2: err_w, CHECK_SEAL_FD: seal_r, CHECK_CHAN_FD: chan_w})
+                    if self.task_uid is not None:
+                        become_task_user(self.task_uid)
+                    os.chdir(cwd)
+                    apply_limits(limits, timeout)
+                    job.update(seal_fd=CHECK_SEAL_FD, chan_fd=CHECK_CHAN_FD)
+                    exe, argv, zenv = self.check_interpreter("--run-check", json.dumps(job))
+                    os.execve(exe, argv, zenv)
+                except BaseException as exc:
+                    try:
+                        os.write(2, f"sandbox: cannot start the check: {exc}\n".encode())
+                    finally:
+                        os._exit(127)
+        for fd in (out_w, err_w, seal_r, chan_w):
+            os.close(fd)
+        # made now, after the fork: the check's process never had it in memory, only in the pipe
+        seal = os.urandom(SEAL_LEN // 2).hex().encode()
+        with contextlib.suppress(OSError):  # the check's process may be gone already: no seal, no pass
             os.write(seal_w, seal)
-            os.close(seal_w)
+        os.close(seal_w)
+
+        def status() -> int:
+            return os.waitpid(pid, 0)[1] if zygote is None else zygote.wait_check(pid)
+
+        resp = self.pump(req, pid, out_r, err_r, chan_r, seal, started, timeout, status)
+        resp["warm"] = warm
+        return resp
+
+    def pump(
+        self,
+        req: dict,
+        pid: int,
+        out_r: int,
+        err_r: int,
+        chan_r: int | None,
+        seal: bytes,
+        started: float,
+        timeout: float,
+        wait_status: object,
+    ) -> dict:
+        """Collect a command's output (capped), kill its group at the deadline or past the hard output
+        cap, and answer with how it ended; `chan_r`: a check's channel, scanned for the seal."""
+        cap = int(req.get("cap", 64 * 1024))
+        hard_cap = int(req.get("hard_cap", 16 * 1024 * 1024))
         marker = SEAL_DONE + seal + b"\n"
         sealed = False
         tail = b""
+        chan = bytearray()
         pidfd = os.pidfd_open(pid)
         bufs = {out_r: bytearray(), err_r: bytearray()}
         total = 0
-        open_fds = {out_r, err_r}
-        if check is not None:
-            open_fds.add(chan_r)
+        open_fds = {out_r, err_r, *([chan_r] if chan_r is not None else [])}
         killed = None
         status = None
         deadline = started + timeout
@@ -372,7 +435,7 @@ class Worker:
             for fd, _ev in poller.poll(wait_ms):
                 if fd == pidfd:
                     if status is None:
-                        _, status = os.waitpid(pid, 0)
+                        status = wait_status()  # type: ignore[operator]
                         exited_at = time.monotonic()
                     poller.unregister(pidfd)
                     continue
@@ -381,7 +444,7 @@ class Worker:
                     poller.unregister(fd)
                     open_fds.discard(fd)
                     continue
-                if check is not None and fd == chan_r:
+                if fd == chan_r:
                     window = tail + chunk
                     sealed = sealed or marker in window
                     tail = window[-len(marker) :]
@@ -397,10 +460,10 @@ class Worker:
                     kill_group(pid)
         kill_group(pid)
         os.close(pidfd)
-        for fd in (out_r, err_r, *([chan_r] if check is not None else [])):
+        for fd in (out_r, err_r, *([chan_r] if chan_r is not None else [])):
             os.close(fd)
         if status is None:
-            _, status = os.waitpid(pid, 0)
+            status = wait_status()  # type: ignore[operator]
         self.wait_group_gone(pid)
         exit_code = os.waitstatus_to_exitcode(status)
         if exit_code < 0 and killed is None:
@@ -415,11 +478,38 @@ class Worker:
             "output_bytes": total,
             "killed": killed,
             "duration": time.monotonic() - started,
-            "warm": warm is not None,
         }
-        if check is not None:
+        if chan_r is not None:
             resp["check"] = {"sealed": sealed, "notes": channel_notes(bytes(chan).replace(seal, b"<seal>"))}
         return resp
+
+    # ---- the check zygote -----------------------------------------------------------------
+
+    def check_interpreter(self, *args: str) -> tuple[str, list[str], dict]:
+        """How to start a check's interpreter: the execute-only copy (the kernel makes a process that
+        runs a binary it cannot read non-dumpable: no other process of its uid, its own children
+        included, can read its memory), with this interpreter's stdlib (PYTHONHOME: from a copy
+        elsewhere the interpreter cannot find it), no script dir on sys.path (-P), no user site."""
+        exe = self.check_python or sys.executable
+        env = {
+            "PYTHONHOME": sys.base_prefix,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+        }
+        here = os.path.abspath(__file__)
+        return exe, [exe, "-P", "-s", "-B", here, *args], env
+
+    def zygote(self) -> Zygote:
+        """The running check zygote; a new one when it died (not when it was root: this process
+        cannot start another root one, so checks then get a new interpreter each)."""
+        z = self.check_zygote
+        if z is None or not z.alive():
+            if z is not None:
+                z.close()
+                if z.info.get("uid") == 0:
+                    raise OSError("the root check zygote is gone")
+            self.check_zygote = z = Zygote.start(self)
+        return z
 
     # ---- a way out to the model gateway, and nothing else -----------------------------------
 
@@ -439,7 +529,9 @@ class Worker:
         return {"ok": True, "port": lst.getsockname()[1]}
 
     def op_ping(self, req: dict) -> dict:
+        zygote = self.check_zygote.info if self.check_zygote is not None else None
         return {
+            "check_zygote": zygote,
             "ok": True,
             "pid": os.getpid(),
             "uid": os.getuid(),
@@ -516,6 +608,140 @@ def place_fds(fds: dict[int, int]) -> None:
     for target, fd in high.items():
         os.dup2(fd, target)
     os.closerange(max(fds) + 1, 65536)
+
+
+class Zygote:
+    """The check zygote: a fresh interpreter (never ctypes) that forks one process per check.
+
+    Started from the execute-only copy of the interpreter (see Worker.check_interpreter). When the
+    sandbox starts as root, the zygote is started before the worker drops root and stays root: each
+    check it forks becomes the task uid, which clears every capability and makes it non-dumpable,
+    and task code can neither signal nor read the zygote. Otherwise it runs as the one uid of the
+    sandbox, non-dumpable (the copy): task code can kill it (the worker starts another, and a
+    check it orphaned is the worker's to reap) but not read or change its memory. It speaks
+    SOCK_SEQPACKET: a job (JSON, with the check's stdout, stderr, seal and channel pipes as
+    SCM_RIGHTS) -> {"pid"}, then {"pid", "status"} when that process ends.
+    """
+
+    def __init__(self, pid: int, sock: socket.socket, info: dict) -> None:
+        self.pid, self.sock, self.info = pid, sock, info
+
+    @classmethod
+    def start(cls, worker: Worker) -> Zygote:
+        """A zygote of this process's uid (root before the worker drops it, see main)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        exe, argv, env = worker.check_interpreter("--check-zygote")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                place_fds({0: null, 1: null, 2: 2, 3: child.fileno()})
+                os.execve(exe, argv, env)
+            except BaseException as exc:
+                try:
+                    os.write(2, f"sandbox: cannot start the check zygote: {exc}\n".encode())
+                finally:
+                    os._exit(127)
+        child.close()
+        parent.settimeout(30)
+        try:
+            info = json.loads(parent.recv(4096) or b"{}")
+        except (OSError, ValueError):
+            info = {}
+        if not info.get("ready"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise OSError("the check zygote did not start (see worker.log)")
+        return cls(pid, parent, info)
+
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def start_check(self, job: dict, fds: list[int]) -> int:
+        self.sock.settimeout(30)
+        socket.send_fds(self.sock, [json.dumps(job).encode()], fds)
+        reply = json.loads(self.sock.recv(4096) or b"{}")
+        if "pid" not in reply:
+            raise OSError(f"the check zygote did not start the check: {reply}")
+        return int(reply["pid"])
+
+    def wait_check(self, pid: int) -> int:
+        """The check's wait status, as the zygote (its parent) saw it. If the check killed the zygote
+        (kill -1), the check was re-parented to the worker, a subreaper: then it is ours to reap."""
+        self.sock.settimeout(60)
+        try:
+            reply = json.loads(self.sock.recv(4096) or b"{}")
+        except (OSError, ValueError):
+            reply = {}
+        if reply.get("pid") == pid and "status" in reply:
+            return int(reply["status"])
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return signal.SIGKILL  # a wait status: killed by SIGKILL
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.sock.close()
+
+
+def zygote_main() -> None:
+    """`--check-zygote`: serve the worker on fd 3 (see Zygote). Never imports ctypes."""
+    sock = socket.socket(fileno=3)
+    completed_call_span()
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    try:
+        dumpable = os.stat(f"/proc/{os.getpid()}/mem").st_uid == os.getuid()
+    except OSError:
+        dumpable = None
+    info = {"ready": True, "uid": os.getuid(), "dumpable": dumpable, "ctypes": "_ctypes" in sys.modules}
+    sock.send(json.dumps(info).encode())
+    python = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "python")
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+        except OSError:
+            return
+        if not msg:
+            return  # the worker is gone
+        job = json.loads(msg)
+        pid = os.fork()
+        if pid == 0:  # the check's process: never returns
+            try:
+                sock.close()
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDONLY)
+                place_fds({0: null, 1: fds[0], 2: fds[1], CHECK_SEAL_FD: fds[2], CHECK_CHAN_FD: fds[3]})
+                apply_limits(job["limits"], float(job["timeout"]))
+                uid = job.get("uid")
+                if uid is not None:  # root to the task uid: no capability left, not dumpable
+                    os.setgroups([])
+                    os.setresgid(uid, uid, uid)
+                    os.setresuid(uid, uid, uid)
+                os.chdir(job["cwd"])
+                if os.path.exists(python):  # what the program's own `sys.executable` children run
+                    sys.executable = python
+                spec = [*job["spec"][:3], set(job["spec"][3])]
+                run_check(spec, job["env"], job["cwd"], job["check"], CHECK_SEAL_FD, CHECK_CHAN_FD)
+            except BaseException as exc:
+                try:
+                    os.write(2, f"sandbox: cannot start the check: {exc}\n".encode())
+                finally:
+                    os._exit(127)
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps({"pid": pid}).encode())
+        _, status = os.waitpid(pid, 0)
+        sock.send(json.dumps({"pid": pid, "status": status}).encode())
 
 
 def channel_notes(data: bytes) -> list[str]:
@@ -759,6 +985,12 @@ SEAL_DONE = b"goat-seal done "
 NOTE_PREFIX = "goat-check "
 CHECK_SEAL_FD, CHECK_CHAN_FD = 3, 4  # in the check's process (local sandbox)
 CUSTOMIZE = ("sitecustomize", "usercustomize")
+# modules that read and write raw memory without an audit event (ctypes.memmove, a 'z' _SimpleCData,
+# CPython's test C modules): a check's process never has them, and may not import them
+NATIVE_DOORS = frozenset(
+    {"ctypes", "_ctypes", "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase",
+     "_testimportmultiple", "_testsinglephase", "_xxtestfuzz", "_testclinic"}
+)  # fmt: skip
 DENIED_EVENTS = {
     "gc.get_objects": "walked the interpreter's objects (gc.get_objects)",
     "gc.get_referrers": "walked the interpreter's objects (gc.get_referrers)",
@@ -795,7 +1027,6 @@ def run_check(spec: list, env: dict, cwd: str, check: dict, seal_fd: int, chan_f
 
     baseline = (atexit._ncallbacks(), sys.excepthook)  # what the interpreter had before the program
     prepare_interpreter(env, flags)
-    prctl(PR_SET_DUMPABLE, 0)  # other processes of this uid (its own children) cannot read its memory
     sys.addaudithook(hook)
     outcome: BaseException | None = None
     try:
@@ -1019,6 +1250,9 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
             if path.endswith(suffixes) or real.endswith(suffixes):
                 check_module(normpath(path))
         elif event == "import":
+            name = args[0] if args and type(args[0]) is str else ""
+            if name.partition(".")[0] in NATIVE_DOORS:
+                violation(f"imported {name} (raw memory access)")
             if len(args) > 1 and type(args[1]) is str:  # an extension module's file
                 check_module(normpath(args[1]))
         elif event in ("marshal.loads", "marshal.load"):
@@ -1081,6 +1315,8 @@ def run_check_main(payload: str) -> None:
     """`python -I -B sandbox_worker.py --run-check JSON`: a check in a new interpreter (the local
     sandbox without warm forks, the Modal sandbox). JSON: spec, check, seal_fd, chan_fd."""
     req = json.loads(payload)
+    if "cwd" in req:
+        os.chdir(req["cwd"])
     seal_fd = int(req["seal_fd"])
     if seal_fd == 0:  # the seal came on stdin: the program gets /dev/null there, as everywhere
         seal_fd = os.dup(0)
@@ -1089,7 +1325,7 @@ def run_check_main(payload: str) -> None:
         os.close(null)
     run_check(
         [*req["spec"][:3], set(req["spec"][3])],
-        dict(os.environ),
+        req["env"] if "env" in req else dict(os.environ),
         os.getcwd(),
         req.get("check") or {},
         seal_fd,
@@ -1142,17 +1378,32 @@ def print_user_traceback(exc: BaseException) -> None:
     traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
 
 
-LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC = None
+
+
+def libc() -> object:
+    """The C library through ctypes, loaded on first use: only the worker's privileged set-up needs
+    it. A check's process never loads ctypes (a ctypes in the interpreter is a memory reader that no
+    audit event reports: ctypes.memmove, a `_SimpleCData` subclass of type 'z')."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def prctl(option: int, value: int) -> None:
-    if LIBC.prctl(option, value, 0, 0, 0) != 0:
+    import ctypes
+
+    if libc().prctl(option, value, 0, 0, 0) != 0:  # type: ignore[attr-defined]
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}, {value}): {os.strerror(err)}")
 
 
 def capset(caps: tuple[int, ...]) -> None:
     """Set this thread's effective and permitted capabilities to exactly `caps` (none inheritable)."""
+    import ctypes
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -1172,7 +1423,7 @@ def capset(caps: tuple[int, ...]) -> None:
         word = (mask >> (32 * i)) & 0xFFFFFFFF
         data[i].effective = data[i].permitted = word
     header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    if LIBC.capset(ctypes.byref(header), data) != 0:
+    if libc().capset(ctypes.byref(header), data) != 0:  # type: ignore[attr-defined]
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
 
@@ -1191,9 +1442,10 @@ def become_worker_user(uid: int, task_uid: int) -> None:
     os.setresuid(uid, uid, uid)
     prctl(PR_SET_KEEPCAPS, 0)
     capset(WORKER_CAPS)
-    LIBC.setfsgid(task_uid)
-    LIBC.setfsuid(task_uid)
-    if LIBC.setfsuid(-1) != task_uid or LIBC.setfsgid(-1) != task_uid:  # -1 only reports it
+    lib = libc()
+    lib.setfsgid(task_uid)  # type: ignore[attr-defined]
+    lib.setfsuid(task_uid)  # type: ignore[attr-defined]
+    if lib.setfsuid(-1) != task_uid or lib.setfsgid(-1) != task_uid:  # type: ignore[attr-defined]
         raise OSError(f"could not set the file-system uid/gid to {task_uid}")
 
 
@@ -1211,11 +1463,15 @@ def main() -> None:
 
     if sys.argv[1:2] == ["--run-check"]:  # a check in a new interpreter (see run_check_main)
         run_check_main(sys.argv[2])
+    if sys.argv[1:2] == ["--check-zygote"]:  # the process checks are forked from (see Zygote)
+        zygote_main()
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--tmp", default=None, help="a private /tmp to empty between tasks")
     ap.add_argument("--uid", type=int, default=None, help="the uid task commands run as (from root)")
     ap.add_argument("--worker-uid", type=int, default=None, help="the worker's own uid (from root)")
+    ap.add_argument("--check-python", default=None, help="the execute-only interpreter of checks")
     args = ap.parse_args()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -1225,12 +1481,15 @@ def main() -> None:
         with contextlib.suppress(ImportError):
             __import__(name)
     task_uid = None
+    worker = Worker(args.root, args.tmp, None, args.check_python)
+    with contextlib.suppress(OSError, ValueError):
+        worker.zygote()  # now (as root, if root): the first check does not wait for it
     if args.uid is not None and os.geteuid() == 0:
         if args.worker_uid is None or args.worker_uid == args.uid:
             ap.error("--uid needs a different --worker-uid: task code must not be able to signal the worker")
         become_worker_user(args.worker_uid, args.uid)
         task_uid = args.uid
-    worker = Worker(args.root, args.tmp, task_uid)
+    worker.task_uid = task_uid
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(b'{"ok": true, "ready": true}\n')
     out.flush()
@@ -1247,6 +1506,8 @@ def main() -> None:
         out.write(json.dumps(resp).encode() + b"\n")
         out.flush()
     worker.kill_all()  # the host went away: leave nothing behind
+    if worker.check_zygote is not None:
+        worker.check_zygote.close()
 
 
 if __name__ == "__main__":

@@ -108,7 +108,18 @@ ATTACKS: dict[str, tuple[str, dict[str, str], str | tuple[str, ...]]] = {
     "ctypes-memory": (
         "import ctypes\nctypes.string_at(id(0), 16)\n" + GOOD,
         {},
-        "refused: used ctypes (ctypes.string_at)",
+        "refused: imported ctypes (raw memory access)",
+    ),
+    "ctypes-from-the-harness": (  # the worker uses ctypes; a check's process must not have it at all
+        "import sys\nmods = []\nfr = sys._getframe()\nwhile fr is not None:\n"
+        "    mods.append(fr.f_globals.get('ctypes') or fr.f_globals.get('LIBC'))\n    fr = fr.f_back\n"
+        "seen, todo = set(), [object]\nwhile todo:\n    for k in type.__subclasses__(todo.pop()):\n"
+        "        if k not in seen:\n            seen.add(k)\n            todo.append(k)\n"
+        "assert not [m for m in mods if m is not None], 'ctypes reachable from frames'\n"
+        "assert not [k for k in seen if 'ctypes' in k.__module__], 'ctypes classes alive'\n"
+        "assert '_ctypes' not in sys.modules\nimport _ctypes\n" + GOOD,
+        {},
+        "refused: imported _ctypes (raw memory access)",
     ),
     "hand-made-bytecode": (
         "import marshal\ncode = marshal.loads(marshal.dumps(compile('1', 'x', 'eval')))\n" + GOOD,
@@ -125,6 +136,16 @@ ATTACKS: dict[str, tuple[str, dict[str, str], str | tuple[str, ...]]] = {
         "import os\nos.symlink('/proc/self/mem', 'm')\nopen('m', 'rb')\n" + GOOD,
         {},
         "refused: opened process memory",
+    ),
+    "children-read-the-checks-memory": (  # a new program reads its parent's (the check's) memory
+        "import os, subprocess, sys\n"
+        "code = ('import os\\npid = os.getppid()\\n'\n"
+        '        \'lo = int(open(f"/proc/{pid}/maps").readline().split("-")[0], 16)\\n\'\n'
+        '        \'f = open(f"/proc/{pid}/mem", "rb")\\nf.seek(lo)\\nprint(len(f.read(64)))\\n\')\n'
+        "r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n"
+        "assert r.returncode == 0, r.stderr.strip().splitlines()[-1]\n" + GOOD,
+        {},
+        "PermissionError: [Errno 13] Permission denied",
     ),
     "ask-for-the-seal-early": (  # poke every descriptor as if it were the keeper's, then wait
         "import os, time\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'g')\n"
@@ -220,9 +241,16 @@ def _outcomes(journal_dir: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _assert_caught(outcomes: dict[str, tuple[str, str]]) -> None:
+# In a Modal sandbox a check runs as the image's user, root by default: a root child process may
+# read its parent's memory (README: what a check may rely on)
+MODAL_ROOT = frozenset({"children-read-the-checks-memory"})
+
+
+def _assert_caught(outcomes: dict[str, tuple[str, str]], skip: frozenset[str] = frozenset()) -> None:
     problems = []
     for tid, (_sol, _extra, note) in ATTACKS.items():
+        if tid in skip:
+            continue
         status, got = outcomes[tid]
         if status != "failed" or not any(n in got for n in ((note,) if isinstance(note, str) else note)):
             problems.append(f"{tid}: {status}: {got!r} (expected a note with {note!r})")
@@ -257,7 +285,7 @@ def test_every_attack_fails_with_a_note_in_the_modal_sandbox(goat_home: Path, tm
     # sandbox's /workspace is a temporary directory, so notes name that path instead
     work = str(tmp_path / "workspace")
     outcomes = {k: (st, note.replace(work, "/workspace")) for k, (st, note) in outcomes.items()}
-    _assert_caught(outcomes)
+    _assert_caught(outcomes, skip=MODAL_ROOT)
 
 
 @pytest.mark.parametrize("sealed_line", ["goat-seal done " + "0" * 32, "goat-check outcome returned"])
