@@ -15,18 +15,27 @@ Objects (all in schema main):
   calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
                  filled in from end_time - start_time when missing
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
-  run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
-                 tokens, and `recency` (1 = the latest run of its (model, suite))
+  run_intervals  one row per run: planned attempts, scored, coverage (scored / planned), pass rate with
+                 its 95% interval (Wilson with one epoch; task-clustered, Miller 2024, with several),
+                 and the same for errors counted as failures (strict_pass_rate, strict_ci_low/high)
+  run_summary    one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
+                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite))
   leaderboard    run_summary of the latest run per (model, suite)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
-  macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
+  task_health    one row per task of each suite's current version (its newest run's): the latest oracle
+                 run's outcome, how many models' latest runs scored / passed / failed it, models whose
+                 epochs disagree (flaky), infra errors; `flags`: oracle fails, flaky, every model
+                 fails / passes (2+ models), infra errors
+  macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
   timeout, agent or budget) and are never scored: pass_rate = passed / (passed + failed).
-- The 95% interval is Wilson's score interval over scored attempts (z = 1.95996). With epochs > 1 the
-  attempts of one task are not independent, so the interval is then somewhat too narrow.
+- The 95% interval (z = 1.95996): Wilson's score interval over scored attempts for a run of one epoch;
+  with epochs > 1, s +- z SE with the task-clustered SE of Miller 2024 (analysis/stats.py: attempts of
+  one task are not independent). Coverage = scored / planned attempts; the strict pass rate counts
+  errors as failures (passed / planned), so a run with many errors cannot look better than it is.
 - pass@k (Chen et al. 2021, unbiased estimator 1 - C(n-c, k) / C(n, k), n scored and c passed attempts
   of a task, averaged over tasks with n >= k) with k = the run's number of epochs, when that is > 1.
   `pass_at(k)` gives any other k.
@@ -52,12 +61,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Literal
 
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis.stats import Z95
 from goat_dagster.tracing.schema import TraceRecord
 
 # DESIGN §6: the results row. Order and names are the contract.
@@ -85,7 +94,7 @@ RESULT_COLUMNS: dict[str, str] = {
 
 ERROR_KINDS = ("infra", "timeout", "agent", "budget")
 
-Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+Z_95 = Z95  # 1.959963984540054, the one z of every 95% interval (analysis/stats.py)
 
 META_TABLE = "goat_warehouse_meta"
 LOCK_TIMEOUT_S = 10.0
@@ -219,6 +228,69 @@ SELECT *,
 FROM judged""",
     ),
     (
+        "clustered_se",
+        "MACRO",
+        """CREATE OR REPLACE MACRO clustered_se(sq, cross_sum, n) AS
+CASE WHEN n > 1 THEN sqrt(greatest(0.0, sq / (n * (n - 1.0)) + cross_sum / (CAST(n AS DOUBLE) * n))) END""",
+    ),
+    (
+        "run_intervals",
+        "VIEW",
+        f"""CREATE OR REPLACE VIEW run_intervals AS
+WITH per_task AS (
+    SELECT run_id, suite, model, task_id,
+        count(*) AS planned,
+        count(*) FILTER (WHERE status IN ('passed', 'failed')) AS scored,
+        count(*) FILTER (WHERE status = 'passed') AS passed,
+        count(DISTINCT epoch) AS epochs
+    FROM results
+    GROUP BY run_id, suite, model, task_id
+), runs AS (
+    SELECT run_id, suite, model,
+        count(*) AS tasks,
+        max(epochs) AS epochs,
+        sum(planned) AS planned,
+        sum(scored) AS scored,
+        sum(passed) AS passed,
+        CAST(sum(passed) AS DOUBLE) / nullif(sum(scored), 0) AS m,
+        CAST(sum(passed) AS DOUBLE) / nullif(sum(planned), 0) AS ms
+    FROM per_task
+    GROUP BY run_id, suite, model
+), residuals AS (
+    SELECT r.run_id, r.suite, r.model,
+        t.passed * (1 - r.m) ^ 2 + (t.scored - t.passed) * r.m ^ 2 AS sq,
+        (t.passed - t.scored * r.m) ^ 2 AS s1sq,
+        t.passed * (1 - r.ms) ^ 2 + (t.planned - t.passed) * r.ms ^ 2 AS sq_strict,
+        (t.passed - t.planned * r.ms) ^ 2 AS s1sq_strict
+    FROM per_task t JOIN runs r USING (run_id, suite, model)
+), sums AS (
+    SELECT run_id, suite, model,
+        sum(sq) AS sq, sum(s1sq - sq) AS cross_sum,
+        sum(sq_strict) AS sq_strict, sum(s1sq_strict - sq_strict) AS cross_strict
+    FROM residuals
+    GROUP BY run_id, suite, model
+), se AS (
+    SELECT r.*,
+        clustered_se(s.sq, s.cross_sum, r.scored) AS cse,
+        clustered_se(s.sq_strict, s.cross_strict, r.planned) AS cse_strict
+    FROM runs r JOIN sums s USING (run_id, suite, model)
+)
+SELECT run_id, suite, model, tasks, epochs, planned, scored, passed,
+    planned - scored AS errors,
+    CAST(scored AS DOUBLE) / nullif(planned, 0) AS coverage,
+    m AS pass_rate,
+    CASE WHEN epochs > 1 THEN 'clustered' ELSE 'wilson' END AS ci_method,
+    CASE WHEN epochs > 1 THEN cse END AS se,
+    CASE WHEN epochs > 1 THEN greatest(0.0, m - {_z()} * cse) ELSE wilson_low(passed, scored) END AS ci_low,
+    CASE WHEN epochs > 1 THEN least(1.0, m + {_z()} * cse) ELSE wilson_high(passed, scored) END AS ci_high,
+    ms AS strict_pass_rate,
+    CASE WHEN epochs > 1 THEN greatest(0.0, ms - {_z()} * cse_strict)
+        ELSE wilson_low(passed, planned) END AS strict_ci_low,
+    CASE WHEN epochs > 1 THEN least(1.0, ms + {_z()} * cse_strict)
+        ELSE wilson_high(passed, planned) END AS strict_ci_high
+FROM se""",
+    ),
+    (
         "run_summary",
         "VIEW",
         """CREATE OR REPLACE VIEW run_summary AS
@@ -277,8 +349,15 @@ SELECT
     r.passed, r.failed, r.errors,
     r.errors_infra, r.errors_timeout, r.errors_agent, r.errors_budget, r.errors_other, r.invalid_rows,
     CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
-    wilson_low(r.passed, r.passed + r.failed) AS ci_low,
-    wilson_high(r.passed, r.passed + r.failed) AS ci_high,
+    ri.ci_low,
+    ri.ci_high,
+    ri.ci_method,
+    ri.se,
+    ri.planned,
+    ri.coverage,
+    ri.strict_pass_rate,
+    ri.strict_ci_low,
+    ri.strict_ci_high,
     CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
     pk.pass_at_k,
     pk.pass_at_k_tasks,
@@ -294,6 +373,7 @@ SELECT
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
 FROM runs r
+LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
 LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
 LEFT JOIN run_calls c ON c.run_id = r.run_id""",
     ),
@@ -312,6 +392,68 @@ SELECT o.* FROM task_outcomes o
 JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
 WHERE s.recency = 1
 ORDER BY o.suite, o.task_id, o.model""",
+    ),
+    (
+        "task_health",
+        "VIEW",
+        """CREATE OR REPLACE VIEW task_health AS
+WITH runs AS (
+    SELECT run_id, suite, model, agent, suite_version,
+        min(started_at) AS started_at, max(finished_at) AS finished_at
+    FROM results
+    GROUP BY run_id, suite, model, agent, suite_version
+), current_version AS (
+    SELECT suite, arg_max(suite_version, started_at) AS suite_version FROM runs GROUP BY suite
+), picked AS (
+    SELECT r.*, r.agent = 'oracle' AS is_oracle
+    FROM runs r JOIN current_version v USING (suite, suite_version)
+    QUALIFY row_number() OVER (
+        PARTITION BY r.suite, r.model, r.agent = 'oracle'
+        ORDER BY r.started_at DESC, r.finished_at DESC, r.run_id DESC
+    ) = 1
+), oracle_run AS (
+    SELECT suite, run_id FROM picked WHERE is_oracle
+    QUALIFY row_number() OVER (PARTITION BY suite ORDER BY started_at DESC, run_id DESC) = 1
+), oracle AS (
+    SELECT o.suite, o.task_id, o.outcome FROM task_outcomes o JOIN oracle_run USING (suite, run_id)
+), models AS (
+    SELECT o.suite, o.task_id, o.model, o.outcome, o.scored, o.passed
+    FROM task_outcomes o JOIN picked p ON o.run_id = p.run_id
+    WHERE NOT p.is_oracle
+), infra AS (
+    SELECT r.suite, r.task_id,
+        count(*) FILTER (WHERE r.status = 'error' AND r.error_kind = 'infra') AS infra_errors,
+        count(*) FILTER (WHERE r.status = 'error') AS errors
+    FROM results r JOIN current_version USING (suite, suite_version)
+    GROUP BY r.suite, r.task_id
+), counted AS (
+    SELECT i.suite, i.task_id,
+        any_value(ot.outcome) AS oracle,
+        count(m.model) FILTER (WHERE m.scored > 0) AS models_scored,
+        count(m.model) FILTER (WHERE m.outcome = 'passed') AS models_passed,
+        count(m.model) FILTER (WHERE m.outcome = 'failed') AS models_failed,
+        count(m.model) FILTER (WHERE m.passed > 0 AND m.passed < m.scored) AS flaky_models,
+        string_agg(m.model, ',' ORDER BY m.model) FILTER (WHERE m.passed > 0 AND m.passed < m.scored)
+            AS flaky_in,
+        any_value(i.infra_errors) AS infra_errors,
+        any_value(i.errors) AS errors
+    FROM infra i
+    LEFT JOIN models m USING (suite, task_id)
+    LEFT JOIN oracle ot USING (suite, task_id)
+    GROUP BY i.suite, i.task_id
+)
+SELECT c.suite, v.suite_version, c.task_id, c.oracle, c.models_scored, c.models_passed, c.models_failed,
+    c.flaky_models, c.flaky_in, c.infra_errors, c.errors,
+    list_filter([
+        CASE WHEN c.oracle = 'failed' THEN 'oracle fails' END,
+        CASE WHEN c.oracle = 'error' THEN 'oracle errors' END,
+        CASE WHEN c.flaky_models > 0 THEN 'flaky' END,
+        CASE WHEN c.models_scored >= 2 AND c.models_passed = 0 THEN 'every model fails' END,
+        CASE WHEN c.models_scored >= 2 AND c.models_passed = c.models_scored THEN 'every model passes' END,
+        CASE WHEN c.infra_errors > 0 THEN 'infra errors' END
+    ], lambda f: f IS NOT NULL) AS flags
+FROM counted c JOIN current_version v USING (suite)
+ORDER BY c.suite, c.task_id""",
     ),
     (
         "pass_at",
