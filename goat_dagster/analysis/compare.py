@@ -223,3 +223,70 @@ def comparison_text(c: Comparison) -> str:
                 + (f", … ({len(tasks) - 50} more)" if len(tasks) > 50 else "")
             )
     return "\n".join(lines)
+
+
+# ---- regression between a model's consecutive runs ----------------------------------------------
+
+
+class Regression(BaseModel):
+    """A run against the model's previous run of the same suite version and agent."""
+
+    run_id: str | None = None
+    previous_run_id: str | None = None
+    comparison: Comparison | None = None
+    dropped: bool = Field(default=False, description="the pass rate fell, significantly")
+    description: str = ""
+
+
+def previous_run_in(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """The run of the same model, suite, suite version and agent that started last before `run_id`."""
+    row = con.execute(
+        """SELECT p.run_id FROM run_summary s
+           JOIN run_summary p ON p.model = s.model AND p.suite = s.suite
+               AND p.suite_version IS NOT DISTINCT FROM s.suite_version
+               AND p.agent IS NOT DISTINCT FROM s.agent
+               AND p.run_id != s.run_id
+               AND (p.started_at, p.finished_at, p.run_id) < (s.started_at, s.finished_at, s.run_id)
+           WHERE s.run_id = ?
+           ORDER BY p.started_at DESC, p.finished_at DESC, p.run_id DESC LIMIT 1""",
+        [run_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def latest_run_in(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    row = con.execute(
+        """SELECT run_id FROM run_summary WHERE model = ?
+           ORDER BY started_at DESC, finished_at DESC, run_id DESC LIMIT 1""",
+        [model],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def regression(
+    model: str, run_id: str | None = None, paths: config.GoatPaths | None = None, alpha: float = ALPHA
+) -> Regression:
+    """Did `run_id` (default: the model's newest run) drop significantly against the previous run
+    of the same suite version and agent? (compare_in's test: McNemar with one epoch, else the paired
+    interval.)"""
+    with open_snapshot(paths) as snap:
+        run_id = run_id or latest_run_in(snap.con, model)
+        if run_id is None:
+            return Regression(description=f"no run of {model} in the results lake yet")
+        _run_info(snap.con, run_id)  # an unknown run is an error, not "no regression"
+        prev = previous_run_in(snap.con, run_id)
+        if prev is None:
+            return Regression(
+                run_id=run_id,
+                description=f"{run_id}: no earlier run of {model} with this suite version and agent",
+            )
+        c = compare_in(snap.con, prev, run_id, alpha)
+    dropped = c.significant and c.difference is not None and c.difference < 0
+    verdict = "significant drop" if dropped else "no significant drop"
+    return Regression(
+        run_id=run_id,
+        previous_run_id=prev,
+        comparison=c,
+        dropped=dropped,
+        description=f"{verdict} against {prev}: {c.summary()}",
+    )
