@@ -1121,9 +1121,23 @@ def completed_call_span() -> tuple[int, int]:
     return _SPAN
 
 
-def _real(path: str, lstat: object, readlink: object) -> str:
-    """The real path of an absolute `path`, from captured lstat/readlink (not os.path.realpath:
-    the program may have replaced os functions by the time this runs)."""
+def _norm(path: str) -> str:
+    """os.path.normpath of an absolute path with str methods only (no os or posixpath lookups)."""
+    out: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(part)
+    return "/" + "/".join(out)
+
+
+def _real(path: str, lstat: object, readlink: object, is_link: object, os_error: type) -> str:
+    """The real path of an absolute `path`, from captured lstat/readlink/S_ISLNK and str methods
+    only (not os.path.realpath: the program may have replaced os functions by then)."""
     parts = [p for p in path.split("/") if p and p != "."]
     out: list[str] = []
     hops = 0
@@ -1136,10 +1150,10 @@ def _real(path: str, lstat: object, readlink: object) -> str:
         cand = "/" + "/".join([*out, part])
         try:
             mode = lstat(cand).st_mode  # type: ignore[operator]
-        except OSError:
+        except os_error:
             out.append(part)
             continue
-        if stat.S_ISLNK(mode) and hops < 40:
+        if is_link(mode) and hops < 40:  # type: ignore[operator]
             hops += 1
             target = readlink(cand)  # type: ignore[operator]
             if target.startswith("/"):
@@ -1154,8 +1168,14 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
     """The audit hook of a check's process (see the comment above run_check)."""
     from importlib.machinery import PathFinder
 
+    # Everything the hook uses once the program runs is bound here: the program can replace module
+    # attributes (os.path.join, stat.S_ISLNK) and builtins (type, len) before an audited event.
     write, exit_now, getframe, fsdecode = os.write, os._exit, sys._getframe, os.fsdecode
-    lstat, readlink, normpath, getcwd = os.lstat, os.readlink, os.path.normpath, os.getcwd
+    lstat, readlink, getcwd, is_link = os.lstat, os.readlink, os.getcwd, stat.S_ISLNK
+    real_path, norm, sys_module, prefix = _real, _norm, sys, NOTE_PREFIX
+    type_, str_, bytes_, list_, tuple_ = type, str, bytes, list, tuple
+    os_error, permission_error, natives = OSError, PermissionError, NATIVE_DOORS
+    normpath = os.path.normpath  # before the program only
     here = globals().get("__file__")  # none when the runner is `python -c` (the Modal sandbox)
     roots = (sys.base_prefix, sys.prefix, *([os.path.dirname(here)] if here else []))
     trusted = tuple({os.path.realpath(p) + "/" for p in roots})
@@ -1168,9 +1188,9 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
             return False
 
     expected = set(check.get("expected") or ())
-    test_files = {normpath(os.path.join(cwd, f)) for f in check.get("test_files") or ()}
+    test_files = {_norm(os.path.join(cwd, f)) for f in check.get("test_files") or ()}
     if script is not None:
-        test_files.add(normpath(script))  # the program itself is run, not imported
+        test_files.add(_norm(script))  # the program itself is run, not imported
     test_modules = set(check.get("test_modules") or ()) - expected
     stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(CUSTOMIZE)
     imported = {n for n in check.get("protect") or () if n not in stdlib and found_outside(n)}
@@ -1184,7 +1204,7 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
     suffixes = (".py", ".pyc", ".pyw", ".so")
 
     def violation(text: str) -> None:
-        write(chan_fd, ("\n" + NOTE_PREFIX + "violation " + text + "\n").encode("utf-8", "replace"))
+        write(chan_fd, ("\n" + prefix + "violation " + text + "\n").encode("utf-8", "replace"))
         exit_now(1)
 
     def module_name(path: str) -> tuple[str, str] | None:
@@ -1198,18 +1218,22 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
             name = name.split(".", 1)[0]
         else:
             return None
-        entries = sys.path
-        if type(entries) is not list:
+        entries = sys_module.path
+        if type_(entries) is not list_:
             violation("replaced sys.path with a non-list object")
-        dirs = {normpath(os.path.join(cwd, e)) for e in list.__iter__(entries) if type(e) is str}
-        return (name, head) if normpath(head) in dirs else None
+        dirs = {
+            norm(e if e.startswith("/") else cwd + "/" + e)
+            for e in list_.__iter__(entries)
+            if type_(e) is str_
+        }
+        return (name, head) if norm(head) in dirs else None
 
     def check_module(path: str) -> None:
         found = module_name(path)
-        if found is None or found[0] not in shadowed or normpath(path) in test_files:
+        if found is None or found[0] not in shadowed or path in test_files:
             return
         name, where = found
-        rel = os.path.relpath(path, cwd) if path.startswith(cwd + "/") else path
+        rel = path[len(cwd) + 1 :] if path.startswith(cwd + "/") else path
         violation(f"shadowing: {rel} (in {where}, on sys.path) shadows {shadowed[name]} {name!r}")
 
     # Before the program runs: a module the tests import (or a hidden test module) that the program's
@@ -1229,38 +1253,47 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
             violation(f"shadowing: {rel} (in {path0}, on sys.path) shadows {shadowed[name]} {name!r}")
 
     def hook(event: str, args: tuple) -> None:
-        if type(event) is not str:
+        if type_(event) is not str_ or type_(args) is not tuple_:
             return
         why = deny.get(event)
         if why is not None:
             violation(why)
         elif event == "open":
-            path = args[0]
-            if type(path) is bytes:
+            path = args[0] if args else None
+            if type_(path) is bytes_:
                 path = fsdecode(path)
-            if type(path) is not str:
+            if type_(path) is not str_:
                 return
             if not path.startswith("/"):
                 path = getcwd() + "/" + path
-            real = _real(path, lstat, readlink)
+            path = norm(path)
+            real = real_path(path, lstat, readlink, is_link, os_error)
             if real.rpartition("/")[2] == "mem" or path.rpartition("/")[2] == "mem":
                 violation(f"opened process memory ({path})")
             if real.endswith(".pyc") and not real.startswith(trusted):
-                raise PermissionError(f"goat check: bytecode outside the standard library is refused: {path}")
+                raise permission_error(
+                    f"goat check: bytecode outside the standard library is refused: {path}"
+                )
             if path.endswith(suffixes) or real.endswith(suffixes):
-                check_module(normpath(path))
+                check_module(path)
         elif event == "import":
-            name = args[0] if args and type(args[0]) is str else ""
-            if name.partition(".")[0] in NATIVE_DOORS:
+            name = args[0] if args and type_(args[0]) is str_ else ""
+            if name.partition(".")[0] in natives:
                 violation(f"imported {name} (raw memory access)")
-            if len(args) > 1 and type(args[1]) is str:  # an extension module's file
-                check_module(normpath(args[1]))
+            if (
+                args.__len__() > 1 and type_(args[1]) is str_ and args[1].startswith("/")
+            ):  # an extension's file
+                check_module(norm(args[1]))
         elif event in ("marshal.loads", "marshal.load"):
             if getframe(1).f_code.co_filename != importlib_file:
                 violation("loaded bytecode by hand (marshal)")
         elif event in ("sys.settrace", "sys.setprofile"):
-            if doctest_file is None or getframe(1).f_code.co_filename != doctest_file:
+            # doctest turns tracing off and back to what it saved: allowed while nothing was saved
+            caller = getframe(1)
+            if doctest_file is None or caller.f_code.co_filename != doctest_file:
                 violation(f"installed a trace function ({event}): it can skip or rewrite the tests' lines")
+            elif caller.f_locals.get("save_trace") is not None:
+                violation(f"restored a trace function through doctest ({event})")
         elif event.startswith("ctypes.") or event.startswith("sys.monitoring."):
             violation(f"used {event.split('.')[0]} ({event})")
 

@@ -95,6 +95,14 @@ ATTACKS: dict[str, tuple[str, dict[str, str], str | tuple[str, ...]]] = {
         {},
         "refused: installed a trace function (sys.settrace)",
     ),
+    "trace-through-doctest": (  # doctest may turn tracing off and back; not back to a forged tracer
+        "import doctest, sys\n"
+        "def tracer(frame, event, arg):\n    return tracer\n"
+        "sys.gettrace = lambda: tracer\n"
+        "doctest.DocTestRunner(verbose=False).run(doctest.DocTest([], {}, 'x', None, 0, None))\n" + WRONG,
+        {},
+        "refused: restored a trace function through doctest",
+    ),
     "walk-objects": (
         "import gc\nfor o in gc.get_objects():\n    pass\n" + GOOD,
         {},
@@ -146,6 +154,21 @@ ATTACKS: dict[str, tuple[str, dict[str, str], str | tuple[str, ...]]] = {
         "assert r.returncode == 0, r.stderr.strip().splitlines()[-1]\n" + GOOD,
         {},
         "PermissionError: [Errno 13] Permission denied",
+    ),
+    "patch-the-guards-helpers-then-read-memory": (  # the hook must not use what the program can patch
+        "import os, posixpath, stat\n"
+        "stat.S_ISLNK = lambda mode: False\nos.readlink = lambda p: 'harmless'\n"
+        "posixpath.normpath = lambda p: '/nowhere'\nos.path.join = lambda *a: '/nowhere'\n"
+        "os.symlink('/proc/self/mem', 'harmless')\nopen('harmless', 'rb')\n" + GOOD,
+        {},
+        "refused: opened process memory",
+    ),
+    "patch-the-guards-helpers-then-shadow": (
+        "import os, posixpath, sys\n"
+        "posixpath.normpath = lambda p: '/nowhere'\nos.path.join = lambda *a: '/nowhere'\n"
+        "sys.path.insert(0, os.getcwd() + '/lib')\nimport statistics\n" + GOOD,
+        {"lib/statistics.py": "mean = len\n"},
+        "refused: shadowing: lib/statistics.py",
     ),
     "ask-for-the-seal-early": (  # poke every descriptor as if it were the keeper's, then wait
         "import os, time\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'g')\n"
