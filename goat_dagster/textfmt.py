@@ -1,4 +1,5 @@
-"""Text rendering shared by the CLI, the domain code and the assets: terminal tables, markdown."""
+"""Text rendering shared by the CLI, the assets and the domain code: terminal tables, and the
+markdown tables the Dagster UI shows in metadata."""
 
 from __future__ import annotations
 

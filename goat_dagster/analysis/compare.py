@@ -28,8 +28,8 @@ import duckdb
 from pydantic import BaseModel, Field
 
 from goat_dagster import config
+from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.stats import mcnemar_exact, paired
-from goat_dagster.analysis.warehouse import open_snapshot, query
 
 ALPHA = 0.05
 

@@ -22,8 +22,9 @@ import duckdb
 
 from goat_dagster import config
 from goat_dagster.analysis.compare import Comparison, UnknownRunError, compare_in, paired_ranks
+from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.analysis.task_health import TaskHealth, task_health_in
-from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
+from goat_dagster.bench.lake import ERROR_KINDS
 from goat_dagster.textfmt import format_table, markdown_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
@@ -441,22 +442,12 @@ def paired_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + rule
 
 
+# a terminal is narrower: the details without the counts of tasks, epochs and calls, cost, tokens,
+# the interval's method and the coverage (the scored column stays)
 TEXT_COLUMNS = [
-    "rank",
-    "model",
-    "suite",
-    "run",
-    "scored",
-    "passed",
-    "failed",
-    "errors",
-    "pass@1",
-    "95% CI",
-    "errors as failures",
-    "pass@k",
-    "cost/solved",
-    "call p50/p95 s",
-    "task p50/p95 s",
+    c
+    for c in DETAIL_COLUMNS
+    if c not in ("tasks", "epochs", "cost", "calls", "tokens in/out", "interval", "scored/planned")
 ]
 
 

@@ -19,7 +19,7 @@ import duckdb
 from pydantic import BaseModel, Field
 
 from goat_dagster import config
-from goat_dagster.analysis.warehouse import open_snapshot, query
+from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.textfmt import format_table, markdown_table
 
 

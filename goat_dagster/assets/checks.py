@@ -26,7 +26,7 @@ from pydantic import Field
 
 from goat_dagster.analysis.compare import ALPHA, UnknownRunError, regression
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import load_registry
+from goat_dagster.resources.registry import RegistryResource
 
 BENCHMARK_RESULTS = AssetKey("benchmark_results")
 REGRESSION_CHECK = "no_significant_regression"
@@ -51,10 +51,10 @@ def materialized_run_id(context: AssetCheckExecutionContext, partition: str) -> 
 
 
 def _no_significant_regression(
-    context: AssetCheckExecutionContext, config: RegressionCheckConfig
+    context: AssetCheckExecutionContext, config: RegressionCheckConfig, registry: RegistryResource
 ) -> AssetCheckResult:
     partition = context.partition_key
-    model = load_registry().get(partition).key
+    model = registry.entry(partition).key
     severity = AssetCheckSeverity.ERROR if config.severity == "ERROR" else AssetCheckSeverity.WARN
     run_id = materialized_run_id(context, partition)
     try:

@@ -1,9 +1,3 @@
-"""What every asset module shares: owners, group names, markdown helpers."""
-
-from __future__ import annotations
-
-from goat_dagster.textfmt import markdown_table
-
-__all__ = ["OWNERS", "markdown_table"]
+"""What every asset module shares: the owners."""
 
 OWNERS = ["team:goat-bench"]

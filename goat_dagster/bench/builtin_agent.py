@@ -1,6 +1,6 @@
 """The `builtin` agent: a tool-calling loop on the host, its tools executed inside the sandbox.
 
-Each step is one chat-completion call through the gateway (`GatewayClient.chat`: metadata,
+Each step is one chat-completion call through the gateway (`LLMClient.chat`: metadata,
 retries, cost, call log). Tool calls are answered with the tool's output, or with an error the
 model can read when the call is malformed; the loop ends when the model answers without a tool
 call, or at the step, token or time limit. Then the runner runs the hidden tests, whatever state
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from goat_dagster.bench.agents import Agent, AgentContext
+from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.errors import AgentError
 from goat_dagster.bench.tools import TOOL_SCHEMAS, ToolLimits, Tools
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from goat_dagster.bench.sandbox import CheckPlan, CheckRun, Sandbox, SandboxFileError, SandboxPathError
-from goat_dagster.bench.suite import Task
+from goat_dagster.bench.tasks import Task
 
 
 @dataclass(frozen=True)

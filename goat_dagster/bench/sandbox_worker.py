@@ -411,7 +411,10 @@ class Worker:
         sealed = False
         tail = b""
         chan = bytearray()
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:  # a check the zygote (its parent) started has ended and been reaped
+            pidfd = None
         bufs = {out_r: bytearray(), err_r: bytearray()}
         total = 0
         open_fds = {out_r, err_r, *([chan_r] if chan_r is not None else [])}
@@ -419,9 +422,12 @@ class Worker:
         status = None
         deadline = started + timeout
         poller = select.poll()
-        for fd in (*open_fds, pidfd):
+        for fd in (*open_fds, *([pidfd] if pidfd is not None else [])):
             poller.register(fd, select.POLLIN)
         exited_at = None
+        if pidfd is None:
+            status = wait_status()  # type: ignore[operator]
+            exited_at = time.monotonic()
         while True:
             now = time.monotonic()
             if status is None and now >= deadline:
@@ -459,7 +465,8 @@ class Worker:
                     killed = "output"
                     kill_group(pid)
         kill_group(pid)
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
         for fd in (out_r, err_r, *([chan_r] if chan_r is not None else [])):
             os.close(fd)
         if status is None:

@@ -29,8 +29,8 @@ from dagster import (
 
 from goat_dagster import config
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
-from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import Registry, RegistryError, file_hash, load_registry
+from goat_dagster.run_queue import backend_tags
 
 # what a new or changed model needs, in lineage order (one run per partition)
 MODEL_CHAIN = [
@@ -78,9 +78,8 @@ def diff_partitions(
     )
 
 
-def sync_model_partitions(instance: DagsterInstance, registry: Registry | None = None) -> PartitionDiff:
+def sync_model_partitions(instance: DagsterInstance, registry: Registry) -> PartitionDiff:
     """Apply models.yaml to the instance directly (what `goat demo` does before materializing)."""
-    registry = registry or load_registry()
     diff = diff_partitions(instance, registry)
     if diff.added:
         instance.add_dynamic_partitions(MODELS_PARTITIONS_NAME, diff.added)
@@ -112,7 +111,7 @@ def model_run_requests(registry: Registry, slugs: list[str], reason: str, change
                 run_key=f"registry:{change}:{slug}:{entry.content_hash()[:16]}",
                 partition_key=slug,
                 asset_selection=MODEL_CHAIN,
-                tags={RUN_TAG: entry.backend, "goat/reason": reason},
+                tags={**backend_tags(entry), "goat/reason": reason},
             )
         )
     return out

@@ -19,8 +19,8 @@ import pytest
 from scipy import stats as sps
 
 from goat_dagster.analysis.compare import compare_runs
+from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.stats import clustered, mcnemar_exact, paired, wilson
-from goat_dagster.analysis.warehouse import open_snapshot, query
 from goat_dagster.config import GoatPaths
 
 from .conftest import result_row, write_parquet

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions
+from goat_dagster.routing.gateway import Gateway
 from tests.conftest import free_port, smollm2_gguf
 
 

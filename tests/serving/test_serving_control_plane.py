@@ -127,6 +127,26 @@ def test_models_health_and_errors(plane):
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "code"}
 
 
+def test_openapi_document_and_swagger_ui(plane):
+    doc = httpx.get(f"{plane.root}/openapi.json", timeout=10).json()
+    assert doc["info"]["title"] == "goat serve"
+    assert {
+        "/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/status", "/metrics",
+        "/admin/models/{model}/load", "/admin/models/{model}/unload",
+    } <= set(doc["paths"])  # fmt: skip
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert "messages" in chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"404", "429", "507"} <= set(chat["responses"])
+    docs = httpx.get(f"{plane.root}/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # FastAPI's own errors keep goat's shape too
+    wrong_method = httpx.post(f"{plane.root}/healthz", timeout=10)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == {
+        "message": "Method Not Allowed", "type": "method_not_allowed", "code": 405,
+    }  # fmt: skip
+
+
 def test_model_that_never_fits_gets_507(plane):
     r = plane.chat("smol-huge")
     assert r.status_code == 507
@@ -300,7 +320,7 @@ WRITE_TOOL = {
 def test_max_tokens_bounds_auto_tool_calls(plane):
     """llama-cpp-python's chatml-function-calling ignores max_tokens with tool_choice "auto"
     (its inner completions run with max_tokens=None); the worker bounds them (llama_patches)."""
-    from goat_dagster.serving.llama_patches import ROUTING_FLOOR
+    from goat_dagster.serving.local.llama_patches import ROUTING_FLOOR
 
     r = plane.chat(
         "smol-a",
@@ -320,16 +340,17 @@ def test_max_tokens_bounds_auto_tool_calls(plane):
 def test_reusing_a_control_plane_started_with_other_settings_says_so(plane, monkeypatch):
     """`serving_endpoint` / `goat run` reuse the running control plane (its workers serve other
     runs); asked for another budget, they say how it differs and how to apply it."""
-    from goat_dagster.serving.client import ensure_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.backend import PrintLog
+    from goat_dagster.serving.local.client import ensure_control_plane
+    from goat_dagster.serving.local.settings import ServeSettings
 
     monkeypatch.setenv("GOAT_HOME", str(plane.home))
     monkeypatch.setenv("GOAT_MODELS_FILE", str(plane.home / "models.yaml"))
     said: list[str] = []
     running = plane.status()["budget_mb"]
-    cp = ensure_control_plane(ServeSettings(port=0, budget_mb=running + 1000), log=said.append)
+    cp = ensure_control_plane(ServeSettings(port=0, budget_mb=running + 1000), log=PrintLog(said.append))
     assert cp.root_url == plane.root
     assert any(f"budget_mb {running} (asked {running + 1000})" in m and "goat stop" in m for m in said), said
     said.clear()
-    ensure_control_plane(ServeSettings(port=0, budget_mb=running), log=said.append)
+    ensure_control_plane(ServeSettings(port=0, budget_mb=running), log=PrintLog(said.append))
     assert not any("asked" in m for m in said), said
