@@ -224,6 +224,18 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
         click.echo(text)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8200, show_default=True, type=int)
+def view(host: str, port: int) -> None:
+    """Results and transcript viewer: a read-only web app over $GOAT_HOME (runs, one run's tasks,
+    transcripts, A/B comparisons, the leaderboard). Links from Dagster use GOAT_VIEW_URL."""
+    from goat_dagster.viewer.app import serve
+
+    click.echo(f"goat view: http://{host}:{port}/ over {config.paths().home} (Ctrl-C stops it)", err=True)
+    serve(host, port)
+
+
 # ---- serving / traces / cloud ----------------------------------------------------------------
 
 

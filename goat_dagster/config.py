@@ -43,6 +43,15 @@ def suites_dir() -> Path:
     return Path(env).expanduser().resolve() if env else project_dir() / "suites"
 
 
+DEFAULT_VIEW_URL = "http://127.0.0.1:8200"
+
+
+def view_url() -> str:
+    """Where `goat view` is reached (`GOAT_VIEW_URL`): the base of the links Dagster metadata and
+    `goat demo` print. Set it when the viewer runs on another host, port or behind a proxy."""
+    return (os.environ.get("GOAT_VIEW_URL") or DEFAULT_VIEW_URL).rstrip("/")
+
+
 @dataclass(frozen=True)
 class GoatPaths:
     """The layout of `GOAT_HOME` (DESIGN §7)."""

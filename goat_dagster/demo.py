@@ -57,6 +57,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     from goat_dagster.instance import describe, ensure_instance
     from goat_dagster.registry import load_registry
     from goat_dagster.sensors.registry import sync_model_partitions
+    from goat_dagster.viewer.links import leaderboard_url
 
     def say(msg: str) -> None:
         if echo:
@@ -139,6 +140,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     say(
         "goat serve and the LiteLLM proxy stay up in the background for the next run (`goat stop` stops them)"
     )
+    say(f"leaderboard in the viewer (`goat view`): {leaderboard_url()}")
     return {
         "instance": where,
         "partitions": registry.partition_keys(),
@@ -147,4 +149,5 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         "runs": runs,
         "leaderboard": board.to_json(),
         "models": [m.key for m in local],
+        "viewer": leaderboard_url(),
     }

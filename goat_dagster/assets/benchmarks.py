@@ -40,6 +40,7 @@ from goat_dagster.partitions import models_partitions
 from goat_dagster.registry import ModelEntry, load_registry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.resources.sandbox import SandboxResource
+from goat_dagster.viewer import links
 
 DEFAULT_SUITE = os.environ.get("GOAT_SUITE", "smoke")
 EVERY_TASK = "every_task_has_a_row"
@@ -223,7 +224,10 @@ def benchmark_results(
     )
     table_rows = [
         {k: r.get(k) for k in ("task_id", "epoch", "status", "error_kind", "wall_s", "steps", "tool_calls")}
-        | {"tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)}
+        | {
+            "tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0),
+            "task_id": f"[{r['task_id']}]({links.task_url(run_id, r['task_id'], r['epoch'])})",
+        }
         for r in rows
     ]
     context.log.info(
@@ -255,6 +259,7 @@ def benchmark_results(
             "wall_s": MetadataValue.float(summary.wall_s),
             "resumed_rows": summary.reused_rows,
             "results": MetadataValue.path(summary.results_path),
+            "viewer": MetadataValue.url(links.run_url(run_id)),
             "tasks": MetadataValue.md(markdown_table(table_rows)),
         },
         check_results=[

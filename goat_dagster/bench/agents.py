@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
 from goat_dagster.bench.sandbox import Sandbox
 from goat_dagster.bench.suite import Task
+from goat_dagster.bench.transcript import Transcript
 
 if TYPE_CHECKING:
     from goat_dagster.bench.gateway import CallContext, Gateway, GatewayClient
@@ -79,6 +80,7 @@ class AgentContext:
     gateway: Gateway | None = None
     client: GatewayClient | None = None
     relay: GatewayRelay | None = None
+    transcript: Transcript = field(default_factory=Transcript.discard)
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -148,7 +150,7 @@ class CommandAgent(Agent):
         if ctx.relay is not None:
             # the sandbox reaches only the relay; the relay holds the real key and checks ours
             token = "sk-relay-" + secrets.token_hex(16)
-            ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits)
+            ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits, ctx.transcript)
             base_url = ctx.sandbox.gateway_url(str(ctx.relay.socket_path))
         else:
             # a cloud sandbox calls the gateway itself, with a key scoped to this model and run

@@ -9,10 +9,11 @@ the work dir is in.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from goat_dagster.bench.agents import Agent, AgentContext
-from goat_dagster.bench.errors import AgentError
+from goat_dagster.bench.errors import AgentError, AttemptError
 from goat_dagster.bench.tools import TOOL_SCHEMAS, ToolLimits, Tools
 
 SYSTEM_PROMPT = """\
@@ -51,6 +52,8 @@ class BuiltinAgent(Agent):
             {"role": "system", "content": SYSTEM_PROMPT.format(workdir=ctx.sandbox.workdir)},
             {"role": "user", "content": f"{ctx.task.instruction.strip()}\n\nFiles: {listing}"},
         ]
+        for m in messages:
+            ctx.transcript.message(m)
         usage = ctx.usage
         for step in range(1, lim.max_steps + 1):
             if usage.tokens >= lim.max_tokens:
@@ -65,8 +68,9 @@ class BuiltinAgent(Agent):
                     max_tokens=lim.max_output_tokens,
                     deadline=ctx.deadline,
                 )
-            except AgentError as exc:
-                if step == 1:
+            except AttemptError as exc:
+                ctx.transcript.call(step, call_id=None, ok=False, error=str(exc))
+                if step == 1 or not isinstance(exc, AgentError):
                     raise  # the endpoint refuses this agent's very first request: not the model's answer
                 usage.stop_reason = f"model endpoint refused step {step}: {exc}"
                 return
@@ -77,6 +81,17 @@ class BuiltinAgent(Agent):
             if calls:
                 assistant["tool_calls"] = [_tool_call_dict(tc) for tc in calls]
             messages.append(assistant)
+            ctx.transcript.call(
+                step,
+                call_id=res.call_id,
+                message=assistant,
+                prompt_tokens=res.prompt_tokens,
+                completion_tokens=res.completion_tokens,
+                cost_usd=res.cost_usd,
+                cost_source=res.cost_source,
+                latency_s=round(res.latency_s, 4),
+                finish_reason=res.finish_reason,
+            )
             if not calls:
                 usage.stop_reason = (
                     "answered" if res.finish_reason != "length" else "answer cut at max tokens"
@@ -84,8 +99,11 @@ class BuiltinAgent(Agent):
                 return
             for tc in assistant["tool_calls"]:
                 usage.tool_calls += 1
-                text, _ok = tools.call(
-                    tc["function"]["name"], tc["function"]["arguments"], time_left_s=ctx.time_left()
-                )
+                t0 = time.monotonic()
+                name, arguments = tc["function"]["name"], tc["function"]["arguments"]
+                text, ok = tools.call(name, arguments, time_left_s=ctx.time_left())
                 messages.append({"role": "tool", "tool_call_id": tc["id"], "content": text})
+                ctx.transcript.tool(
+                    tc["id"], name, arguments, ok=ok, output=text, seconds=time.monotonic() - t0
+                )
         usage.stop_reason = f"step limit ({lim.max_steps})"

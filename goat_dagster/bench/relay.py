@@ -35,6 +35,7 @@ from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
 if TYPE_CHECKING:
     from goat_dagster.bench.agents import AgentLimits, Usage
+    from goat_dagster.bench.transcript import Transcript
 
 _HOP = {
     "connection",
@@ -111,6 +112,7 @@ class GatewayRelay:
         self.call: CallContext | None = None
         self.usage: Usage | None = None
         self.limits: AgentLimits | None = None
+        self.transcript: Transcript | None = None
         self.http = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
         if self.socket_path.exists():
             self.socket_path.unlink()
@@ -120,13 +122,21 @@ class GatewayRelay:
         self.thread = threading.Thread(target=self.server.serve_forever, name="gateway-relay", daemon=True)
         self.thread.start()
 
-    def activate(self, token: str, call: CallContext, usage: Usage, limits: AgentLimits) -> None:
+    def activate(
+        self,
+        token: str,
+        call: CallContext,
+        usage: Usage,
+        limits: AgentLimits,
+        transcript: Transcript | None = None,
+    ) -> None:
         with self.lock:
             self.token, self.call, self.usage, self.limits = token, call, usage, limits
+            self.transcript = transcript
 
     def deactivate(self) -> None:
         with self.lock:
-            self.token = self.call = self.usage = self.limits = None
+            self.token = self.call = self.usage = self.limits = self.transcript = None
 
     def close(self) -> None:
         self.server.shutdown()
@@ -149,6 +159,7 @@ class GatewayRelay:
     def handle(self, h: _Handler, method: str) -> None:
         with self.lock:
             token, call, usage, limits = self.token, self.call, self.usage, self.limits
+            transcript = self.transcript
         auth = h.headers.get("authorization", "")
         length = int(h.headers.get("content-length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -213,6 +224,7 @@ class GatewayRelay:
                 call_id=call_id,
                 step=usage.steps + 1,
             )
+            request = transcript.request_messages(body_obj.get("messages")) if transcript else None
             stream = bool(body_obj.get("stream"))
             if stream:
                 body_obj.setdefault("stream_options", {"include_usage": True})
@@ -241,6 +253,14 @@ class GatewayRelay:
             if is_chat:
                 usage.gateway_failed(f"gateway unreachable: {exc}")
                 self._record(call, usage, call_id, started, ok=False, error=f"gateway unreachable: {exc}")
+                if transcript is not None:
+                    transcript.call(
+                        usage.steps + 1,
+                        call_id=call_id,
+                        ok=False,
+                        error=f"gateway unreachable: {exc}",
+                        request=request,
+                    )
             self._reply(h, 502, {"error": {"message": f"gateway unreachable: {exc}", "type": "gateway"}})
             return
         if not is_chat:
@@ -249,6 +269,15 @@ class GatewayRelay:
             usage.gateway_failed(f"HTTP {status} from the gateway")
         if status >= 400:
             self._record(call, usage, call_id, started, ok=False, error=f"HTTP {status} from the gateway")
+            if transcript is not None:
+                body = bytes(collected[:2000]).decode("utf-8", "replace")
+                transcript.call(
+                    usage.steps + 1,
+                    call_id=call_id,
+                    ok=False,
+                    error=f"HTTP {status} from the gateway: {body}",
+                    request=request,
+                )
             return
         pt, ct = _usage_of(bytes(collected))
         cost = header_cost(resp_headers)
@@ -270,6 +299,20 @@ class GatewayRelay:
             cost_source=source,
             latency_s=round(time.monotonic() - t0, 4),
         )
+        if transcript is not None:
+            message, finish = assistant_of(bytes(collected))
+            transcript.call(
+                usage.steps,
+                call_id=call_id,
+                message=message,
+                request=request,
+                prompt_tokens=pt,
+                completion_tokens=ct,
+                cost_usd=cost,
+                cost_source=source,
+                latency_s=round(time.monotonic() - t0, 4),
+                finish_reason=finish,
+            )
 
     def _record(
         self,
@@ -319,3 +362,45 @@ def _usage_of(body: bytes) -> tuple[int, int]:
         if u:
             pt, ct = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
     return pt, ct
+
+
+def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The assistant message and finish reason of a completion: a JSON body, or the SSE chunks of a
+    stream put back together (text, and tool calls by index)."""
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            choice = (json.loads(text).get("choices") or [{}])[0]
+        except (ValueError, AttributeError, IndexError):
+            return None, None
+        return choice.get("message"), choice.get("finish_reason")
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    for ln in text.splitlines():
+        if not ln.startswith("data:"):
+            continue
+        try:
+            chunk = json.loads(ln[5:].strip())
+            choice = (chunk.get("choices") or [{}])[0]
+        except (ValueError, AttributeError, IndexError):
+            continue
+        delta = choice.get("delta") or {}
+        finish = choice.get("finish_reason") or finish
+        if delta.get("content"):
+            content.append(delta["content"])
+        for tc in delta.get("tool_calls") or []:
+            slot = calls.setdefault(
+                int(tc.get("index") or 0),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            slot["id"] = tc.get("id") or slot["id"]
+            fn = tc.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+    if not content and not calls and finish is None:
+        return None, None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return message, finish

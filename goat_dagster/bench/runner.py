@@ -55,8 +55,10 @@ from goat_dagster.bench.sandbox import (
     make_pool,
 )
 from goat_dagster.bench.suite import Suite, Task, load_suite
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.registry import slugify
 from goat_dagster.serving.proxy import gateway_lease
+from goat_dagster.tracing.masking import secret_values
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,7 @@ class _Run:
             else None
         )
         self.relays: dict[Path, Any] = {}
+        self.secrets = secret_values()  # masked out of every transcript
 
     # ---- one task x epoch ------------------------------------------------------------------
 
@@ -190,7 +193,15 @@ class _Run:
                 )
             return self.relays[relay_dir]
 
-    def attempt(self, task: Task, epoch: int, trace_id: str, usage: Usage, detail: dict[str, Any]) -> str:
+    def attempt(
+        self,
+        task: Task,
+        epoch: int,
+        trace_id: str,
+        usage: Usage,
+        detail: dict[str, Any],
+        transcript: Transcript,
+    ) -> str:
         """One attempt; returns passed/failed or raises AttemptError / SandboxError."""
         with self.pool.session(image=task.image) as sb:
             sb.write_files(task.files)
@@ -211,19 +222,28 @@ class _Run:
                 gateway=self.gateway,
                 client=self.client,
                 relay=self.relay_for(sb),
+                transcript=transcript,
             )
-            self.agent.run(ctx)
+            try:
+                self.agent.run(ctx)
+            except AttemptError:  # the agent failed or ran out of time: what it left, for the record
+                transcript.files(sb, task.files)
+                raise
             sb.kill_processes()
+            transcript.files(sb, task.files)
             try:
                 sb.write_files(task.tests)
             except (SandboxFileError, SandboxPathError) as exc:
                 detail["check"] = f"the hidden tests could not be put in place: {exc}"
+                transcript.check(task.check, passed=False, note=detail["check"])
                 return "failed"  # the agent left something in their way (e.g. a directory)
             res = sb.exec(task.check, timeout_s=task.timeout_s)
             detail["check_exit"] = res.exit_code
             detail["check_killed"] = res.killed
             detail["check_output"] = res.tail(2000)
-            return "passed" if res.exit_code == 0 and res.killed is None else "failed"
+            passed = res.exit_code == 0 and res.killed is None
+            transcript.check(task.check, result=res, passed=passed)
+            return "passed" if passed else "failed"
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
         started = datetime.now(UTC)
@@ -235,9 +255,13 @@ class _Run:
             trace_id = new_id()
             usage = Usage()
             note: dict[str, Any] = {"trace_id": trace_id}
+            transcript = Transcript.for_attempt(self.spec.run_id, task.id, epoch, trace_id, self.secrets)
+            transcript.start(
+                task=task, epoch=epoch, attempt=attempt + 1, trace_id=trace_id, agent=self.agent.name
+            )
             retryable = True
             try:
-                status, kind = self.attempt(task, epoch, trace_id, usage, note), None
+                status, kind = self.attempt(task, epoch, trace_id, usage, note, transcript), None
             except AttemptError as exc:
                 status, kind = "error", exc.kind
                 note["error"] = str(exc)
@@ -254,6 +278,7 @@ class _Run:
                 setattr(total, f, getattr(total, f) + getattr(usage, f))
             note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
             detail["attempts"].append(note)
+            transcript.end(status=status, error_kind=kind, note=note)
             if kind != "infra" or not retryable or attempt >= self.retry.retries or self.stop.is_set():
                 break
             if self.budget.exhausted:  # a retry is new spending: the row stays infra (redone on resume)

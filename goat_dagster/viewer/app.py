@@ -1,0 +1,292 @@
+"""`goat view`: a read-only web app over $GOAT_HOME's results lake, run journals, transcripts and
+traces (Starlette + Jinja2, plain HTML, one small script; no build step, nothing from a CDN).
+
+Pages (links.py builds their addresses):
+  /                                        runs, filterable by model, suite, agent, state
+  /runs/<run_id>                           a run's summary and its task table (sort, filter, pages)
+  /runs/<run_id>/tasks/<task_id>/<epoch>   the transcript of a task attempt
+  /compare?a=<run>&b=<run>[&task=<id>]     the paired comparison; with a task, both transcripts
+  /leaderboard                             the latest run per (model, suite)
+
+A transcript is untrusted input (a model wrote it): templates autoescape every value, nothing a
+model wrote is marked safe, and every response carries a Content-Security-Policy that allows this
+app's own script and stylesheet only (no inline script, no inline style, nothing from elsewhere).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from goat_dagster import config
+from goat_dagster.viewer import links, present, store
+
+HERE = Path(__file__).resolve().parent
+RUNS_PER_PAGE = 50
+ROWS_PER_PAGE = 100
+CALLS_PER_PAGE = 250
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Adds the Content-Security-Policy and friends to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def qs(query: dict[str, str], **updates: Any) -> str:
+    """A query string: `query` with `updates` applied, empty values left out."""
+    merged = {**query, **{k: "" if v is None else str(v) for k, v in updates.items()}}
+    return urlencode({k: v for k, v in merged.items() if v != ""})
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template, whatever its name
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(present.FILTERS)
+    env.globals.update(
+        run_path=links.run_path,
+        task_path=links.task_path,
+        compare_path=links.compare_path,
+        leaderboard_path=links.leaderboard_path,
+        interval=present.interval,
+        qs=qs,
+    )
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    context.setdefault("goat_home", str(config.paths().home))
+    context.setdefault("nav", "")
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        raise HTTPException(400, f"not a number: {value!r}") from None
+
+
+def _choices(runs: list[dict[str, Any]], key: str) -> list[str]:
+    return sorted({str(r[key]) for r in runs if r.get(key) is not None})
+
+
+# ---- pages -----------------------------------------------------------------------------------------
+
+
+def runs_page(request: Request) -> Response:
+    q = request.query_params
+    runs = store.list_runs()
+    wanted = {k: q.get(k) or "" for k in ("model", "suite", "agent", "state")}
+    shown = [r for r in runs if all(not v or str(r.get(k)) == v for k, v in wanted.items())]
+    pg = store.paginate(shown, _int(q.get("page"), 1), RUNS_PER_PAGE)
+    return page(
+        request,
+        "runs.html",
+        nav="runs",
+        runs=pg,
+        total_runs=len(runs),
+        filters=wanted,
+        choices={k: _choices(runs, k) for k in ("model", "suite", "agent", "state")},
+        query=dict(q),
+    )
+
+
+def run_page(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    detail = store.run_detail(run_id)
+    if detail is None:
+        raise HTTPException(404, f"no run {run_id!r} in {config.paths().lake_results} or its journals")
+    q = request.query_params
+    sort = q.get("sort") or ""
+    desc = q.get("desc") == "1"
+    rows = store.task_rows(
+        detail,
+        status=q.get("status") or None,
+        error_kind=q.get("error_kind") or None,
+        q=q.get("q") or None,
+        sort=sort,
+        desc=desc,
+    )
+    per_page = min(max(_int(q.get("per_page"), ROWS_PER_PAGE), 10), 1000)
+    pg = store.paginate(rows, _int(q.get("page"), 1), per_page)
+    s = detail.summary
+    others = [
+        r
+        for r in store.list_runs()
+        if r["suite"] == s["suite"] and r["run_id"] != run_id and r["state"] == "done"
+    ]
+    return page(
+        request,
+        "run.html",
+        run=s,
+        spec=detail.spec,
+        rows=pg,
+        query=dict(q),
+        sort=sort,
+        desc=desc,
+        sortable=store.SORTABLE,
+        statuses=sorted({r["status"] for r in detail.rows}),
+        error_kinds=sorted({r["error_kind"] for r in detail.rows if r["error_kind"]}),
+        others=others[:200],
+    )
+
+
+def task_page(request: Request) -> Response:
+    p = request.path_params
+    view = store.task_view(p["run_id"], p["task_id"], int(p["epoch"]))
+    if view is None:
+        raise HTTPException(404, f"run {p['run_id']!r} has no task {p['task_id']!r} epoch {p['epoch']}")
+    detail = store.run_detail(view.run_id)
+    attempts = [_attempt(a.events, view.traces, a.trace_id) for a in view.attempts]
+    return page(
+        request,
+        "task.html",
+        view=view,
+        run=detail.summary if detail else None,
+        attempts=attempts,
+        untraced=view.untraced,
+    )
+
+
+def _attempt(
+    events: list[dict[str, Any]], traces: dict[str, dict[str, Any]], trace_id: str
+) -> dict[str, Any]:
+    start = next((e for e in events if e.get("type") == "start"), {})
+    end = next((e for e in reversed(events) if e.get("type") == "end"), None)
+    items = present.transcript_items(events, traces)
+    return {
+        "trace_id": trace_id,
+        "start": start,
+        "end": end,
+        "items": items,
+        "totals": present.calls_summary(events),
+    }
+
+
+def compare_page(request: Request) -> Response:
+    q = request.query_params
+    a, b = q.get("a") or "", q.get("b") or ""
+    runs = [r for r in store.list_runs() if r["state"] == "done"]
+    context: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "runs": runs,
+        "show": q.get("show") or "flipped",
+        "nav": "compare",
+    }
+    if not (a and b):
+        return page(request, "compare.html", comparison=None, **context)
+    try:
+        comp = store.comparison(a, b)
+    except store.CompareError as exc:
+        raise HTTPException(404, str(exc)) from None
+    by_id = {r["run_id"]: r for r in runs}
+    context.update(comparison=comp, run_a=by_id.get(a), run_b=by_id.get(b))
+    task = q.get("task")
+    if task:
+        epoch = _int(q.get("epoch"), 1)
+        sides = []
+        for run in (a, b):
+            view = store.task_view(run, task, epoch)
+            sides.append(
+                {
+                    "run_id": run,
+                    "view": view,
+                    "attempts": [_attempt(x.events, view.traces, x.trace_id) for x in view.attempts[-1:]]
+                    if view
+                    else [],
+                }
+            )
+        context.update(task=task, epoch=epoch, sides=sides)
+        return page(request, "side_by_side.html", **context)
+    return page(request, "compare.html", **context)
+
+
+def leaderboard_page(request: Request) -> Response:
+    board = store.leaderboard()
+    by_suite: dict[str, list[dict[str, Any]]] = {}
+    for r in board.rows:
+        by_suite.setdefault(r["suite"], []).append(r)
+    matrix: dict[str, dict[str, Any]] = {}
+    for suite, rows in by_suite.items():
+        models = [r["model"] for r in rows]
+        cells: dict[str, dict[str, dict[str, Any]]] = {}
+        for t in board.tasks:
+            if t["suite"] == suite:
+                cells.setdefault(t["task_id"], {})[t["model"]] = t
+        matrix[suite] = {"models": models, "tasks": sorted(cells.items())}
+    return page(request, "leaderboard.html", nav="leaderboard", board=board, by_suite=by_suite, matrix=matrix)
+
+
+def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True, "service": "goat view", "goat_home": str(config.paths().home)})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return page(request, "error.html", status_code=exc.status_code, status=exc.status_code, detail=exc.detail)
+
+
+def create_app() -> Starlette:
+    routes = [
+        Route("/", runs_page),
+        Route("/runs/{run_id}", run_page),
+        Route("/runs/{run_id}/tasks/{task_id:path}/{epoch:int}", task_page),
+        Route("/compare", compare_page),
+        Route("/leaderboard", leaderboard_page),
+        Route("/healthz", healthz),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8200, log_level: str = "info") -> None:
+    """Run the viewer until SIGINT/SIGTERM (uvicorn stops on both)."""
+    import uvicorn
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level, access_log=False)
