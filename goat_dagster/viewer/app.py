@@ -35,7 +35,9 @@ from goat_dagster.viewer import links, present, store
 HERE = Path(__file__).resolve().parent
 RUNS_PER_PAGE = 50
 ROWS_PER_PAGE = 100
-CALLS_PER_PAGE = 250
+CALLS_PER_PAGE = 250  # model calls per page of a transcript
+COMPARE_PER_PAGE = 200
+MATRIX_TASKS_PER_PAGE = 200
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -180,7 +182,8 @@ def task_page(request: Request) -> Response:
     if view is None:
         raise HTTPException(404, f"run {p['run_id']!r} has no task {p['task_id']!r} epoch {p['epoch']}")
     detail = store.run_detail(view.run_id)
-    attempts = [_attempt(a.events, view.traces, a.trace_id) for a in view.attempts]
+    calls_page = _int(request.query_params.get("calls_page"), 1)
+    attempts = [_attempt(a.events, view.traces, a.trace_id, calls_page) for a in view.attempts]
     return page(
         request,
         "task.html",
@@ -188,21 +191,26 @@ def task_page(request: Request) -> Response:
         run=detail.summary if detail else None,
         attempts=attempts,
         untraced=view.untraced,
+        query=dict(request.query_params),
     )
 
 
 def _attempt(
-    events: list[dict[str, Any]], traces: dict[str, dict[str, Any]], trace_id: str
+    events: list[dict[str, Any]], traces: dict[str, dict[str, Any]], trace_id: str, calls_page: int = 1
 ) -> dict[str, Any]:
     start = next((e for e in events if e.get("type") == "start"), {})
     end = next((e for e in reversed(events) if e.get("type") == "end"), None)
-    items = present.transcript_items(events, traces)
+    items, page_no, pages = present.page_of_calls(
+        present.transcript_items(events, traces), calls_page, CALLS_PER_PAGE
+    )
     return {
         "trace_id": trace_id,
-        "start": start,
+        "start": start if page_no == 1 else {},
         "end": end,
         "items": items,
         "totals": present.calls_summary(events),
+        "page": page_no,
+        "pages": pages,
     }
 
 
@@ -224,7 +232,14 @@ def compare_page(request: Request) -> Response:
     except store.CompareError as exc:
         raise HTTPException(404, str(exc)) from None
     by_id = {r["run_id"]: r for r in runs}
-    context.update(comparison=comp, run_a=by_id.get(a), run_b=by_id.get(b))
+    shown = comp.rows if context["show"] == "all" else comp.flipped
+    context.update(
+        comparison=comp,
+        run_a=by_id.get(a),
+        run_b=by_id.get(b),
+        shown=store.paginate(shown, _int(q.get("page"), 1), COMPARE_PER_PAGE),
+        query=dict(q),
+    )
     task = q.get("task")
     if task:
         epoch = _int(q.get("epoch"), 1)
@@ -250,15 +265,26 @@ def leaderboard_page(request: Request) -> Response:
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for r in board.rows:
         by_suite.setdefault(r["suite"], []).append(r)
-    matrix: dict[str, dict[str, Any]] = {}
-    for suite, rows in by_suite.items():
-        models = [r["model"] for r in rows]
-        cells: dict[str, dict[str, dict[str, Any]]] = {}
-        for t in board.tasks:
-            if t["suite"] == suite:
-                cells.setdefault(t["task_id"], {})[t["model"]] = t
-        matrix[suite] = {"models": models, "tasks": sorted(cells.items())}
-    return page(request, "leaderboard.html", nav="leaderboard", board=board, by_suite=by_suite, matrix=matrix)
+    cells: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for t in board.tasks:
+        cells.setdefault(t["suite"], {}).setdefault(t["task_id"], {})[t["model"]] = t
+    tasks_page = _int(request.query_params.get("tasks_page"), 1)
+    matrix = {
+        suite: {
+            "models": [r["model"] for r in rows],
+            "tasks": store.paginate(sorted(cells.get(suite, {}).items()), tasks_page, MATRIX_TASKS_PER_PAGE),
+        }
+        for suite, rows in by_suite.items()
+    }
+    return page(
+        request,
+        "leaderboard.html",
+        nav="leaderboard",
+        board=board,
+        by_suite=by_suite,
+        matrix=matrix,
+        query=dict(request.query_params),
+    )
 
 
 def healthz(request: Request) -> Response:

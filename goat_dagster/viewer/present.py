@@ -237,3 +237,17 @@ def calls_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_s": sum(e.get("latency_s") or 0.0 for e in calls),
         "tools": sum(e.get("type") == "tool" for e in events),
     }
+
+
+def page_of_calls(items: list[Item], page: int, per_page: int) -> tuple[list[Item], int, int]:
+    """The items of one page of a long transcript: `per_page` model calls with what follows each
+    (tool results), what came before the first call on the first page, the files, check and outcome
+    on the last. Returns (items, page, pages)."""
+    starts = [i for i, it in enumerate(items) if it.kind == "call"]
+    pages = max(1, -(-len(starts) // per_page))
+    page = min(max(1, page), pages)
+    if pages == 1:
+        return items, 1, 1
+    lo = 0 if page == 1 else starts[(page - 1) * per_page]
+    hi = len(items) if page == pages else starts[page * per_page]
+    return items[lo:hi], page, pages
