@@ -196,12 +196,12 @@ def task_page(request: Request) -> Response:
 
 
 def _attempt(
-    events: list[dict[str, Any]], traces: dict[str, dict[str, Any]], trace_id: str, calls_page: int = 1
+    events: list[dict[str, Any]], traces: dict[Any, dict[str, Any]], trace_id: str, calls_page: int = 1
 ) -> dict[str, Any]:
     start = next((e for e in events if e.get("type") == "start"), {})
     end = next((e for e in reversed(events) if e.get("type") == "end"), None)
     items, page_no, pages = present.page_of_calls(
-        present.transcript_items(events, traces), calls_page, CALLS_PER_PAGE
+        present.transcript_items(events, traces, trace_id), calls_page, CALLS_PER_PAGE
     )
     return {
         "trace_id": trace_id,

@@ -177,8 +177,10 @@ def _message_item(m: dict[str, Any]) -> Item:
     return Item("message", {"role": role, "tool_call_id": m.get("tool_call_id")}, parts)
 
 
-def transcript_items(events: list[dict[str, Any]], traces: dict[str, dict[str, Any]]) -> list[Item]:
-    """An attempt's events as the page shows them."""
+def transcript_items(
+    events: list[dict[str, Any]], traces: dict[Any, dict[str, Any]], trace_id: str = ""
+) -> list[Item]:
+    """An attempt's events as the page shows them; `traces` by call id, or by (trace id, step)."""
     items: list[Item] = []
     for e in events:
         kind = e.get("type")
@@ -196,7 +198,7 @@ def transcript_items(events: list[dict[str, Any]], traces: dict[str, dict[str, A
                     {
                         "text": split_output(content_text(msg.get("content"))),
                         "tool_calls": _tool_calls(msg),
-                        "trace": traces.get(e.get("call_id") or ""),
+                        "trace": traces.get(e.get("call_id") or (trace_id, e.get("step"))),
                     },
                 )
             )

@@ -300,11 +300,17 @@ class TaskView:
     row: dict[str, Any] | None
     attempts: list[Attempt]
     journal: list[dict[str, Any]]  # the journal's entries of this task x epoch (details of older runs)
-    traces: dict[str, dict[str, Any]] = field(default_factory=dict)  # call_id -> trace record
+    traces: dict[Any, dict[str, Any]] = field(default_factory=dict)  # call_key -> trace record
     untraced: list[dict[str, Any]] = field(default_factory=list)  # traces matched to no recorded call
     langfuse_host: str | None = None
     prev: tuple[str, int] | None = None
     next: tuple[str, int] | None = None
+
+
+def call_key(trace_id: str, event: dict[str, Any]) -> Any:
+    """What matches a recorded call to its trace: its call id, or (attempt, step) for a failed call
+    whose id the agent never got back."""
+    return event.get("call_id") or (trace_id, event.get("step"))
 
 
 def _traces_of(run_id: str, trace_ids: list[str]) -> list[dict[str, Any]]:
@@ -339,11 +345,17 @@ def task_view(run_id: str, task_id: str, epoch: int) -> TaskView | None:
         n["trace_id"] for e in journal for n in e["detail"].get("attempts", []) if n.get("trace_id")
     ]
     traces = _traces_of(run_id, trace_ids)
-    recorded = {
-        e.get("call_id") for a in attempts for e in a.events if e.get("type") == "call" and e.get("call_id")
-    }
-    by_call = {t["call_id"]: t for t in traces if t.get("call_id")}
-    untraced = [t for t in traces if t.get("call_id") not in recorded]
+    # a call is matched to its trace by call id; a failed call the agent saw no id of, by its step
+    recorded = {call_key(a.trace_id, e) for a in attempts for e in a.events if e.get("type") == "call"}
+    by_call: dict[Any, dict[str, Any]] = {}
+    for t in traces:
+        by_call.setdefault(t.get("call_id"), t)
+        by_call.setdefault((t.get("trace_id"), t.get("step")), t)
+    untraced = [
+        t
+        for t in traces
+        if t.get("call_id") not in recorded and (t.get("trace_id"), t.get("step")) not in recorded
+    ]
     prev, nxt = detail.neighbours(task_id, epoch)
     return TaskView(
         run_id, task_id, epoch, row, attempts, journal, by_call, untraced, langfuse_host(), prev, nxt

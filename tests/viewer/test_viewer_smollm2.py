@@ -1,0 +1,109 @@
+"""`goat view` over a run of the real builtin agent: SmolLM2-135M on a real llama.cpp server behind
+the real LiteLLM proxy and its trace sink (small limits), read in headless Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from goat_dagster.bench.agents import AgentLimits
+from goat_dagster.bench.runner import RetryPolicy, run_benchmark
+from goat_dagster.bench.transcript import read_attempts
+from goat_dagster.viewer import links
+from tests.bench.conftest import LlamaServer
+from tests.conftest import free_port
+
+from .conftest import Viewer
+
+pytestmark = [pytest.mark.ui, pytest.mark.integration, pytest.mark.slow]
+
+TASKS = ["fizzbuzz", "reverse-string"]
+SMALL = AgentLimits(max_steps=2, max_output_tokens=128, max_seconds=300)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_a_smollm2_transcript_in_the_browser(
+    goat_home: Path, llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, page, tmp_path: Path
+) -> None:
+    from goat_dagster.serving import proxy
+    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+    from goat_dagster.serving.gateway import ensure_gateway
+
+    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
+    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    save_endpoint(
+        Endpoint(
+            model_key="smollm2-135m",
+            provider="local",
+            engine="llama.cpp",
+            base_url=llama.base_url,
+            served_name="smollm2-135m",
+            healthy=True,
+        )
+    )
+    ensure_gateway()  # the managed LiteLLM proxy, with the trace sink
+    try:
+        s = run_benchmark(
+            "smoke", "smollm2-135m", agent="builtin", task_ids=TASKS, limits=SMALL, parallel=1,
+            retry=RetryPolicy(retries=1, call_retries=2, backoff_s=0.5),
+        )  # fmt: skip
+    finally:
+        proxy.stop_proxy()
+    assert s.errors == 0, s
+    recorded = {t: read_attempts(s.run_id, t, 1)[-1].events for t in TASKS}
+    tool_calls = [
+        tc for events in recorded.values() for e in events if e["type"] == "call"
+        for tc in (e["message"] or {}).get("tool_calls", [])
+    ]  # fmt: skip
+    assert tool_calls, "SmolLM2 made no tool call in either task: nothing to show"
+
+    viewer = Viewer(goat_home, tmp_path / "view.log")
+    try:
+        page.goto(viewer.url + "/")
+        page.screenshot(path=tmp_path / "1-runs.png", full_page=True)
+        page.get_by_role("link", name=s.run_id).click()
+        page.wait_for_url(f"**{links.run_path(s.run_id)}")
+        page.screenshot(path=tmp_path / "2-run.png", full_page=True)
+        assert "builtin" in page.locator(".sub").inner_text()
+        for task in TASKS:
+            page.goto(viewer.url + links.run_path(s.run_id))
+            page.locator("table.tasks a", has_text=task).click()
+            page.wait_for_url(f"**/tasks/{task}/1")
+            page.locator("button[data-toggle-details]").click()
+            page.screenshot(path=tmp_path / f"3-{task}.png", full_page=True)
+            events = recorded[task]
+            calls = [e for e in events if e["type"] == "call"]
+            shown = page.locator(".block.call")
+            assert shown.count() == len(calls)
+            for i, call in enumerate(calls):
+                head = shown.nth(i).locator(".head").inner_text()
+                assert f"step {call['step']}" in head
+                if not call["ok"]:  # e.g. the context grew past the model's window
+                    assert "call failed" in head and call["error"][:60] in shown.nth(i).inner_text()
+                    continue
+                assert f"{call['prompt_tokens']:,} → {call['completion_tokens']:,} tokens" in head
+                assert "traced" in head  # the sink has a trace of this call
+                for tc in (call["message"] or {}).get("tool_calls", []):  # each tool call, by name and id
+                    box = shown.nth(i).locator(".toolcall", has_text=tc["id"])
+                    assert box.locator(".tool-name").inner_text() == tc["function"]["name"]
+            results = page.locator(".block.tool")
+            assert results.count() == sum(e["type"] == "tool" for e in events)
+            for j, tool in enumerate(e for e in events if e["type"] == "tool"):
+                assert tool["output"].splitlines()[0] in results.nth(j).inner_text()
+            check = next(e for e in events if e["type"] == "check")
+            shown_check = page.locator(".block.check")
+            assert ("passed" if check["passed"] else "failed") in shown_check.locator("h3").inner_text()
+            out = (check["stdout"] + check["stderr"]).strip()
+            assert out.splitlines()[-1] in shown_check.locator(".check-output").inner_text()
+        assert page.problems == []
+    finally:
+        viewer.stop()
