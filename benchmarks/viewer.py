@@ -7,7 +7,8 @@
    attempt of the first run with a transcript of C model calls (each with a tool call and its
    result, 0.5-8 KB of output), its traces exported to the lake, and a few small runs.
 2. Starts a real `goat view` on a free port and times each page over HTTP: the first request
-   (cold: nothing cached) and the median of `--repeat` more (warm: the files did not change).
+   (cold: that page's files read for the first time; the transcript is the server's very first
+   request) and the median of `--repeat` more (warm: the files did not change).
 3. Opens the run list, the big run and the transcript in headless Chromium (Debian's) and prints
    the time to the `load` event as a user would see it.
 
@@ -283,13 +284,13 @@ def main() -> None:
         proc, base = serve(home)
         try:
             a, b, task = ids["big_a"], ids["big_b"], ids["task"]
-            pages = {
-                "runs (/)": "/",
-                f"run of {args.attempts} attempts": f"/runs/{a}",
-                "  sorted by wall time, page 50": f"/runs/{a}?sort=wall_s&desc=1&page=50",
-                "  filtered: failed, 'edge'": f"/runs/{a}?status=failed&q=edge",
+            pages = {  # in this order: the first is opened on a server that has read nothing yet
                 f"transcript of {args.calls} calls": f"/runs/{a}/tasks/{task}/1",
-                "another task of that run": f"/runs/{a}/tasks/task-09999/1",
+                "runs (/)": "/",
+                f"run of {args.attempts} attempts": f"/runs/{b}",
+                "  sorted by wall time, page 50": f"/runs/{b}?sort=wall_s&desc=1&page=50",
+                "  filtered: failed, 'edge'": f"/runs/{b}?status=failed&q=edge",
+                "another task of that run": f"/runs/{b}/tasks/task-09999/1",
                 "compare two big runs": f"/compare?a={a}&b={b}",
                 "leaderboard": "/leaderboard",
             }

@@ -136,8 +136,15 @@ def runs_page(request: Request) -> Response:
     )
 
 
-def run_page(request: Request) -> Response:
+def _run_id(request: Request) -> str:
     run_id = request.path_params["run_id"]
+    if run_id.startswith(".") or "/" in run_id:  # a run id names one directory of the lake
+        raise HTTPException(404, f"no run {run_id!r}")
+    return run_id
+
+
+def run_page(request: Request) -> Response:
+    run_id = _run_id(request)
     detail = store.run_detail(run_id)
     if detail is None:
         raise HTTPException(404, f"no run {run_id!r} in {config.paths().lake_results} or its journals")
@@ -178,7 +185,7 @@ def run_page(request: Request) -> Response:
 
 def task_page(request: Request) -> Response:
     p = request.path_params
-    view = store.task_view(p["run_id"], p["task_id"], int(p["epoch"]))
+    view = store.task_view(_run_id(request), p["task_id"], int(p["epoch"]))
     if view is None:
         raise HTTPException(404, f"run {p['run_id']!r} has no task {p['task_id']!r} epoch {p['epoch']}")
     detail = store.run_detail(view.run_id)
