@@ -252,15 +252,16 @@ class GatewayRelay:
         except httpx.HTTPError as exc:
             if is_chat:
                 usage.gateway_failed(f"gateway unreachable: {exc}")
-                self._record(call, usage, call_id, started, ok=False, error=f"gateway unreachable: {exc}")
-                if transcript is not None:
-                    transcript.call(
-                        usage.steps + 1,
-                        call_id=call_id,
-                        ok=False,
-                        error=f"gateway unreachable: {exc}",
-                        request=request,
-                    )
+                self._record(
+                    call,
+                    usage,
+                    call_id,
+                    started,
+                    ok=False,
+                    error=f"gateway unreachable: {exc}",
+                    transcript=transcript,
+                    request=request,
+                )
             self._reply(h, 502, {"error": {"message": f"gateway unreachable: {exc}", "type": "gateway"}})
             return
         if not is_chat:
@@ -268,16 +269,17 @@ class GatewayRelay:
         if status >= 500 or status == 429:
             usage.gateway_failed(f"HTTP {status} from the gateway")
         if status >= 400:
-            self._record(call, usage, call_id, started, ok=False, error=f"HTTP {status} from the gateway")
-            if transcript is not None:
-                body = bytes(collected[:2000]).decode("utf-8", "replace")
-                transcript.call(
-                    usage.steps + 1,
-                    call_id=call_id,
-                    ok=False,
-                    error=f"HTTP {status} from the gateway: {body}",
-                    request=request,
-                )
+            self._record(
+                call,
+                usage,
+                call_id,
+                started,
+                ok=False,
+                error=f"HTTP {status} from the gateway",
+                transcript=transcript,
+                request=request,
+                answer=bytes(collected[:2000]),
+            )
             return
         pt, ct = _usage_of(bytes(collected))
         cost = header_cost(resp_headers)
@@ -298,21 +300,10 @@ class GatewayRelay:
             cost_usd=cost,
             cost_source=source,
             latency_s=round(time.monotonic() - t0, 4),
+            transcript=transcript,
+            request=request,
+            answer=bytes(collected),
         )
-        if transcript is not None:
-            message, finish = assistant_of(bytes(collected))
-            transcript.call(
-                usage.steps,
-                call_id=call_id,
-                message=message,
-                request=request,
-                prompt_tokens=pt,
-                completion_tokens=ct,
-                cost_usd=cost,
-                cost_source=source,
-                latency_s=round(time.monotonic() - t0, 4),
-                finish_reason=finish,
-            )
 
     def _record(
         self,
@@ -323,8 +314,23 @@ class GatewayRelay:
         *,
         ok: bool,
         error: str | None = None,
+        transcript: Transcript | None = None,
+        request: list[Any] | None = None,
+        answer: bytes = b"",
         **extra: Any,
     ) -> None:
+        """One call in the run's call log and, with the agent's messages and the answer, in the
+        attempt's transcript (`answer`: the completion, or a failed call's error body)."""
+        step = usage.steps + (0 if ok else 1)
+        if transcript is not None:
+            if ok:
+                message, finish = assistant_of(answer)
+                transcript.call(
+                    step, call_id=call_id, message=message, request=request, finish_reason=finish, **extra
+                )
+            else:
+                detail = f"{error}: {answer.decode('utf-8', 'replace')}" if answer else error
+                transcript.call(step, call_id=call_id, ok=False, error=detail, request=request)
         self.log.write(
             CallRecord(
                 run_id=call.run_id,
@@ -332,7 +338,7 @@ class GatewayRelay:
                 model=call.model,
                 task_id=call.task_id,
                 epoch=call.epoch,
-                step=usage.steps + (0 if ok else 1),
+                step=step,
                 trace_id=call.trace_id,
                 call_id=call_id,
                 started_at=started,

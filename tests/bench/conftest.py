@@ -103,3 +103,25 @@ def model_gateway(llama_server: LlamaServer) -> Gateway:
         input_per_mtok=1.0,
         output_per_mtok=2.0,
     )
+
+
+def proxy_in_front_of(server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The managed LiteLLM proxy (with its trace sink) on a free port, routing smollm2-135m to
+    `server`: the default gateway of a run. Stop it with `serving.proxy.stop_proxy()`."""
+    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
+    from goat_dagster.serving.gateway import ensure_gateway
+
+    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
+    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    save_endpoint(
+        Endpoint(
+            model_key="smollm2-135m",
+            provider="local",
+            engine="llama.cpp",
+            base_url=server.base_url,
+            served_name="smollm2-135m",
+            healthy=True,
+        )
+    )
+    ensure_gateway()

@@ -1,5 +1,5 @@
-"""A real `goat view` (a subprocess on a free port) over a GOAT_HOME made by real runs, and a real
-headless Chromium (Debian's, driven by Playwright, as tests/ui uses it)."""
+"""A real `goat view` (a subprocess on a free port) over a GOAT_HOME made by real runs, and the real
+headless Chromium of tests/ui (Debian's, driven by Playwright)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import PROJECT, free_port
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.ui import conftest as ui
 
 
 class Viewer:
@@ -68,18 +68,7 @@ def goat(home: Path, *args: str, env: dict[str, str] | None = None) -> subproces
     return res
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+browser = ui.browser  # the session's headless Chromium (Debian's), as the Dagster UI tests use it
 
 
 @pytest.fixture

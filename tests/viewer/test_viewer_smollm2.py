@@ -12,8 +12,7 @@ from goat_dagster.bench.agents import AgentLimits
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.transcript import read_attempts
 from goat_dagster.viewer import links
-from tests.bench.conftest import LlamaServer
-from tests.conftest import free_port
+from tests.bench.conftest import LlamaServer, proxy_in_front_of
 
 from .conftest import Viewer
 
@@ -34,23 +33,8 @@ def test_a_smollm2_transcript_in_the_browser(
     goat_home: Path, llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, page, tmp_path: Path
 ) -> None:
     from goat_dagster.serving import proxy
-    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
-    from goat_dagster.serving.gateway import ensure_gateway
 
-    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
-    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    save_endpoint(
-        Endpoint(
-            model_key="smollm2-135m",
-            provider="local",
-            engine="llama.cpp",
-            base_url=llama.base_url,
-            served_name="smollm2-135m",
-            healthy=True,
-        )
-    )
-    ensure_gateway()  # the managed LiteLLM proxy, with the trace sink
+    proxy_in_front_of(llama, monkeypatch)  # the managed LiteLLM proxy, with the trace sink
     try:
         s = run_benchmark(
             "smoke", "smollm2-135m", agent="builtin", task_ids=TASKS, limits=SMALL, parallel=1,
