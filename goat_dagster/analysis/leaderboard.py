@@ -265,15 +265,18 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}]({url})" if url else text
 
 
+INLINE_MD_CHARS = 1000  # the Dagster UI shows shorter markdown metadata inline, longer behind a button
+
+
 def leaderboard_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
     """The compact leaderboard (fits the UI's metadata column): model, pass@1 and its interval,
-    passed of scored, errors by kind, cost per solved task; with `run_url`, each model links to its run."""
+    passed of scored, errors by kind, cost per solved task. With `run_url`, each model links to its
+    run while the table still fits inline (`details_markdown` always links)."""
     if not board.rows:
         return "_No benchmark results in the lake yet._"
     rows = [
         {
             **d,
-            "model": _link(d["model"], run_url(r["run_id"]) if run_url else None),
             "passed": f"{d['passed']}/{d['scored']}",
             "errors": _errors_short(r),
             "$/solved": d["cost/solved"],
@@ -281,7 +284,15 @@ def leaderboard_markdown(board: Leaderboard, run_url: RunLink | None = None) -> 
         for d, r in zip(display_rows(board), board.rows, strict=True)
     ]
     columns = _with_suite(board, ["model", "pass@1", "95% CI", "passed", "errors", "$/solved"])
-    return markdown_table(rows, columns) + f"\n\n{board.selection}; errors are not scored."
+    note = f"\n\n{board.selection}; errors are not scored."
+    plain = markdown_table(rows, columns) + note
+    if run_url is None:
+        return plain
+    linked = [
+        {**d, "model": _link(d["model"], run_url(r["run_id"]))} for d, r in zip(rows, board.rows, strict=True)
+    ]
+    text = markdown_table(linked, columns) + note
+    return text if len(text) < INLINE_MD_CHARS else plain
 
 
 DETAIL_COLUMNS = [

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from goat_dagster import config
 from goat_dagster.tracing.masking import mask_obj, secret_values
@@ -232,46 +232,38 @@ def _text(data: bytes) -> str | None:
         return None
 
 
+def _change(path: str, before: str | None, **fields: Any) -> dict[str, Any]:
+    return {"path": path, "change": "added" if before is None else "modified", "before": before, **fields}
+
+
 def diff_workdir(sandbox: Any, setup: Mapping[str, str | bytes]) -> tuple[list[dict[str, Any]], str | None]:
     """(changes, note): every file added, modified or deleted against `setup`, as
-    {path, change, before, after, size, binary}; contents of text files up to the limits above."""
-    entries = [e for e in sandbox.walk() if e.kind in ("file", "link")]
-    present = {e.path: e for e in entries}
+    {path, change, before, after, size, ...}: text contents up to the limits above; a binary file
+    (`binary`), one too large to keep (`large`: by size, so a same-size change of a large set-up
+    file goes unseen) and a symlink (`link`) without them."""
+    present = {e.path: e for e in sandbox.walk() if e.kind in ("file", "link")}
     changes: list[dict[str, Any]] = []
     budget = MAX_FILES_BYTES
     skipped = 0
     for path in sorted(set(present) | set(setup)):
-        before_raw = setup.get(path)
-        before = before_raw.decode("utf-8", "replace") if isinstance(before_raw, bytes) else before_raw
+        raw = setup.get(path)
+        before = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         entry = present.get(path)
         if entry is None:
             changes.append({"path": path, "change": "deleted", "before": before, "after": None, "size": 0})
-            continue
-        if entry.kind == "link":
-            changes.append(
-                {"path": path, "change": "added" if before is None else "modified", "before": before,
-                 "after": None, "size": 0, "link": entry.target}
-            )  # fmt: skip
-            continue
-        if len(changes) >= MAX_FILES:
+        elif len(changes) >= MAX_FILES:
             skipped += 1
-            continue
-        if entry.size > MAX_FILE_BYTES or entry.size > budget:
+        elif entry.kind == "link":
+            changes.append(_change(path, before, after=None, size=0, link=entry.target))
+        elif entry.size > min(MAX_FILE_BYTES, budget):
             if before is None or entry.size != len(before.encode()):
-                changes.append(
-                    {"path": path, "change": "added" if before is None else "modified", "before": before,
-                     "after": None, "size": entry.size, "large": True}
-                )  # fmt: skip
-            continue
-        data = sandbox.read_file(path, limit=MAX_FILE_BYTES)
-        after = _text(data)
-        if after is not None and after == before:
-            continue
-        budget -= len(data)
-        changes.append(
-            {"path": path, "change": "added" if before is None else "modified", "before": before,
-             "after": after, "size": len(data), "binary": after is None}
-        )  # fmt: skip
+                changes.append(_change(path, before, after=None, size=entry.size, large=True))
+        else:
+            data = sandbox.read_file(path, limit=MAX_FILE_BYTES)
+            after = _text(data)
+            if after is None or after != before:
+                budget -= len(data)
+                changes.append(_change(path, before, after=after, size=len(data), binary=after is None))
     note = f"{skipped} more changed files not recorded (limit {MAX_FILES})" if skipped else None
     return changes, note
 
@@ -324,16 +316,3 @@ def read_attempts(run_id: str, task_id: str, epoch: int, runs_dir: Path | None =
     attempts = [Attempt(p.stem, p, read_transcript(p)) for p in d.glob("*.jsonl")]
     attempts.sort(key=lambda a: (a.started_at, a.path.stat().st_mtime))
     return attempts
-
-
-def recorded_tasks(run_id: str, runs_dir: Path | None = None) -> list[tuple[str, int]]:
-    """(task_id, epoch) of every task x epoch with a transcript."""
-    d = transcripts_dir(run_id, runs_dir)
-    if not d.is_dir():
-        return []
-    out = []
-    for task in d.iterdir():
-        for ep in task.iterdir() if task.is_dir() else []:
-            if ep.name.isdigit():
-                out.append((unquote(task.name), int(ep.name)))
-    return sorted(out)

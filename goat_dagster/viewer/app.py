@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goat_dagster import config
+from goat_dagster.bench.transcript import Attempt
 from goat_dagster.viewer import links, present, store
 
 HERE = Path(__file__).resolve().parent
@@ -190,7 +191,7 @@ def task_page(request: Request) -> Response:
         raise HTTPException(404, f"run {p['run_id']!r} has no task {p['task_id']!r} epoch {p['epoch']}")
     detail = store.run_detail(view.run_id)
     calls_page = _int(request.query_params.get("calls_page"), 1)
-    attempts = [_attempt(a.events, view.traces, a.trace_id, calls_page) for a in view.attempts]
+    attempts = [_attempt(a, view.traces, calls_page) for a in view.attempts]
     return page(
         request,
         "task.html",
@@ -202,20 +203,16 @@ def task_page(request: Request) -> Response:
     )
 
 
-def _attempt(
-    events: list[dict[str, Any]], traces: dict[Any, dict[str, Any]], trace_id: str, calls_page: int = 1
-) -> dict[str, Any]:
-    start = next((e for e in events if e.get("type") == "start"), {})
-    end = next((e for e in reversed(events) if e.get("type") == "end"), None)
+def _attempt(attempt: Attempt, traces: dict[Any, dict[str, Any]], calls_page: int = 1) -> dict[str, Any]:
     items, page_no, pages = present.page_of_calls(
-        present.transcript_items(events, traces, trace_id), calls_page, CALLS_PER_PAGE
+        present.transcript_items(attempt.events, traces, attempt.trace_id), calls_page, CALLS_PER_PAGE
     )
     return {
-        "trace_id": trace_id,
-        "start": start if page_no == 1 else {},
-        "end": end,
+        "trace_id": attempt.trace_id,
+        "start": (attempt.first("start") or {}) if page_no == 1 else {},
+        "end": attempt.last("end"),
         "items": items,
-        "totals": present.calls_summary(events),
+        "totals": present.calls_summary(attempt.events),
         "page": page_no,
         "pages": pages,
     }
@@ -257,9 +254,7 @@ def compare_page(request: Request) -> Response:
                 {
                     "run_id": run,
                     "view": view,
-                    "attempts": [_attempt(x.events, view.traces, x.trace_id) for x in view.attempts[-1:]]
-                    if view
-                    else [],
+                    "attempts": [_attempt(x, view.traces) for x in view.attempts[-1:]] if view else [],
                 }
             )
         context.update(task=task, epoch=epoch, sides=sides)

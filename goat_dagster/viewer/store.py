@@ -198,10 +198,8 @@ class RunDetail:
         i = self.index.get((task_id, epoch))
         if i is None:
             return None, None
-        key = lambda r: (r["task_id"], r["epoch"])  # noqa: E731
-        prev = key(self.rows[i - 1]) if i > 0 else None
-        nxt = key(self.rows[i + 1]) if i + 1 < len(self.rows) else None
-        return prev, nxt
+        keys = [(r["task_id"], r["epoch"]) for r in self.rows[max(0, i - 1) : i + 2]]
+        return (keys[0] if i > 0 else None), (keys[-1] if i + 1 < len(self.rows) else None)
 
 
 def _run_sig(run_id: str) -> tuple[Any, ...]:
