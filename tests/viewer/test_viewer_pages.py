@@ -230,3 +230,18 @@ def test_markup_from_a_model_or_a_task_stays_text(viewer: Viewer, lake: dict, pa
     assert IMG in text and "</pre></details><b>bold</b>" in text  # the check's output
     assert page.locator("a[href^='javascript']").count() == 0
     assert page.problems == []
+
+
+def test_trace_ids_link_to_langfuse_when_it_is_configured(lake: dict, tmp_path: Path) -> None:
+    """Langfuse is not reachable here; the viewer only builds the link (Langfuse's own
+    `/trace/<id>` route, which redirects to the trace in its project)."""
+    env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+           "LANGFUSE_HOST": "https://langfuse.example.com/"}  # fmt: skip
+    v = Viewer(lake["home"], tmp_path / "view.log", env=env)
+    try:
+        html = v.get(links.task_path(lake["a"], "fizzbuzz", 1)).text
+    finally:
+        v.stop()
+    trace_id = json.loads((lake["home"] / "runs" / lake["a"] / "results.jsonl").read_text().splitlines()[1])
+    assert f'href="https://langfuse.example.com/trace/{trace_id["row"]["trace_id"]}"' in html
+    assert "sk-lf-test" not in html

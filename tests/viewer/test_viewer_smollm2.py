@@ -11,6 +11,7 @@ import pytest
 from goat_dagster.bench.agents import AgentLimits
 from goat_dagster.bench.runner import RetryPolicy, run_benchmark
 from goat_dagster.bench.transcript import read_attempts
+from goat_dagster.tracing.export import export_traces
 from goat_dagster.viewer import links
 from tests.bench.conftest import LlamaServer, proxy_in_front_of
 
@@ -88,6 +89,12 @@ def test_a_smollm2_transcript_in_the_browser(
             assert ("passed" if check["passed"] else "failed") in shown_check.locator("h3").inner_text()
             out = (check["stdout"] + check["stderr"]).strip()
             assert out.splitlines()[-1] in shown_check.locator(".check-output").inner_text()
+        # once trace_export has put the traces in the lake, they are read from there
+        exported = export_traces(s.run_id, source="sink")
+        assert exported.rows == sum(e["type"] == "call" for events in recorded.values() for e in events)
+        page.goto(viewer.url + links.task_path(s.run_id, TASKS[0], 1))
+        calls = [e for e in recorded[TASKS[0]] if e["type"] == "call"]
+        assert page.locator(".block.call .traced").count() == len(calls)  # failed ones by their step
         assert page.problems == []
     finally:
         viewer.stop()
