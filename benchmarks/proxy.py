@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.weights import locate_weights
+from goat_dagster.serving.local.weights import locate_weights
 
 PROMPTS = [
     "Write a haiku about the sea.",
@@ -117,9 +117,9 @@ def main() -> None:
         os.environ.pop(k, None)
 
     from goat_dagster.registry import parse_registry
-    from goat_dagster.serving import proxy
+    from goat_dagster.routing import proxy
+    from goat_dagster.routing.config import build_config
     from goat_dagster.serving.endpoint import Endpoint
-    from goat_dagster.serving.litellm_config import plan_litellm_config
 
     llama = None
     if args.endpoint:
@@ -141,12 +141,12 @@ def main() -> None:
         served_name=args.served_name,
         healthy=True,
     )
-    built = plan_litellm_config(registry, {"bench": ep}, langfuse=False)
+    built = build_config(registry, {"bench": ep}, langfuse=False)
     try:
         t0 = time.monotonic()
-        handle = proxy.ensure_proxy(built.config, port=free_port())
+        handle = proxy.ensure_proxy(built, proxy.ProxySettings(port=free_port()))
         print(f"proxy {handle.action} in {time.monotonic() - t0:.1f}s at {handle.base_url}")
-        via = handle.openai_base_url
+        via = handle.base_url + "/v1"
         key = proxy.master_key()
         with httpx.Client(timeout=120) as client:
             for p in PROMPTS[:3]:  # warm-up: model loaded, prompt cache, connections, proxy imports

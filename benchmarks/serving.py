@@ -26,8 +26,8 @@ import httpx
 import psutil
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving.weights import locate_weights
-from goat_dagster.serving.worker import worker_spec
+from goat_dagster.serving.local.engine import worker_spec
+from goat_dagster.serving.local.weights import locate_weights
 
 PROMPTS = [
     "Write a Python function that reverses a string.",

@@ -33,6 +33,13 @@ from pathlib import Path
 
 import httpx
 
+from goat_dagster.bench.journal import RunJournal, RunSpec
+from goat_dagster.bench.lake import ResultRow, write_results
+from goat_dagster.bench.tasks import Task
+from goat_dagster.bench.transcript import Transcript
+from goat_dagster.tracing.export import export_path, write_traces
+from goat_dagster.tracing.schema import TraceRecord, new_id
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,13 +53,6 @@ def free_port() -> int:
 
 def build_home(attempts: int, calls: int) -> dict[str, str]:
     """Writes the lake through goat's writers; returns the ids to open."""
-    from goat_dagster.bench.journal import RunJournal, RunSpec
-    from goat_dagster.bench.lake import ResultRow, write_results
-    from goat_dagster.bench.suite import Task
-    from goat_dagster.bench.transcript import Transcript
-    from goat_dagster.tracing.export import export_path, write_traces
-    from goat_dagster.tracing.schema import TraceRecord, new_id
-
     rng = random.Random(16)
     t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     ids: dict[str, str] = {}

@@ -1,17 +1,35 @@
-"""The `goat` command (DESIGN §8). Every verb has --help; --json prints one JSON object."""
+"""The `goat` command (DESIGN §8). Every verb has --help; --json prints one JSON object.
+
+Each verb imports what it runs when it runs: `goat models` must not pay for Dagster, Modal,
+DuckDB, the harness or the LLM clients (seconds together); only light modules are imported here.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, NoReturn
 
 import click
 
 from goat_dagster import config
-from goat_dagster.registry import RegistryError
+from goat_dagster.bench.sandbox import SandboxError
+from goat_dagster.registry import Registry, RegistryError, load_registry
+from goat_dagster.routing.proxy import ProxyError
+from goat_dagster.serving.backend import PrintLog, ServingError
 from goat_dagster.textfmt import format_table
+from goat_dagster.tracing.langfuse_reader import LangfuseReadError
+
+# Errors a user can act on from their message alone (a bad file or field, a server that is down,
+# Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # RegistryError, SuiteError, RunError, ConfigError: a file, a field, a setting
+    FileNotFoundError,
+    SandboxError,
+    ServingError,  # goat serve, weights, Modal (not logged in / unreachable), goat setup
+    ProxyError,
+    LangfuseReadError,
+)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -23,34 +41,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user can act on from their message alone (a bad file or field, a server that is
-    down, Modal not set up): shown as one line; GOAT_DEBUG=1 shows the traceback instead."""
-    from goat_dagster.bench.sandbox import SandboxError
-    from goat_dagster.cloud.setup import SetupError
-    from goat_dagster.serving.client import ServeClientError
-    from goat_dagster.serving.gateway import GatewayError
-    from goat_dagster.serving.hf_weights import HubError
-    from goat_dagster.serving.modal_deploy import ModalUnavailable
-    from goat_dagster.serving.proxy import ProxyError
-    from goat_dagster.serving.stack import StackError
-    from goat_dagster.serving.weights import WeightsError
-    from goat_dagster.tracing.langfuse_reader import LangfuseReadError
-
-    return (
-        ValueError,  # RegistryError, SuiteError, RunError, config errors of every part
-        FileNotFoundError,
-        SandboxError,
-        SetupError,
-        ServeClientError,
-        GatewayError,
-        HubError,
-        ModalUnavailable,
-        ProxyError,
-        StackError,
-        WeightsError,
-        LangfuseReadError,
-    )
+def _debug() -> bool:
+    try:
+        return config.settings().debug
+    except config.ConfigError:  # the error being reported may be this very one
+        return False
 
 
 class GoatGroup(click.Group):
@@ -63,7 +58,7 @@ class GoatGroup(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
-            if os.environ.get("GOAT_DEBUG") or not isinstance(exc, user_errors()):
+            if _debug() or not isinstance(exc, USER_ERRORS):
                 raise
             verb = ctx.invoked_subcommand or "goat"
             fail(f"goat {verb}: {exc}" if not isinstance(exc, RegistryError) else str(exc))
@@ -87,8 +82,6 @@ def main() -> None:
 @click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled models.")
 def models(as_json: bool, enabled_only: bool) -> None:
     """Show the model registry (models.yaml), validated."""
-    from goat_dagster.registry import load_registry
-
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
@@ -157,53 +150,57 @@ def run(
 
     Results go to $GOAT_HOME/lake/results/<run_id>.parquet; a killed run resumes with --run-id.
     """
+    from goat_dagster.analysis.run_reports import summary_text
+    from goat_dagster.analysis.runs import summarize_run
+    from goat_dagster.analysis.warehouse import update_views
     from goat_dagster.bench.journal import RunError
-    from goat_dagster.bench.report import ProgressBar, summary_text
+    from goat_dagster.bench.progress import ProgressBar
+    from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
-    from goat_dagster.bench.sandbox import SandboxError
     from goat_dagster.bench.suite import SuiteError
-    from goat_dagster.serving.stack import StackError
 
+    registry = load_registry()
     bar = ProgressBar()
     try:
-        prepare_gateway(model, agent, quiet=as_json)
-        summary = run_benchmark(
-            suite,
-            model,
-            agent=agent,
-            sandbox=sandbox,
-            parallel=parallel,
-            epochs=epochs,
-            run_id=run_id,
-            budget_usd=budget_usd,
-            on_start=bar.start,
-            on_task=bar.task,
+        prepare_gateway(registry, model, agent, quiet=as_json)
+        outcome = run_benchmark(
+            RunRequest(
+                suite=suite,
+                model=model,
+                agent=agent,
+                sandbox=sandbox,
+                parallel=parallel,
+                epochs=epochs,
+                run_id=run_id,
+                budget_usd=budget_usd,
+                on_start=bar.start,
+                on_task=bar.task,
+                registry=registry,
+            )
         )
-    except (SuiteError, RunError, SandboxError, StackError, KeyError, ValueError) as exc:
+    except (SuiteError, RunError, SandboxError, ServingError, ProxyError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
+    summary = summarize_run(outcome)
+    update_views()  # the DuckDB views people query themselves, over the lake this run is now in
     if as_json:
         emit(summary.model_dump(mode="json"))
     else:
         click.echo(summary_text(summary.model_dump(mode="json")))
 
 
-def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
+def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> None:
     """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
-    import os
-
     from goat_dagster.bench.agents import make_agent
-    from goat_dagster.registry import load_registry
-    from goat_dagster.serving.stack import ensure_model_stack
+    from goat_dagster.routing.stack import ensure_model_stack
+    from goat_dagster.serving.backends import Backends
 
-    if not make_agent(agent).needs_gateway or os.environ.get("GOAT_LLM_BASE_URL"):
+    if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
-    registry = load_registry()
-    ensure_model_stack(
-        registry.get(model), registry, log=None if quiet else lambda m: click.echo(m, err=True)
-    )
+    log = PrintLog(None if quiet else lambda m: click.echo(m, err=True))
+    ensure_model_stack(registry, registry.get(model), Backends.from_settings(), log=log)
 
 
 @main.command()
@@ -212,7 +209,7 @@ def prepare_gateway(model: str, agent: str, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def results(run_id: str | None, full: bool, as_json: bool) -> None:
     """Show benchmark results (latest runs, or one run)."""
-    from goat_dagster.bench.report import results_view
+    from goat_dagster.analysis.run_reports import results_view
 
     try:
         payload, text = results_view(run_id, full)
@@ -240,23 +237,27 @@ def view(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="GOAT_SERVE_HOST")
 @click.option(
-    "--port", default=8100, show_default=True, type=int, envvar="GOAT_SERVE_PORT", help="0 picks a free port."
+    "--host", default=lambda: config.settings().serve_host, show_default="$GOAT_SERVE_HOST or 127.0.0.1"
+)
+@click.option(
+    "--port",
+    default=lambda: config.settings().serve_port,
+    show_default="$GOAT_SERVE_PORT or 8100",
+    type=int,
+    help="0 picks a free port.",
 )
 @click.option(
     "--budget-mb",
-    default=None,
+    default=lambda: config.settings().serve_budget_mb,
     type=int,
-    envvar="GOAT_SERVE_BUDGET_MB",
-    help="Memory budget for loaded models.",
+    help="Memory budget for loaded models (default $GOAT_SERVE_BUDGET_MB or half the RAM).",
 )
 @click.option(
     "--margin-mb",
-    default=None,
+    default=lambda: config.settings().serve_margin_mb,
     type=int,
-    envvar="GOAT_SERVE_MARGIN_MB",
-    help="Head-room kept free in the budget.",
+    help="Head-room kept free in the budget (default $GOAT_SERVE_MARGIN_MB or 256).",
 )
 @click.option(
     "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
@@ -275,9 +276,9 @@ def serve(
     stop: bool,
 ) -> None:
     """The local llama.cpp control plane (OpenAI-compatible)."""
-    from goat_dagster.serving.client import ServeClientError, ensure_control_plane, stop_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
-    from goat_dagster.serving.server import PortInUse, run_serve
+    from goat_dagster.serving.local.client import ensure_control_plane, stop_control_plane
+    from goat_dagster.serving.local.server import PortInUse, run_serve
+    from goat_dagster.serving.local.settings import ServeSettings
 
     if stop:
         pid = stop_control_plane()
@@ -298,15 +299,15 @@ def serve(
             click.echo(f"goat serve {how}: {cp.base_url} (pid {cp.pid}, log {cp.log_path})")
             return
         run_serve(settings)
-    except (PortInUse, ServeClientError) as exc:
+    except (PortInUse, ServingError) as exc:
         fail(f"goat serve: {exc}")
 
 
 @main.command()
 def stop() -> None:
     """Stop what goat started in the background for this GOAT_HOME: goat serve and the LiteLLM proxy."""
-    from goat_dagster.serving.client import stop_control_plane
-    from goat_dagster.serving.proxy import stop_proxy
+    from goat_dagster.routing.proxy import stop_proxy
+    from goat_dagster.serving.local.client import stop_control_plane
 
     pid = stop_control_plane()
     click.echo(f"goat serve: {'stopped (pid ' + str(pid) + ')' if pid else 'not running'}")
@@ -362,19 +363,18 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
 @click.option("--yes", is_flag=True, help="Create without asking.")
 def setup(dry_run: bool, env_file: str, yes: bool) -> None:
     """Create the Modal environment, secrets and volumes from ./.env."""
-    from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan, modal_state, read_env_file
-    from goat_dagster.serving.modal_deploy import ModalCloud, ModalUnavailable
-    from goat_dagster.serving.modal_spec import ENVIRONMENT_ENV
+    from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
+    from goat_dagster.serving.modal.setup import apply_plan, build_plan, modal_state, read_env_file
 
     try:
-        cloud = ModalCloud(read_env_file(env_file).get(ENVIRONMENT_ENV))
+        cloud = ModalCloud(read_env_file(env_file).get(config.GoatSettings.env_name("modal_environment")))
         try:
             state, note = modal_state(cloud), ""
         except ModalUnavailable as exc:
             if not dry_run:
                 fail(f"goat setup: {exc}")
             state, note = None, f"Modal {exc.reason}: {exc.detail}"
-        plan = build_plan(env_file, state, note)
+        plan = build_plan(env_file, state, note, registry=load_registry())
         click.echo(plan.render())
         if plan.problems:
             sys.exit(1)
@@ -385,7 +385,7 @@ def setup(dry_run: bool, env_file: str, yes: bool) -> None:
                 fail("goat setup: no terminal to ask; re-run with --yes to apply this plan")
             click.confirm("Apply this plan?", abort=True)
         apply_plan(plan, cloud, click.echo)
-    except (SetupError, ModalUnavailable) as exc:
+    except ServingError as exc:  # SetupError, ModalUnavailable
         fail(f"goat setup: {exc}")
 
 

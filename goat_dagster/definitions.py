@@ -14,9 +14,9 @@ from goat_dagster.assets.traces import trace_export
 from goat_dagster.assets.weights import model_weights
 from goat_dagster.resources.langfuse import langfuse_resource_from_env
 from goat_dagster.resources.litellm import litellm_resource_from_env
-from goat_dagster.resources.modal import modal_resource_from_env
+from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import sandbox_resource_from_env
-from goat_dagster.resources.serving import local_serving_resource_from_env
+from goat_dagster.resources.serving import serving_resource_from_env
 from goat_dagster.sensors.registry import model_registry_sensor
 from goat_dagster.sensors.suite import benchmark_suite_sensor
 
@@ -36,8 +36,8 @@ defs = Definitions(
     asset_checks=[serving_endpoint_answers],
     sensors=[model_registry_sensor, benchmark_suite_sensor],
     resources={
-        "local_serving": local_serving_resource_from_env(),
-        "modal": modal_resource_from_env(),
+        "registry": RegistryResource(),
+        "serving": serving_resource_from_env(),
         "litellm": litellm_resource_from_env(),
         "langfuse": langfuse_resource_from_env(),
         "sandbox": sandbox_resource_from_env(),

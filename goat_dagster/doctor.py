@@ -5,28 +5,33 @@ The phases follow seed 000's `test_modal_infra.sh`:
 1. config    models.yaml valid, weights pinned, .env present, Modal credentials present
 2. secrets   Modal reachable; environment, the five secrets and the volumes exist
 3. services  `goat-services` and the enabled Modal models' `goat-vllm-<key>` apps deployed
-4. endpoints every recorded endpoint of an enabled model answers its health probe
+4. endpoints every recorded endpoint of an enabled model answers its backend's probe
 5. proxy     one chat call through the LiteLLM proxy (GOAT_LITELLM_URL, LITELLM_MASTER_KEY)
 6. traces    that call's trace is in the local trace sink (matched by its `goat_call_id`)
 
 Modal being unreachable (or not logged in) fails phases 2-3 with that reason instead of a
 traceback; the local phases still run. Phases 5 and 6 are small functions (`check_proxy_call`,
-`find_trace`) so the routing stage can point them at its own client and sink reader.
+`find_trace`) so tests can point them at a proxy and a sink of their own.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from goat_dagster import config
-from goat_dagster.serving.modal_spec import SECRET_VLLM, SECRETS, VLLM_KEY_ENV, VOLUMES, app_name_for
-from goat_dagster.tracing.schema import TraceRecord
+from goat_dagster.registry import VLLM_KEY_ENV, HFWeights, Registry, RegistryError, load_registry
+from goat_dagster.routing.modal_proxy import APP_NAME as SERVICES_APP
+from goat_dagster.routing.proxy import ProxyError, ProxySettings
+from goat_dagster.serving.backends import Backends
+from goat_dagster.serving.endpoint import load_endpoints
+from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
+from goat_dagster.serving.modal.spec import SECRET_VLLM, SECRETS, VOLUMES, app_name_for
+from goat_dagster.serving.probe import probe_chat
+from goat_dagster.tracing.export import collect_traces, resolve_source
+from goat_dagster.tracing.schema import TraceRecord, call_metadata, new_id
 
 PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
 
@@ -42,13 +47,11 @@ class Check:
 
 def proxy_target() -> tuple[str, str]:
     """The proxy goat uses and its admin key, found the way every other part finds them
-    (`GatewaySettings.from_env()`: the managed proxy under $GOAT_HOME, or GOAT_LITELLM_URL)."""
-    from goat_dagster.serving.gateway import GatewayError, GatewaySettings
-
-    settings = GatewaySettings.from_env()
+    (`ProxySettings.from_settings()`: the managed proxy under $GOAT_HOME, or GOAT_LITELLM_URL)."""
+    settings = ProxySettings.from_settings()
     try:
         key = settings.admin_key()
-    except GatewayError:
+    except ProxyError:
         key = ""
     return settings.base_url(), key
 
@@ -56,9 +59,7 @@ def proxy_target() -> tuple[str, str]:
 # ---- phase 1: config -----------------------------------------------------------------------------
 
 
-def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
-    from goat_dagster.registry import HFWeights, RegistryError, load_registry
-
+def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Registry | None]:
     out: list[Check] = []
     registry = None
     try:
@@ -77,7 +78,7 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
             if m.provider == "modal" and isinstance(m.weights, HFWeights) and not m.weights.pinned
         ]
         on_modal = [m.key for m in registry.enabled() if m.provider == "modal"]
-        if on_modal and not os.environ.get(VLLM_KEY_ENV):
+        if on_modal and not config.settings().vllm_api_key:
             out.append(
                 Check(
                     "config",
@@ -135,9 +136,7 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Any]:
 # ---- phases 2 and 3: Modal ---------------------------------------------------------------------
 
 
-def check_modal(cloud: Any, registry: Any) -> list[Check]:
-    from goat_dagster.serving.modal_deploy import ModalUnavailable
-
+def check_modal(cloud: Any, registry: Registry | None) -> list[Check]:
     try:
         cloud.check()
     except ModalUnavailable as exc:
@@ -182,18 +181,16 @@ def check_modal(cloud: Any, registry: Any) -> list[Check]:
                 "run `goat setup` (apps also create them on first deploy)" if missing else "",
             )
         )
-        from goat_dagster.serving.modal_services import APP_NAME
-
-        tags = cloud.app_tags(APP_NAME)
+        tags = cloud.app_tags(SERVICES_APP)
         out.append(
             Check(
                 "services",
-                APP_NAME,
+                SERVICES_APP,
                 "pass" if tags is not None else "fail",
                 "deployed" if tags is not None else "not deployed",
                 ""
                 if tags is not None
-                else f"modal deploy -m goat_dagster.serving.modal_services --env {cloud.environment}",
+                else f"modal deploy -m goat_dagster.routing.modal_proxy --env {cloud.environment}",
             )
         )
         for m in registry.enabled() if registry else []:
@@ -223,17 +220,12 @@ def check_modal(cloud: Any, registry: Any) -> list[Check]:
 # ---- phase 4: endpoints --------------------------------------------------------------------------
 
 
-def health_url(base_url: str) -> list[str]:
-    root = base_url.rstrip("/").removesuffix("/v1")
-    return [f"{root}/health", f"{root}/healthz"]
-
-
-def check_endpoints(registry: Any, timeout_s: float = 10.0) -> list[Check]:
-    from goat_dagster.serving.endpoint import load_endpoints
-
-    enabled = {m.key for m in registry.enabled()} if registry else set()
-    eps = [ep for ep in load_endpoints().values() if ep.model_key in enabled and ep.base_url]
-    if not eps:
+def check_endpoints(registry: Registry | None, backends: Backends, timeout_s: float = 10.0) -> list[Check]:
+    """Each enabled model's recorded endpoint, probed by its backend (`ServingBackend.probe`)."""
+    recorded = load_endpoints()
+    entries = [m for m in registry.enabled() if m.key in recorded] if registry else []
+    entries = [m for m in entries if recorded[m.key].base_url]  # cloud APIs: no URL of their own
+    if not entries:
         return [
             Check(
                 "endpoints",
@@ -244,40 +236,26 @@ def check_endpoints(registry: Any, timeout_s: float = 10.0) -> list[Check]:
             )
         ]
     out = []
-    for ep in eps:
-        status, detail = "fail", ""
-        for url in health_url(ep.base_url or ""):
-            try:
-                r = httpx.get(url, timeout=timeout_s)
-            except httpx.HTTPError as exc:
-                detail = f"{type(exc).__name__} at {url}"
-                continue
-            if r.status_code == 200:
-                status, detail = "pass", f"{url} 200"
-                break
-            detail = f"{url} HTTP {r.status_code}"
-        if status == "fail" and ep.provider == "modal" and "Timeout" in detail:
-            status = "warn"
-            detail += " (scaled to zero? a cold start takes minutes)"
-        fix = (
-            ""
-            if status == "pass"
-            else (
-                "materialize serving_endpoint for this model"
-                if ep.provider != "modal"
-                else "materialize serving_endpoint (redeploys and waits), or check `modal app logs "
-                + (ep.app_name or "")
-                + "`"
-            )
-        )
-        out.append(Check("endpoints", ep.model_key, status, detail, fix))
+    for entry in entries:
+        ep = recorded[entry.key]
+        health = backends.for_entry(entry).probe(entry, ep, timeout_s=timeout_s)
+        status, detail = ("pass" if health.ok else "fail"), health.description
+        if health.waking:
+            status, detail = "warn", detail + " (scaled to zero? a cold start takes minutes)"
+        fix = ""
+        if status != "pass":
+            fix = "materialize serving_endpoint for this model"
+            if entry.provider == "modal":
+                fix = "materialize serving_endpoint (redeploys and waits), or check "
+                fix += f"`modal app logs {ep.app_name}`"
+        out.append(Check("endpoints", entry.key, status, detail, fix))
     return out
 
 
 # ---- phases 5 and 6: a call through the proxy, and its trace -----------------------------------------
 
 
-def pick_model(registry: Any) -> str | None:
+def pick_model(registry: Registry | None) -> str | None:
     """The model doctor asks: the first enabled one, local before cloud before Modal GPUs."""
     if registry is None:
         return None
@@ -288,8 +266,6 @@ def pick_model(registry: Any) -> str | None:
 
 def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float = 120.0) -> Check:
     """One chat completion through the proxy carrying goat's call metadata."""
-    from goat_dagster.tracing.schema import call_metadata
-
     url, key = proxy_target()
     meta = call_metadata(
         run_id=doctor_run_id(trace_id),
@@ -301,40 +277,32 @@ def check_proxy_call(model: str, call_id: str, trace_id: str, timeout_s: float =
         call_id=call_id,
         step=0,
     )
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Reply with OK."}],
-        "max_tokens": 8,
-        "metadata": meta,
-    }
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
+    probe = probe_chat(f"{url}/v1", model, api_key=key or None, timeout_s=timeout_s, metadata=meta)
+    if probe.status is None:
         return Check(
             "proxy",
             model,
             "fail",
-            f"no LiteLLM proxy at {url} ({type(exc).__name__})",
+            f"no LiteLLM proxy at {url} ({(probe.error or '').split(':')[0]})",
             "start the proxy (goat demo / the litellm resource), or set GOAT_LITELLM_URL "
             "to the goat-services URL",
         )
     # without a database LiteLLM answers any key but the master key with 400 "No connected db."
-    if r.status_code in (401, 403) or "no_db_connection" in r.text:
+    if probe.status in (401, 403) or "no_db_connection" in (probe.error or ""):
         return Check(
             "proxy",
             model,
             "fail",
-            f"{url} refused the key (HTTP {r.status_code})",
+            f"{url} refused the key (HTTP {probe.status})",
             "external proxy: set LITELLM_MASTER_KEY to its master key; managed: the key is in "
             "$GOAT_HOME/litellm/master_key (remove it and restart the proxy if it is stale)",
         )
-    if r.status_code != 200:
+    if not probe.ok:
         return Check(
             "proxy",
             model,
             "fail",
-            f"HTTP {r.status_code}: {r.text[:200]}",
+            str(probe.error)[:200],
             "check the model is in the proxy config (litellm_config) and its endpoint is healthy",
         )
     return Check("proxy", model, "pass", f"{url}: answered (call {call_id[:12]})")
@@ -347,8 +315,6 @@ def doctor_run_id(trace_id: str) -> str:
 def find_trace(call_id: str, run_id: str, wait_s: float = 15.0, poll_s: float = 0.5) -> TraceRecord | None:
     """The trace of call `call_id` of run `run_id`, from wherever traces go (Langfuse when
     configured, else the local sink), polling up to wait_s."""
-    from goat_dagster.tracing.export import collect_traces
-
     deadline = time.monotonic() + wait_s
     while True:
         _, records = collect_traces(run_id)
@@ -359,8 +325,6 @@ def find_trace(call_id: str, run_id: str, wait_s: float = 15.0, poll_s: float = 
 
 
 def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
-    from goat_dagster.tracing.export import resolve_source
-
     source = resolve_source()
     where = "Langfuse" if source == "langfuse" else f"the trace sink ({config.paths().traces})"
     try:
@@ -388,12 +352,12 @@ def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
 # ---- all phases --------------------------------------------------------------------------------
 
 
-def modal_in_use(cloud: Any, registry: Any) -> str | None:
+def modal_in_use(cloud: Any, registry: Registry | None) -> str | None:
     """Why Modal matters here (None when it does not): an enabled model on Modal, a proxy outside
     this machine, or Modal credentials someone configured."""
     if registry is not None and any(m.provider == "modal" for m in registry.enabled()):
         return "an enabled model runs on Modal"
-    if os.environ.get("GOAT_LITELLM_URL"):
+    if config.settings().litellm_url:
         return "the LiteLLM proxy is external (GOAT_LITELLM_URL)"
     if cloud.credentials_present():
         return "Modal credentials are configured"
@@ -408,9 +372,6 @@ def run_doctor(
 ) -> list[Check]:
     """All phases. Modal's (credentials, secrets, services) run when Modal is in use or
     `check_cloud` is True; a machine that only benchmarks local models skips them, saying why."""
-    from goat_dagster.serving.modal_deploy import ModalCloud
-    from goat_dagster.tracing.schema import new_id
-
     cloud = cloud or ModalCloud()
     checks, registry = check_config(cloud, Path(env_file))
     reason = modal_in_use(cloud, registry)
@@ -420,7 +381,7 @@ def run_doctor(
         why = "no enabled model runs on Modal, no Modal credentials set (`goat doctor --cloud` checks anyway)"
         checks = [c for c in checks if c.name != "Modal credentials"]
         checks += [Check(phase, "Modal", "skip", why) for phase in ("secrets", "services")]
-    checks += check_endpoints(registry)
+    checks += check_endpoints(registry, Backends.from_settings())
     model = pick_model(registry)
     if model is None:
         checks.append(Check("proxy", "model", "skip", "no enabled model in models.yaml", "enable one"))
@@ -434,11 +395,7 @@ def run_doctor(
             Check("traces", "trace", "skip", "no call went through the proxy", "fix the proxy phase first")
         )
     else:
-        wait = (
-            trace_wait_s
-            if trace_wait_s is not None
-            else float(os.environ.get("GOAT_DOCTOR_TRACE_WAIT_S", "15"))
-        )
+        wait = trace_wait_s if trace_wait_s is not None else config.settings().doctor_trace_wait_s
         checks.append(check_trace(call_id, doctor_run_id(trace_id), wait))
     return checks
 

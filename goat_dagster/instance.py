@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Set by the process that started the embedded server, for its children: DAGSTER_PG_URL is then
+# ours, not the user's. An internal flag, not a setting.
 EMBEDDED_FLAG = "GOAT_PG_EMBEDDED"
 _server = None  # the pgserver handle this process holds, if any
 
@@ -76,7 +78,7 @@ def _install_term_handler() -> None:
 def ensure_postgres() -> str:
     """Return the SQLAlchemy URL of the instance database, starting the embedded server if needed."""
     global _server
-    external = os.environ.get("DAGSTER_PG_URL")
+    external = config.settings().dagster_pg_url
     if external and not os.environ.get(EMBEDDED_FLAG):
         url = sqlalchemy_url(external)
         os.environ["DAGSTER_PG_URL"] = url

@@ -27,7 +27,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from goat_dagster import config
-from goat_dagster.serving.modal_spec import VLLM_KEY_ENV
 from goat_dagster.yaml_lines import LineDict, YamlProblem, line_of, load_yaml
 
 Provider = Literal["local", "modal", "cloud", "openai_compatible"]
@@ -48,6 +47,9 @@ ROUTING_STRATEGIES: tuple[str, ...] = (
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SLUG_BAD = re.compile(r"[^a-z0-9._-]+")
+# The key every Modal endpoint wants: the goat-vllm-* apps run vLLM with VLLM_API_KEY from the
+# goat-vllm Modal secret (their URLs are public), and this machine needs the same value.
+VLLM_KEY_ENV = config.GoatSettings.env_name("vllm_api_key")
 
 
 def slugify(key: str) -> str:

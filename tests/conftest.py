@@ -10,8 +10,13 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from goat_dagster.analysis.runs import RunSummary, summarize_run
+from goat_dagster.bench.run_request import RunRequest
+from goat_dagster.bench.runner import run_benchmark
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +25,7 @@ def smollm2_gguf() -> Path:
     """The real SmolLM2 GGUF, located the way `model_weights` locates it (the shipped registry's
     package source; the package is not imported: it imports `llm`, which is not installed)."""
     from goat_dagster.registry import load_registry
-    from goat_dagster.serving.weights import locate_weights
+    from goat_dagster.serving.local.weights import locate_weights
 
     return locate_weights(load_registry(PROJECT / "models.yaml").get("smollm2-135m")).gguf
 
@@ -129,13 +134,22 @@ class StackEnv:
         from goat_dagster.resources.langfuse import LangfuseResource
         from goat_dagster.resources.litellm import LiteLLMProxyResource
         from goat_dagster.resources.modal import ModalResource
+        from goat_dagster.resources.registry import RegistryResource
         from goat_dagster.resources.sandbox import SandboxResource
-        from goat_dagster.resources.serving import LocalServingResource
+        from goat_dagster.resources.serving import (
+            ExternalServingResource,
+            LocalServingResource,
+            ServingResource,
+        )
 
         return {
-            "local_serving": LocalServingResource(port=self.serve_port),
+            "registry": RegistryResource(),
+            "serving": ServingResource(
+                local=LocalServingResource(port=self.serve_port),
+                modal=ModalResource(),
+                external=ExternalServingResource(),
+            ),
             "litellm": LiteLLMProxyResource(port=self.proxy_port),
-            "modal": ModalResource(),
             "langfuse": LangfuseResource(),
             "sandbox": SandboxResource(),
         }
@@ -149,8 +163,8 @@ def stack_env(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         yield stack
     finally:
-        from goat_dagster.serving.client import stop_control_plane
-        from goat_dagster.serving.proxy import stop_proxy
+        from goat_dagster.routing.proxy import stop_proxy
+        from goat_dagster.serving.local.client import stop_control_plane
 
         saved = os.environ.get("GOAT_HOME")
         os.environ["GOAT_HOME"] = str(stack.home)
@@ -160,3 +174,9 @@ def stack_env(pg_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         finally:
             if saved is not None:
                 os.environ["GOAT_HOME"] = saved
+
+
+def benchmark(**request: Any) -> RunSummary:
+    """A benchmark run as `goat run` makes one: the harness runs the request, then the warehouse SQL
+    sums up its rows (what `goat run --json` prints)."""
+    return summarize_run(run_benchmark(RunRequest(**request)))

@@ -20,9 +20,9 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
-from goat_dagster.analysis.warehouse import ERROR_KINDS, LakeSnapshot, open_snapshot, query
-from goat_dagster.assets.common import markdown_table
-from goat_dagster.textfmt import format_table
+from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
+from goat_dagster.bench.lake import ERROR_KINDS
+from goat_dagster.textfmt import format_table, markdown_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
@@ -374,21 +374,8 @@ def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
     return "\n\n---\n\n".join(parts)
 
 
-TEXT_COLUMNS = [
-    "model",
-    "suite",
-    "run",
-    "scored",
-    "passed",
-    "failed",
-    "errors",
-    "pass@1",
-    "95% CI",
-    "pass@k",
-    "cost/solved",
-    "call p50/p95 s",
-    "task p50/p95 s",
-]
+# a terminal is narrower: the details without the counts of tasks, epochs and calls, cost and tokens
+TEXT_COLUMNS = [c for c in DETAIL_COLUMNS if c not in ("tasks", "epochs", "cost", "calls", "tokens in/out")]
 
 
 def render_leaderboard_text(board: Leaderboard) -> str:

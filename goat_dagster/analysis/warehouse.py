@@ -1,382 +1,31 @@
-"""DuckDB over the results and traces lake: one set of SQL, two ways to run it.
+"""The warehouse file, `$GOAT_HOME/warehouse.duckdb`: the warehouse SQL as views, for people who
+open the file themselves (`duckdb .goat/warehouse.duckdb`, then `SELECT * FROM leaderboard`).
 
-- `ensure_warehouse()` keeps the views in `$GOAT_HOME/warehouse.duckdb` for people who open the file
-  themselves (`duckdb .goat/warehouse.duckdb`, then `SELECT * FROM leaderboard`). The views read the
-  lake through globs, so the file only needs writing when a view is missing or its SQL changed
-  (tracked as a version in `goat_warehouse_meta`). DuckDB allows one read-write process per file, so
-  the write is short, retried on lock errors, and skipped (state "busy") if the file stays locked.
-- `open_snapshot()` runs the same SQL in an in-memory connection over the Parquet files that are
-  complete right now (a file still being written is skipped and reported), so computing the
-  leaderboard never waits on, or blocks, the warehouse file or a benchmark run writing the lake.
-
-Objects (all in schema main):
-  results        the results lake, DESIGN §6 columns with their types (one row per task x epoch)
-  traces         the traces lake, `TraceRecord` columns (one row per LLM call)
-  calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
-                 filled in from end_time - start_time when missing
-  task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
-  run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
-                 tokens, and `recency` (1 = the latest run of its (model, suite))
-  leaderboard    run_summary of the latest run per (model, suite)
-  task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
-  macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
-                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
-
-Conventions (the numbers a user reads):
-- An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
-  timeout, agent or budget) and are never scored: pass_rate = passed / (passed + failed).
-- The 95% interval is Wilson's score interval over scored attempts (z = 1.95996). With epochs > 1 the
-  attempts of one task are not independent, so the interval is then somewhat too narrow.
-- pass@k (Chen et al. 2021, unbiased estimator 1 - C(n-c, k) / C(n, k), n scored and c passed attempts
-  of a task, averaged over tasks with n >= k) with k = the run's number of epochs, when that is > 1.
-  `pass_at(k)` gives any other k.
-- A run is identified by run_id; it "starts" at its earliest started_at. The run that counts for a
-  model is the latest run per (model, suite): latest start, then latest finish, then greatest run_id.
-- A task's outcome in a run: 'passed' if a strict majority of its scored attempts passed, 'failed' if
-  it had scored attempts otherwise, 'error' if none was scored (only errors).
-- Latency: per call from traces (latency_s), per task from results.wall_s of scored attempts;
-  percentiles are quantile_cont (linear interpolation, as numpy's default).
-- A run's wall_s is its first task's start to its last task's finish (as `goat run` and `goat
-  results` report it); task_s is the sum of its tasks' wall_s (more than wall_s with parallel tasks).
-- cost_per_solved = total cost_usd of the run (errors included: they were paid for) / passed attempts.
+The views read the lake through globs, so the file only needs writing when a view is missing or its
+SQL changed (tracked as a version in `goat_warehouse_meta`). DuckDB allows one read-write process
+per file, so the write is short, retried on lock errors, and skipped (state "busy") if the file
+stays locked. No number is computed from this file (snapshot.py is how), so an open warehouse never
+blocks a run or the leaderboard.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-import types
-import typing
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from statistics import NormalDist
-from typing import Any, Literal
+from typing import Literal
 
 import duckdb
+from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from goat_dagster import config
-from goat_dagster.tracing.schema import TraceRecord
+from goat_dagster.analysis.warehouse_sql import OBJECTS, lake_globs, views_version, warehouse_sql
 
-# DESIGN §6: the results row. Order and names are the contract.
-RESULT_COLUMNS: dict[str, str] = {
-    "run_id": "VARCHAR",
-    "suite": "VARCHAR",
-    "suite_version": "VARCHAR",
-    "model": "VARCHAR",
-    "agent": "VARCHAR",
-    "sandbox": "VARCHAR",
-    "task_id": "VARCHAR",
-    "epoch": "INTEGER",
-    "status": "VARCHAR",
-    "error_kind": "VARCHAR",
-    "started_at": "TIMESTAMPTZ",
-    "finished_at": "TIMESTAMPTZ",
-    "wall_s": "DOUBLE",
-    "steps": "INTEGER",
-    "tool_calls": "INTEGER",
-    "prompt_tokens": "BIGINT",
-    "completion_tokens": "BIGINT",
-    "cost_usd": "DOUBLE",
-    "trace_id": "VARCHAR",
-}
-
-ERROR_KINDS = ("infra", "timeout", "agent", "budget")
-
-Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+log = logging.getLogger(__name__)
 
 META_TABLE = "goat_warehouse_meta"
 LOCK_TIMEOUT_S = 10.0
-
-
-def _duckdb_type(annotation: Any) -> str:
-    """The DuckDB type of a `TraceRecord` field annotation."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _duckdb_type(args[0])
-    if origin is Literal or annotation is str:
-        return "VARCHAR"
-    if origin is list and typing.get_args(annotation) == (str,):
-        return "VARCHAR[]"
-    simple = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", datetime: "TIMESTAMPTZ"}
-    if annotation in simple:
-        return simple[annotation]
-    raise TypeError(f"TraceRecord field type {annotation!r} has no DuckDB mapping in analysis/warehouse.py")
-
-
-# `TraceRecord` is the row schema of the traces lake; the view follows it field for field.
-TRACE_COLUMNS: dict[str, str] = {
-    name: _duckdb_type(f.annotation) for name, f in TraceRecord.model_fields.items()
-}
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _lake_relation(columns: dict[str, str], source: str | Sequence[Path]) -> str:
-    """SELECT of exactly `columns` (typed) from Parquet files: a glob string or a list of files.
-
-    A zero-row typed relation is unioned in by name, so the view works on an empty lake and on files
-    that lack a column (an older writer) or stored one with another type (e.g. all-null, or a
-    timestamp written as an ISO string); every column is then cast to its contract type.
-    """
-    typed_empty = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
-    casts = ",\n    ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in columns.items())
-    if isinstance(source, str):
-        files = f"read_parquet({_literal(source)}, union_by_name = true, allow_empty = true)"
-    elif source:
-        files = "read_parquet([{}], union_by_name = true)".format(", ".join(_literal(str(p)) for p in source))
-    else:
-        files = None
-    body = f"(SELECT {typed_empty} LIMIT 0)"
-    if files:
-        body = f"{body}\n    UNION ALL BY NAME\n    SELECT * FROM {files}"
-    return f"SELECT\n    {casts}\nFROM (\n    {body}\n)"
-
-
-def _z(power: int = 1) -> str:
-    return repr(Z_95**power)
-
-
-# (name, kind for DROP, statement)
-ANALYSIS_SQL: list[tuple[str, str, str]] = [
-    (
-        "wilson_low",
-        "MACRO",
-        f"""CREATE OR REPLACE MACRO wilson_low(x, n) AS
-CASE WHEN n > 0 THEN greatest(0.0,
-    (CAST(x AS DOUBLE) / n + {_z(2)} / (2 * n)
-     - {_z()} * sqrt((CAST(x AS DOUBLE) / n) * (1 - CAST(x AS DOUBLE) / n) / n + {_z(2)} / (4 * n * n)))
-    / (1 + {_z(2)} / n)) END""",
-    ),
-    (
-        "wilson_high",
-        "MACRO",
-        f"""CREATE OR REPLACE MACRO wilson_high(x, n) AS
-CASE WHEN n > 0 THEN least(1.0,
-    (CAST(x AS DOUBLE) / n + {_z(2)} / (2 * n)
-     + {_z()} * sqrt((CAST(x AS DOUBLE) / n) * (1 - CAST(x AS DOUBLE) / n) / n + {_z(2)} / (4 * n * n)))
-    / (1 + {_z(2)} / n)) END""",
-    ),
-    (
-        # 1 - C(n-c, k) / C(n, k) via log-gamma: C(n-c,k)/C(n,k) = (n-c)! (n-k)! / ((n-c-k)! n!)
-        "pass_at_k",
-        "MACRO",
-        """CREATE OR REPLACE MACRO pass_at_k(n, c, k) AS
-CASE WHEN k < 1 OR n < k THEN NULL
-     WHEN n - c < k THEN 1.0
-     ELSE 1.0 - exp(lgamma(n - c + 1) + lgamma(n - k + 1) - lgamma(n - c - k + 1) - lgamma(n + 1)) END""",
-    ),
-    (
-        "calls",
-        "VIEW",
-        """CREATE OR REPLACE VIEW calls AS
-WITH trace_runs AS (
-    SELECT trace_id, min(run_id) AS run_id FROM results WHERE trace_id IS NOT NULL GROUP BY trace_id
-)
-SELECT t.* REPLACE (
-    coalesce(t.run_id, tr.run_id) AS run_id,
-    coalesce(t.latency_s, epoch(t.end_time) - epoch(t.start_time)) AS latency_s)
-FROM traces t LEFT JOIN trace_runs tr ON t.trace_id = tr.trace_id
-QUALIFY t.call_id IS NULL
-    OR row_number() OVER (PARTITION BY t.call_id ORDER BY t.source DESC, t.end_time DESC NULLS LAST) = 1""",
-    ),
-    (
-        "task_outcomes",
-        "VIEW",
-        """CREATE OR REPLACE VIEW task_outcomes AS
-WITH per_task AS (
-    SELECT run_id, suite, model, task_id,
-        count(*) AS attempts,
-        count(*) FILTER (WHERE status IN ('passed', 'failed')) AS scored,
-        count(*) FILTER (WHERE status = 'passed') AS passed,
-        count(*) FILTER (WHERE status = 'failed') AS failed,
-        count(*) FILTER (WHERE status = 'error') AS errors,
-        string_agg(DISTINCT coalesce(error_kind, 'unknown'), ',' ORDER BY coalesce(error_kind, 'unknown'))
-            FILTER (WHERE status = 'error') AS error_kinds,
-        median(wall_s) AS wall_s,
-        sum(cost_usd) AS cost_usd
-    FROM results
-    GROUP BY run_id, suite, model, task_id
-), judged AS (
-    SELECT *,
-        CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
-        CASE WHEN scored = 0 THEN 'error' WHEN 2 * passed > scored THEN 'passed' ELSE 'failed' END AS outcome
-    FROM per_task
-)
-SELECT *,
-    CASE
-        WHEN attempts = 1 AND outcome = 'passed' THEN '✓'
-        WHEN attempts = 1 AND outcome = 'failed' THEN '✗'
-        WHEN attempts = 1 THEN 'E:' || error_kinds
-        ELSE passed || '/' || scored || CASE WHEN errors > 0 THEN ' E:' || errors ELSE '' END
-    END AS cell
-FROM judged""",
-    ),
-    (
-        "run_summary",
-        "VIEW",
-        """CREATE OR REPLACE VIEW run_summary AS
-WITH runs AS (
-    SELECT run_id, suite, model,
-        min(suite_version) AS suite_version,
-        min(agent) AS agent,
-        min(sandbox) AS sandbox,
-        min(started_at) AS started_at,
-        max(finished_at) AS finished_at,
-        count(DISTINCT task_id) AS tasks,
-        count(DISTINCT epoch) AS epochs,
-        count(*) AS attempts,
-        count(*) FILTER (WHERE status = 'passed') AS passed,
-        count(*) FILTER (WHERE status = 'failed') AS failed,
-        count(*) FILTER (WHERE status = 'error') AS errors,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'infra') AS errors_infra,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'timeout') AS errors_timeout,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'agent') AS errors_agent,
-        count(*) FILTER (WHERE status = 'error' AND error_kind = 'budget') AS errors_budget,
-        count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
-            OR error_kind NOT IN ('infra', 'timeout', 'agent', 'budget'))) AS errors_other,
-        count(*) FILTER (WHERE status IS NULL OR status NOT IN ('passed', 'failed', 'error')) AS invalid_rows,
-        sum(cost_usd) AS cost_usd,
-        sum(prompt_tokens) AS prompt_tokens,
-        sum(completion_tokens) AS completion_tokens,
-        sum(steps) AS steps,
-        sum(tool_calls) AS tool_calls,
-        (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
-        sum(wall_s) AS task_s,
-        quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS task_p50_s,
-        quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS task_p95_s
-    FROM results
-    GROUP BY run_id, suite, model
-), pass_k AS (
-    SELECT o.run_id, o.suite, o.model,
-        avg(pass_at_k(o.scored, o.passed, r.epochs)) AS pass_at_k,
-        count(*) FILTER (WHERE o.scored >= r.epochs) AS pass_at_k_tasks
-    FROM task_outcomes o JOIN runs r USING (run_id, suite, model)
-    WHERE r.epochs > 1
-    GROUP BY o.run_id, o.suite, o.model
-), run_calls AS (
-    SELECT run_id,
-        count(*) AS calls,
-        count(*) FILTER (WHERE status = 'error') AS call_errors,
-        quantile_cont(latency_s, 0.5) AS call_p50_s,
-        quantile_cont(latency_s, 0.95) AS call_p95_s
-    FROM calls
-    WHERE run_id IS NOT NULL
-    GROUP BY run_id
-)
-SELECT
-    r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
-    r.tasks, r.epochs, r.attempts,
-    r.passed + r.failed AS scored,
-    r.passed, r.failed, r.errors,
-    r.errors_infra, r.errors_timeout, r.errors_agent, r.errors_budget, r.errors_other, r.invalid_rows,
-    CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
-    wilson_low(r.passed, r.passed + r.failed) AS ci_low,
-    wilson_high(r.passed, r.passed + r.failed) AS ci_high,
-    CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
-    pk.pass_at_k,
-    pk.pass_at_k_tasks,
-    r.cost_usd,
-    r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
-    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
-    r.task_p50_s, r.task_p95_s,
-    coalesce(c.calls, 0) AS calls,
-    coalesce(c.call_errors, 0) AS call_errors,
-    c.call_p50_s, c.call_p95_s,
-    row_number() OVER (
-        PARTITION BY r.model, r.suite
-        ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
-    ) AS recency
-FROM runs r
-LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
-LEFT JOIN run_calls c ON c.run_id = r.run_id""",
-    ),
-    (
-        "leaderboard",
-        "VIEW",
-        """CREATE OR REPLACE VIEW leaderboard AS
-SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1
-ORDER BY suite, pass_rate DESC NULLS LAST, model""",
-    ),
-    (
-        "task_matrix",
-        "VIEW",
-        """CREATE OR REPLACE VIEW task_matrix AS
-SELECT o.* FROM task_outcomes o
-JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
-WHERE s.recency = 1
-ORDER BY o.suite, o.task_id, o.model""",
-    ),
-    (
-        "pass_at",
-        "MACRO TABLE",
-        """CREATE OR REPLACE MACRO pass_at(k) AS TABLE
-SELECT run_id, suite, model, k AS k,
-    count(*) FILTER (WHERE scored >= k) AS tasks,
-    avg(pass_at_k(scored, passed, k)) AS pass_at_k
-FROM task_outcomes
-GROUP BY run_id, suite, model""",
-    ),
-    (
-        "ab_compare",
-        "MACRO TABLE",
-        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
-SELECT
-    coalesce(a.task_id, b.task_id) AS task_id,
-    coalesce(a.outcome, 'missing') AS outcome_a,
-    coalesce(b.outcome, 'missing') AS outcome_b,
-    a.pass_frac AS pass_frac_a,
-    b.pass_frac AS pass_frac_b,
-    a.cell AS cell_a,
-    b.cell AS cell_b,
-    CASE
-        WHEN a.outcome = 'passed' AND b.outcome = 'failed' THEN 'pass→fail'
-        WHEN a.outcome = 'failed' AND b.outcome = 'passed' THEN 'fail→pass'
-        WHEN a.outcome = b.outcome AND a.outcome IN ('passed', 'failed') THEN 'unchanged'
-        ELSE 'not comparable'
-    END AS change
-FROM (SELECT * FROM task_outcomes WHERE run_id = run_a) a
-FULL OUTER JOIN (SELECT * FROM task_outcomes WHERE run_id = run_b) b ON a.task_id = b.task_id
-ORDER BY change, task_id""",
-    ),
-]
-
-# Name -> kind, for dropping objects a newer version no longer defines.
-OBJECTS: dict[str, str] = {"results": "VIEW", "traces": "VIEW"} | {
-    name: kind for name, kind, _ in ANALYSIS_SQL
-}
-
-
-def warehouse_sql(results_source: str | Sequence[Path], traces_source: str | Sequence[Path]) -> list[str]:
-    """Every statement that defines the warehouse objects, in dependency order.
-
-    A source is a glob (the warehouse file: views follow the lake as it grows) or a list of files
-    (a snapshot). The analysis statements are the same either way.
-    """
-    return [
-        f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
-        f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
-        *(sql for _, _, sql in ANALYSIS_SQL),
-    ]
-
-
-def lake_globs(paths: config.GoatPaths) -> tuple[str, str]:
-    return str(paths.lake_results / "*.parquet"), str(paths.lake_traces / "*.parquet")
-
-
-def views_version(paths: config.GoatPaths) -> str:
-    """Content hash of the warehouse SQL (lake paths included): the views are re-created when it changes."""
-    sql = "\n;\n".join(warehouse_sql(*lake_globs(paths)))
-    return hashlib.sha256(sql.encode()).hexdigest()[:16]
-
-
-# ---- the warehouse file ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -443,87 +92,41 @@ def ensure_warehouse(
     paths = paths or config.paths()
     target = paths.warehouse
     version = views_version(paths)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        try:
-            if target.exists():
-                with duckdb.connect(str(target), read_only=True) as con:
-                    if _stored_version(con) == version:
-                        return WarehouseStatus(target, version, "current")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with duckdb.connect(str(target)) as con:
-                stored = _stored_version(con)  # again, under the write lock: another writer may have won
-                if stored == version:
-                    return WarehouseStatus(target, version, "current")
-                _write_views(con, paths, version)
-                return WarehouseStatus(target, version, "created" if stored is None else "updated")
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise
-            if time.monotonic() + delay > deadline:
-                return WarehouseStatus(target, version, "busy", f"left unchanged, file locked: {exc}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    retrying = Retrying(
+        retry=retry_if_exception(is_lock_error),
+        wait=wait_exponential(multiplier=0.02, max=0.5),
+        stop=stop_before_delay(timeout_s),
+        retry_error_callback=lambda state: WarehouseStatus(
+            target, version, "busy", f"left unchanged, file locked: {state.outcome.exception()}"
+        ),
+    )
+    return retrying(_ensure, paths, version)
 
 
-# ---- in-memory snapshots -------------------------------------------------------------------------
+def _ensure(paths: config.GoatPaths, version: str) -> WarehouseStatus:
+    target = paths.warehouse
+    if target.exists():
+        with duckdb.connect(str(target), read_only=True) as con:
+            if _stored_version(con) == version:
+                return WarehouseStatus(target, version, "current")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(target)) as con:
+        stored = _stored_version(con)  # again, under the write lock: another writer may have won
+        if stored == version:
+            return WarehouseStatus(target, version, "current")
+        _write_views(con, paths, version)
+        return WarehouseStatus(target, version, "created" if stored is None else "updated")
 
 
-def lake_files(directory: Path) -> tuple[list[Path], list[str]]:
-    """The complete Parquet files of a lake directory, and a note for each one skipped.
-
-    A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
-    progress never breaks the analysis of the others.
-    """
-    import pyarrow.parquet as pq  # here, not at import: `goat run` imports this module for its views
-
-    good: list[Path] = []
-    skipped: list[str] = []
-    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
-        try:
-            pq.read_metadata(path)
-        except Exception as exc:  # pyarrow raises several types for a partial file
-            skipped.append(f"{path}: {type(exc).__name__}: {exc}")
-            continue
-        good.append(path)
-    return good, skipped
-
-
-@dataclass
-class LakeSnapshot:
-    """An in-memory DuckDB connection with the warehouse objects over the lake files of one moment."""
-
-    con: duckdb.DuckDBPyConnection
-    results_files: list[Path] = field(default_factory=list)
-    trace_files: list[Path] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    def count(self, relation: str) -> int:
-        row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()
-        return int(row[0]) if row else 0
-
-
-@contextmanager
-def open_snapshot(paths: config.GoatPaths | None = None) -> Iterator[LakeSnapshot]:
-    """The warehouse SQL over the lake's complete files, in memory (closes on exit)."""
-    paths = paths or config.paths()
-    results_files, skipped_results = lake_files(paths.lake_results)
-    trace_files, skipped_traces = lake_files(paths.lake_traces)
-    con = duckdb.connect(":memory:")
+def update_views(paths: config.GoatPaths | None = None) -> WarehouseStatus | None:
+    """After a run: the views made or brought up to date if that is quick (they read the lake's
+    files by glob, so later runs show without a rewrite). A warehouse someone holds open is left as
+    it is, and so is one DuckDB cannot open: the run's Parquet file is what counts."""
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        for stmt in warehouse_sql(results_files, trace_files):
-            con.execute(stmt)
-        yield LakeSnapshot(con, results_files, trace_files, skipped_results + skipped_traces)
-    finally:
-        con.close()
-
-
-def query(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
-) -> list[dict[str, Any]]:
-    """Rows of a query as dicts keyed by column name."""
-    cur = con.execute(sql, params or [])
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        status = ensure_warehouse(paths, timeout_s=2.0)
+    except duckdb.Error as exc:
+        log.warning("warehouse views not updated: %s", exc)
+        return None
+    if status.state == "busy":
+        log.info("warehouse.duckdb is held open by another process; its views were left as they were")
+    return status

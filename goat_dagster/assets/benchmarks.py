@@ -5,7 +5,7 @@ Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults
 `smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
 """
 
-import os
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -26,23 +26,30 @@ from dagster import (
 )
 from pydantic import Field
 
+from goat_dagster import config
 from goat_dagster.analysis.leaderboard import build_leaderboard
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.analysis.runs import RunSummary, summarize_run
+from goat_dagster.analysis.warehouse import update_views
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.assets.weights import serving_slot
-from goat_dagster.bench.agents import AgentLimits, make_agent
-from goat_dagster.bench.gateway import resolve_gateway
+from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
-from goat_dagster.bench.runner import Progress, run_benchmark
+from goat_dagster.bench.run_request import Progress, RunOutcome, RunRequest
+from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import SandboxError
-from goat_dagster.bench.suite import Suite, SuiteError, load_suite
+from goat_dagster.bench.suite import SuiteError, load_suite
+from goat_dagster.bench.tasks import Suite
+from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import ModelEntry, load_registry
+from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.litellm import LiteLLMProxyResource
+from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import SandboxResource
+from goat_dagster.textfmt import markdown_table
 from goat_dagster.viewer import links
 
-DEFAULT_SUITE = os.environ.get("GOAT_SUITE", "smoke")
+DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"
 NO_INFRA = "no_infra_errors"
 
@@ -65,6 +72,11 @@ class BenchmarkConfig(Config):
         default=900.0, gt=0, description="wall clock of one task attempt's agent phase"
     )
     tasks: list[str] | None = Field(default=None, description="only these task ids")
+
+    def limits(self) -> AgentLimits:
+        return AgentLimits(
+            max_steps=self.max_steps, max_output_tokens=self.max_output_tokens, max_seconds=self.max_seconds
+        )
 
 
 def load_suite_or_fail(name: str) -> Suite:
@@ -149,29 +161,59 @@ def benchmark_results(
     config: BenchmarkConfig,
     litellm: LiteLLMProxyResource,
     sandbox: SandboxResource,
+    registry: RegistryResource,
 ) -> MaterializeResult:
-    registry = load_registry()
-    entry = registry.get(context.partition_key)
+    models = registry.registry()
+    entry = models.get(context.partition_key)
     suite = load_suite_or_fail(config.suite)
     run_id = goat_run_id(context, entry, suite)
-    agent = make_agent(config.agent)
-    gateway = (
-        resolve_gateway(entry.key, registry, client=litellm.client(entry)) if agent.needs_gateway else None
+    gateway = litellm.gateway(entry) if make_agent(config.agent).needs_gateway else None
+    request = RunRequest(
+        suite=suite,
+        model=entry.key,
+        agent=config.agent,
+        sandbox=sandbox.backend,
+        parallel=config.parallel,
+        epochs=config.epochs,
+        run_id=run_id,
+        budget_usd=config.budget_usd,
+        task_ids=config.tasks,
+        limits=config.limits(),
+        sandbox_limits=sandbox.limits(),
+        gateway=gateway,
+        registry=models,
+        on_task=lambda row, progress: _log_task(context, row, progress),
     )
-    limits = AgentLimits(
-        max_steps=config.max_steps, max_output_tokens=config.max_output_tokens, max_seconds=config.max_seconds
-    )
-
-    def on_task(row: ResultRow, progress: Progress) -> None:
-        kind = f" ({row.error_kind})" if row.error_kind else ""
-        context.log.info(
-            f"[{progress.done}/{progress.total}] {row.task_id} epoch {row.epoch}: {row.status}{kind} "
-            f"in {row.wall_s:.1f}s, {row.steps} steps, {row.prompt_tokens + row.completion_tokens} tokens"
-        )
-
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
     )
+    _check_suite_lineage(context, config, suite)
+    with serving_slot(context, entry):
+        outcome = _run(context, request)
+    summary = summarize_run(outcome)
+    update_views()  # the DuckDB views people query themselves, over the lake this run is now in
+    context.log.info(
+        f"run {run_id}: {summary.passed}/{summary.passed + summary.failed} scored tasks passed, "
+        f"{summary.errors} errors {summary.errors_by_kind or ''}"
+    )
+    rows = read_rows(run_id)
+    return MaterializeResult(
+        data_version=DataVersion(run_id),
+        metadata=_metadata(summary, suite, rows),
+        check_results=_checks(summary, suite, config.tasks, rows),
+    )
+
+
+def _log_task(context: AssetExecutionContext, row: ResultRow, progress: Progress) -> None:
+    kind = f" ({row.error_kind})" if row.error_kind else ""
+    context.log.info(
+        f"[{progress.done}/{progress.total}] {row.task_id} epoch {row.epoch}: {row.status}{kind} "
+        f"in {row.wall_s:.1f}s, {row.steps} steps, {row.prompt_tokens + row.completion_tokens} tokens"
+    )
+
+
+def _check_suite_lineage(context: AssetExecutionContext, config: BenchmarkConfig, suite: Suite) -> None:
+    """Warn when `benchmark_suite` was last materialized for another suite version than this run's."""
     upstream = context.instance.get_latest_materialization_event(AssetKey("benchmark_suite"))
     upstream_version = upstream.asset_materialization.tags.get("dagster/data_version") if upstream else None
     if upstream_version != suite.version:
@@ -180,42 +222,24 @@ def benchmark_results(
             f"this run benchmarks {suite.name} {suite.version}: materialize benchmark_suite with "
             f"suite={config.suite!r} so the lineage shows the suite these results come from"
         )
+
+
+def _run(context: AssetExecutionContext, request: RunRequest) -> RunOutcome:
+    """The run; an infrastructure failure (gateway down, sandbox unavailable) retries the step,
+    which resumes the journal; a run that cannot start as configured fails it."""
     try:
-        with serving_slot(context, entry):
-            summary = run_benchmark(
-                suite,
-                entry.key,
-                agent=config.agent,
-                sandbox=sandbox.backend,
-                parallel=config.parallel,
-                epochs=config.epochs,
-                run_id=run_id,
-                budget_usd=config.budget_usd,
-                gateway=gateway,
-                limits=limits,
-                sandbox_limits=sandbox.limits(),
-                task_ids=config.tasks,
-                on_task=on_task,
-                registry=registry,
-            )
+        return run_benchmark(request)
     except (GatewayDown, SandboxError) as exc:
         if isinstance(exc, SandboxError) and not exc.transient:  # e.g. no bubblewrap: fix, then rerun
-            raise Failure(description=f"run {run_id}: {exc}") from None
-        # infrastructure (gateway down, sandbox unavailable): retry the step, resuming the journal
-        context.log.error(f"run {run_id}: {exc}")
+            raise Failure(description=f"run {request.run_id}: {exc}") from None
+        context.log.error(f"run {request.run_id}: {exc}")
         raise RetryRequested(max_retries=2, seconds_to_wait=30) from exc
-    except RunError as exc:  # the run cannot start as configured: no retry will change that
-        raise Failure(description=f"run {run_id}: {exc}") from None
+    except RunError as exc:  # no retry will change that
+        raise Failure(description=f"run {request.run_id}: {exc}") from None
 
-    expected = {
-        (t, e) for t in (config.tasks or [t.id for t in suite.tasks]) for e in range(1, config.epochs + 1)
-    }
-    rows = read_rows(run_id)
-    keys = [(r["task_id"], int(r["epoch"])) for r in rows]
-    missing = sorted(expected - set(keys))
-    duplicates = len(keys) - len(set(keys))
-    infra = summary.errors_by_kind.get("infra", 0)
-    board = build_leaderboard(run_ids=[run_id])
+
+def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    board = build_leaderboard(run_ids=[summary.run_id])
     stats = board.rows[0] if board.rows else {}
     ci = (
         f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}%"
@@ -226,61 +250,63 @@ def benchmark_results(
         {k: r.get(k) for k in ("task_id", "epoch", "status", "error_kind", "wall_s", "steps", "tool_calls")}
         | {
             "tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0),
-            "task_id": f"[{r['task_id']}]({links.task_url(run_id, r['task_id'], r['epoch'])})",
+            "task_id": f"[{r['task_id']}]({links.task_url(summary.run_id, r['task_id'], r['epoch'])})",
         }
         for r in rows
     ]
-    context.log.info(
-        f"run {run_id}: {summary.passed}/{summary.passed + summary.failed} scored tasks passed, "
-        f"{summary.errors} errors {summary.errors_by_kind or ''}"
-    )
     # pass_rate is a float whenever there is one (a metadata key keeps one type, so its plot over
     # time works); with no scored task it is left out and pass_rate_95ci says so
     scored = {"pass_rate": MetadataValue.float(summary.pass_rate)} if summary.pass_rate is not None else {}
-    return MaterializeResult(
-        data_version=DataVersion(run_id),
-        metadata={
-            "run_id": run_id,
-            "model": entry.key,
-            "suite": suite.name,
-            "suite_version": suite.version,
-            "agent": summary.agent,
-            "sandbox": f"{summary.sandbox} ({summary.isolation})" if summary.isolation else summary.sandbox,
-            "n": summary.n,
-            "passed": summary.passed,
-            "failed": summary.failed,
-            "errors": summary.errors,
-            "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
-            **scored,
-            "pass_rate_95ci": ci,
-            "prompt_tokens": summary.prompt_tokens,
-            "completion_tokens": summary.completion_tokens,
-            "cost_usd": MetadataValue.float(summary.cost_usd),
-            "wall_s": MetadataValue.float(summary.wall_s),
-            "resumed_rows": summary.reused_rows,
-            "results": MetadataValue.path(summary.results_path),
-            "viewer": MetadataValue.url(links.run_url(run_id)),
-            "tasks": MetadataValue.md(markdown_table(table_rows)),
-        },
-        check_results=[
-            AssetCheckResult(
-                check_name=EVERY_TASK,
-                passed=not missing and not duplicates,
-                description=(
-                    f"{len(expected)} rows as expected"
-                    if not missing and not duplicates
-                    else f"missing {missing[:10]}{' ...' * (len(missing) > 10)}; {duplicates} duplicated"
-                ),
-                metadata={"expected": len(expected), "rows": len(rows), "duplicates": duplicates},
+    return {
+        "run_id": summary.run_id,
+        "model": summary.model,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "agent": summary.agent,
+        "sandbox": f"{summary.sandbox} ({summary.isolation})" if summary.isolation else summary.sandbox,
+        "n": summary.n,
+        "passed": summary.passed,
+        "failed": summary.failed,
+        "errors": summary.errors,
+        "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
+        **scored,
+        "pass_rate_95ci": ci,
+        "prompt_tokens": summary.prompt_tokens,
+        "completion_tokens": summary.completion_tokens,
+        "cost_usd": MetadataValue.float(summary.cost_usd),
+        "wall_s": MetadataValue.float(summary.wall_s),
+        "resumed_rows": summary.reused_rows,
+        "results": MetadataValue.path(summary.results_path),
+        "viewer": MetadataValue.url(links.run_url(summary.run_id)),
+        "tasks": MetadataValue.md(markdown_table(table_rows)),
+    }
+
+
+def _checks(
+    summary: RunSummary, suite: Suite, tasks: list[str] | None, rows: list[dict[str, Any]]
+) -> list[AssetCheckResult]:
+    """Every task x epoch has exactly one row; no row hit an infrastructure error (a warning)."""
+    expected = {(t, e) for t in (tasks or [t.id for t in suite.tasks]) for e in range(1, summary.epochs + 1)}
+    keys = [(r["task_id"], int(r["epoch"])) for r in rows]
+    missing = sorted(expected - set(keys))
+    duplicates = len(keys) - len(set(keys))
+    infra = summary.errors_by_kind.get("infra", 0)
+    return [
+        AssetCheckResult(
+            check_name=EVERY_TASK,
+            passed=not missing and not duplicates,
+            description=(
+                f"{len(expected)} rows as expected"
+                if not missing and not duplicates
+                else f"missing {missing[:10]}{' ...' * (len(missing) > 10)}; {duplicates} duplicated"
             ),
-            AssetCheckResult(
-                check_name=NO_INFRA,
-                passed=infra == 0,
-                severity=AssetCheckSeverity.WARN,
-                description="no infrastructure errors"
-                if infra == 0
-                else f"{infra} rows hit infrastructure errors",
-                metadata={"infra_errors": infra},
-            ),
-        ],
-    )
+            metadata={"expected": len(expected), "rows": len(rows), "duplicates": duplicates},
+        ),
+        AssetCheckResult(
+            check_name=NO_INFRA,
+            passed=infra == 0,
+            severity=AssetCheckSeverity.WARN,
+            description=f"{infra} rows hit infrastructure errors" if infra else "no infrastructure errors",
+            metadata={"infra_errors": infra},
+        ),
+    ]

@@ -1,17 +1,16 @@
-"""`serving_endpoint`: a live OpenAI-compatible endpoint per model, recorded with `save_endpoint`
-and in the asset metadata; the `serving_endpoint_answers` check probes it again.
+"""`serving_endpoint`: a live OpenAI-compatible endpoint per model (`ServingBackend.endpoint`: the
+record is saved for routing and put in the asset metadata); the `serving_endpoint_answers` check
+probes it again (`ServingBackend.probe`).
 
 - local: `goat serve` running (started detached if not), model loaded, a real chat completion.
-- modal: the model's `goat-vllm-<key>` app deployed and answering (`ModalResource.ensure_endpoint`).
+- modal: the model's `goat-vllm-<key>` app deployed and answering.
 - cloud / openai_compatible: registered; probed when possible, otherwise the record says what was
-  not checked (and `healthy` is False).
+  not checked (`healthy` is False, and the check only warns).
 """
 
 import hashlib
 import json
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -28,18 +27,17 @@ from dagster import (
     asset_check,
 )
 
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.assets.weights import model_weights, serving_slot
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import load_registry, slugify
-from goat_dagster.resources.modal import ModalResource
-from goat_dagster.resources.serving import LocalServingResource
-from goat_dagster.serving.client import probe_chat
-from goat_dagster.serving.endpoint import Endpoint, endpoints_dir, load_endpoint, save_endpoint
-from goat_dagster.serving.external_endpoint import register_external_endpoint
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.resources.serving import ServingResource
+from goat_dagster.serving.backend import EndpointDown
+from goat_dagster.serving.endpoint import Endpoint, endpoint_path, load_endpoint
+from goat_dagster.textfmt import markdown_table
 
 
-def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any]:
+def endpoint_metadata(ep: Endpoint) -> dict[str, Any]:
     detail_rows = [
         {"field": k, "value": v if not isinstance(v, dict | list) else str(v)} for k, v in ep.detail.items()
     ]
@@ -49,7 +47,7 @@ def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any
         "served_name": ep.served_name,
         "healthy": ep.healthy,
         "checked_at": ep.checked_at.isoformat(timespec="seconds"),
-        "record": MetadataValue.path(str(record or endpoints_dir() / f"{slugify(ep.model_key)}.json")),
+        "record": MetadataValue.path(str(endpoint_path(ep.model_key))),
         "detail": MetadataValue.md(markdown_table(detail_rows)),
     }
     if ep.base_url:
@@ -61,6 +59,15 @@ def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any
     if ep.app_name:
         meta["app_name"] = ep.app_name
     return meta
+
+
+def endpoint_version(ep: Endpoint) -> DataVersion:
+    """What downstream assets depend on: where the model is and under which name — not its health
+    or timings, so re-checking an unchanged endpoint keeps benchmarks fresh."""
+    ident = {
+        k: getattr(ep, k) for k in ("model_key", "provider", "engine", "base_url", "served_name", "app_name")
+    }
+    return DataVersion(hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16])
 
 
 @asset(
@@ -75,76 +82,36 @@ def endpoint_metadata(ep: Endpoint, record: Path | None = None) -> dict[str, Any
     "a registered external/cloud endpoint): base_url, served name, engine, health, load/cold-start seconds.",
 )
 def serving_endpoint(
-    context: AssetExecutionContext, local_serving: LocalServingResource, modal: ModalResource
+    context: AssetExecutionContext, serving: ServingResource, registry: RegistryResource
 ) -> MaterializeResult:
-    entry = load_registry().get(context.partition_key)
-    say = context.log.info
-    with serving_slot(context, entry):
-        if entry.provider == "local":
-            ep = local_serving.ensure_endpoint(entry, log=say)
-        elif entry.provider == "modal":
-            ep = modal.ensure_endpoint(entry, context.log)
-        else:
-            ep = register_external_endpoint(entry, log=say)
-    path = save_endpoint(ep)
-    meta = endpoint_metadata(ep, path)
-    say(f"{entry.key}: endpoint recorded in {path} (healthy={ep.healthy})")
-    if not ep.healthy and entry.self_hosted:
-        why = ep.detail.get("error") or ep.detail.get("probe", {}).get("error") or "see the detail table"
-        raise Failure(
-            description=f"{entry.key}: the endpoint at {ep.base_url} did not answer a chat completion: {why}",
-            metadata=meta,
-        )
-    return MaterializeResult(metadata=meta, data_version=endpoint_version(ep))
+    entry = registry.entry(context.partition_key)
+    try:
+        with serving_slot(context, entry):
+            ep = serving.backend(entry).endpoint(entry, context.log)
+    except EndpointDown as down:
+        raise Failure(description=str(down), metadata=endpoint_metadata(down.endpoint)) from None
+    context.log.info(f"{entry.key}: endpoint recorded in {endpoint_path(entry.key)} (healthy={ep.healthy})")
+    return MaterializeResult(metadata=endpoint_metadata(ep), data_version=endpoint_version(ep))
 
 
-def endpoint_version(ep: Endpoint) -> DataVersion:
-    """What downstream assets depend on: where the model is and under which name — not its health
-    or timings, so re-checking an unchanged endpoint keeps benchmarks fresh."""
-    ident = {
-        k: getattr(ep, k) for k in ("model_key", "provider", "engine", "base_url", "served_name", "app_name")
-    }
-    return DataVersion(hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16])
-
-
-def _endpoint_answers(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    entry = load_registry().get(context.partition_key)
+def _endpoint_answers(
+    context: AssetCheckExecutionContext, serving: ServingResource, registry: RegistryResource
+) -> AssetCheckResult:
+    entry = registry.entry(context.partition_key)
     ep = load_endpoint(entry.key)
     if ep is None:
         return AssetCheckResult(
-            passed=False, description=f"no endpoint record for {entry.key} in {endpoints_dir()}"
+            passed=False, description=f"no endpoint record for {entry.key} at {endpoint_path(entry.key)}"
         )
-    if entry.provider in ("cloud", "openai_compatible"):
-        fresh = register_external_endpoint(entry, log=context.log.info)
-        verified = bool(fresh.detail.get("verified"))
-        return AssetCheckResult(
-            passed=fresh.healthy,
-            severity=AssetCheckSeverity.ERROR if verified else AssetCheckSeverity.WARN,
-            description="answered a chat completion"
-            if fresh.healthy
-            else "; ".join(
-                fresh.detail.get("checked", [])
-                + [f"not checked: {n}" for n in fresh.detail.get("not_checked", [])]
-            ),
-            metadata={"probe": MetadataValue.json(fresh.detail.get("probe") or {}), "verified": verified},
-        )
-    if not ep.base_url:
-        return AssetCheckResult(passed=False, description=f"the record of {entry.key} has no base_url")
-    api_key = os.environ.get(entry.key_env) if entry.key_env else None
-    probe = probe_chat(
-        ep.base_url, ep.served_name, api_key=api_key, timeout_s=300 if entry.provider == "modal" else 120
-    )
+    health = serving.backend(entry).probe(entry, ep)
+    metadata: dict[str, Any] = {"probe": MetadataValue.json(health.detail), "verified": health.verified}
+    if ep.base_url:
+        metadata["base_url"] = MetadataValue.url(ep.base_url)
     return AssetCheckResult(
-        passed=probe.ok,
-        description=(
-            f"{ep.base_url} answered in {probe.latency_s:.2f}s"
-            if probe.ok
-            else f"{ep.base_url} does not answer: {probe.error}"
-        ),
-        metadata={
-            "base_url": MetadataValue.url(ep.base_url),
-            "probe": MetadataValue.json(probe.as_metadata()),
-        },
+        passed=health.ok,
+        severity=AssetCheckSeverity.ERROR if health.verified else AssetCheckSeverity.WARN,
+        description=health.description,
+        metadata=metadata,
     )
 
 

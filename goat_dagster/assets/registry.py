@@ -11,9 +11,9 @@ from dagster import (
     asset,
 )
 
-from goat_dagster import config
-from goat_dagster.assets.common import OWNERS, markdown_table
-from goat_dagster.registry import load_registry
+from goat_dagster.assets.common import OWNERS
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.textfmt import markdown_table
 
 _COLUMNS = [
     ("key", "string"),
@@ -38,19 +38,19 @@ _COLUMNS = [
     code_version="1",
     description="models.yaml validated against the registry schema: one row per model.",
 )
-def model_registry(context: AssetExecutionContext) -> MaterializeResult:
-    path = config.models_file()
-    registry = load_registry(path)
-    rows = registry.table()
-    context.log.info(f"{path}: {len(rows)} models, {len(registry.enabled())} enabled")
+def model_registry(context: AssetExecutionContext, registry: RegistryResource) -> MaterializeResult:
+    path = registry.file
+    models = registry.registry()
+    rows = models.table()
+    context.log.info(f"{path}: {len(rows)} models, {len(models.enabled())} enabled")
     return MaterializeResult(
-        data_version=DataVersion(registry.content_hash),
+        data_version=DataVersion(models.content_hash),
         metadata={
             "path": MetadataValue.path(str(path)),
-            "content_hash": registry.content_hash,
+            "content_hash": models.content_hash,
             "n_models": len(rows),
-            "n_enabled": len(registry.enabled()),
-            "routing_strategy": registry.router.routing_strategy,
+            "n_enabled": len(models.enabled()),
+            "routing_strategy": models.router.routing_strategy,
             "models": MetadataValue.table(
                 records=[TableRecord(r) for r in rows],
                 schema=TableSchema(columns=[TableColumn(n, t) for n, t in _COLUMNS]),

@@ -15,35 +15,29 @@ from dagster import (
     asset,
 )
 
-from goat_dagster.assets.common import OWNERS, markdown_table
+from goat_dagster.assets.common import OWNERS
 from goat_dagster.partitions import models_partitions
-from goat_dagster.registry import load_registry
+from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.langfuse import LangfuseResource
-from goat_dagster.tracing.export import (
-    collect_traces,
-    export_traces,
-    find_latest_run,
-    load_calls,
-    match_calls,
-    verify_run,
-)
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.textfmt import markdown_table
+from goat_dagster.tracing.export import export_run, find_latest_run
 
 BENCHMARK_RESULTS = AssetKey("benchmark_results")
 CHECK_NAME = "every_call_has_trace"
 
 
-def latest_benchmark_run(instance: DagsterInstance, partition: str) -> str | None:
+def latest_benchmark_run(instance: DagsterInstance, entry: ModelEntry) -> str | None:
     """The run id of the latest `benchmark_results` materialization of this partition (its
     `run_id` metadata), else the newest run journal of that model under $GOAT_HOME/runs."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=BENCHMARK_RESULTS, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=BENCHMARK_RESULTS, asset_partitions=[entry.slug]), limit=1
     ).records
     if records:
         mat = records[0].asset_materialization
         value = mat.metadata.get("run_id") if mat else None
         if value is not None:
             return str(getattr(value, "value", value))
-    entry = load_registry().get(partition)
     return find_latest_run({entry.key, entry.slug, entry.gateway_name})
 
 
@@ -68,45 +62,33 @@ def latest_benchmark_run(instance: DagsterInstance, partition: str) -> str | Non
         "$GOAT_HOME/lake/traces/<run_id>.parquet."
     ),
 )
-def trace_export(context: AssetExecutionContext, langfuse: LangfuseResource) -> MaterializeResult:
+def trace_export(
+    context: AssetExecutionContext, langfuse: LangfuseResource, registry: RegistryResource
+) -> MaterializeResult:
     partition = context.partition_key
-    run_id = latest_benchmark_run(context.instance, partition)
+    run_id = latest_benchmark_run(context.instance, registry.entry(partition))
     if run_id is None:
         raise Failure(f"no benchmark run found for model {partition!r}: materialize benchmark_results first")
     settings = langfuse.settings()
-    source = "langfuse" if settings else "sink"
-    try:
-        load_calls(run_id)
-        verified = verify_run(run_id, source=source, langfuse=settings)
-        records, found, missing, n_calls = (
-            verified.records,
-            verified.found,
-            verified.missing,
-            verified.n_calls,
-        )
-        journal = True
-    except FileNotFoundError:
-        _, records = collect_traces(run_id, source=source, langfuse=settings)
-        found, missing, _ = match_calls([], records)
-        n_calls, journal = 0, False
-    result = export_traces(run_id, source=source, langfuse=settings, records=records)
-    summary = result.summary()
+    result, verified = export_run(run_id, source="langfuse" if settings else "sink", langfuse=settings)
     context.log.info(f"run {run_id}: {result.rows} traces from {result.source} -> {result.path}")
+    missing = verified.missing if verified else []
     check = AssetCheckResult(
         check_name=CHECK_NAME,
-        passed=journal and not missing,
+        passed=verified is not None and not missing,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "run_id": run_id,
-            "calls": n_calls,
-            "found": len(found),
+            "calls": verified.n_calls if verified else 0,
+            "found": len(verified.found) if verified else 0,
             "missing": len(missing),
-            "journal": "found" if journal else "missing ($GOAT_HOME/runs/<run_id>/calls.jsonl)",
+            "journal": "found" if verified else "missing ($GOAT_HOME/runs/<run_id>/calls.jsonl)",
             "missing_calls": MetadataValue.md(
                 markdown_table(missing[:50], ["call_id", "task_id", "epoch", "step", "ok", "error"])
             ),
         },
     )
+    summary = result.summary()
     preview = [
         {
             k: getattr(r, k)

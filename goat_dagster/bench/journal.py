@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from goat_dagster import config
-from goat_dagster.bench.lake import ResultRow
+from goat_dagster.bench.lake import ResultRow, RunIdentity
 
 RETRY_ON_RESUME = ("infra", "budget")
 
@@ -39,15 +39,11 @@ class GatewayDown(RunError):
     """Nothing answers at the model gateway when the run starts: infrastructure, worth a retry."""
 
 
-class RunSpec(BaseModel):
+class RunSpec(RunIdentity):
+    """What a run is (`run.json`): a resume must match it."""
+
     model_config = ConfigDict(extra="ignore")
 
-    run_id: str
-    suite: str
-    suite_version: str
-    model: str
-    agent: str
-    sandbox: str
     epochs: int
     task_ids: list[str] | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -1,6 +1,7 @@
 """The `local` sandbox: warm workers on this machine, one per parallel slot.
 
-Each slot is one long-lived `sandbox_worker.py` process, started once inside bubblewrap:
+Each slot is one long-lived `sandbox_worker.py` process (its host end: local_worker.py), started
+once inside bubblewrap (bwrap.py: what the worker may see):
 
 - new PID, network (loopback only), IPC, UTS and cgroup namespaces; `--die-with-parent`;
 - a read-only view of /usr, the Python interpreter and a few /etc files; nothing else of the host
@@ -27,11 +28,10 @@ doing, not an infrastructure error) and the next request starts a new worker.
 
 from __future__ import annotations
 
-import json
+import base64
 import logging
 import os
 import queue
-import select
 import shutil
 import signal
 import subprocess
@@ -42,11 +42,24 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from goat_dagster.bench import sandbox_worker
+from goat_dagster.bench.bwrap import (
+    NO_BWRAP_ERROR,
+    NO_BWRAP_WARNING,
+    RELAY_DIR,
+    SANDBOX_PATH,
+    WORKDIR,
+    base_interpreter,
+    bwrap_command,
+    bwrap_turned_off,
+    find_bwrap,
+    others_can_read,
+)
+from goat_dagster.bench.local_worker import WorkerExited, WorkerProcess
 from goat_dagster.bench.sandbox import (
     Entry,
     ExecResult,
@@ -60,68 +73,6 @@ from goat_dagster.bench.sandbox import (
 )
 
 log = logging.getLogger(__name__)
-
-WORKDIR = "/workspace"
-SUPPORT = "/opt/goat"
-RELAY_DIR = "/run/goat"
-SANDBOX_PATH = f"{SUPPORT}/bin:/usr/local/bin:/usr/bin:/bin"
-# /etc entries a sandbox may see (read-only); notably not shadow, ssh, machine-id or credentials
-ETC_FILES = (
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "alternatives",
-    "localtime",
-    "timezone",
-    "nsswitch.conf",
-    "hosts",
-    "ssl",
-    "ca-certificates",
-    "mime.types",
-    "protocols",
-    "services",
-)
-NO_BWRAP_WARNING = (
-    "bubblewrap is off (GOAT_SANDBOX_BWRAP=0): the local sandbox runs tasks as plain subprocesses. Still "
-    "applied: a scrubbed environment, rlimits, timeouts with process-group kill, capped output and "
-    "path checks on file tools. Weaker: no network isolation (task code can reach the network and "
-    "local services), no filesystem isolation (task code can read the host's files and write wherever "
-    "the sandbox user may), no PID namespace (task code can signal every process of its user). "
-    "Install bubblewrap (apt-get install bubblewrap) and unset GOAT_SANDBOX_BWRAP."
-)
-NO_BWRAP_ERROR = (
-    "bubblewrap (bwrap) is not installed, and the local sandbox does not run task code without it: "
-    "that code would run on this machine itself, able to read its files, reach the network and kill "
-    "its processes. Install it: apt-get install bubblewrap (`make install` does, where it may use "
-    "apt-get). To run without isolation anyway, as a non-root user, set GOAT_SANDBOX_BWRAP=0."
-)
-
-
-def bwrap_turned_off() -> bool:
-    """GOAT_SANDBOX_BWRAP=0: run without bubblewrap on purpose."""
-    return os.environ.get("GOAT_SANDBOX_BWRAP", "").strip().lower() in ("0", "false", "no", "off")
-
-
-def find_bwrap() -> str | None:
-    """The bubblewrap binary, unless GOAT_SANDBOX_BWRAP=0 turns isolation off on purpose."""
-    return None if bwrap_turned_off() else shutil.which("bwrap")
-
-
-def base_interpreter() -> Path:
-    """The interpreter (not the venv) task code runs under: stdlib only, no project packages."""
-    return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
-
-
-def _others_can_read(path: Path) -> bool:
-    """Whether a user with no special rights can reach and read `path` (o+x on every parent)."""
-    for p in [path, *path.parents]:
-        try:
-            mode = p.stat().st_mode
-        except OSError:
-            return False
-        if not mode & 0o001 or (p == path and not mode & 0o004):
-            return False
-    return True
 
 
 def _sweep_stale() -> None:
@@ -148,113 +99,6 @@ def _worker_uid(index: int) -> int:
     return 4_200_000 + _slot_uid(index)
 
 
-class WorkerExited(SandboxError):
-    """The worker process went away while the host waited for its answer."""
-
-
-class _Worker:
-    """One worker process and its request/response pipe."""
-
-    def __init__(self, slot: LocalSlot) -> None:
-        self.slot = slot
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.stderr: BinaryIO | None = None  # its worker.log, open while it runs
-        self.lock = threading.Lock()
-        self.buf = bytearray()
-
-    def start(self) -> None:
-        """(Re)start the worker, from the pool's spawner thread (see `LocalSandboxPool.spawn`)."""
-        self.kill()  # whatever is left of a previous one: its process, pipes and log handle
-        slot = self.slot
-        argv = slot.pool.command_for(slot)
-        log_file = open(slot.dir / "worker.log", "ab")  # noqa: SIM115 - lives with the process
-        try:
-            self.proc = slot.pool.spawn(
-                lambda: subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=log_file,
-                    bufsize=0,
-                    env=slot.pool.worker_env(),
-                    cwd=str(slot.work),
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            )
-        except OSError as exc:
-            log_file.close()
-            raise SandboxError(f"cannot start the sandbox worker ({argv[0]}): {exc}") from exc
-        except BaseException:
-            log_file.close()
-            raise
-        self.stderr = log_file
-        self.buf = bytearray()
-        try:
-            first = self._readline(timeout=30)
-        except WorkerExited as exc:
-            raise SandboxError(f"sandbox worker did not start: {exc}") from None
-        if not first.get("ready"):
-            self.kill()
-            raise SandboxError(f"sandbox worker did not start: {first}")
-
-    def _readline(self, timeout: float) -> dict[str, Any]:
-        """One JSON line from the worker, waiting at most `timeout` seconds."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([fd], [], [], max(0.0, left))
-            if not ready:
-                self.kill()
-                raise SandboxError(f"sandbox worker did not answer within {timeout:.0f}s; restarted")
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                self.kill()
-                raise WorkerExited(f"sandbox worker exited: {self.slot.log_tail() or 'no output'}")
-            self.buf += chunk
-        line, _, rest = bytes(self.buf).partition(b"\n")
-        self.buf = bytearray(rest)
-        return json.loads(line)
-
-    def request(self, req: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-        """Send one request and wait for its answer, starting a new worker if the last one died.
-
-        Raises WorkerExited when the worker dies before it answers this request.
-        """
-        line = json.dumps(req).encode() + b"\n"
-        with self.lock:
-            for tries in (1, 2):
-                if self.proc is None or self.proc.poll() is not None:
-                    self.start()
-                assert self.proc is not None and self.proc.stdin is not None
-                try:
-                    self.proc.stdin.write(line)
-                    self.proc.stdin.flush()
-                    break
-                except OSError as exc:  # it died after its last answer (e.g. killed by a task's leftover)
-                    self.kill()
-                    if tries == 2:
-                        raise SandboxError(f"sandbox worker is gone: {exc}; {self.slot.log_tail()}") from exc
-            return self._readline(timeout)
-
-    def kill(self) -> None:
-        if self.stderr is not None:
-            self.stderr.close()
-            self.stderr = None
-        if self.proc is not None:
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, 9)
-            with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
-            for f in (self.proc.stdin, self.proc.stdout):
-                if f is not None:
-                    with suppress(OSError):
-                        f.close()
-            self.proc = None
-
-
 class LocalSlot:
     """A slot: its directories and its worker."""
 
@@ -273,19 +117,18 @@ class LocalSlot:
             for d in (self.work, self.tmp):
                 os.chown(d, self.uid, self.uid)
             self.relay.chmod(0o755)
-        self.worker = _Worker(self)
+        self.worker = WorkerProcess(
+            pool.command_for(self),
+            env=pool.worker_env(),
+            cwd=self.work,
+            log_path=self.dir / "worker.log",
+            spawn=pool.spawn,
+        )
 
     @property
     def root(self) -> str:
         """The work dir as task code sees it."""
         return WORKDIR if self.pool.bwrap else str(self.work)
-
-    def log_tail(self, n: int = 800) -> str:
-        try:
-            text = (self.dir / "worker.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return text[-n:].strip()
 
 
 class LocalSandbox(Sandbox):
@@ -368,16 +211,12 @@ class LocalSandbox(Sandbox):
         payload = []
         for path, data in files.items():
             if isinstance(data, bytes):
-                import base64
-
                 payload.append({"path": path, "b64": base64.b64encode(data).decode()})
             else:
                 payload.append({"path": path, "text": data})
         self._call({"op": "write", "files": payload})
 
     def read_file(self, path: str, limit: int = 1 << 20) -> bytes:
-        import base64
-
         return base64.b64decode(self._call({"op": "read", "path": path, "limit": limit})["b64"])
 
     def walk(self, limit: int = 5000) -> list[Entry]:
@@ -420,7 +259,7 @@ class LocalSandboxPool(SandboxPool):
         self.python = base_interpreter()
         # as root, tasks run as an unprivileged per-slot uid; without bubblewrap that uid must be
         # able to reach the interpreter on the host (under /root it usually cannot)
-        self.can_drop_root = bool(self.bwrap) or _others_can_read(Path(sys.base_prefix).resolve())
+        self.can_drop_root = bool(self.bwrap) or others_can_read(Path(sys.base_prefix).resolve())
         if os.geteuid() == 0 and not self.can_drop_root:
             raise SandboxError(
                 "the local sandbox does not run task code as root: without bubblewrap it would run on "
@@ -490,81 +329,17 @@ class LocalSandboxPool(SandboxPool):
             worker_args += ["--uid", str(slot.uid), "--worker-uid", str(slot.worker_uid)]
         if not self.bwrap:
             return [str(self.python), "-E", "-s", "-B", str(self.support / "sandbox_worker.py"), *worker_args]
-        etc = self._passwd_for(slot)
-        argv = [self.bwrap]
-        if os.geteuid() == 0:
-            # privileged bwrap: no user namespace, so the worker can drop to the slot's uid
-            argv += [
-                "--unshare-ipc",
-                "--unshare-pid",
-                "--unshare-net",
-                "--unshare-uts",
-                "--unshare-cgroup-try",
-            ]
-        else:
-            argv += ["--unshare-all", "--uid", "1000", "--gid", "1000"]
-        argv += ["--die-with-parent", "--new-session", "--hostname", "goat-sandbox"]
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-            p = Path("/") / top
-            if p.is_symlink():
-                argv += ["--symlink", os.readlink(p), str(p)]
-            elif p.is_dir():
-                argv += ["--ro-bind", str(p), str(p)]
-        prefix = Path(sys.base_prefix).resolve()
-        if not str(prefix).startswith("/usr/"):
-            # parents are created like the host's (e.g. /root 0700): make them traversable
-            for parent in reversed(prefix.parents[:-1]):
-                argv += ["--perms", "0755", "--dir", str(parent)]
-            argv += ["--ro-bind", str(prefix), str(prefix)]
-        argv += ["--dir", "/etc"]
-        for name in ETC_FILES:
-            argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        argv += [
-            "--ro-bind",
-            str(etc / "passwd"),
-            "/etc/passwd",
-            "--ro-bind",
-            str(etc / "group"),
-            "/etc/group",
-        ]
-        # bwrap creates missing mount-point parents 0700: make them traversable for the sandbox user
-        argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/run"]
-        argv += ["--ro-bind", str(self.support), SUPPORT]
-        argv += ["--bind", str(slot.work), WORKDIR]
-        # read-only: a task can connect to the relay's socket but not remove or replace it
-        argv += ["--ro-bind", str(slot.relay), RELAY_DIR]
-        argv += [
-            "--perms",
-            "1777",
-            "--size",
-            str(self.options.limits.tmp_mb * 1024 * 1024),
-            "--tmpfs",
-            "/tmp",
-        ]
-        # after /tmp's tmpfs, so an agent script under the host's /tmp stays visible
-        made = {"/", "/tmp", "/usr", "/etc", "/opt", "/run", WORKDIR, *map(str, prefix.parents), str(prefix)}
-        for extra in self.options.ro_paths:
-            path = Path(extra).resolve()
-            if path.exists() and not str(path).startswith("/usr/"):
-                for parent in reversed(path.parents):
-                    if str(parent) not in made:
-                        argv += ["--perms", "0755", "--dir", str(parent)]
-                        made.add(str(parent))
-                argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORKDIR, "--clearenv"]
-        for k, v in self.worker_env().items():
-            argv += ["--setenv", k, v]
-        argv += [
-            "--",
-            f"{SUPPORT}/bin/python",
-            "-E",
-            "-s",
-            "-B",
-            f"{SUPPORT}/sandbox_worker.py",
-            *worker_args,
-        ]
-        return argv
+        return bwrap_command(
+            self.bwrap,
+            support=self.support,
+            work=slot.work,
+            relay=slot.relay,
+            etc=self._passwd_for(slot),
+            tmp_mb=self.options.limits.tmp_mb,
+            ro_paths=self.options.ro_paths,
+            env=self.worker_env(),
+            worker_args=worker_args,
+        )
 
     def spawn(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
         """Run `start` (a Popen) on the pool's spawner thread, which lives as long as the pool."""

@@ -12,7 +12,9 @@
   on the command's process group, and stdout/stderr cut at the hard output cap;
 - the sandbox is terminated when the attempt ends.
 
-Everything but `_modal_create` runs offline; tests drive it with a stand-in for the cloud.
+Everything but `_modal_create` runs offline; tests drive it with a stand-in for the cloud. The
+`modal` package is imported only where a Modal sandbox is used: importing it takes about a second,
+which a local run should not pay.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
 from goat_dagster.bench.sandbox import (
     Entry,
     ExecResult,
@@ -37,7 +41,7 @@ from goat_dagster.bench.sandbox import (
     SandboxPool,
     scrubbed_env,
 )
-from goat_dagster.serving.modal_spec import environment_name
+from goat_dagster.config import settings
 
 APP_NAME = "goat-sandboxes"
 WORKDIR = "/workspace"
@@ -91,7 +95,7 @@ CREATION_LIMITER = RateLimiter(CREATIONS_PER_SECOND)  # one per process: Modal's
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: Modal rate limiting, connection trouble, internal errors, timeouts."""
-    import modal.exception as me
+    import modal.exception as me  # modal is imported where a Modal sandbox is used: ~1 s of start-up
 
     if isinstance(exc, me.AuthError | me.InvalidError | me.NotFoundError | me.PermissionDeniedError):
         return False
@@ -115,22 +119,27 @@ def create_with_retry(
     limiter: RateLimiter = CREATION_LIMITER,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
-    for attempt in range(attempts):
-        limiter.acquire()
-        try:
-            return create()
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts - 1:
-                raise SandboxError(
-                    f"cannot create a Modal sandbox: {type(exc).__name__}: {exc}", transient=is_transient(exc)
-                ) from exc
-            sleep(backoff_s * (2**attempt))
-    raise AssertionError("unreachable")
+    """`create()` within the creation rate limit, tried again with exponential backoff while it fails
+    for a transient reason; SandboxError (transient or not) when it does not succeed."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff_s),  # backoff_s, x2 each time
+        before=lambda _state: limiter.acquire(),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(create)
+    except Exception as exc:
+        raise SandboxError(
+            f"cannot create a Modal sandbox: {type(exc).__name__}: {exc}", transient=is_transient(exc)
+        ) from exc
 
 
 def _modal_create(kwargs: dict[str, Any]) -> Any:
     """The network edge: the real `modal.Sandbox.create`."""
-    import modal
+    import modal  # lazily, as everywhere here (start-up cost)
 
     return modal.Sandbox.create(**kwargs)
 
@@ -309,12 +318,12 @@ class ModalSandboxPool(SandboxPool):
         """The Modal app (looked up once, lazily: this is where the network starts) and the image
         for `image` (a registry tag; None: the pool's default), each built once."""
         with self._lock:
-            import modal
+            import modal  # lazily, as everywhere here (start-up cost)
 
             if self._app is None:
                 try:
                     self._app = modal.App.lookup(
-                        APP_NAME, environment_name=environment_name(), create_if_missing=True
+                        APP_NAME, environment_name=settings().modal_environment, create_if_missing=True
                     )
                 except Exception as exc:
                     raise SandboxError(

@@ -1,7 +1,8 @@
 """A sandbox's only way out: an HTTP relay from a unix socket to the model gateway.
 
 A `command:` agent in a local sandbox has no network but loopback; the sandbox worker bridges a
-loopback port to this relay's unix socket (mounted into the sandbox). The relay
+loopback port to this relay's unix socket (mounted into the sandbox). The relay (a Starlette app
+served by uvicorn on that socket, forwarding with httpx)
 
 - accepts only the attempt's own random bearer token (a key scoped to one attempt and one model:
   it is worthless outside this relay and after the attempt),
@@ -10,33 +11,38 @@ loopback port to this relay's unix socket (mounted into the sandbox). The relay
   403 that never reaches the gateway, which would otherwise see it with the gateway's own key,
 - refuses any model but the run's,
 - forwards to the gateway with the gateway's key (which never enters the sandbox),
-- adds `call_metadata(...)` to every chat request, so external agents are traced like the
-  builtin one, and logs a `CallRecord` per call with tokens and cost, counting them in `Usage`.
+- meters every chat request through the run's `CallMeter` (calls.py): `call_metadata(...)` added
+  to it, so external agents are traced like the builtin one, a `CallRecord` with tokens and cost,
+  counted in the attempt's `Usage`, and the call in the attempt's transcript: the messages of the
+  request the transcript has not shown yet, and the answer (`assistant_of`: a JSON completion or
+  the chunks of a stream put back together).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socketserver
 import threading
 import time
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Router, request_response
 
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, header_cost
-from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
+from goat_dagster.bench.calls import Call, CallContext, CallMeter
+from goat_dagster.bench.errors import InfraError
+from goat_dagster.bench.transcript import Transcript
+from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 
-if TYPE_CHECKING:
-    from goat_dagster.bench.agents import AgentLimits, Usage
-    from goat_dagster.bench.transcript import Transcript
-
+# headers that belong to one hop (or carry the caller's key): never passed on either way
 _HOP = {
     "connection",
     "keep-alive",
@@ -50,7 +56,7 @@ _HOP = {
     "upgrade",
     "proxy-authorization",
 }
-
+USAGE_SCAN_BYTES = 4 << 20  # how much of an answer is kept to find its token usage
 
 # (method, path below /v1) the relay forwards; all else is refused before it reaches the gateway
 ROUTES = {("POST", "/chat/completions"), ("GET", "/models")}
@@ -64,63 +70,62 @@ def route_of(method: str, raw_path: str) -> str | None:
     return path if (method, path) in ROUTES else None
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    relay: GatewayRelay
+def _error(code: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=code)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+@dataclass(frozen=True)
+class _Attempt:
+    """Who may use the relay right now: one attempt's token, identity, usage, limits, transcript."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "sandbox"
-
-    def do_GET(self) -> None:
-        self.server.relay.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.relay.handle(self, "POST")
-
-    def do_PUT(self) -> None:
-        self.server.relay.handle(self, "PUT")
-
-    def do_PATCH(self) -> None:
-        self.server.relay.handle(self, "PATCH")
-
-    def do_DELETE(self) -> None:
-        self.server.relay.handle(self, "DELETE")
-
-    def do_OPTIONS(self) -> None:
-        self.server.relay.handle(self, "OPTIONS")
-
-    def do_HEAD(self) -> None:
-        self.server.relay.handle(self, "HEAD")
+    token: str
+    call: CallContext
+    usage: Usage
+    limits: AgentLimits
+    transcript: Transcript | None = None
 
 
 class GatewayRelay:
-    def __init__(self, socket_path: Path, gateway: Gateway, log: CallLog, on_cost: Any = None) -> None:
+    """The relay of one sandbox slot, serving one attempt at a time (`activate` / `deactivate`)."""
+
+    def __init__(
+        self, socket_path: Path, gateway: Gateway, meter: CallMeter, *, start_timeout_s: float = 10.0
+    ):
         self.socket_path = Path(socket_path)
         self.gateway = gateway
-        self.log = log
-        self.on_cost = on_cost
-        self.lock = threading.Lock()
-        self.token: str | None = None
-        self.call: CallContext | None = None
-        self.usage: Usage | None = None
-        self.limits: AgentLimits | None = None
-        self.transcript: Transcript | None = None
-        self.http = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
-        if self.socket_path.exists():
-            self.socket_path.unlink()
-        self.server = _Server(str(self.socket_path), _Handler)
-        self.server.relay = self
-        os.chmod(self.socket_path, 0o666)  # the sandbox user must be able to connect
-        self.thread = threading.Thread(target=self.server.serve_forever, name="gateway-relay", daemon=True)
+        self.meter = meter
+        self._lock = threading.Lock()
+        self._attempt: _Attempt | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.socket_path.unlink(missing_ok=True)
+        # no routes: every request, whatever its method and path, comes to `_handle` to be judged
+        app = Router(default=request_response(self._handle), lifespan=self._lifespan)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                uds=str(self.socket_path),
+                log_config=None,  # the host's logging stays as it is
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, name="gateway-relay", daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + start_timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.close()
+                raise InfraError(f"the gateway relay on {self.socket_path} did not start")
+            time.sleep(0.01)
+        self.socket_path.chmod(0o666)  # the sandbox user must be able to connect
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Router) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)) as http:
+            self._http = http
+            yield
 
     def activate(
         self,
@@ -130,227 +135,116 @@ class GatewayRelay:
         limits: AgentLimits,
         transcript: Transcript | None = None,
     ) -> None:
-        with self.lock:
-            self.token, self.call, self.usage, self.limits = token, call, usage, limits
-            self.transcript = transcript
+        with self._lock:
+            self._attempt = _Attempt(token, call, usage, limits, transcript)
 
     def deactivate(self) -> None:
-        with self.lock:
-            self.token = self.call = self.usage = self.limits = self.transcript = None
+        with self._lock:
+            self._attempt = None
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.http.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.socket_path.unlink(missing_ok=True)
 
     # ---- one request ---------------------------------------------------------------------
 
-    def _reply(self, h: _Handler, code: int, obj: dict[str, Any]) -> None:
-        body = json.dumps(obj).encode()
-        h.send_response(code)
-        h.send_header("content-type", "application/json")
-        h.send_header("content-length", str(len(body)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
-
-    def handle(self, h: _Handler, method: str) -> None:
-        with self.lock:
-            token, call, usage, limits = self.token, self.call, self.usage, self.limits
-            transcript = self.transcript
-        auth = h.headers.get("authorization", "")
-        length = int(h.headers.get("content-length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        if token is None or call is None or usage is None or auth != f"Bearer {token}":
-            self._reply(
-                h, 401, {"error": {"message": "invalid or expired key for this sandbox", "type": "auth"}}
-            )
-            return
-        path = route_of(method, h.path)
+    async def _handle(self, request: Request) -> Response:
+        with self._lock:
+            attempt = self._attempt
+        method = request.method
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        raw = await request.body()
+        if attempt is None or request.headers.get("authorization", "") != f"Bearer {attempt.token}":
+            return _error(401, "auth", "invalid or expired key for this sandbox")
+        path = route_of(method, raw_path)
         if path is None:
-            self._reply(
-                h,
+            return _error(
                 403,
-                {
-                    "error": {
-                        "message": f"{method} {urlsplit(h.path).path} is not allowed from a sandbox; "
-                        "only POST /v1/chat/completions and GET /v1/models",
-                        "type": "permission",
-                    }
-                },
+                "permission",
+                f"{method} {urlsplit(raw_path).path} is not allowed from a sandbox; "
+                "only POST /v1/chat/completions and GET /v1/models",
             )
-            return
-        url = self.gateway.base_url.rstrip("/") + path
-        is_chat = path == "/chat/completions"
-        body_obj: dict[str, Any] | None = None
-        if is_chat:
+        call: Call | None = None
+        if path == "/chat/completions":
             try:
-                body_obj = json.loads(raw or b"{}")
+                body = json.loads(raw or b"{}")
             except ValueError:
-                self._reply(
-                    h, 400, {"error": {"message": "request body is not JSON", "type": "invalid_request"}}
-                )
-                return
-            if body_obj.get("model") not in (None, self.gateway.model):
-                self._reply(
-                    h,
-                    403,
-                    {
-                        "error": {
-                            "message": f"this key may only use model {self.gateway.model!r}",
-                            "type": "permission",
-                        }
-                    },
-                )
-                return
-            if limits is not None and usage.steps >= limits.max_steps:
-                self._reply(
-                    h,
-                    429,
-                    {"error": {"message": f"step limit ({limits.max_steps}) reached", "type": "limit"}},
-                )
-                return
-            body_obj["model"] = self.gateway.model
-            call_id = new_id()
-            body_obj["metadata"] = call_metadata(
-                run_id=call.run_id,
-                suite=call.suite,
-                model=call.model,
-                task_id=call.task_id,
-                epoch=call.epoch,
-                trace_id=call.trace_id,
-                call_id=call_id,
-                step=usage.steps + 1,
-            )
-            request = transcript.request_messages(body_obj.get("messages")) if transcript else None
-            stream = bool(body_obj.get("stream"))
-            if stream:
-                body_obj.setdefault("stream_options", {"include_usage": True})
-            raw = json.dumps(body_obj).encode()
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
+                return _error(400, "invalid_request", "request body is not JSON")
+            if body.get("model") not in (None, self.gateway.model):
+                return _error(403, "permission", f"this key may only use model {self.gateway.model!r}")
+            if attempt.usage.steps >= attempt.limits.max_steps:
+                return _error(429, "limit", f"step limit ({attempt.limits.max_steps}) reached")
+            transcript = attempt.transcript
+            new_messages = transcript.request_messages(body.get("messages")) if transcript else None
+            call = self.meter.start(attempt.call, attempt.usage.steps + 1, transcript, new_messages)
+            body["model"] = self.gateway.model
+            body["metadata"] = call.metadata()
+            if body.get("stream"):
+                body.setdefault("stream_options", {"include_usage": True})
+            raw = json.dumps(body).encode()
+        return await self._forward(request, method, path, raw, attempt, call)
+
+    async def _forward(
+        self, request: Request, method: str, path: str, raw: bytes, attempt: _Attempt, call: Call | None
+    ) -> Response:
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers["authorization"] = f"Bearer {self.gateway.api_key.get_secret_value()}"
-        started = datetime.now(UTC)
-        t0 = time.monotonic()
+        upstream = self._http.build_request(
+            method, self.gateway.base_url.rstrip("/") + path, content=raw or None, headers=headers
+        )
         try:
-            with self.http.stream(method, url, content=raw or None, headers=headers) as resp:
-                h.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() not in _HOP:
-                        h.send_header(k, v)
-                h.send_header("transfer-encoding", "chunked")
-                h.end_headers()
-                collected = bytearray()
-                for chunk in resp.iter_bytes():
-                    if is_chat and len(collected) < 4 << 20:
-                        collected += chunk
-                    h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                    h.wfile.flush()
-                h.wfile.write(b"0\r\n\r\n")
-                status, resp_headers = resp.status_code, resp.headers
+            resp = await self._http.send(upstream, stream=True)
         except httpx.HTTPError as exc:
-            if is_chat:
-                usage.gateway_failed(f"gateway unreachable: {exc}")
-                self._record(
-                    call,
-                    usage,
-                    call_id,
-                    started,
-                    ok=False,
-                    error=f"gateway unreachable: {exc}",
-                    transcript=transcript,
-                    request=request,
-                )
-            self._reply(h, 502, {"error": {"message": f"gateway unreachable: {exc}", "type": "gateway"}})
-            return
-        if not is_chat:
-            return
+            if call is not None:
+                self._failed(call, attempt, f"gateway unreachable: {exc}")
+            return _error(502, "gateway", f"gateway unreachable: {exc}")
+        return StreamingResponse(
+            self._stream(resp, attempt, call),
+            status_code=resp.status_code,
+            headers={k: v for k, v in resp.headers.items() if k.lower() not in _HOP},
+        )
+
+    async def _stream(
+        self, resp: httpx.Response, attempt: _Attempt, call: Call | None
+    ) -> AsyncIterator[bytes]:
+        """The gateway's answer as it comes; a chat call is metered once it is whole."""
+        kept = bytearray()
+        try:
+            async for chunk in resp.aiter_bytes():
+                if call is not None and len(kept) < USAGE_SCAN_BYTES:
+                    kept += chunk
+                yield chunk
+        except httpx.HTTPError as exc:
+            if call is not None:
+                self._failed(call, attempt, f"gateway broke off: {exc}")
+                call = None
+            raise
+        finally:
+            await resp.aclose()
+        if call is not None:
+            self._account(resp, bytes(kept), attempt, call)
+
+    def _account(self, resp: httpx.Response, body: bytes, attempt: _Attempt, call: Call) -> None:
+        status = resp.status_code
         if status >= 500 or status == 429:
-            usage.gateway_failed(f"HTTP {status} from the gateway")
+            attempt.usage.gateway_failed(f"HTTP {status} from the gateway")
         if status >= 400:
-            self._record(
-                call,
-                usage,
-                call_id,
-                started,
-                ok=False,
-                error=f"HTTP {status} from the gateway",
-                transcript=transcript,
-                request=request,
-                answer=bytes(collected[:2000]),
-            )
+            answer = body[:2000].decode("utf-8", "replace")
+            self.meter.failed(call, f"HTTP {status} from the gateway", answer=answer)
             return
-        pt, ct = _usage_of(bytes(collected))
-        cost = header_cost(resp_headers)
-        source = "gateway"
-        if cost is None:
-            cost, source = self.gateway.registry_cost(pt, ct), "registry"
-        usage.add_call(pt, ct, cost)
-        if self.on_cost is not None:
-            self.on_cost(cost)
-        self._record(
-            call,
-            usage,
-            call_id,
-            started,
-            ok=True,
-            prompt_tokens=pt,
-            completion_tokens=ct,
-            cost_usd=cost,
-            cost_source=source,
-            latency_s=round(time.monotonic() - t0, 4),
-            transcript=transcript,
-            request=request,
-            answer=bytes(collected),
-        )
+        pt, ct = usage_of(body)
+        message, finish = assistant_of(body)
+        cost = self.meter.answered(call, resp.headers, pt, ct, message=message, finish_reason=finish)
+        attempt.usage.add_call(pt, ct, cost.cost_usd)
 
-    def _record(
-        self,
-        call: CallContext,
-        usage: Usage,
-        call_id: str,
-        started: datetime,
-        *,
-        ok: bool,
-        error: str | None = None,
-        transcript: Transcript | None = None,
-        request: list[Any] | None = None,
-        answer: bytes = b"",
-        **extra: Any,
-    ) -> None:
-        """One call in the run's call log and, with the agent's messages and the answer, in the
-        attempt's transcript (`answer`: the completion, or a failed call's error body)."""
-        step = usage.steps + (0 if ok else 1)
-        if transcript is not None:
-            if ok:
-                message, finish = assistant_of(answer)
-                transcript.call(
-                    step, call_id=call_id, message=message, request=request, finish_reason=finish, **extra
-                )
-            else:
-                detail = f"{error}: {answer.decode('utf-8', 'replace')}" if answer else error
-                transcript.call(step, call_id=call_id, ok=False, error=detail, request=request)
-        self.log.write(
-            CallRecord(
-                run_id=call.run_id,
-                suite=call.suite,
-                model=call.model,
-                task_id=call.task_id,
-                epoch=call.epoch,
-                step=step,
-                trace_id=call.trace_id,
-                call_id=call_id,
-                started_at=started,
-                finished_at=datetime.now(UTC),
-                ok=ok,
-                error=error,
-            ),
-            **extra,
-        )
+    def _failed(self, call: Call, attempt: _Attempt, error: str) -> None:
+        attempt.usage.gateway_failed(error)
+        self.meter.failed(call, error)
 
 
-def _usage_of(body: bytes) -> tuple[int, int]:
+def usage_of(body: bytes) -> tuple[int, int]:
     """Token usage from a JSON completion or from the last SSE chunk that carries it."""
     text = body.decode("utf-8", "replace").strip()
     candidates: list[str] = []
@@ -377,9 +271,9 @@ def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if text.startswith("{"):
         try:
             choice = (json.loads(text).get("choices") or [{}])[0]
+            return choice.get("message"), choice.get("finish_reason")
         except (ValueError, AttributeError, IndexError):
             return None, None
-        return choice.get("message"), choice.get("finish_reason")
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     finish = None
@@ -387,12 +281,11 @@ def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
         if not ln.startswith("data:"):
             continue
         try:
-            chunk = json.loads(ln[5:].strip())
-            choice = (chunk.get("choices") or [{}])[0]
+            choice = (json.loads(ln[5:].strip()).get("choices") or [{}])[0]
+            delta = choice.get("delta") or {}
+            finish = choice.get("finish_reason") or finish
         except (ValueError, AttributeError, IndexError):
             continue
-        delta = choice.get("delta") or {}
-        finish = choice.get("finish_reason") or finish
         if delta.get("content"):
             content.append(delta["content"])
         for tc in delta.get("tool_calls") or []:
@@ -410,3 +303,6 @@ def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if calls:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
     return message, finish
+
+
+__all__ = ["ROUTES", "GatewayRelay", "assistant_of", "route_of", "usage_of"]

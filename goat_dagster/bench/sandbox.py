@@ -1,8 +1,9 @@
 """What a sandbox is to the rest of the harness: run a command, move files, list the work dir.
 
 Two backends implement it: `local` (local_sandbox.py: warm bubblewrap'd workers on this machine)
-and `modal` (modal_sandbox.py: one `modal.Sandbox` per task). Agents and the runner only see
-`Sandbox` (one task attempt's live sandbox) and `SandboxPool` (where sessions come from).
+and `modal` (modal_sandbox.py: one `modal.Sandbox` per task); `sandboxes.make_pool` picks one by
+name. Agents and the runner only see `Sandbox` (one task attempt's live sandbox) and `SandboxPool`
+(where sessions come from).
 """
 
 from __future__ import annotations
@@ -185,15 +186,3 @@ class PoolOptions:
     image: str | None = None  # Modal: image of tasks that name none; local: ignored
     lifetime_s: int = 3600  # Modal: sandbox lifetime
     ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only at the same place (an agent's binary)
-
-
-def make_pool(kind: str, options: PoolOptions) -> SandboxPool:
-    if kind == "local":
-        from goat_dagster.bench.local_sandbox import LocalSandboxPool
-
-        return LocalSandboxPool(options)
-    if kind == "modal":
-        from goat_dagster.bench.modal_sandbox import ModalSandboxPool
-
-        return ModalSandboxPool(options)
-    raise ValueError(f"unknown sandbox {kind!r}; expected local or modal")

@@ -1,4 +1,4 @@
-"""Benchmark suites: the task schema (DESIGN §6), loading from YAML, and validation.
+"""Benchmark suites: loading them by name or path, and validating suite YAML (the schema: tasks.py).
 
 A suite file (suites/<name>.yaml)::
 
@@ -20,114 +20,18 @@ the file, the line, the task and the field (`SuiteError`).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import posixpath
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from goat_dagster import config
+from goat_dagster.bench.humaneval import humaneval_suite
+from goat_dagster.bench.tasks import Suite, Task
 from goat_dagster.yaml_lines import LineDict, YamlProblem, line_of, load_yaml
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 BUILTIN_SUITES = ("humaneval",)
-
-
-def _check_paths(files: dict[str, str] | None) -> dict[str, str] | None:
-    if files is None:
-        return None
-    for path in files:
-        norm = posixpath.normpath(path)
-        if not path or path.startswith("/") or norm == ".." or norm.startswith("../") or norm != path:
-            raise ValueError(f"file path {path!r} must be relative, normalized and inside the work dir")
-    return files
-
-
-class Task(BaseModel):
-    """One benchmark task."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=TASK_ID_PATTERN, max_length=200)
-    instruction: str = Field(min_length=1, description="what the agent is asked to do")
-    files: dict[str, str] = Field(default_factory=dict, description="set-up files (path -> content)")
-    tests: dict[str, str] = Field(default_factory=dict, description="hidden until the agent finishes")
-    check: str = Field(min_length=1, description="shell command in the work dir; exit 0 = pass")
-    timeout_s: float = Field(default=60, gt=0, le=86_400, description="wall-clock limit of the check")
-    reference: dict[str, str] | None = Field(default=None, description="solution files for the oracle")
-    image: str | None = Field(
-        default=None,
-        description="modal sandbox: the registry image the task runs in (default: Debian slim, "
-        "Python 3.11); the local sandbox runs the host's interpreter",
-    )
-    tags: list[str] = Field(default_factory=list)
-
-    @field_validator("files", "tests", "reference")
-    @classmethod
-    def _paths(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_paths(v)
-
-    @field_validator("instruction", "check")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v
-
-
-def _task_body(task: Task) -> dict[str, Any]:
-    """What a task's content is, for the suite version (a task without an image hashes as it did
-    before tasks could name one)."""
-    body = task.model_dump(mode="json")
-    if body.get("image") is None:
-        body.pop("image", None)
-    return body
-
-
-class Suite(BaseModel):
-    """A validated suite. `version` is a content hash: formatting and comments don't change it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    description: str = ""
-    tasks: list[Task]
-    source: str = Field(default="", exclude=True)
-
-    @cached_property
-    def version(self) -> str:
-        body = {"name": self.name, "tasks": [_task_body(t) for t in self.tasks]}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-    @cached_property
-    def by_id(self) -> dict[str, Task]:
-        return {t.id: t for t in self.tasks}
-
-    def task(self, task_id: str) -> Task:
-        try:
-            return self.by_id[task_id]
-        except KeyError:
-            raise KeyError(f"suite {self.name!r} has no task {task_id!r}") from None
-
-    def table(self) -> list[dict[str, Any]]:
-        """One flat row per task (for the `benchmark_suite` asset and `goat` listings)."""
-        return [
-            {
-                "suite": self.name,
-                "task_id": t.id,
-                "files": len(t.files),
-                "tests": len(t.tests),
-                "check": t.check,
-                "timeout_s": t.timeout_s,
-                "has_reference": t.reference is not None,
-                "instruction": t.instruction.strip().splitlines()[0][:120],
-            }
-            for t in self.tasks
-        ]
 
 
 # ---- errors -----------------------------------------------------------------------------------
@@ -300,8 +204,6 @@ def available_suites() -> list[str]:
 def load_suite(name_or_path: str) -> Suite:
     """`humaneval`, a suite name from suites/ (e.g. `smoke`), or a path to a suite YAML file."""
     if name_or_path == "humaneval":
-        from goat_dagster.bench.humaneval import humaneval_suite
-
         return humaneval_suite()
     path = suite_path(name_or_path)
     assert path is not None

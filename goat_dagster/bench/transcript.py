@@ -35,6 +35,8 @@ from typing import Any
 from urllib.parse import quote
 
 from goat_dagster import config
+from goat_dagster.bench.sandbox import ExecResult, Sandbox
+from goat_dagster.bench.tasks import Task
 from goat_dagster.tracing.masking import mask_obj, secret_values
 
 MAX_TEXT = 256 * 1024  # any one string in an event
@@ -120,7 +122,7 @@ class Transcript:
 
     # ---- what the runner and the agents record ------------------------------------------------
 
-    def start(self, *, task: Any, epoch: int, attempt: int, trace_id: str, agent: str) -> None:
+    def start(self, *, task: Task, epoch: int, attempt: int, trace_id: str, agent: str) -> None:
         self.event(
             "start",
             task_id=task.id,
@@ -181,7 +183,7 @@ class Transcript:
             seconds=round(seconds, 4),
         )
 
-    def files(self, sandbox: Any, setup: Mapping[str, str | bytes]) -> None:
+    def files(self, sandbox: Sandbox, setup: Mapping[str, str | bytes]) -> None:
         """The work dir against the set-up files. Best effort: a sandbox that cannot be read is noted."""
         if self.path is None:
             return
@@ -196,7 +198,7 @@ class Transcript:
         self,
         command: str,
         *,
-        result: Any = None,
+        result: ExecResult | None = None,
         passed: bool,
         note: str | None = None,
     ) -> None:
@@ -236,7 +238,9 @@ def _change(path: str, before: str | None, **fields: Any) -> dict[str, Any]:
     return {"path": path, "change": "added" if before is None else "modified", "before": before, **fields}
 
 
-def diff_workdir(sandbox: Any, setup: Mapping[str, str | bytes]) -> tuple[list[dict[str, Any]], str | None]:
+def diff_workdir(
+    sandbox: Sandbox, setup: Mapping[str, str | bytes]
+) -> tuple[list[dict[str, Any]], str | None]:
     """(changes, note): every file added, modified or deleted against `setup`, as
     {path, change, before, after, size, ...}: text contents up to the limits above; a binary file
     (`binary`), one too large to keep (`large`: by size, so a same-size change of a large set-up

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field
 
+from goat_dagster.resources.env import env_vars
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings
 
 
@@ -28,12 +26,12 @@ class LangfuseResource(ConfigurableResource):
 
 
 def langfuse_resource_from_env() -> LangfuseResource:
-    kwargs: dict[str, Any] = {}
-    for field_name, env in (
-        ("public_key", "LANGFUSE_PUBLIC_KEY"),
-        ("secret_key", "LANGFUSE_SECRET_KEY"),
-        ("host", "LANGFUSE_HOST"),
-    ):
-        if os.environ.get(env):
-            kwargs[field_name] = EnvVar(env)
-    return LangfuseResource(**kwargs)
+    return LangfuseResource(
+        **env_vars(
+            {
+                "public_key": "langfuse_public_key",
+                "secret_key": "langfuse_secret_key",
+                "host": "langfuse_host",
+            }
+        )
+    )

@@ -1,11 +1,10 @@
 """The `sandbox` resource: where benchmark tasks run (DESIGN §6) and with which limits."""
 
-import os
-
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field
 
 from goat_dagster.bench.sandbox import SandboxLimits
+from goat_dagster.resources.env import env_vars
 
 
 class SandboxResource(ConfigurableResource):
@@ -27,9 +26,6 @@ class SandboxResource(ConfigurableResource):
         )
 
 
-BACKEND_ENV = "GOAT_SANDBOX_BACKEND"
-
-
 def sandbox_resource_from_env() -> SandboxResource:
     """The resource for `Definitions`: the backend from GOAT_SANDBOX_BACKEND (local | modal) when set."""
-    return SandboxResource(backend=EnvVar(BACKEND_ENV)) if os.environ.get(BACKEND_ENV) else SandboxResource()
+    return SandboxResource(**env_vars({"backend": "sandbox_backend"}))

@@ -78,9 +78,8 @@ def diff_partitions(
     )
 
 
-def sync_model_partitions(instance: DagsterInstance, registry: Registry | None = None) -> PartitionDiff:
+def sync_model_partitions(instance: DagsterInstance, registry: Registry) -> PartitionDiff:
     """Apply models.yaml to the instance directly (what `goat demo` does before materializing)."""
-    registry = registry or load_registry()
     diff = diff_partitions(instance, registry)
     if diff.added:
         instance.add_dynamic_partitions(MODELS_PARTITIONS_NAME, diff.added)

@@ -1,8 +1,8 @@
 """The record of a live model endpoint, shared by every serving backend and by routing.
 
-`serving_endpoint` (any backend) writes one `Endpoint` per model to
-`$GOAT_HOME/endpoints/<slug>.json` as well as to its asset metadata; `litellm_config` and the CLI
-read them back, so `goat run` outside Dagster sees the same endpoints the asset graph made.
+Every backend's `endpoint()` writes one `Endpoint` per model to `$GOAT_HOME/endpoints/<slug>.json`
+(`serving_endpoint` also puts it in its asset metadata); the routing config and the CLI read them
+back, so `goat run` outside Dagster sees the same endpoints the asset graph made.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ class Endpoint(BaseModel):
 
 
 def endpoints_dir() -> Path:
-    return config.paths().home / "endpoints"
+    return config.paths().endpoints
+
+
+def endpoint_path(model_key: str) -> Path:
+    return endpoints_dir() / f"{slugify(model_key)}.json"
 
 
 def save_endpoint(ep: Endpoint) -> Path:
-    d = endpoints_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    target = d / f"{slugify(ep.model_key)}.json"
+    target = endpoint_path(ep.model_key)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(ep.model_dump_json(indent=2))
     tmp.replace(target)  # atomic: readers never see half a record
@@ -50,7 +53,7 @@ def save_endpoint(ep: Endpoint) -> Path:
 
 
 def load_endpoint(model_key: str) -> Endpoint | None:
-    f = endpoints_dir() / f"{slugify(model_key)}.json"
+    f = endpoint_path(model_key)
     if not f.exists():
         return None
     return Endpoint.model_validate(json.loads(f.read_text()))

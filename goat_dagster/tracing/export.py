@@ -5,52 +5,33 @@
   run (concurrent runs never contend), in the `TraceRecord` schema whichever the source.
 - `verify_run(run_id)`: every harness call (`$GOAT_HOME/runs/<run_id>/calls.jsonl`, `CallRecord`)
   matched to a trace by `call_id`: found / missing.
+- `export_run(run_id)`: both, as the `trace_export` asset does them.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from goat_dagster import config
+from goat_dagster.tabular import arrow_schema
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import CallRecord, TraceRecord
-from goat_dagster.tracing.sink_store import read_sink
+from goat_dagster.tracing.sink_store import read_sink, run_file
 
 Source = Literal["auto", "sink", "langfuse"]
 
 
 # ---- the Parquet schema, derived from TraceRecord ---------------------------------------------
 
-
-def _arrow_type(annotation: Any) -> pa.DataType:
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return pa.string()
-    if origin is list:
-        return pa.list_(pa.string())
-    if origin in (Union, UnionType):
-        return _arrow_type(next(a for a in get_args(annotation) if a is not type(None)))
-    return {
-        str: pa.string(),
-        int: pa.int64(),
-        float: pa.float64(),
-        bool: pa.bool_(),
-        datetime: pa.timestamp("us", tz="UTC"),
-    }[annotation]
-
-
-TRACE_SCHEMA = pa.schema(
-    [pa.field(name, _arrow_type(f.annotation)) for name, f in TraceRecord.model_fields.items()]
-)
+TRACE_SCHEMA = arrow_schema(TraceRecord)
 
 
 def traces_table(records: list[TraceRecord]) -> pa.Table:
@@ -87,8 +68,6 @@ def collect_traces(
 
 
 def export_path(run_id: str) -> Path:
-    from goat_dagster.tracing.sink_store import run_file
-
     return config.paths().lake_traces / f"{run_file(run_id).stem}.parquet"
 
 
@@ -223,13 +202,35 @@ def verify_run(
     """Match every call of the run to a trace. Callbacks write a moment after the response (and
     Langfuse ingests with a delay), so missing calls are re-polled for up to `wait_s` seconds."""
     calls = load_calls(run_id)
-    deadline = time.monotonic() + wait_s
-    while True:
-        used, traces = collect_traces(run_id, source=source, langfuse=langfuse)
+    used = resolve_source(source, langfuse)
+
+    def look() -> VerifyResult:
+        _, traces = collect_traces(run_id, source=used, langfuse=langfuse)
         found, missing, extra = match_calls(calls, traces)
-        if not missing or time.monotonic() >= deadline:
-            return VerifyResult(run_id, used, len(calls), found, missing, extra, traces)
-        time.sleep(0.25 if used == "sink" else 2.0)
+        return VerifyResult(run_id, used, len(calls), found, missing, extra, traces)
+
+    retrying = Retrying(
+        retry=retry_if_result(lambda result: not result.ok),
+        stop=stop_after_delay(wait_s),
+        wait=wait_fixed(0.25 if used == "sink" else 2.0),
+        retry_error_callback=lambda state: state.outcome.result(),  # still missing: say which
+    )
+    return retrying(look)
+
+
+def export_run(
+    run_id: str, *, source: Source = "auto", langfuse: LangfuseSettings | None = None
+) -> tuple[ExportResult, VerifyResult | None]:
+    """The run's traces in the lake, and how they match the run's call journal (None: the run has no
+    journal, so nothing can be matched; its traces are exported all the same)."""
+    try:
+        verified: VerifyResult | None = verify_run(run_id, source=source, langfuse=langfuse)
+    except FileNotFoundError:
+        verified = None
+        _, records = collect_traces(run_id, source=source, langfuse=langfuse)
+    else:
+        records = verified.records
+    return export_traces(run_id, source=source, langfuse=langfuse, records=records), verified
 
 
 def find_latest_run(model_names: set[str]) -> str | None:

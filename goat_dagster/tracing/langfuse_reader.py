@@ -11,12 +11,14 @@ matched to a harness call, the same key the local sink uses.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
+from goat_dagster import config
 from goat_dagster.tracing.masking import mask_text, secret_values
 from goat_dagster.tracing.schema import TraceRecord
 
@@ -31,11 +33,12 @@ class LangfuseSettings:
     host: str
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LangfuseSettings | None:
+    def from_env(cls) -> LangfuseSettings | None:
         """From LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY / LANGFUSE_HOST; None unless all are set."""
-        env = os.environ if environ is None else environ
-        pk, sk, host = (env.get(k) for k in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_HOST"))
-        return cls(pk, sk, host) if pk and sk and host else None
+        s = config.settings()
+        if not (s.langfuse_public_key and s.langfuse_secret_key and s.langfuse_host):
+            return None
+        return cls(s.langfuse_public_key, s.langfuse_secret_key.get_secret_value(), s.langfuse_host)
 
     def __repr__(self) -> str:  # never print the secret key
         return f"LangfuseSettings(host={self.host!r}, public_key={self.public_key[:8]!r}…)"
@@ -152,6 +155,7 @@ def iter_observations(
     # The SDK's API client, as `Langfuse(...).api` builds it. Not `Langfuse(...)` itself: that keeps
     # one resource manager per public key for the life of the process (a later host or secret key
     # for the same public key would be ignored) and sets up an OTEL exporter a reader does not need.
+    # Imported here: the SDK costs ~0.3 s to import, and only a configured Langfuse needs it.
     from langfuse.api import LangfuseAPI
 
     api = LangfuseAPI(
@@ -184,8 +188,7 @@ class LangfuseReadError(RuntimeError):
 
 def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 100) -> list[TraceRecord]:
     """Langfuse's traces of one run, as `TraceRecord`s in call order."""
-    import httpx
-    from langfuse.api.core.api_error import ApiError
+    from langfuse.api.core.api_error import ApiError  # the SDK lazily, as in iter_observations
 
     secrets = secret_values()
     try:

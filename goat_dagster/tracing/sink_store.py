@@ -23,9 +23,6 @@ from goat_dagster.tracing.masking import mask_obj, mask_text, secret_values
 from goat_dagster.tracing.schema import TraceRecord
 
 UNSCOPED = "_unscoped"
-IO_ENV = "GOAT_TRACE_IO"  # "0" turns input/output capture off
-IO_CAP_ENV = "GOAT_TRACE_IO_MAX_CHARS"
-DEFAULT_IO_CAP = 4000
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _lock = threading.Lock()
 
@@ -96,8 +93,8 @@ def record_from_payload(
     request parameters the deployment was called with. Secrets masked, input/output capped."""
     env = os.environ if environ is None else environ
     secrets = secret_values(env)
-    capture = env.get(IO_ENV, "1") not in ("0", "false", "False") if capture_io is None else capture_io
-    cap = int(env.get(IO_CAP_ENV, DEFAULT_IO_CAP)) if io_cap is None else io_cap
+    capture = config.settings().trace_io if capture_io is None else capture_io  # GOAT_TRACE_IO
+    cap = config.settings().trace_io_max_chars if io_cap is None else io_cap  # GOAT_TRACE_IO_MAX_CHARS
     req = requester_metadata(payload, kwargs)
     start, end = _ts(payload.get("startTime")), _ts(payload.get("endTime"))
     first = _ts(payload.get("completionStartTime"))

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -315,6 +316,4 @@ def create_app() -> Starlette:
 
 def serve(host: str = "127.0.0.1", port: int = 8200, log_level: str = "info") -> None:
     """Run the viewer until SIGINT/SIGTERM (uvicorn stops on both)."""
-    import uvicorn
-
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level, access_log=False)

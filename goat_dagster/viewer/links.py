@@ -27,7 +27,7 @@ def leaderboard_path() -> str:
 
 
 def absolute(path: str) -> str:
-    return config.view_url() + path
+    return config.settings().view_url + path
 
 
 def run_url(run_id: str) -> str:

@@ -1,11 +1,12 @@
 """What the viewer reads: runs, one run's rows, one attempt's transcript, comparisons, the leaderboard.
 
 Everything comes through the modules that own each format: the results lake (`bench.lake`), the
-warehouse SQL (`analysis.warehouse`: run summaries, Wilson intervals, `ab_compare`), the journals
-(`bench.journal`, `bench.report`), the transcripts (`bench.transcript`) and the traces
-(`tracing`). A page about one run reads that run's files only; a transcript reads one task's
-files. Results are cached by the (name, size, mtime) of the files they came from, so a page
-shown again costs a few `stat` calls, and a run that changes shows its new state at once.
+warehouse SQL (`analysis.runs` and `analysis.snapshot`: run summaries with their intervals, `calls`,
+`ab_compare`), the journals (`bench.journal`, `analysis.run_reports`), the transcripts
+(`bench.transcript`) and the traces (`tracing`). A page about one run reads that run's files only;
+a transcript reads one task's files. Results are cached by the (name, size, mtime) of the files
+they came from, so a page shown again costs a few `stat` calls, and a run that changes shows its
+new state at once.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from goat_dagster import config
 from goat_dagster.analysis.leaderboard import Leaderboard, RunComparison, build_leaderboard, compare_runs
-from goat_dagster.analysis.warehouse import ERROR_KINDS, open_snapshot, query, warehouse_sql
+from goat_dagster.analysis.run_reports import row_notes
+from goat_dagster.analysis.runs import details_of_run, journal_details, lake_run_details
+from goat_dagster.analysis.snapshot import open_files, query
 from goat_dagster.bench import lake
 from goat_dagster.bench.journal import journal_file, read_spec, read_task_entries, run_dirs
-from goat_dagster.bench.report import journal_summary, row_notes
 from goat_dagster.bench.transcript import Attempt, read_attempts
 from goat_dagster.tracing.export import export_path
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings
@@ -94,59 +94,8 @@ def clear_caches() -> None:
 
 
 # ---- runs ------------------------------------------------------------------------------------------
-
-
-def _errors_by_kind(summary: dict[str, Any]) -> dict[str, int]:
-    return {k: int(summary.get(f"errors_{k}") or 0) for k in (*ERROR_KINDS, "other")}
-
-
-def _from_run_summary(r: dict[str, Any]) -> dict[str, Any]:
-    """A `run_summary` row (the warehouse's numbers) as the viewer shows a run."""
-    return {
-        **r,
-        "n": r["attempts"],
-        "errors_by_kind": _errors_by_kind(r),
-        "state": "done",
-        "tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0),
-    }
-
-
-def _interval(con: duckdb.DuckDBPyConnection, passed: int, scored: int) -> tuple[float | None, float | None]:
-    row = con.execute(
-        "SELECT wilson_low(?, ?), wilson_high(?, ?)", [passed, scored, passed, scored]
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
-def _macros() -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with the warehouse's objects over no files: its macros (the Wilson
-    interval) for runs that are not in the lake yet."""
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    for stmt in warehouse_sql([], []):
-        con.execute(stmt)
-    return con
-
-
-def _from_journal(summary: dict[str, Any], con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """`report.journal_summary` of a run not in the lake (killed, or still running)."""
-    scored = summary["passed"] + summary["failed"]
-    low, high = _interval(con, summary["passed"], scored)
-    rows = summary.get("rows") or []
-    return {
-        **{k: v for k, v in summary.items() if k != "rows"},
-        "scored": scored,
-        "ci_low": low,
-        "ci_high": high,
-        "tasks": len({r["task_id"] for r in rows}),
-        "attempts": summary["n"],
-        "errors_by_kind": {**summary["errors_by_kind"], "other": 0},
-        "state": "incomplete",
-        "tokens": summary["prompt_tokens"] + summary["completion_tokens"],
-        "steps": sum(r.get("steps") or 0 for r in rows),
-        "tool_calls": sum(r.get("tool_calls") or 0 for r in rows),
-        "calls": None,
-    }
+# A run's numbers are the warehouse's `run_summary` (analysis.runs.run_details); here only which
+# runs there are, and whether each is done (in the lake) or incomplete (a journal only).
 
 
 def _lake_sig() -> tuple[Any, ...]:
@@ -156,23 +105,22 @@ def _lake_sig() -> tuple[Any, ...]:
 
 
 def _all_runs() -> list[dict[str, Any]]:
-    with open_snapshot() as snap:
-        done = query(snap.con, "SELECT * EXCLUDE (recency) FROM run_summary")
-    runs = [_from_run_summary(r) for r in done]
+    runs = [{**r, "state": "done"} for r in lake_run_details()]
     known = {r["run_id"] for r in runs}
-    with _macros() as con:
-        for d in run_dirs():
-            if d.name in known:
-                continue
-            spec = read_spec(d.name)
-            if spec is not None:
-                runs.append(_from_journal(journal_summary(spec), con))
+    for d in run_dirs():
+        if d.name in known:
+            continue
+        spec = read_spec(d.name)
+        if spec is not None:
+            summary = journal_details(spec)
+            summary.pop("rows")
+            runs.append({**summary, "state": "incomplete"})
     runs.sort(key=lambda r: (r["started_at"] is not None, r["started_at"] or datetime.min), reverse=True)
     return runs
 
 
 def list_runs() -> list[dict[str, Any]]:
-    """Every run: the lake's (warehouse `run_summary`) and the journals' not yet in it, newest first."""
+    """Every run: the lake's and the journals' not yet in it, newest first."""
     return _runs_cache.get("runs", _lake_sig(), _all_runs)
 
 
@@ -213,23 +161,13 @@ def _run_sig(run_id: str) -> tuple[Any, ...]:
 
 def _load_run(run_id: str) -> RunDetail | None:
     spec = read_spec(run_id)
-    results = lake.results_file(run_id)
-    if results.exists():
-        traces = export_path(run_id)
-        with duckdb.connect(":memory:") as con:
-            con.execute("SET TimeZone = 'UTC'")
-            for stmt in warehouse_sql([results], [traces] if traces.exists() else []):
-                con.execute(stmt)
-            found = query(con, "SELECT * EXCLUDE (recency) FROM run_summary WHERE run_id = ?", [run_id])
-        if not found:
-            return None
-        summary = _from_run_summary(found[0])
+    summary = details_of_run(run_id)
+    if summary is not None:
+        summary["state"] = "done"
         rows = lake.read_rows(run_id)
     elif spec is not None:
-        js = journal_summary(spec)
-        rows = js["rows"]
-        with _macros() as con:
-            summary = _from_journal(js, con)
+        summary = {**journal_details(spec), "state": "incomplete"}
+        rows = summary.pop("rows")
     else:
         return None
     notes = row_notes(run_id)
@@ -306,22 +244,24 @@ class TaskView:
 
 
 def call_key(trace_id: str, event: dict[str, Any]) -> Any:
-    """What matches a recorded call to its trace: its call id, or (attempt, step) for a failed call
-    whose id the agent never got back."""
+    """What matches a recorded call to its trace: its call id, or (attempt, step) for a call
+    recorded without one."""
     return event.get("call_id") or (trace_id, event.get("step"))
 
 
 def _traces_of(run_id: str, trace_ids: list[str]) -> list[dict[str, Any]]:
-    """The traces of these attempts: from the lake's export of the run, else the local sink."""
+    """The calls of these attempts: the warehouse's `calls` over the run's exported traces, else
+    the local sink's records (a run not exported yet)."""
     if not trace_ids:
         return []
     exported = export_path(run_id)
     if exported.exists():
-        with duckdb.connect(":memory:") as con:
+        results = lake.results_file(run_id)
+        with open_files([results] if results.exists() else [], [exported]) as snap:
             return query(
-                con,
-                "SELECT * FROM read_parquet(?) WHERE list_contains(?, trace_id) ORDER BY start_time",
-                [str(exported), trace_ids],
+                snap.con,
+                "SELECT * FROM calls WHERE list_contains(?, trace_id) ORDER BY start_time",
+                [trace_ids],
             )
     return [t.model_dump() for t in read_sink_traces(run_id, trace_ids)]
 
@@ -343,7 +283,7 @@ def task_view(run_id: str, task_id: str, epoch: int) -> TaskView | None:
         n["trace_id"] for e in journal for n in e["detail"].get("attempts", []) if n.get("trace_id")
     ]
     traces = _traces_of(run_id, trace_ids)
-    # a call is matched to its trace by call id; a failed call the agent saw no id of, by its step
+    # a call is matched to its trace by call id; one recorded without an id, by its step
     recorded = {call_key(a.trace_id, e) for a in attempts for e in a.events if e.get("type") == "call"}
     by_call: dict[Any, dict[str, Any]] = {}
     for t in traces:
@@ -376,11 +316,8 @@ def comparison(run_a: str, run_b: str) -> RunComparison:
         if not f.exists():
             raise CompareError(f"run {run!r} is not in the results lake (unknown, or not finished)")
         files.append(f)
-    with duckdb.connect(":memory:") as con:
-        con.execute("SET TimeZone = 'UTC'")
-        for stmt in warehouse_sql(files, []):
-            con.execute(stmt)
-        return compare_runs(con, run_a, run_b)
+    with open_files(files) as snap:
+        return compare_runs(snap.con, run_a, run_b)
 
 
 def leaderboard() -> Leaderboard:

@@ -20,7 +20,7 @@ from goat_dagster.analysis.leaderboard import (
     matrix_markdown,
     render_leaderboard_text,
 )
-from goat_dagster.analysis.warehouse import open_snapshot, query
+from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.config import GoatPaths
 
 Z = 1.959963984540054  # standard normal 97.5% quantile

@@ -16,7 +16,9 @@ import duckdb
 import pytest
 
 from goat_dagster.analysis.leaderboard import build_leaderboard
-from goat_dagster.analysis.warehouse import META_TABLE, ensure_warehouse, open_snapshot, query, views_version
+from goat_dagster.analysis.snapshot import open_snapshot, query
+from goat_dagster.analysis.warehouse import META_TABLE, ensure_warehouse
+from goat_dagster.analysis.warehouse_sql import views_version
 from goat_dagster.config import GoatPaths
 from tests.analysis.conftest import fixed_results, result_row, write_parquet
 

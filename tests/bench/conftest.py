@@ -21,9 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions
+from goat_dagster.registry import load_registry
+from goat_dagster.routing import proxy
+from goat_dagster.routing.config import build_config
+from goat_dagster.routing.gateway import Gateway
+from goat_dagster.serving.endpoint import Endpoint, load_endpoints, save_endpoint
 from tests.conftest import free_port, smollm2_gguf
 
 
@@ -107,9 +111,7 @@ def model_gateway(llama_server: LlamaServer) -> Gateway:
 
 def proxy_in_front_of(server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The managed LiteLLM proxy (with its trace sink) on a free port, routing smollm2-135m to
-    `server`: the default gateway of a run. Stop it with `serving.proxy.stop_proxy()`."""
-    from goat_dagster.serving.endpoint import Endpoint, save_endpoint
-    from goat_dagster.serving.gateway import ensure_gateway
+    `server`: the default gateway of a run. Stop it with `routing.proxy.stop_proxy()`."""
 
     monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
     for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
@@ -124,4 +126,4 @@ def proxy_in_front_of(server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> N
             healthy=True,
         )
     )
-    ensure_gateway()
+    proxy.ensure_proxy(build_config(load_registry(), load_endpoints()))

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import duckdb
 
+from goat_dagster.bench.journal import RunSpec
 from goat_dagster.bench.lake import ResultRow
-from goat_dagster.bench.report import ProgressBar
-from goat_dagster.bench.runner import Progress, RunSpec
+from goat_dagster.bench.progress import ProgressBar
+from goat_dagster.bench.run_request import Progress
 from tests.conftest import PROJECT
 
 RUN_KEYS = ["run_id", "model", "suite", "n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd"]
@@ -108,7 +109,7 @@ def test_text_reports_do_not_depend_on_the_cli(goat_home: Path) -> None:
     """`goat results` and the leaderboard text render tables without importing the CLI module."""
     code = (
         "import sys\n"
-        "from goat_dagster.bench.report import results_view\n"
+        "from goat_dagster.analysis.run_reports import results_view\n"
         "from goat_dagster.analysis.leaderboard import Leaderboard, render_leaderboard_text\n"
         "print(results_view(None, False)[1])\n"
         "print(render_leaderboard_text(Leaderboard(rows=[], tasks=[], selection='none')))\n"

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.bench.agents import AgentContext, AgentLimits, CommandAgent, Usage
+from goat_dagster.bench.agent import AgentContext
+from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
+from goat_dagster.bench.command_agent import CommandAgent
 from goat_dagster.bench.errors import AgentTimeout, InfraError
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, GatewayClient
+from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.suite import load_suite
+from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
 from tests.conftest import free_port
 
@@ -33,7 +37,8 @@ def call_context(run_id: str) -> CallContext:
 
 def test_builtin_calls_to_a_gateway_down_at_the_deadline_are_infra_errors(goat_home: Path) -> None:
     log = CallLog("deadline-run")
-    client = GatewayClient(dead_gateway(), log, retries=10, backoff_s=0.2)
+    gateway = dead_gateway()
+    client = LLMClient(gateway, CallMeter(log, gateway), retries=10, backoff_s=0.2)
     t0 = time.monotonic()
     # tries at ~0 s, 0.2 s and 0.6 s; the next pause (0.8 s) would end past the deadline
     with pytest.raises(InfraError, match=r"cannot reach the gateway.*no time to try again"):
@@ -66,7 +71,9 @@ def test_a_command_agent_timing_out_on_a_down_gateway_is_an_infra_error(
     task = load_suite("smoke").task("fizzbuzz")
     limits = AgentLimits(max_seconds=1.5)
     with pool.session() as sb:
-        relay = GatewayRelay(sb.relay_dir / "gateway.sock", gateway, CallLog("cmd-deadline"))
+        relay = GatewayRelay(
+            sb.relay_dir / "gateway.sock", gateway, CallMeter(CallLog("cmd-deadline"), gateway)
+        )
         try:
             sb.write_files({"agent.py": AGENT})
             ctx = AgentContext(

@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from goat_dagster.analysis import runs
 from goat_dagster.bench import lake
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError
+from tests.conftest import benchmark
 
 
 def open_files(name: str) -> list[str]:
@@ -35,7 +36,7 @@ def test_a_worker_that_cannot_start_leaves_its_log_closed(tmp_path: Path) -> Non
 
 
 def test_lake_queries_close_their_connections(goat_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = run_benchmark("smoke", "smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
+    s = benchmark(suite="smoke", model="smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
     opened: list[duckdb.DuckDBPyConnection] = []
     connect = duckdb.connect
 
@@ -46,8 +47,8 @@ def test_lake_queries_close_their_connections(goat_home: Path, monkeypatch: pyte
 
     monkeypatch.setattr(duckdb, "connect", tracking_connect)
     assert len(lake.read_rows(s.run_id)) == 1
-    assert lake.run_summaries()[0]["run_id"] == s.run_id
-    assert lake.latest_run("smollm2-135m")["run_id"] == s.run_id
+    assert runs.run_summaries()[0]["run_id"] == s.run_id
+    assert runs.latest_run("smollm2-135m")["run_id"] == s.run_id
     assert len(opened) == 3
     for con in opened:
         with pytest.raises(duckdb.ConnectionException, match="closed"):

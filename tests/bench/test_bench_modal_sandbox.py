@@ -25,12 +25,13 @@ from typing import Any
 import modal.exception as me
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
 from goat_dagster.bench.journal import RunError
 from goat_dagster.bench.modal_sandbox import ModalSandboxPool, RateLimiter, create_with_retry
-from goat_dagster.bench.runner import RetryPolicy, run_benchmark
+from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxLimits, SandboxPathError
-from goat_dagster.serving.gateway import SCOPED_KEY_GRACE_S
+from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing.gateway import SCOPED_KEY_GRACE_S
+from tests.conftest import benchmark
 
 
 class _Proc:
@@ -253,22 +254,25 @@ def test_exec_limits_and_paths(tmp_path: Path) -> None:
 
 def test_a_run_on_the_modal_backend(goat_home: Path, tmp_path: Path) -> None:
     pool, factory = make_pool(tmp_path, options=PoolOptions(size=1))
-    s = run_benchmark("smoke", "smollm2-135m", agent="oracle", sandbox="modal", pool=pool, parallel=1)
+    s = benchmark(suite="smoke", model="smollm2-135m", agent="oracle", sandbox="modal", pool=pool, parallel=1)
     assert (s.n, s.passed, s.sandbox, s.isolation) == (5, 5, "modal", "modal")
     assert len(factory.calls) == 5 and all(sb.terminated for sb in factory.made)  # one sandbox per task
 
 
 def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
-    """`serving.gateway.sandbox_client` (the Dagster resource's) and a cloud `command:` agent's key
+    """`routing.gateway.sandbox_gateway` (the Dagster resource's) and a cloud `command:` agent's key
     both come from `sandbox_key`: valid for the sandbox's work plus the same grace period."""
-    from goat_dagster.serving.gateway import GatewaySettings, sandbox_client
-    from goat_dagster.serving.proxy_auth import verify_scoped_key
+    from goat_dagster.registry import load_registry
+    from goat_dagster.routing.auth import verify_scoped_key
+    from goat_dagster.routing.gateway import sandbox_gateway
+    from goat_dagster.routing.proxy import ProxySettings
 
     master = "sk-master-of-the-proxy"
-    settings = GatewaySettings(mode="external", url="https://proxy.example/v1", master_key=master)
-    client = sandbox_client("smollm2-135m", run_id="r1", work_s=900, settings=settings)
+    proxy = ProxySettings(mode="external", url="https://proxy.example/v1", master_key=master)
+    entry = load_registry().get("smollm2-135m")
+    client = sandbox_gateway(entry, run_id="r1", work_s=900, proxy=proxy)
     assert client.base_url == "https://proxy.example/v1" and client.model == "smollm2-135m-local"
-    claims = verify_scoped_key(master, client.api_key)
+    claims = verify_scoped_key(master, client.api_key.get_secret_value())
     assert claims.models == ("smollm2-135m-local",) and claims.run_id == "r1"
     assert (
         time.time() + 900 + SCOPED_KEY_GRACE_S - 60
@@ -278,8 +282,8 @@ def test_sandbox_keys_are_minted_one_way_with_one_ttl_policy() -> None:
 
 
 def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp_path: Path) -> None:
-    from goat_dagster.bench.gateway import Gateway
-    from goat_dagster.serving.proxy_auth import verify_scoped_key
+    from goat_dagster.routing.auth import verify_scoped_key
+    from goat_dagster.routing.gateway import Gateway
 
     master = "sk-master-of-the-proxy"
     show_env = "command:env"
@@ -298,9 +302,9 @@ def test_command_agent_in_a_cloud_sandbox_gets_a_scoped_key(goat_home: Path, tmp
     base = f"http://{address}:{server.server_address[1]}/v1"
     remote = Gateway(base_url=base, api_key=master, model="qwen3-4b-local")
     run = functools.partial(
-        run_benchmark,
-        "smoke",
-        "smollm2-135m",
+        benchmark,
+        suite="smoke",
+        model="smollm2-135m",
         agent=show_env,
         sandbox="modal",
         pool=pool,

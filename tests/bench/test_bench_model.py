@@ -9,12 +9,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway, GatewayClient
-from goat_dagster.bench.runner import RetryPolicy, run_benchmark
+from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
+from goat_dagster.bench.llm_client import LLMClient
+from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.tools import TOOL_SCHEMAS
 from goat_dagster.bench.transcript import read_attempts
+from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing import proxy
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import call_metadata, new_id
+from tests.conftest import benchmark
 
 from .conftest import LlamaServer, proxy_in_front_of
 
@@ -36,7 +40,11 @@ def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gatewa
         sent.append(json.loads(request.read()))
 
     log = CallLog("meta-run")
-    client = GatewayClient(model_gateway, log, http_client=httpx.Client(event_hooks={"request": [record]}))
+    client = LLMClient(
+        model_gateway,
+        CallMeter(log, model_gateway),
+        http_client=httpx.Client(event_hooks={"request": [record]}),
+    )
     ctx = CallContext(
         run_id="meta-run", suite="smoke", model="smollm2-135m", task_id="fizzbuzz", epoch=1, trace_id=new_id()
     )
@@ -66,8 +74,8 @@ def test_every_call_carries_metadata_and_is_logged(goat_home: Path, model_gatewa
 @pytest.mark.slow
 def test_builtin_agent_runs_smoke_with_smollm2(goat_home: Path, model_gateway: Gateway) -> None:
     limits = AgentLimits(max_steps=2, max_output_tokens=192, max_seconds=600)
-    s = run_benchmark(
-        "smoke", "smollm2-135m", agent="builtin", gateway=model_gateway, parallel=2, limits=limits
+    s = benchmark(
+        suite="smoke", model="smollm2-135m", agent="builtin", gateway=model_gateway, parallel=2, limits=limits
     )
     assert s.n == 5
     assert s.errors_by_kind["infra"] == 0
@@ -101,9 +109,9 @@ def test_killed_model_server_gives_infra_errors_not_failures(goat_home: Path, tm
             server.stop()
 
     try:
-        s = run_benchmark(
-            "smoke",
-            "smollm2-135m",
+        s = benchmark(
+            suite="smoke",
+            model="smollm2-135m",
             agent="builtin",
             gateway=gateway,
             parallel=1,
@@ -152,9 +160,9 @@ def test_budget_stops_new_tasks_and_a_resume_finishes_them(
     script = tmp_path / "one_call.py"
     script.write_text(ONE_CALL)
     agent = f"command:python {script}"  # one short call per task: the budget is what is tested
-    s = run_benchmark(
-        "smoke",
-        "smollm2-135m",
+    s = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
         agent=agent,
         gateway=model_gateway,
         parallel=1,
@@ -165,9 +173,9 @@ def test_budget_stops_new_tasks_and_a_resume_finishes_them(
     assert s.n == 3 and s.errors_by_kind["budget"] == 2
     assert s.cost_usd > 1e-9 and s.budget_usd == 1e-9
     assert s.projected_cost_usd == pytest.approx(s.cost_usd * 3)
-    again = run_benchmark(
-        "smoke",
-        "smollm2-135m",
+    again = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
         agent=agent,
         gateway=model_gateway,
         parallel=1,
@@ -233,9 +241,9 @@ def test_command_agent_reaches_only_the_gateway_relay(
 ) -> None:
     script = tmp_path / "agent.py"
     script.write_text(AGENT_SCRIPT.format(llama_port=llama_server.port))
-    s = run_benchmark(
-        "smoke",
-        "smollm2-135m",
+    s = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
         agent=f"command:python {script}",
         gateway=model_gateway,
         task_ids=["fizzbuzz"],
@@ -268,9 +276,9 @@ def test_command_agent_reaches_only_the_gateway_relay(
         sys.exit(3)
     """)
     )
-    s = run_benchmark(
-        "smoke",
-        "smollm2-135m",
+    s = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
         agent=f"command:python {failing}",
         gateway=model_gateway,
         task_ids=["fizzbuzz"],
@@ -283,12 +291,15 @@ def test_through_the_litellm_proxy_costs_and_traces(
 ) -> None:
     """The default gateway: the managed LiteLLM proxy (routing) in front of the model; its cost
     header is used, and its trace sink holds every call the harness logged, by call id."""
-    from goat_dagster.serving import proxy
-
     proxy_in_front_of(llama_server, monkeypatch)
     try:
-        s = run_benchmark(
-            "smoke", "smollm2-135m", agent="builtin", task_ids=["fizzbuzz"], limits=QUICK, retry=FAST_RETRY
+        s = benchmark(
+            suite="smoke",
+            model="smollm2-135m",
+            agent="builtin",
+            task_ids=["fizzbuzz"],
+            limits=QUICK,
+            retry=FAST_RETRY,
         )
     finally:
         proxy.stop_proxy()

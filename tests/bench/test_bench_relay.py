@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits, Usage
-from goat_dagster.bench.gateway import CallContext, CallLog, Gateway
+from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.relay import GatewayRelay
+from goat_dagster.bench.usage import AgentLimits, Usage
+from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
 
 from .conftest import LlamaServer
@@ -72,7 +73,7 @@ def relay(goat_home: Path, llama_server: LlamaServer) -> Iterator[tuple[httpx.Cl
         base_url=f"http://127.0.0.1:{tap.port}/v1", api_key="sk-test-gateway-key", model="smollm2-135m-local"
     )
     sock_dir = tempfile.mkdtemp(prefix="goat-relay-")  # a unix socket path must stay short
-    relay = GatewayRelay(Path(sock_dir) / "gateway.sock", gateway, CallLog("relay-run"))
+    relay = GatewayRelay(Path(sock_dir) / "gateway.sock", gateway, CallMeter(CallLog("relay-run"), gateway))
     token = "sk-relay-test"
     call = CallContext(
         run_id="relay-run",

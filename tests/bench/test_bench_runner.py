@@ -16,14 +16,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from goat_dagster.bench import lake
-from goat_dagster.bench.gateway import Gateway
+from goat_dagster.analysis.runs import latest_run, run_summaries
+from goat_dagster.bench.bwrap import find_bwrap
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
-from goat_dagster.bench.local_sandbox import find_bwrap
-from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.suite import parse_suite
-from tests.conftest import PROJECT, free_port
+from goat_dagster.routing.gateway import Gateway
+from tests.conftest import PROJECT, benchmark, free_port
 
 TRICKY = """\
 name: tricky
@@ -60,8 +59,11 @@ def parquet_rows(path: str) -> list[dict]:
 
 def test_oracle_passes_every_smoke_task(goat_home: Path) -> None:
     seen: list[tuple[str, int]] = []
-    s = run_benchmark(
-        "smoke", "smollm2-135m", agent="oracle", on_task=lambda r, p: seen.append((r.task_id, p.done))
+    s = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
+        agent="oracle",
+        on_task=lambda r, p: seen.append((r.task_id, p.done)),
     )
     assert (s.n, s.passed, s.failed, s.errors, s.pass_rate) == (5, 5, 0, 0, 1.0)
     assert s.isolation == "bwrap" and s.sandbox == "local" and s.agent == "oracle"
@@ -81,18 +83,18 @@ def test_oracle_passes_every_smoke_task(goat_home: Path) -> None:
     for r in rows:
         assert r["status"] == "passed" and r["error_kind"] is None and len(r["trace_id"]) == 32
         assert r["suite_version"] == s.suite_version and r["finished_at"] >= r["started_at"]
-    assert lake.latest_run("smollm2-135m")["run_id"] == s.run_id
+    assert latest_run("smollm2-135m")["run_id"] == s.run_id
 
 
 def test_oracle_passes_all_of_humaneval(goat_home: Path) -> None:
-    s = run_benchmark("humaneval", "smollm2-135m", agent="oracle", parallel=2)
+    s = benchmark(suite="humaneval", model="smollm2-135m", agent="oracle", parallel=2)
     assert (s.n, s.passed, s.failed, s.errors) == (164, 164, 0, 0)
     assert s.wall_s < 60
 
 
 def test_wrong_reference_fails_and_errors_are_kept_apart(goat_home: Path, tmp_path: Path) -> None:
     suite = parse_suite(TRICKY, tmp_path / "tricky.yaml")
-    s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=2, epochs=2)
+    s = benchmark(suite=suite, model="smollm2-135m", agent="oracle", parallel=2, epochs=2)
     rows = {(r["task_id"], r["epoch"]): r for r in parquet_rows(s.results_path)}
     assert len(rows) == 10
     for e in (1, 2):
@@ -112,16 +114,16 @@ def test_wrong_reference_fails_and_errors_are_kept_apart(goat_home: Path, tmp_pa
 
 def test_one_summary_for_the_run_the_lake_and_the_journal(goat_home: Path, tmp_path: Path) -> None:
     """`goat run --json`, `goat results` (lake) and an unfinished run (journal) agree on every total."""
+    from goat_dagster.analysis.runs import journal_summary
     from goat_dagster.bench.journal import read_spec
-    from goat_dagster.bench.report import journal_summary
 
     suite = parse_suite(TRICKY, tmp_path / "tricky.yaml")
-    s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=2, epochs=2)
+    s = benchmark(suite=suite, model="smollm2-135m", agent="oracle", parallel=2, epochs=2)
     rows = [ResultRow.model_validate(r) for r in parquet_rows(s.results_path)]
     span = (max(r.finished_at for r in rows) - min(r.started_at for r in rows)).total_seconds()
     assert s.wall_s == pytest.approx(span, abs=1e-3)  # first start -> last finish
     assert s.wall_s >= max(r.wall_s for r in rows)
-    from_lake = lake.run_summaries(run_id=s.run_id)[0]
+    from_lake = run_summaries(run_id=s.run_id)[0]
     from_journal = journal_summary(read_spec(s.run_id))
     keys = (
         "n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd", "errors_by_kind",
@@ -144,10 +146,10 @@ def test_one_summary_for_the_run_the_lake_and_the_journal(goat_home: Path, tmp_p
 def test_a_gateway_down_from_the_start_is_a_clear_error(goat_home: Path) -> None:
     dead = Gateway(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", model="smollm2-135m-local")
     with pytest.raises(RunError, match=r"no model gateway answers at http://127\.0\.0\.1:\d+/v1"):
-        run_benchmark("smoke", "smollm2-135m", agent="builtin", gateway=dead, run_id="no-gateway")
+        benchmark(suite="smoke", model="smollm2-135m", agent="builtin", gateway=dead, run_id="no-gateway")
     assert not (goat_home / "lake" / "results" / "no-gateway.parquet").exists()
     # the oracle needs no gateway
-    assert run_benchmark("smoke", "smollm2-135m", agent="oracle", gateway=dead).passed == 5
+    assert benchmark(suite="smoke", model="smollm2-135m", agent="oracle", gateway=dead).passed == 5
 
 
 def test_journal_survives_a_torn_last_line(goat_home: Path) -> None:
@@ -190,17 +192,23 @@ def test_journal_survives_a_torn_last_line(goat_home: Path) -> None:
 
 
 def test_run_id_must_match_its_run_and_is_locked(goat_home: Path) -> None:
-    run_benchmark("smoke", "smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"])
+    benchmark(suite="smoke", model="smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"])
     with pytest.raises(RunError, match=r"exists with different settings.*agent"):
-        run_benchmark("smoke", "smollm2-135m", agent="builtin", run_id="fixed-id", task_ids=["fizzbuzz"])
+        benchmark(
+            suite="smoke", model="smollm2-135m", agent="builtin", run_id="fixed-id", task_ids=["fizzbuzz"]
+        )
     fd = os.open(goat_home / "runs" / "fixed-id" / "lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as another process working on the run would
     try:
         with pytest.raises(RunError, match="in progress in another process"):
-            run_benchmark("smoke", "smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"])
+            benchmark(
+                suite="smoke", model="smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"]
+            )
     finally:
         os.close(fd)
-    again = run_benchmark("smoke", "smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"])
+    again = benchmark(
+        suite="smoke", model="smollm2-135m", agent="oracle", run_id="fixed-id", task_ids=["fizzbuzz"]
+    )
     assert again.resumed and again.reused_rows == 1 and again.n == 1
 
 
@@ -208,7 +216,9 @@ def test_concurrent_runs_write_their_own_files(goat_home: Path) -> None:
     out: list = []
     threads = [
         threading.Thread(
-            target=lambda: out.append(run_benchmark("smoke", "smollm2-135m", agent="oracle", parallel=1))
+            target=lambda: out.append(
+                benchmark(suite="smoke", model="smollm2-135m", agent="oracle", parallel=1)
+            )
         )
         for _ in range(2)
     ]
@@ -218,7 +228,7 @@ def test_concurrent_runs_write_their_own_files(goat_home: Path) -> None:
         t.join()
     assert len(out) == 2 and out[0].run_id != out[1].run_id
     assert len(list((goat_home / "lake" / "results").glob("*.parquet"))) == 2
-    runs = lake.run_summaries()
+    runs = run_summaries()
     assert {r["run_id"] for r in runs} == {o.run_id for o in out}
     assert all(r["passed"] == 5 for r in runs)
 
@@ -331,7 +341,7 @@ tasks:
 @pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed (or GOAT_SANDBOX_BWRAP=0)")
 def test_a_task_that_wrecks_its_sandbox_is_scored_not_an_infra_error(goat_home: Path, tmp_path: Path) -> None:
     suite = parse_suite(VANDAL, tmp_path / "vandal.yaml")
-    s = run_benchmark(suite, "smollm2-135m", agent="oracle", parallel=1)
+    s = benchmark(suite=suite, model="smollm2-135m", agent="oracle", parallel=1)
     assert (s.passed, s.failed, s.errors) == (1, 1, 0), s
     detail = {
         d["row"]["task_id"]: d

@@ -16,17 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.bench.local_sandbox import (
-    NO_BWRAP_ERROR,
-    NO_BWRAP_WARNING,
-    LocalSandboxPool,
-    _others_can_read,
-)
+from goat_dagster.bench.bwrap import NO_BWRAP_ERROR, NO_BWRAP_WARNING, others_can_read
+from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions, SandboxError, SandboxPathError
 from tests.conftest import PROJECT
 
 # as root, running without bubblewrap needs an interpreter an unprivileged uid can read
-ROOT_WITHOUT_UID = os.geteuid() == 0 and not _others_can_read(Path(sys.base_prefix).resolve())
+ROOT_WITHOUT_UID = os.geteuid() == 0 and not others_can_read(Path(sys.base_prefix).resolve())
 
 
 @pytest.fixture

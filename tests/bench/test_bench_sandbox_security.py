@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.bench.local_sandbox import LocalSandboxPool, find_bwrap
+from goat_dagster.bench.bwrap import find_bwrap
+from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions, SandboxLimits, SandboxPathError
 from goat_dagster.bench.tools import Tools
 

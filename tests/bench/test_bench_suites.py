@@ -10,6 +10,7 @@ import pytest
 
 from goat_dagster.bench.humaneval import TEST_FILE
 from goat_dagster.bench.suite import SuiteError, available_suites, load_suite, parse_suite
+from tests.conftest import benchmark
 
 GOOD = """\
 name: mini
@@ -68,12 +69,10 @@ def test_version_ignores_formatting_but_not_content(tmp_path: Path) -> None:
 
 
 def test_the_local_sandbox_says_it_cannot_run_a_task_image(goat_home: Path, tmp_path: Path) -> None:
-    from goat_dagster.bench.runner import run_benchmark
-
     suite = parse_suite(
         GOOD.replace("defaults:\n", "defaults:\n  image: python:3.12-slim\n"), tmp_path / "i.yaml"
     )
-    s = run_benchmark(suite, "smollm2-135m", agent="oracle")
+    s = benchmark(suite=suite, model="smollm2-135m", agent="oracle")
     assert s.passed == 1
     assert any("python:3.12-slim" in w and "host's Python" in w for w in s.warnings), s.warnings
 

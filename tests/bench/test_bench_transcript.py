@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
-from goat_dagster.bench.gateway import Gateway
 from goat_dagster.bench.journal import journal_file, read_task_entries
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
-from goat_dagster.bench.runner import run_benchmark
 from goat_dagster.bench.transcript import attempt_dir, diff_workdir, read_attempts, task_dir_name
+from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing.gateway import Gateway
+from tests.conftest import benchmark
 
 SUITE = """\
 name: transcripts
@@ -57,7 +57,7 @@ def test_oracle_attempts_record_files_and_check(
     goat_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MY_SERVICE_API_KEY", SECRET)  # a secret of the harness's environment
-    s = run_benchmark(str(suite_file(tmp_path)), "smollm2-135m", agent="oracle", parallel=1)
+    s = benchmark(suite=str(suite_file(tmp_path)), model="smollm2-135m", agent="oracle", parallel=1)
     assert (s.passed, s.failed) == (1, 1)
 
     events = events_of(s.run_id, "wrong/answer")
@@ -118,8 +118,13 @@ def test_builtin_agent_transcript_holds_every_call_and_tool_result(
     goat_home: Path, model_gateway: Gateway
 ) -> None:
     limits = AgentLimits(max_steps=3, max_output_tokens=96, max_seconds=300)
-    s = run_benchmark(
-        "smoke", "smollm2-135m", agent="builtin", gateway=model_gateway, task_ids=["fizzbuzz"], limits=limits
+    s = benchmark(
+        suite="smoke",
+        model="smollm2-135m",
+        agent="builtin",
+        gateway=model_gateway,
+        task_ids=["fizzbuzz"],
+        limits=limits,
     )
     [entry] = read_task_entries(journal_file(s.run_id), "fizzbuzz", 1)
     row = entry["row"]

@@ -20,7 +20,8 @@ MATERIALIZE = """
 from dagster import DagsterInstance, materialize
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.instance import ensure_instance
-result = materialize([model_registry], instance=ensure_instance())
+from goat_dagster.resources.registry import RegistryResource
+result = materialize([model_registry], instance=ensure_instance(), resources={"registry": RegistryResource()})
 print("RUN", result.run_id, result.success)
 """
 

@@ -12,9 +12,12 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from goat_dagster.registry import load_registry
-from goat_dagster.serving import modal_gpt_oss, modal_services, modal_vllm, modal_weights
-from goat_dagster.serving.modal_deploy import build_app_for, spec_for, spec_for_key
-from goat_dagster.serving.modal_spec import (
+from goat_dagster.routing import modal_proxy as modal_services
+from goat_dagster.serving import modal_gpt_oss, modal_vllm
+from goat_dagster.serving.modal import weights_app as modal_weights
+from goat_dagster.serving.modal.deploy import build_app_for
+from goat_dagster.serving.modal.plan import cost_table, spec_for, spec_for_key
+from goat_dagster.serving.modal.spec import (
     SPEC_ENV,
     VLLM_VERSION,
     ServeSpec,
@@ -159,21 +162,23 @@ def test_weights_fit_the_gpus():
     assert msg and "do not fit 1x A10G" in msg and "n_gpu" in msg
 
 
+# the app modules, what they import, and the DESIGN-path modules that hand them on
+MODAL_MODULES = ("goat_dagster.serving.modal.", "goat_dagster.serving.modal_")
+
+
 def test_container_reimport_rebuilds_the_same_function(monkeypatch, inspect_function, layers):
     """Seed 002: Modal re-imports the module in the container, where only the image env exists.
     The function rebuilt there must have the same dependencies (secret, image, volumes) as the
     deployed one, or Modal rejects it ("dep count mismatch")."""
     for key, module in (
-        ("qwen3-4b", "goat_dagster.serving.modal_vllm"),
-        ("gpt-oss-20b", "goat_dagster.serving.modal_gpt_oss"),
+        ("qwen3-4b", "goat_dagster.serving.modal.vllm_app"),
+        ("gpt-oss-20b", "goat_dagster.serving.modal.gpt_oss_app"),
     ):
         spec = spec_for(REGISTRY.get(key))
         _, local_fn = build_app_for(spec)
         monkeypatch.setenv(SPEC_ENV, spec.to_json())
         monkeypatch.setattr(modal, "is_local", lambda: False)
-        saved = {
-            k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith("goat_dagster.serving.modal_")
-        }
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith(MODAL_MODULES)}
         try:
             mod = importlib.import_module(module)
             remote_fn = mod.serve
@@ -187,7 +192,7 @@ def test_container_reimport_rebuilds_the_same_function(monkeypatch, inspect_func
             assert layers(a.pop("image")) == layers(b.pop("image"))
             assert a == b
         finally:
-            for k in [k for k in sys.modules if k.startswith("goat_dagster.serving.modal_")]:
+            for k in [k for k in sys.modules if k.startswith(MODAL_MODULES)]:
                 del sys.modules[k]
             sys.modules.update(saved)
         monkeypatch.undo()
@@ -203,17 +208,18 @@ def test_cli_module_needs_goat_model(monkeypatch):
 
 def test_goat_model_selects_the_app_and_the_right_module(monkeypatch):
     monkeypatch.setenv("GOAT_MODEL", "qwen3-4b")
-    saved = sys.modules.pop("goat_dagster.serving.modal_vllm")
+    names = ("goat_dagster.serving.modal_vllm", "goat_dagster.serving.modal.vllm_app")
+    saved = {name: sys.modules.pop(name) for name in names}
     try:
-        mod = importlib.import_module("goat_dagster.serving.modal_vllm")
+        mod = importlib.import_module("goat_dagster.serving.modal_vllm")  # what `modal deploy -m` imports
         assert mod.app.name == "goat-vllm-qwen3-4b"
         assert isinstance(mod.serve, modal.Function)
     finally:
-        sys.modules["goat_dagster.serving.modal_vllm"] = saved
+        sys.modules.update(saved)
     with pytest.raises(ValueError, match="modal_gpt_oss"):
-        spec_for_key("gpt-oss-20b", expect_engine="vllm")
+        spec_for_key(REGISTRY, "gpt-oss-20b", expect_engine="vllm")
     with pytest.raises(ValueError, match="only provider: modal"):
-        spec_for_key("smollm2-135m")
+        spec_for_key(REGISTRY, "smollm2-135m")
 
 
 def test_spec_roundtrip():
@@ -278,7 +284,6 @@ def test_services_app(inspect_function, layers):
 
 def test_readme_cost_table_matches_the_registry():
     from goat_dagster.config import project_dir
-    from goat_dagster.serving.modal_spec import cost_table
 
     readme = (project_dir() / "README.md").read_text()
     start, end = "<!-- cost-table:start -->\n", "\n<!-- cost-table:end -->"

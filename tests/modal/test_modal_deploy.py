@@ -15,21 +15,16 @@ from pathlib import Path
 import modal
 import pytest
 
+from goat_dagster.config import ConfigError
 from goat_dagster.registry import load_registry
-from goat_dagster.serving import modal_services
+from goat_dagster.routing import modal_proxy as modal_services
+from goat_dagster.routing.config import for_public_proxy
 from goat_dagster.serving.endpoint import load_endpoint
-from goat_dagster.serving.modal_deploy import (
-    ModalCloud,
-    ModalUnavailable,
-    ensure_modal_endpoint,
-    ensure_modal_services,
-    ensure_modal_weights,
-    load_weights_record,
-    probe_endpoint,
-    spec_for,
-    stop_modal_endpoint,
-)
-from goat_dagster.serving.modal_weights import snapshot_inventory
+from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
+from goat_dagster.serving.modal.deploy import ensure_modal_endpoint, ensure_modal_weights, stop_modal_endpoint
+from goat_dagster.serving.modal.health import probe_app
+from goat_dagster.serving.modal.plan import load_weights_record, save_weights_record, spec_for
+from goat_dagster.serving.modal.weights_app import snapshot_inventory
 from tests.modal.conftest import STAND_IN_KEY
 
 REGISTRY = load_registry()
@@ -90,7 +85,7 @@ def test_deploy_wait_healthy_record_then_find(goat_home, fake_cloud, stand_in):
 def test_probe_never_healthy_times_out_with_reason(stand_in):
     with stand_in(["m"], start_s=3600) as server:
         t0 = time.monotonic()
-        res = probe_endpoint(server.url, "m", timeout_s=1.0, poll_s=0.2)
+        res = probe_app(server.url, "m", timeout_s=1.0, poll_s=0.2)
     assert not res.healthy and res.health_s is None
     assert "did not answer 200 within 1s" in res.error and "HTTP 503" in res.error
     assert time.monotonic() - t0 < 5
@@ -98,7 +93,7 @@ def test_probe_never_healthy_times_out_with_reason(stand_in):
 
 def test_probe_health_up_but_model_missing(stand_in):
     with stand_in(["other"], start_s=0) as server:
-        res = probe_endpoint(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY)
+        res = probe_app(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY)
     assert not res.healthy and res.health_s is not None
     assert "chat completion failed" in res.error and "404" in res.error
 
@@ -106,8 +101,8 @@ def test_probe_health_up_but_model_missing(stand_in):
 def test_the_vllm_key_is_sent_and_required(goat_home, fake_cloud, stand_in, monkeypatch):
     """The apps' URLs are public, so vLLM runs with VLLM_API_KEY: /health is open, /v1 is not."""
     with stand_in(["m"], start_s=0) as server:
-        assert probe_endpoint(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY).healthy
-        wrong = probe_endpoint(server.url, "m", timeout_s=5.0, api_key="not-the-key")
+        assert probe_app(server.url, "m", timeout_s=5.0, api_key=STAND_IN_KEY).healthy
+        wrong = probe_app(server.url, "m", timeout_s=5.0, api_key="not-the-key")
         assert not wrong.healthy and wrong.health_s is not None and "401" in wrong.error
         assert "not-the-key" not in wrong.error
     monkeypatch.delenv("VLLM_API_KEY")
@@ -198,7 +193,6 @@ def test_gpt_oss_weights_bring_the_speculator(goat_home, fake_cloud, tmp_path):
 
 def test_endpoint_refuses_weights_that_cannot_fit(goat_home, fake_cloud):
     entry = REGISTRY.get("qwen3-4b")
-    from goat_dagster.serving.modal_deploy import save_weights_record
 
     save_weights_record(
         {
@@ -241,7 +235,7 @@ def test_services_config_for_modal(goat_home, fake_cloud):
             ]
         },
     }
-    out, dropped = modal_services.for_modal(cfg)
+    out, dropped = for_public_proxy(cfg)
     assert dropped == ["smollm2-135m-local"]
     assert [m["model_name"] for m in out["model_list"]] == ["qwen3-4b-local", "gpt-5-nano"]
     assert out["router_settings"]["fallbacks"] == [{"gpt-5-nano": ["qwen3-4b-local"]}]
@@ -251,19 +245,19 @@ def test_services_config_for_modal(goat_home, fake_cloud):
     leaky = {
         "model_list": [{"model_name": "x", "litellm_params": {"model": "azure/x", "api_key": "sk-live-123"}}]
     }
-    with pytest.raises(modal_services.ConfigError, match=r"model_list\[0\].litellm_params.api_key") as err:
-        modal_services.for_modal(leaky)
+    with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.api_key") as err:
+        for_public_proxy(leaky)
     assert "sk-live-123" not in str(err.value)
-    with pytest.raises(modal_services.ConfigError, match="loopback"):
-        modal_services.for_modal({"model_list": cfg["model_list"][:1]})
+    with pytest.raises(ConfigError, match="loopback"):
+        for_public_proxy({"model_list": cfg["model_list"][:1]})
 
     fake_cloud.urls["goat-services"] = "https://ws--goat-services-proxy.modal.run"
-    url = ensure_modal_services(cfg, LOG, cloud=fake_cloud)
+    url = modal_services.ensure_modal_proxy(cfg, fake_cloud, LOG)
     assert url == "https://ws--goat-services-proxy.modal.run"
     assert fake_cloud.deployed[0].name == "goat-services"
     rec = json.loads((goat_home / "modal" / "services.json").read_text())
     assert rec["models"] == ["qwen3-4b-local", "gpt-5-nano"] and rec["dropped"] == ["smollm2-135m-local"]
-    ensure_modal_services(cfg, LOG, cloud=fake_cloud)
+    modal_services.ensure_modal_proxy(cfg, fake_cloud, LOG)
     assert len(fake_cloud.deployed) == 1  # current: found, not redeployed
 
 

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.cloud.setup import SetupError, apply_plan, build_plan
+from goat_dagster.registry import load_registry
+from goat_dagster.serving.modal.setup import SetupError, apply_plan, build_plan
 from tests.conftest import PROJECT
+
+REGISTRY = load_registry(PROJECT / "models.yaml")
 
 GOAT = str(Path(sys.executable).with_name("goat"))
 
@@ -148,7 +151,7 @@ def test_plan_against_existing_state_and_apply(tmp_path):
         "secrets": {"goat-llm-providers"},
         "volumes": {"goat-model-cache"},
     }
-    plan = build_plan(env_file, state)
+    plan = build_plan(env_file, state, registry=REGISTRY)
     assert plan.checked and plan.environment_action == "exists"
     actions = {s.name: s.action for s in plan.secrets}
     assert actions == {
@@ -186,7 +189,7 @@ def test_plan_against_existing_state_and_apply(tmp_path):
     ]
     assert all(v not in line for line in echoed for v in SECRET_VALUES.values())
 
-    missing = build_plan(_write_env(tmp_path / "b.env", {"GROQ_API_KEY": "x"}), state)
+    missing = build_plan(_write_env(tmp_path / "b.env", {"GROQ_API_KEY": "x"}), state, registry=REGISTRY)
     with pytest.raises(SetupError, match="LITELLM_MASTER_KEY is required"):
         apply_plan(missing, RecordingCloud(), echoed.append)
 
@@ -257,14 +260,20 @@ def test_doctor_wants_the_vllm_key_when_a_model_runs_on_modal(tmp_path, cli_env)
 def test_the_plan_names_the_environment_setup_writes_to(tmp_path, monkeypatch):
     """.env wins; without it there, the shell's GOAT_MODAL_ENVIRONMENT, as ModalCloud resolves it —
     never a plan for `goat` while the secrets go to another environment."""
-    from goat_dagster.serving.modal_deploy import ModalCloud
+    from goat_dagster.serving.modal.cloud import ModalCloud
 
     env_file = tmp_path / ".env"
     env_file.write_text("GROQ_API_KEY=x\n")
     monkeypatch.setenv("GOAT_MODAL_ENVIRONMENT", "from-shell")
-    assert build_plan(env_file, None).environment == ModalCloud().environment == "from-shell"
+    assert (
+        build_plan(env_file, None, registry=REGISTRY).environment == ModalCloud().environment == "from-shell"
+    )
     env_file.write_text("GROQ_API_KEY=x\nGOAT_MODAL_ENVIRONMENT=from-dotenv\n")
-    assert build_plan(env_file, None).environment == ModalCloud("from-dotenv").environment == "from-dotenv"
+    assert (
+        build_plan(env_file, None, registry=REGISTRY).environment
+        == ModalCloud("from-dotenv").environment
+        == "from-dotenv"
+    )
     monkeypatch.delenv("GOAT_MODAL_ENVIRONMENT")
     env_file.write_text("GROQ_API_KEY=x\n")
-    assert build_plan(env_file, None).environment == ModalCloud().environment == "goat"
+    assert build_plan(env_file, None, registry=REGISTRY).environment == ModalCloud().environment == "goat"

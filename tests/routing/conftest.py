@@ -20,6 +20,28 @@ from pathlib import Path
 
 import pytest
 
+from goat_dagster.registry import load_registry
+from goat_dagster.routing.config import build_config
+from goat_dagster.routing.gateway import Gateway, resolve_gateway, sandbox_gateway
+from goat_dagster.routing.proxy import ProxySettings, ensure_proxy
+from goat_dagster.serving.endpoint import load_endpoints
+
+
+def gateway(model: str) -> Gateway:
+    """Host-side gateway to a registry model (key or gateway name): the proxy, master key."""
+    return resolve_gateway(load_registry().get(model), ProxySettings.from_settings())
+
+
+def sandbox_gateway_for(model: str, **kwargs) -> Gateway:
+    return sandbox_gateway(load_registry().get(model), **kwargs)
+
+
+def serve_registry() -> str:
+    """The managed proxy serving the test registry and the endpoint records (what litellm_config
+    and goat run do); its base URL."""
+    return ensure_proxy(build_config(load_registry(), load_endpoints())).base_url
+
+
 FAKE_KEYS = {
     "AZURE_API_KEY": "azk-FAKE-a1b2c3d4e5f6a7b8c9d0",
     "GROQ_API_KEY": "gsk_FAKEgroq1b2c3d4e5f6a7b8",
@@ -161,17 +183,15 @@ def routing_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingEnv
 def llama_endpoint(routing_env: RoutingEnv):
     """SmolLM2 on the real `goat serve` (started detached in this GOAT_HOME on a free port), with
     the Endpoint record the `serving_endpoint` asset writes."""
-    from goat_dagster.registry import load_registry
-    from goat_dagster.serving.client import stop_control_plane
-    from goat_dagster.serving.endpoint import save_endpoint
-    from goat_dagster.serving.local_endpoint import ensure_local_endpoint
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.backend import PrintLog
+    from goat_dagster.serving.local.backend import LocalBackend
+    from goat_dagster.serving.local.client import stop_control_plane
+    from goat_dagster.serving.local.settings import ServeSettings
 
     entry = load_registry().get("smollm2-135m")
     try:
-        ep = ensure_local_endpoint(entry, ServeSettings(port=0))
+        ep = LocalBackend(ServeSettings(port=0)).endpoint(entry, PrintLog())  # saved, answering
         assert ep.healthy, ep.detail
-        save_endpoint(ep)
         yield ep
     finally:
         stop_control_plane()
@@ -180,10 +200,9 @@ def llama_endpoint(routing_env: RoutingEnv):
 @pytest.fixture(scope="package")
 def proxy_url(routing_env: RoutingEnv, llama_endpoint) -> Iterator[str]:
     """The real LiteLLM proxy (managed) serving the test registry, shared by the session."""
-    from goat_dagster.serving import proxy
-    from goat_dagster.serving.gateway import ensure_gateway
+    from goat_dagster.routing import proxy
 
-    url = ensure_gateway()
+    url = serve_registry()
     try:
         yield url
     finally:

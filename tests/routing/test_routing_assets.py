@@ -15,12 +15,12 @@ from goat_dagster.assets.traces import trace_export
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.resources.langfuse import LangfuseResource
 from goat_dagster.resources.litellm import LiteLLMProxyResource
-from goat_dagster.serving import proxy
-from goat_dagster.serving.gateway import client_for
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.routing import proxy
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink_lines
 
-from .conftest import FAKE_KEYS, wait_until
+from .conftest import FAKE_KEYS, gateway, wait_until
 
 pytestmark = pytest.mark.integration
 PARTITION = "smollm2-135m"
@@ -34,7 +34,11 @@ def _metadata_text(result, key: AssetKey) -> str:
 def test_litellm_config_asset_reuses_the_running_proxy(proxy_url, routing_env):
     before = proxy.read_state()
     result = materialize(
-        [litellm_config], resources={"litellm": LiteLLMProxyResource(port=routing_env.proxy_port)}
+        [litellm_config],
+        resources={
+            "litellm": LiteLLMProxyResource(port=routing_env.proxy_port),
+            "registry": RegistryResource(),
+        },
     )
     assert result.success
     [mat] = result.asset_materializations_for_node("litellm_config")
@@ -50,7 +54,7 @@ def test_litellm_config_asset_reuses_the_running_proxy(proxy_url, routing_env):
 
 
 def _journal(routing_env, run_id: str, n: int) -> list[CallRecord]:
-    client = client_for(PARTITION)
+    client = gateway(PARTITION)
     recs = []
     for step in range(n):
         trace_id, call_id = new_id(), new_id()
@@ -100,7 +104,8 @@ def test_trace_export_writes_parquet_and_checks_every_call(proxy_url, routing_en
     instance.report_runless_asset_event(
         AssetMaterialization(asset_key="benchmark_results", partition=PARTITION, metadata={"run_id": run_id})
     )
-    resources = {"langfuse": LangfuseResource()}  # not configured: traces come from the local sink
+    # Langfuse not configured: traces come from the local sink
+    resources = {"langfuse": LangfuseResource(), "registry": RegistryResource()}
 
     ok = materialize([trace_export], partition_key=PARTITION, instance=instance, resources=resources)
     assert ok.success

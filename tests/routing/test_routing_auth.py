@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from goat_dagster.serving.proxy_auth import ScopedKeyError, mint_scoped_key, verify_scoped_key
+from goat_dagster.routing.auth import ScopedKeyError, mint_scoped_key, verify_scoped_key
 
 MASTER = "sk-master-for-tests-0123456789"
 

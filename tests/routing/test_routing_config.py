@@ -9,18 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goat_dagster.config import project_dir
+from goat_dagster.config import ConfigError, project_dir
 from goat_dagster.registry import load_registry, parse_registry
-from goat_dagster.serving.endpoint import Endpoint
-from goat_dagster.serving.litellm_config import (
-    ConfigError,
-    build_litellm_config,
+from goat_dagster.routing.config import (
+    build_config,
     config_yaml,
-    plan_litellm_config,
-    validate_litellm_config,
+    validate_config,
     validate_with_litellm,
-    write_litellm_config,
+    write_config,
 )
+from goat_dagster.serving.endpoint import Endpoint
 
 from .conftest import FAKE_KEYS, TEST_MODELS_YAML
 
@@ -55,9 +53,7 @@ def shipped(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(k, raising=False)
     for k, v in FAKE_KEYS.items():
         monkeypatch.setenv(k, v)
-    return plan_litellm_config(
-        load_registry(project_dir() / "models.yaml"), _endpoints(), include_disabled=True
-    )
+    return build_config(load_registry(project_dir() / "models.yaml"), _endpoints(), include_disabled=True)
 
 
 def test_snapshot_of_every_provider_kind(shipped):
@@ -106,7 +102,7 @@ def test_router_settings_and_callbacks(shipped, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-x")
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-x")
     monkeypatch.setenv("LANGFUSE_HOST", "http://127.0.0.1:1")
-    with_lf = plan_litellm_config(load_registry(project_dir() / "models.yaml"), _endpoints())
+    with_lf = build_config(load_registry(project_dir() / "models.yaml"), _endpoints())
     assert with_lf.config["litellm_settings"]["callbacks"][-1] == "langfuse_otel"
     # only enabled models by default; fallbacks to models that are not routed are dropped
     assert {d["model_name"] for d in with_lf.config["model_list"]} == {"smollm2-135m-local"}
@@ -115,15 +111,14 @@ def test_router_settings_and_callbacks(shipped, monkeypatch: pytest.MonkeyPatch)
 
 def test_seed_strategies_map_to_router_settings():
     reg = parse_registry(TEST_MODELS_YAML.replace("simple-shuffle", "latency-based-routing"))
-    built = plan_litellm_config(reg, _endpoints())
+    built = build_config(reg, _endpoints())
     assert built.config["router_settings"]["routing_strategy"] == "latency-based-routing"
     assert built.config["router_settings"]["fallbacks"] == [{"gpt-5-nano": ["llama-3.3-70b"]}]
-    assert build_litellm_config(reg, _endpoints()) == built.config  # the dict other stages deploy
 
 
 def test_route_groups_put_several_deployments_under_one_name():
     reg = parse_registry(TEST_MODELS_YAML.replace("simple-shuffle", "latency-based-routing"))
-    built = plan_litellm_config(reg, _endpoints())
+    built = build_config(reg, _endpoints())
     group = [d for d in built.config["model_list"] if d["model_name"] == "any-small"]
     assert [d["model_info"]["id"] for d in group] == ["any-small/smollm2-135m", "any-small/tinyllama-ollama"]
     assert [d["litellm_params"]["weight"] for d in group] == [1.0, 0.000001]
@@ -134,7 +129,7 @@ def test_route_groups_put_several_deployments_under_one_name():
     assert built.config["router_settings"]["routing_strategy"] == "latency-based-routing"
     assert any(r["model_name"] == "any-small" and r["provider"] == "group" for r in built.routed)
     # a member not routable yet is left out and said so; a group with none routable is not routed
-    only_cloud = plan_litellm_config(reg, {})
+    only_cloud = build_config(reg, {})
     members = [
         d["model_info"]["id"] for d in only_cloud.config["model_list"] if d["model_name"] == "any-small"
     ]
@@ -143,12 +138,12 @@ def test_route_groups_put_several_deployments_under_one_name():
     # the shipped group's members are disabled by default: left out without a word
     shipped_reg = load_registry(project_dir() / "models.yaml")
     assert "fast-cloud" in shipped_reg.router.groups
-    assert not [x for x in plan_litellm_config(shipped_reg, {}).skipped if x["model"] == "fast-cloud"]
+    assert not [x for x in build_config(shipped_reg, {}).skipped if x["model"] == "fast-cloud"]
 
 
 def test_no_key_values_anywhere(shipped, tmp_path):
     path = tmp_path / "config.yaml"
-    write_litellm_config(shipped.config, path)
+    write_config(shipped.config, path, litellm_check=False)
     text = path.read_text()
     for name, value in FAKE_KEYS.items():
         assert value not in text, name
@@ -163,7 +158,7 @@ def test_validation_rejects_literal_keys_and_unknown_fallbacks(shipped):
     bad["router_settings"]["fallbacks"] = [{"gpt-5-nano": ["no-such-model"]}]
     bad["general_settings"]["master_key"] = "sk-1234"
     with pytest.raises(ConfigError) as err:
-        validate_litellm_config(bad)
+        validate_config(bad)
     msg = str(err.value)
     assert "litellm_params.api_key: must be an os.environ/NAME reference" in msg
     assert "'no-such-model' is not a model_name" in msg
@@ -172,12 +167,12 @@ def test_validation_rejects_literal_keys_and_unknown_fallbacks(shipped):
 
 def test_write_reports_change(shipped, tmp_path):
     path = tmp_path / "c.yaml"
-    assert write_litellm_config(shipped.config, path) is True
-    assert write_litellm_config(shipped.config, path) is False
+    assert write_config(shipped.config, path, litellm_check=False) is True
+    assert write_config(shipped.config, path, litellm_check=False) is False
 
 
 def test_litellm_accepts_the_generated_config(shipped, tmp_path):
     """LiteLLM's own `--validate_config` loads it, trace-sink callback and custom auth included (~10 s)."""
     path = tmp_path / "config.yaml"
-    write_litellm_config(shipped.config, path)
+    write_config(shipped.config, path)  # checked by LiteLLM on the way
     validate_with_litellm(path)

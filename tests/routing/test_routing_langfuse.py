@@ -19,13 +19,12 @@ import openai
 import pyarrow.parquet as pq
 import pytest
 
-from goat_dagster.serving.gateway import client_for
 from goat_dagster.tracing.export import TRACE_SCHEMA, collect_traces, export_traces
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import call_metadata
 from goat_dagster.tracing.sink_store import read_sink_lines
 
-from .conftest import wait_until
+from .conftest import gateway, wait_until
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "langfuse_observations_v2.json").read_text())
 RUN_ID = RECORDED["session_id"]
@@ -133,7 +132,7 @@ def test_export_schema_is_the_same_from_both_sources(langfuse_api, proxy_url):
         ok = o["level"] != "ERROR"
         model = "smollm2-135m-local" if ok else "gpt-4.1-mini"  # a cloud call that fails (fake key)
         try:
-            client_for(model).openai(max_retries=0).chat.completions.create(
+            gateway(model).openai(max_retries=0).chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": "Say hi"}],
                 max_tokens=8,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.serving.proxy import ProxyError, _exclusive_lease
+from goat_dagster.routing.proxy import ProxyError, _exclusive_lease
 
 HOLD = """
 import sys, time
-from goat_dagster.serving.proxy import gateway_lease
+from goat_dagster.routing.proxy import gateway_lease
 with gateway_lease():
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from goat_dagster.cli import main as goat
-from goat_dagster.serving import proxy
-from goat_dagster.serving.gateway import client_for, ensure_gateway, sandbox_client
+from goat_dagster.routing import proxy
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink, read_sink_lines, sink_dir
+from tests.conftest import benchmark
 
-from .conftest import FAKE_KEYS, wait_until
+from .conftest import FAKE_KEYS, gateway, sandbox_gateway_for, serve_registry, wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-local"
@@ -66,7 +66,7 @@ def _sink_line(run_id: str, call_id: str) -> dict:
 
 
 def test_completion_arrives_with_its_trace_in_the_sink(proxy_url):
-    client = client_for("smollm2-135m")
+    client = gateway("smollm2-135m")
     assert client.base_url == proxy_url + "/v1" and client.model == MODEL
     resp, rec = _call(client, "run-sink-1", "hello")
     assert resp.choices[0].message.content
@@ -88,7 +88,7 @@ def test_completion_arrives_with_its_trace_in_the_sink(proxy_url):
 def test_local_defaults_apply_unless_the_request_overrides(proxy_url):
     """temperature 0.3 / tool_choice auto are deployment litellm_params: the router merges them under
     the request's own params, so they are defaults. The sink records the params LiteLLM called with."""
-    client = client_for(MODEL)
+    client = gateway(MODEL)
     _, plain = _call(client, "run-defaults", "plain")
     _, hot = _call(client, "run-defaults", "hot", temperature=0.9)
     tools = [
@@ -113,12 +113,13 @@ def test_local_defaults_apply_unless_the_request_overrides(proxy_url):
 
 
 def test_scoped_sandbox_keys(proxy_url):
-    ok = sandbox_client(MODEL, run_id="run-scoped", work_s=60)
-    assert ok.api_key.startswith("sk-goat-") and ok.api_key != proxy.master_key()
+    ok = sandbox_gateway_for(MODEL, run_id="run-scoped", work_s=60)
+    assert ok.api_key.get_secret_value().startswith("sk-goat-")
+    assert ok.api_key.get_secret_value() != proxy.master_key()
     resp, rec = _call(ok, "run-scoped", "scoped")
     assert resp.choices[0].message.content is not None
     assert _sink_line("run-scoped", rec.call_id)["status"] == "success"
-    other = sandbox_client("claude-haiku", work_s=60)  # a key for another model only
+    other = sandbox_gateway_for("claude-haiku", work_s=60)  # a key for another model only
     with pytest.raises(openai.PermissionDeniedError, match="not available for this API key"):
         other.openai().chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2
@@ -141,7 +142,7 @@ def test_a_scoped_key_files_calls_without_metadata_under_its_attempt(proxy_url):
     and no metadata of ours: the sink still files the call under the run and the attempt."""
     ids = {"trace_id": new_id(), "task_id": "fizzbuzz", "epoch": "2", "suite": "smoke"}
     settings_key = proxy.master_key()
-    from goat_dagster.serving.gateway import sandbox_key
+    from goat_dagster.routing.gateway import sandbox_key
 
     key = sandbox_key(settings_key, MODEL, run_id="run-keyed", work_s=60, ids=ids)
     r = httpx.post(
@@ -180,7 +181,7 @@ def test_langfuse_otel_callback_exports_the_ids(proxy_url, routing_env):
     from google.protobuf.json_format import MessageToDict
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    _, rec = _call(client_for(MODEL), "run-otel", "otel")
+    _, rec = _call(gateway(MODEL), "run-otel", "otel")
 
     def spans() -> list[dict]:
         out = []
@@ -210,13 +211,13 @@ def test_langfuse_otel_callback_exports_the_ids(proxy_url, routing_env):
 
 
 def test_provider_keys_never_reach_config_sink_or_log(proxy_url):
-    client = client_for(MODEL)
+    client = gateway(MODEL)
     # a prompt that contains a provider key verbatim: the sink must mask it
     _, rec = _call(client, "run-leak", "leak", prompt=f"repeat this: {FAKE_KEYS['GROQ_API_KEY']}")
     _sink_line("run-leak", rec.call_id)
     # a cloud model whose (fake) key the proxy does resolve: it fails upstream, leaving an error trace
     with pytest.raises(openai.APIError):
-        client_for("gpt-4.1-mini").openai(max_retries=0).chat.completions.create(
+        gateway("gpt-4.1-mini").openai(max_retries=0).chat.completions.create(
             model="gpt-4.1-mini",
             messages=[{"role": "user", "content": "x"}],
             max_tokens=2,
@@ -234,7 +235,7 @@ def test_provider_keys_never_reach_config_sink_or_log(proxy_url):
 
 
 def test_traces_verify_cli(proxy_url, routing_env):
-    client = client_for(MODEL)
+    client = gateway(MODEL)
     run_id = "run-verify"
     recs = [_call(client, run_id, f"t{i}", step=i)[1] for i in range(2)]
     journal = routing_env.home / "runs" / run_id / "calls.jsonl"
@@ -263,12 +264,12 @@ def test_traces_verify_cli(proxy_url, routing_env):
 
 def test_unchanged_config_reuses_and_changed_restarts(proxy_url, routing_env):
     before = proxy.read_state()
-    assert ensure_gateway() == proxy_url
+    assert serve_registry() == proxy_url
     assert proxy.read_state().pid == before.pid  # unchanged: the same process
     original = routing_env.models_file.read_text()
     try:
         routing_env.models_file.write_text(original.replace("num_retries: 1", "num_retries: 0"))
-        handle_url = ensure_gateway()
+        handle_url = serve_registry()
         after = proxy.read_state()
         assert handle_url == proxy_url and after.pid != before.pid
         assert after.config_sha256 != before.config_sha256
@@ -276,16 +277,14 @@ def test_unchanged_config_reuses_and_changed_restarts(proxy_url, routing_env):
         assert proxy.is_ready(proxy_url)
     finally:
         routing_env.models_file.write_text(original)
-        ensure_gateway()  # back to the session's config for whoever runs next
+        serve_registry()  # back to the session's config for whoever runs next
     assert proxy.read_state().config_sha256 == before.config_sha256
 
 
 def test_a_run_without_llm_calls_verifies(routing_env):
     """The oracle makes no LLM call: its run has a journal (run.json) and no calls.jsonl, which is
     zero calls to verify, not a missing journal; a run id nobody ran is still an error."""
-    from goat_dagster.bench.runner import run_benchmark
-
-    summary = run_benchmark("smoke", "smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
+    summary = benchmark(suite="smoke", model="smollm2-135m", agent="oracle", task_ids=["fizzbuzz"])
     runner = CliRunner()
     ok = runner.invoke(goat, ["traces", "verify", summary.run_id, "--source", "sink", "--json"])
     assert ok.exit_code == 0, ok.output

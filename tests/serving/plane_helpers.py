@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from goat_dagster.serving.gguf_info import read_gguf_info
-from goat_dagster.serving.memory import estimate_memory
+from goat_dagster.serving.local.gguf import read_gguf_info
+from goat_dagster.serving.local.memory import estimate_memory
 from tests.conftest import smollm2_gguf
 
 TEST_N_CTX = 2048
@@ -95,7 +95,7 @@ class Plane:
         out = []
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmd = p.info["cmdline"] or []
-            if "goat_dagster.serving.worker_main" in cmd and f"{self.proc.pid}" in cmd:
+            if "goat_dagster.serving.local.worker_main" in cmd and f"{self.proc.pid}" in cmd:
                 out.append(p.info["pid"])
         return out
 

@@ -21,10 +21,11 @@ from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_ans
 from goat_dagster.assets.weights import model_weights
 from goat_dagster.pools import backend_slot
 from goat_dagster.resources.modal import ModalResource
-from goat_dagster.resources.serving import LocalServingResource
-from goat_dagster.serving.client import running_control_plane, stop_control_plane
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.resources.serving import ExternalServingResource, LocalServingResource, ServingResource
 from goat_dagster.serving.endpoint import load_endpoint
-from goat_dagster.serving.server import read_state
+from goat_dagster.serving.local.client import running_control_plane, stop_control_plane
+from goat_dagster.serving.local.settings import ServeSettings, serve_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,12 +85,19 @@ models:
     stop_control_plane()
 
 
+def resources(modal: ModalResource | None = None) -> dict:
+    serving = ServingResource(
+        local=LocalServingResource(port=0), modal=modal or ModalResource(), external=ExternalServingResource()
+    )
+    return {"serving": serving, "registry": RegistryResource()}
+
+
 def run(instance, key, raise_on_error=True):
     return materialize(
         ASSETS,
         partition_key=key,
         instance=instance,
-        resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
+        resources=resources(),
         raise_on_error=raise_on_error,
     )
 
@@ -101,7 +109,7 @@ def run_check_only(instance, key):
         ASSETS,
         partition_key=key,
         instance=instance,
-        resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
+        resources=resources(),
         selection=AssetSelection.assets(model_weights) | AssetSelection.checks(serving_endpoint_answers),
         raise_on_error=False,
     )
@@ -138,15 +146,14 @@ def test_local_model_weights_endpoint_and_check(registry_env):
     assert load_endpoint("smollm2-135m").detail["control_plane_started"] is False
 
     # one control plane per GOAT_HOME: asking for it on another port is an error, not a second one
-    from goat_dagster.serving.client import ServeClientError, ensure_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.local.client import ServeClientError, ensure_control_plane
 
-    running = read_state()["port"]
+    running = serve_state().read()["port"]
     with pytest.raises(ServeClientError, match=f"already runs on port {running}"):
         ensure_control_plane(ServeSettings(port=running + 1))
 
     # the endpoint stops answering: the check fails
-    pid = read_state()["pid"]
+    pid = serve_state().read()["pid"]
     assert stop_control_plane() == pid and running_control_plane() is None
     assert stop_control_plane() is None  # nothing left to stop: not reported as stopped
     only_check = run_check_only(instance, "smollm2-135m")
@@ -207,7 +214,7 @@ def test_modal_weights_go_through_the_modal_resource(registry_env):
             [model_weights],
             partition_key="llama-modal",
             instance=registry_env,
-            resources={"modal": OfflineModal()},
+            resources=resources(modal=OfflineModal()),
         ).asset_materializations_for_node("model_weights")[0]
 
     first, second = once(), once()
@@ -230,7 +237,7 @@ def test_local_endpoint_waits_for_the_serving_local_slot(registry_env, pg_instan
             selection=[serving_endpoint],
             partition_key="smollm2-135m",
             instance=pg_instance,
-            resources={"local_serving": LocalServingResource(port=0), "modal": ModalResource()},
+            resources=resources(),
         )
 
     try:

@@ -300,7 +300,7 @@ WRITE_TOOL = {
 def test_max_tokens_bounds_auto_tool_calls(plane):
     """llama-cpp-python's chatml-function-calling ignores max_tokens with tool_choice "auto"
     (its inner completions run with max_tokens=None); the worker bounds them (llama_patches)."""
-    from goat_dagster.serving.llama_patches import ROUTING_FLOOR
+    from goat_dagster.serving.local.llama_patches import ROUTING_FLOOR
 
     r = plane.chat(
         "smol-a",
@@ -320,16 +320,17 @@ def test_max_tokens_bounds_auto_tool_calls(plane):
 def test_reusing_a_control_plane_started_with_other_settings_says_so(plane, monkeypatch):
     """`serving_endpoint` / `goat run` reuse the running control plane (its workers serve other
     runs); asked for another budget, they say how it differs and how to apply it."""
-    from goat_dagster.serving.client import ensure_control_plane
-    from goat_dagster.serving.serve_config import ServeSettings
+    from goat_dagster.serving.backend import PrintLog
+    from goat_dagster.serving.local.client import ensure_control_plane
+    from goat_dagster.serving.local.settings import ServeSettings
 
     monkeypatch.setenv("GOAT_HOME", str(plane.home))
     monkeypatch.setenv("GOAT_MODELS_FILE", str(plane.home / "models.yaml"))
     said: list[str] = []
     running = plane.status()["budget_mb"]
-    cp = ensure_control_plane(ServeSettings(port=0, budget_mb=running + 1000), log=said.append)
+    cp = ensure_control_plane(ServeSettings(port=0, budget_mb=running + 1000), log=PrintLog(said.append))
     assert cp.root_url == plane.root
     assert any(f"budget_mb {running} (asked {running + 1000})" in m and "goat stop" in m for m in said), said
     said.clear()
-    ensure_control_plane(ServeSettings(port=0, budget_mb=running), log=said.append)
+    ensure_control_plane(ServeSettings(port=0, budget_mb=running), log=PrintLog(said.append))
     assert not any("asked" in m for m in said), said

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from goat_dagster.registry import parse_registry
-from goat_dagster.serving.weights import ensure_weights
+from goat_dagster.serving.local.weights import ensure_weights
 from tests.serving.plane_helpers import start_plane
 
 pytestmark = [

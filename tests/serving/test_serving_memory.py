@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from goat_dagster.serving.gguf_info import read_gguf_info
-from goat_dagster.serving.memory import MIB, RUNTIME_MB, Resident, estimate_memory, plan_eviction
-from goat_dagster.serving.serve_config import ServeSettings
+from goat_dagster.serving.local.gguf import read_gguf_info
+from goat_dagster.serving.local.memory import MIB, RUNTIME_MB, Resident, estimate_memory, plan_eviction
+from goat_dagster.serving.local.settings import ServeSettings
 
 
 def test_estimate_is_weights_plus_kv_cache_plus_scratch(goat_home, smollm2):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from goat_dagster.registry import parse_registry
-from goat_dagster.serving.gguf_info import GGUFError, read_gguf_info
-from goat_dagster.serving.weights import WeightsError, ensure_weights, file_sha256, locate_weights
-from goat_dagster.serving.worker import EngineArgsError, worker_spec
+from goat_dagster.serving.local.engine import EngineArgsError, worker_spec
+from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
+from goat_dagster.serving.local.weights import WeightsError, ensure_weights, file_sha256, locate_weights
 
 COMMIT = "a" * 40
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from goat_dagster.bench.journal import RunJournal, RunSpec
+from goat_dagster.bench.journal import RunJournal, RunSpec, read_task_entries
 from goat_dagster.bench.lake import ResultRow
 from goat_dagster.bench.transcript import Transcript, attempt_dir
 from goat_dagster.tracing.schema import new_id
@@ -242,6 +242,9 @@ def test_trace_ids_link_to_langfuse_when_it_is_configured(lake: dict, tmp_path: 
         html = v.get(links.task_path(lake["a"], "fizzbuzz", 1)).text
     finally:
         v.stop()
-    trace_id = json.loads((lake["home"] / "runs" / lake["a"] / "results.jsonl").read_text().splitlines()[1])
-    assert f'href="https://langfuse.example.com/trace/{trace_id["row"]["trace_id"]}"' in html
+    [row] = [
+        e["row"]
+        for e in read_task_entries(lake["home"] / "runs" / lake["a"] / "results.jsonl", "fizzbuzz", 1)
+    ]
+    assert f'href="https://langfuse.example.com/trace/{row.trace_id}"' in html
     assert "sk-lf-test" not in html

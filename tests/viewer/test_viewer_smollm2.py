@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from goat_dagster.bench.agents import AgentLimits
-from goat_dagster.bench.runner import RetryPolicy, run_benchmark
+from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.transcript import read_attempts
+from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing import proxy
 from goat_dagster.tracing.export import export_traces
 from goat_dagster.viewer import links
 from tests.bench.conftest import LlamaServer, proxy_in_front_of
+from tests.conftest import benchmark
 
 from .conftest import Viewer
 
@@ -33,12 +35,10 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
 def test_a_smollm2_transcript_in_the_browser(
     goat_home: Path, llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, page, tmp_path: Path
 ) -> None:
-    from goat_dagster.serving import proxy
-
     proxy_in_front_of(llama, monkeypatch)  # the managed LiteLLM proxy, with the trace sink
     try:
-        s = run_benchmark(
-            "smoke", "smollm2-135m", agent="builtin", task_ids=TASKS, limits=SMALL, parallel=1,
+        s = benchmark(
+            suite="smoke", model="smollm2-135m", agent="builtin", task_ids=TASKS, limits=SMALL, parallel=1,
             retry=RetryPolicy(retries=1, call_retries=2, backoff_s=0.5),
         )  # fmt: skip
     finally:

@@ -1,0 +1,108 @@
+"""The warehouse SQL in memory: over the lake's complete files of one moment (`open_snapshot`), or
+over rows not in the lake yet (`open_rows`: a run's journal) — how every number is computed.
+
+A file still being written is skipped and reported, so one run in progress never breaks the
+analysis of the others, and nothing here waits on, or blocks, the warehouse file or a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from goat_dagster import config
+from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
+from goat_dagster.bench.lake import ResultRow, load_rows
+
+ROWS_TABLE = "unsaved_results"
+
+
+def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Path], list[str]]:
+    """The complete Parquet files of a lake directory, and a note for each one skipped.
+
+    A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
+    progress never breaks the analysis of the others.
+    """
+    good: list[Path] = []
+    skipped: list[str] = []
+    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+        try:
+            con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]).fetchall()
+        except duckdb.Error as exc:
+            skipped.append(f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        good.append(path)
+    return good, skipped
+
+
+@dataclass
+class LakeSnapshot:
+    """An in-memory DuckDB connection with the warehouse objects over the lake files of one moment."""
+
+    con: duckdb.DuckDBPyConnection
+    results_files: list[Path] = field(default_factory=list)
+    trace_files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def count(self, relation: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        return int(row[0]) if row else 0
+
+
+@contextmanager
+def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def _define(con: duckdb.DuckDBPyConnection, results: Source, traces: Source) -> None:
+    for stmt in warehouse_sql(results, traces):
+        con.execute(stmt)
+
+
+@contextmanager
+def open_snapshot(paths: config.GoatPaths | None = None, *, traces: bool = True) -> Iterator[LakeSnapshot]:
+    """The warehouse SQL over the lake's complete files, in memory (closes on exit); with
+    `traces=False` the traces lake is left out (what needs only the results reads less)."""
+    paths = paths or config.paths()
+    with _connect() as con:
+        results_files, skipped_results = lake_files(con, paths.lake_results)
+        trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
+        _define(con, results_files, trace_files)
+        yield LakeSnapshot(con, results_files, trace_files, skipped_results + skipped_traces)
+
+
+@contextmanager
+def open_files(results_files: Sequence[Path], trace_files: Sequence[Path] = ()) -> Iterator[LakeSnapshot]:
+    """The warehouse SQL over these files only (e.g. the one a run has just written, or one run's
+    results and its exported traces)."""
+    with _connect() as con:
+        _define(con, list(results_files), list(trace_files))
+        yield LakeSnapshot(con, list(results_files), list(trace_files))
+
+
+@contextmanager
+def open_rows(rows: Sequence[ResultRow]) -> Iterator[LakeSnapshot]:
+    """The warehouse SQL over results rows that are not in the lake (an unfinished run's journal)."""
+    with _connect() as con:
+        load_rows(con, ROWS_TABLE, rows)
+        _define(con, Table(ROWS_TABLE), [])
+        yield LakeSnapshot(con)
+
+
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a query as dicts keyed by column name."""
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,340 @@
+"""The warehouse SQL: every number of the analysis, as DuckDB views and macros over the lakes.
+
+One set of SQL (`warehouse_sql(results, traces)`), run two ways: as views in
+`$GOAT_HOME/warehouse.duckdb` for people who open the file themselves (warehouse.py), and in memory
+over the lake files complete right now, or over the rows of a run not yet in the lake
+(snapshot.py), which is how the leaderboard, `goat run`'s summary and `goat results` are computed.
+
+Objects (all in schema main):
+  results        the results lake, DESIGN §6 columns with their types (one row per task x epoch)
+  traces         the traces lake, `TraceRecord` columns (one row per LLM call)
+  calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
+                 filled in from end_time - start_time when missing
+  task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
+  run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
+                 tokens, and `recency` (1 = the latest run of its (model, suite))
+  leaderboard    run_summary of the latest run per (model, suite)
+  task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
+  macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
+                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
+
+Conventions (the numbers a user reads):
+- An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
+  timeout, agent or budget) and are never scored: pass_rate = passed / (passed + failed).
+- The 95% interval is Wilson's score interval over scored attempts (z = 1.95996). With epochs > 1 the
+  attempts of one task are not independent, so the interval is then somewhat too narrow.
+- pass@k (Chen et al. 2021, unbiased estimator 1 - C(n-c, k) / C(n, k), n scored and c passed attempts
+  of a task, averaged over tasks with n >= k) with k = the run's number of epochs, when that is > 1.
+  `pass_at(k)` gives any other k.
+- A run is identified by run_id; it "starts" at its earliest started_at. The run that counts for a
+  model is the latest run per (model, suite): latest start, then latest finish, then greatest run_id.
+- A task's outcome in a run: 'passed' if a strict majority of its scored attempts passed, 'failed' if
+  it had scored attempts otherwise, 'error' if none was scored (only errors).
+- Latency: per call from traces (latency_s), per task from results.wall_s of scored attempts;
+  percentiles are quantile_cont (linear interpolation, as numpy's default).
+- A run's wall_s is its first task's start to its last task's finish (as `goat run` and `goat
+  results` report it); task_s is the sum of its tasks' wall_s (more than wall_s with parallel tasks).
+- cost_per_solved = total cost_usd of the run (errors included: they were paid for) / passed attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+from goat_dagster import config
+from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.tabular import duckdb_columns
+from goat_dagster.tracing.schema import TraceRecord
+
+Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+
+# The lakes' row schemas, as DuckDB columns: the views follow the row models field for field.
+RESULT_COLUMNS: dict[str, str] = RESULT_TYPES
+TRACE_COLUMNS: dict[str, str] = duckdb_columns(TraceRecord)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A source that is a table of the connection (e.g. rows loaded from a run's journal)."""
+
+    name: str
+
+
+Source = str | Sequence[Path] | Table  # a glob of Parquet files, a list of them, or a table
+
+
+def _lake_relation(columns: dict[str, str], source: Source) -> str:
+    """SELECT of exactly `columns` (typed) from a source: Parquet files (a glob string or a list of
+    files) or a table.
+
+    A zero-row typed relation is unioned in by name, so the view works on an empty lake and on files
+    that lack a column (an older writer) or stored one with another type (e.g. all-null, or a
+    timestamp written as an ISO string); every column is then cast to its contract type.
+    """
+    typed_empty = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
+    casts = ",\n    ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in columns.items())
+    if isinstance(source, Table):
+        files = f'"{source.name}"'
+    elif isinstance(source, str):
+        files = f"read_parquet({_literal(source)}, union_by_name = true, allow_empty = true)"
+    elif source:
+        files = "read_parquet([{}], union_by_name = true)".format(", ".join(_literal(str(p)) for p in source))
+    else:
+        files = None
+    body = f"(SELECT {typed_empty} LIMIT 0)"
+    if files:
+        body = f"{body}\n    UNION ALL BY NAME\n    SELECT * FROM {files}"
+    return f"SELECT\n    {casts}\nFROM (\n    {body}\n)"
+
+
+def _z(power: int = 1) -> str:
+    return repr(Z_95**power)
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join(_literal(v) for v in values)
+
+
+# one count per error kind of the results schema: errors_infra, errors_timeout, ...
+_KIND_COUNTS = ",\n        ".join(
+    f"count(*) FILTER (WHERE status = 'error' AND error_kind = {_literal(k)}) AS errors_{k}"
+    for k in ERROR_KINDS
+)
+
+
+# (name, kind for DROP, statement)
+ANALYSIS_SQL: list[tuple[str, str, str]] = [
+    (
+        "wilson_low",
+        "MACRO",
+        f"""CREATE OR REPLACE MACRO wilson_low(x, n) AS
+CASE WHEN n > 0 THEN greatest(0.0,
+    (CAST(x AS DOUBLE) / n + {_z(2)} / (2 * n)
+     - {_z()} * sqrt((CAST(x AS DOUBLE) / n) * (1 - CAST(x AS DOUBLE) / n) / n + {_z(2)} / (4 * n * n)))
+    / (1 + {_z(2)} / n)) END""",
+    ),
+    (
+        "wilson_high",
+        "MACRO",
+        f"""CREATE OR REPLACE MACRO wilson_high(x, n) AS
+CASE WHEN n > 0 THEN least(1.0,
+    (CAST(x AS DOUBLE) / n + {_z(2)} / (2 * n)
+     + {_z()} * sqrt((CAST(x AS DOUBLE) / n) * (1 - CAST(x AS DOUBLE) / n) / n + {_z(2)} / (4 * n * n)))
+    / (1 + {_z(2)} / n)) END""",
+    ),
+    (
+        # 1 - C(n-c, k) / C(n, k) via log-gamma: C(n-c,k)/C(n,k) = (n-c)! (n-k)! / ((n-c-k)! n!)
+        "pass_at_k",
+        "MACRO",
+        """CREATE OR REPLACE MACRO pass_at_k(n, c, k) AS
+CASE WHEN k < 1 OR n < k THEN NULL
+     WHEN n - c < k THEN 1.0
+     ELSE 1.0 - exp(lgamma(n - c + 1) + lgamma(n - k + 1) - lgamma(n - c - k + 1) - lgamma(n + 1)) END""",
+    ),
+    (
+        "calls",
+        "VIEW",
+        """CREATE OR REPLACE VIEW calls AS
+WITH trace_runs AS (
+    SELECT trace_id, min(run_id) AS run_id FROM results WHERE trace_id IS NOT NULL GROUP BY trace_id
+)
+SELECT t.* REPLACE (
+    coalesce(t.run_id, tr.run_id) AS run_id,
+    coalesce(t.latency_s, epoch(t.end_time) - epoch(t.start_time)) AS latency_s)
+FROM traces t LEFT JOIN trace_runs tr ON t.trace_id = tr.trace_id
+QUALIFY t.call_id IS NULL
+    OR row_number() OVER (PARTITION BY t.call_id ORDER BY t.source DESC, t.end_time DESC NULLS LAST) = 1""",
+    ),
+    (
+        "task_outcomes",
+        "VIEW",
+        """CREATE OR REPLACE VIEW task_outcomes AS
+WITH per_task AS (
+    SELECT run_id, suite, model, task_id,
+        count(*) AS attempts,
+        count(*) FILTER (WHERE status IN ('passed', 'failed')) AS scored,
+        count(*) FILTER (WHERE status = 'passed') AS passed,
+        count(*) FILTER (WHERE status = 'failed') AS failed,
+        count(*) FILTER (WHERE status = 'error') AS errors,
+        string_agg(DISTINCT coalesce(error_kind, 'unknown'), ',' ORDER BY coalesce(error_kind, 'unknown'))
+            FILTER (WHERE status = 'error') AS error_kinds,
+        median(wall_s) AS wall_s,
+        sum(cost_usd) AS cost_usd
+    FROM results
+    GROUP BY run_id, suite, model, task_id
+), judged AS (
+    SELECT *,
+        CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
+        CASE WHEN scored = 0 THEN 'error' WHEN 2 * passed > scored THEN 'passed' ELSE 'failed' END AS outcome
+    FROM per_task
+)
+SELECT *,
+    CASE
+        WHEN attempts = 1 AND outcome = 'passed' THEN '✓'
+        WHEN attempts = 1 AND outcome = 'failed' THEN '✗'
+        WHEN attempts = 1 THEN 'E:' || error_kinds
+        ELSE passed || '/' || scored || CASE WHEN errors > 0 THEN ' E:' || errors ELSE '' END
+    END AS cell
+FROM judged""",
+    ),
+    (
+        "run_summary",
+        "VIEW",
+        f"""CREATE OR REPLACE VIEW run_summary AS
+WITH runs AS (
+    SELECT run_id, suite, model,
+        min(suite_version) AS suite_version,
+        min(agent) AS agent,
+        min(sandbox) AS sandbox,
+        min(started_at) AS started_at,
+        max(finished_at) AS finished_at,
+        count(DISTINCT task_id) AS tasks,
+        count(DISTINCT epoch) AS epochs,
+        count(*) AS attempts,
+        count(*) FILTER (WHERE status = 'passed') AS passed,
+        count(*) FILTER (WHERE status = 'failed') AS failed,
+        count(*) FILTER (WHERE status = 'error') AS errors,
+        {_KIND_COUNTS},
+        count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
+            OR error_kind NOT IN ({_sql_list(ERROR_KINDS)}))) AS errors_other,
+        count(*) FILTER (WHERE status IS NULL OR status NOT IN ({_sql_list(STATUSES)})) AS invalid_rows,
+        sum(cost_usd) AS cost_usd,
+        sum(prompt_tokens) AS prompt_tokens,
+        sum(completion_tokens) AS completion_tokens,
+        sum(steps) AS steps,
+        sum(tool_calls) AS tool_calls,
+        (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
+        sum(wall_s) AS task_s,
+        quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS task_p50_s,
+        quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS task_p95_s
+    FROM results
+    GROUP BY run_id, suite, model
+), pass_k AS (
+    SELECT o.run_id, o.suite, o.model,
+        avg(pass_at_k(o.scored, o.passed, r.epochs)) AS pass_at_k,
+        count(*) FILTER (WHERE o.scored >= r.epochs) AS pass_at_k_tasks
+    FROM task_outcomes o JOIN runs r USING (run_id, suite, model)
+    WHERE r.epochs > 1
+    GROUP BY o.run_id, o.suite, o.model
+), run_calls AS (
+    SELECT run_id,
+        count(*) AS calls,
+        count(*) FILTER (WHERE status = 'error') AS call_errors,
+        quantile_cont(latency_s, 0.5) AS call_p50_s,
+        quantile_cont(latency_s, 0.95) AS call_p95_s
+    FROM calls
+    WHERE run_id IS NOT NULL
+    GROUP BY run_id
+)
+SELECT
+    r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
+    r.tasks, r.epochs, r.attempts,
+    r.passed + r.failed AS scored,
+    r.passed, r.failed, r.errors,
+    {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
+    CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
+    wilson_low(r.passed, r.passed + r.failed) AS ci_low,
+    wilson_high(r.passed, r.passed + r.failed) AS ci_high,
+    CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
+    pk.pass_at_k,
+    pk.pass_at_k_tasks,
+    r.cost_usd,
+    r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
+    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
+    r.task_p50_s, r.task_p95_s,
+    coalesce(c.calls, 0) AS calls,
+    coalesce(c.call_errors, 0) AS call_errors,
+    c.call_p50_s, c.call_p95_s,
+    row_number() OVER (
+        PARTITION BY r.model, r.suite
+        ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
+    ) AS recency
+FROM runs r
+LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
+LEFT JOIN run_calls c ON c.run_id = r.run_id""",
+    ),
+    (
+        "leaderboard",
+        "VIEW",
+        """CREATE OR REPLACE VIEW leaderboard AS
+SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1
+ORDER BY suite, pass_rate DESC NULLS LAST, model""",
+    ),
+    (
+        "task_matrix",
+        "VIEW",
+        """CREATE OR REPLACE VIEW task_matrix AS
+SELECT o.* FROM task_outcomes o
+JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
+WHERE s.recency = 1
+ORDER BY o.suite, o.task_id, o.model""",
+    ),
+    (
+        "pass_at",
+        "MACRO TABLE",
+        """CREATE OR REPLACE MACRO pass_at(k) AS TABLE
+SELECT run_id, suite, model, k AS k,
+    count(*) FILTER (WHERE scored >= k) AS tasks,
+    avg(pass_at_k(scored, passed, k)) AS pass_at_k
+FROM task_outcomes
+GROUP BY run_id, suite, model""",
+    ),
+    (
+        "ab_compare",
+        "MACRO TABLE",
+        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
+SELECT
+    coalesce(a.task_id, b.task_id) AS task_id,
+    coalesce(a.outcome, 'missing') AS outcome_a,
+    coalesce(b.outcome, 'missing') AS outcome_b,
+    a.pass_frac AS pass_frac_a,
+    b.pass_frac AS pass_frac_b,
+    a.cell AS cell_a,
+    b.cell AS cell_b,
+    CASE
+        WHEN a.outcome = 'passed' AND b.outcome = 'failed' THEN 'pass→fail'
+        WHEN a.outcome = 'failed' AND b.outcome = 'passed' THEN 'fail→pass'
+        WHEN a.outcome = b.outcome AND a.outcome IN ('passed', 'failed') THEN 'unchanged'
+        ELSE 'not comparable'
+    END AS change
+FROM (SELECT * FROM task_outcomes WHERE run_id = run_a) a
+FULL OUTER JOIN (SELECT * FROM task_outcomes WHERE run_id = run_b) b ON a.task_id = b.task_id
+ORDER BY change, task_id""",
+    ),
+]
+
+# Name -> kind, for dropping objects a newer version no longer defines.
+OBJECTS: dict[str, str] = {"results": "VIEW", "traces": "VIEW"} | {
+    name: kind for name, kind, _ in ANALYSIS_SQL
+}
+
+
+def warehouse_sql(results_source: Source, traces_source: Source) -> list[str]:
+    """Every statement that defines the warehouse objects, in dependency order.
+
+    A source is a glob (the warehouse file: views follow the lake as it grows), a list of files
+    (a snapshot) or a table (rows not in the lake). The analysis statements are the same either way.
+    """
+    return [
+        f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
+        f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
+        *(sql for _, _, sql in ANALYSIS_SQL),
+    ]
+
+
+def lake_globs(paths: config.GoatPaths) -> tuple[str, str]:
+    return str(paths.lake_results / "*.parquet"), str(paths.lake_traces / "*.parquet")
+
+
+def views_version(paths: config.GoatPaths) -> str:
+    """Content hash of the warehouse SQL (lake paths included): the views are re-created when it changes."""
+    sql = "\n;\n".join(warehouse_sql(*lake_globs(paths)))
+    return hashlib.sha256(sql.encode()).hexdigest()[:16]

@@ -1,1 +1,0 @@
-"""Cloud provisioning: `goat setup` (Modal environment, secrets, volumes from ./.env)."""

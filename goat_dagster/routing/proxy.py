@@ -1,0 +1,353 @@
+"""The LiteLLM proxy: where it runs (`ProxySettings`) and making sure it serves a config
+(`ensure_proxy`; `modal_proxy.ensure_modal_proxy` deploys the one on Modal).
+
+- `managed` (default): `litellm --config` as a detached process under `$GOAT_HOME/litellm`, on
+  127.0.0.1:4000 (GOAT_LITELLM_HOST / GOAT_LITELLM_PORT). `ensure_proxy` writes the config (once,
+  checked by LiteLLM when it changed), reuses the running proxy when its config hash is unchanged
+  and it answers `/health/readiness`, and otherwise (re)starts it and waits until ready. State
+  (`state.json`: pid, host, port, config hash), the config and the master key live in
+  `config.paths().litellm`, the log in `$GOAT_HOME/logs/litellm-proxy.log`; a file lock makes
+  concurrent callers (two Dagster runs, the CLI) agree.
+- `external`: a proxy somewhere else (e.g. deployed on Modal): GOAT_LITELLM_URL and its
+  LITELLM_MASTER_KEY; chosen by GOAT_LITELLM_MODE=external or by setting GOAT_LITELLM_URL. Its
+  config is deployed with it, so `ensure_proxy` writes ours and checks it is ready.
+
+The managed proxy's environment is this process's environment (provider keys stay there, never in
+the config) plus `LITELLM_MASTER_KEY` and `LITELLM_LOCAL_MODEL_COST_MAP=True` (offline, LiteLLM
+would otherwise retry fetching its cost map from the internet at every start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from goat_dagster import config
+from goat_dagster.routing.config import (
+    MASTER_KEY_ENV,
+    LiteLLMConfig,
+    config_hash,
+    config_path,
+    litellm_executable,
+    write_config,
+)
+from goat_dagster.serving import daemon
+from goat_dagster.serving.backend import Log, PrintLog
+
+DEFAULT_HOST = config.GoatSettings.model_fields["litellm_host"].default
+DEFAULT_PORT = config.GoatSettings.model_fields["litellm_port"].default
+Mode = Literal["managed", "external"]
+
+
+class ProxyError(RuntimeError):
+    """The proxy cannot be used: not started, not ready, not configured (the message says which)."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Where the proxy is: managed on host:port, or external at `url` with its `master_key`."""
+
+    mode: Mode = "managed"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    url: str | None = None  # external proxy base URL (without /v1)
+    master_key: str | None = None  # external proxy's master key (managed: `master_key()`)
+
+    @classmethod
+    def from_settings(cls) -> ProxySettings:
+        s = config.settings()
+        return cls(
+            mode="external" if s.litellm_external else "managed",
+            host=s.litellm_host,
+            port=s.litellm_port,
+            url=s.litellm_url,
+            master_key=s.litellm_master_key.get_secret_value() if s.litellm_master_key else None,
+        )
+
+    def base_url(self) -> str:
+        """The proxy's base URL (no /v1). Managed: the running proxy's, else the configured port."""
+        if self.mode == "external":
+            if not self.url:
+                raise ProxyError("external LiteLLM proxy: set GOAT_LITELLM_URL")
+            return self.url.rstrip("/").removesuffix("/v1")
+        st = read_state()
+        return st.base_url if st is not None else f"http://{self.host}:{self.port}"
+
+    def admin_key(self) -> str:
+        """The master key (host-side only: sandboxes get scoped keys, `gateway.sandbox_gateway`)."""
+        if self.mode == "external":
+            if not self.master_key:
+                raise ProxyError(f"external LiteLLM proxy: set {MASTER_KEY_ENV}")
+            return self.master_key
+        return master_key()
+
+
+@dataclass(frozen=True)
+class ProxyState:
+    pid: int
+    host: str
+    port: int
+    config_sha256: str
+    started_at: str
+    config_path: str
+    log_path: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProxyStatus:
+    """What `ensure_proxy` did and where the proxy is."""
+
+    mode: Mode
+    action: str  # reused | started | restarted (managed); none (external)
+    base_url: str
+    ready: bool
+    config_path: Path
+    config_changed: bool
+    pid: int | None = None
+
+
+def state_dir() -> Path:
+    return config.paths().litellm
+
+
+def _state() -> daemon.StateFile:
+    return daemon.StateFile(state_dir() / "state.json")
+
+
+def log_path() -> Path:
+    return config.paths().logs / "litellm-proxy.log"
+
+
+def master_key() -> str:
+    """The managed proxy's master key: `LITELLM_MASTER_KEY` if set, else one generated once and kept
+    in `$GOAT_HOME/litellm/master_key` (mode 0600). Host-side only: never given to a sandbox."""
+    configured = config.settings().litellm_master_key
+    if configured:
+        return configured.get_secret_value()
+    f = state_dir() / "master_key"
+    if f.exists():
+        return f.read_text().strip()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    key = "sk-" + secrets.token_urlsafe(32)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def read_state() -> ProxyState | None:
+    data = _state().read()
+    try:
+        return ProxyState(**data) if data else None
+    except TypeError:
+        return None
+
+
+def is_ready(base_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        r = httpx.get(base_url.rstrip("/") + "/health/readiness", timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
+
+
+# ---- making sure it serves a config -----------------------------------------------------------
+
+
+def ensure_proxy(
+    cfg: LiteLLMConfig | dict[str, Any],
+    settings: ProxySettings | None = None,
+    *,
+    timeout_s: float = 120.0,
+    log: Log | None = None,
+) -> ProxyStatus:
+    """Make the proxy serve `cfg`: the one way goat brings a proxy up. The config is written to
+    `routing.config.config_path()` (only when it changed, LiteLLM's check first). Managed: reuse
+    the proxy when up with the same config, else (re)start it — a restart first waits for running
+    benchmarks to release their `gateway_lease`. External: whether it is ready."""
+    settings = settings or ProxySettings.from_settings()
+    log = log or PrintLog()
+    body = cfg.config if isinstance(cfg, LiteLLMConfig) else cfg
+    if settings.mode == "external":
+        changed = write_config(body, config_path())
+        url = settings.base_url()
+        ready = is_ready(url, timeout_s=10)
+        return ProxyStatus("external", "none", url, ready, config_path(), changed)
+    return _ensure_managed(body, settings.host, settings.port, timeout_s, log)
+
+
+def _ensure_managed(cfg: dict[str, Any], host: str, port: int, timeout_s: float, log: Log) -> ProxyStatus:
+    sha, path = config_hash(cfg), config_path()
+
+    def current() -> ProxyState | None:
+        st = read_state()
+        return st if st is not None and daemon.pid_alive(st.pid) else None
+
+    def serving(st: ProxyState | None) -> bool:
+        return (
+            st is not None
+            and st.config_sha256 == sha
+            and (st.host, st.port) == (host, port)
+            and is_ready(st.base_url)
+        )
+
+    def status(st: ProxyState, action: str, changed: bool) -> ProxyStatus:
+        return ProxyStatus("managed", action, st.base_url, True, path, changed, st.pid)
+
+    with daemon.locked(state_dir() / "lock"):
+        changed = write_config(cfg, path)
+        st = current()
+        if serving(st):
+            return status(st, "reused", changed)  # type: ignore[arg-type]
+        if st is None:
+            _state().remove()
+            return status(_start(path, sha, host, port, timeout_s), "started", changed)
+    # a running proxy serves another config: wait for running benchmarks (not holding the state
+    # lock meanwhile, so `goat stop` and readers of the state are never stuck behind the wait)
+    with _exclusive_lease(log), daemon.locked(state_dir() / "lock"):
+        changed = write_config(cfg, path) or changed
+        st = current()
+        if serving(st):  # another caller restarted it meanwhile
+            return status(st, "reused", changed)  # type: ignore[arg-type]
+        if st is not None:
+            daemon.stop_group(st.pid)
+        _state().remove()
+        return status(_start(path, sha, host, port, timeout_s), "restarted", True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def proxy_environment() -> dict[str, str]:
+    """The proxy's environment: ours (provider keys included) + master key + offline cost map."""
+    p = config.export_environment()
+    return {
+        **os.environ,
+        config.GoatSettings.env_name("home"): str(p.home),
+        MASTER_KEY_ENV: master_key(),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _start(path: Path, sha: str, host: str, port: int, timeout_s: float) -> ProxyState:
+    if not _port_free(host, port):
+        raise ProxyError(
+            f"{host}:{port} is in use by another process (not the proxy of {config.paths().home}); "
+            "stop it or give the proxy another port (GOAT_LITELLM_PORT)"
+        )
+    log = log_path()
+    proc = daemon.spawn(
+        [litellm_executable(), "--config", str(path), "--host", host, "--port", str(port)],
+        log_path=log,
+        banner=f"starting litellm on {host}:{port}",
+        env=proxy_environment(),
+        cwd=state_dir(),
+    )
+    st = ProxyState(proc.pid, host, port, sha, datetime.now(UTC).isoformat(), str(path), str(log))
+    daemon.wait_until_ready(
+        proc,
+        lambda: True if is_ready(st.base_url, timeout_s=1.0) else None,
+        what="litellm",
+        log_path=log,
+        timeout_s=timeout_s,
+        poll_s=0.2,
+        error=ProxyError,
+    )
+    _state().write(asdict(st))
+    return st
+
+
+def stop_proxy() -> bool:
+    """Stop the managed proxy of this GOAT_HOME; True if one was running."""
+    with daemon.locked(state_dir() / "lock"):
+        st = read_state()
+        if st is None:
+            return False
+        was = daemon.stop_group(st.pid)
+        _state().remove()
+        return was
+
+
+# ---- benchmarks vs. restarts ------------------------------------------------------------------
+# A writer-preferring readers/writer lock between benchmark runs (readers: they call the proxy)
+# and a proxy restart (the writer), on two lock files: a restart first closes the `gate`, so no new
+# run starts against the old proxy, then waits for the running ones to release the `lease`.
+
+
+@contextlib.contextmanager
+def gateway_lease() -> Iterator[None]:
+    """Held (shared) by a benchmark run while it calls the proxy, so a restart for a new config
+    waits for it instead of cutting its calls. Runs never block each other; a run that starts
+    while a restart is pending waits for the new proxy."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(lease, fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lease, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _exclusive_lease(
+    log: Log | None = None, wait_s: float | None = None, poll_s: float = 1.0
+) -> Iterator[None]:
+    wait_s = config.settings().proxy_restart_wait_s if wait_s is None else wait_s
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # readers hold the gate only for an instant
+        try:
+            started, next_note = time.monotonic(), 0.0
+            while True:
+                try:
+                    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited >= wait_s:
+                        raise ProxyError(
+                            "the LiteLLM proxy must restart for a new config, but benchmark runs still "
+                            f"use it after {waited:.0f}s; run this again when they are done "
+                            "(GOAT_PROXY_RESTART_WAIT_S sets the wait)"
+                        ) from None
+                    if log is not None and waited >= next_note:
+                        log.info(
+                            "waiting for running benchmarks to finish their calls before restarting "
+                            f"the LiteLLM proxy with the new config ({waited:.0f}s so far)"
+                        )
+                        next_note += 60
+                    time.sleep(poll_s)
+            try:
+                yield
+            finally:
+                fcntl.flock(lease, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)

@@ -1,0 +1,106 @@
+"""gpt-oss-20b / gpt-oss-120b on Modal: their own image, FlashInfer cache and speculative decoding.
+
+Deploy::
+
+    GOAT_MODEL=gpt-oss-20b modal deploy -m goat_dagster.serving.modal_gpt_oss --env goat
+    GOAT_MODEL=gpt-oss-20b modal run --env goat -m goat_dagster.serving.modal_gpt_oss   # smoke test
+
+Differences from `modal_vllm` (seed 002; modal-labs/modal-examples `gpt_oss_inference.py`):
+- CUDA 12.8.1 *devel* base image (FlashInfer JIT-compiles its MXFP4 MoE kernels with nvcc) and the
+  pinned vLLM; the compiled kernels persist on Volume `goat-flashinfer-cache`.
+- EAGLE-3 speculative decoding with RedHat's speculator for each size, FP8 KV cache, async
+  scheduling, torch.compile with the GPT-OSS recipe's fusion passes, CUDA graphs sized to the
+  replica's concurrency.
+Anything under `engine_args` in models.yaml overrides these defaults (it is applied last), e.g.
+`speculative-config: {...}` or `speculative-config: null` to switch speculation off. The defaults
+are part of the spec (`plan.gpt_oss_spec`); this module builds the image and the app.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import modal
+
+from goat_dagster.serving.modal.spec import (
+    ENGINE_GPT_OSS,
+    FLASHINFER_CACHE_DIR,
+    HF_HUB_VERSION,
+    MODEL_ENV,
+    VLLM_VERSION,
+    VOLUME_FLASHINFER,
+    ServeSpec,
+    spec_from_env,
+    vllm_command,
+)
+from goat_dagster.serving.modal.vllm_app import build_serve_app, cache_volumes, module_spec
+
+ENGINE = ENGINE_GPT_OSS
+CUDA_BASE = "nvidia/cuda:12.8.1-devel-ubuntu22.04"
+PYTHON_VERSION = "3.12"
+IMAGE_PACKAGES = (f"vllm=={VLLM_VERSION}", f"huggingface_hub[hf_transfer]=={HF_HUB_VERSION}")
+
+
+def gpt_oss_image(spec: ServeSpec) -> modal.Image:
+    return (
+        modal.Image.from_registry(CUDA_BASE, add_python=PYTHON_VERSION)
+        .entrypoint([])
+        .uv_pip_install(*IMAGE_PACKAGES)
+        .env(spec.image_env())
+    )
+
+
+def gpt_oss_volumes() -> dict[str, modal.Volume]:
+    return {
+        **cache_volumes(),
+        FLASHINFER_CACHE_DIR: modal.Volume.from_name(VOLUME_FLASHINFER, create_if_missing=True),
+    }
+
+
+def serve() -> None:
+    """Container side: start vLLM in the background; Modal routes traffic once the port answers."""
+    spec = spec_from_env()
+    if spec is None:
+        raise RuntimeError("GOAT_MODAL_SPEC is not set in this image; deploy through goat_dagster")
+    cmd = vllm_command(spec)
+    print("starting:", " ".join(cmd), flush=True)
+    subprocess.Popen(cmd)
+
+
+_serve_raw = serve
+
+
+def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
+    """`modal run -m goat_dagster.serving.modal_gpt_oss`: wait for /health, ask, call a tool, print."""
+    # a local entrypoint: it runs on the host, where goat's dependencies are (not in the image)
+    from goat_dagster.serving.modal.health import smoke_test
+
+    assert SPEC is not None
+    print(
+        smoke_test(
+            serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s
+        )
+    )
+
+
+def build_gpt_oss_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
+    if spec.engine != ENGINE:
+        raise ValueError(
+            f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm"
+        )
+    return build_serve_app(spec, gpt_oss_image(spec), gpt_oss_volumes(), _serve_raw, smoke)
+
+
+SPEC = module_spec(ENGINE)
+if SPEC is not None:
+    app, serve = build_gpt_oss_app(SPEC)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        raise AttributeError(
+            f"no Modal app to deploy: set {MODEL_ENV}=gpt-oss-20b (or another engine: vllm-gpt-oss key), "
+            f"e.g. `{MODEL_ENV}=gpt-oss-20b modal deploy -m goat_dagster.serving.modal_gpt_oss`"
+        )
+    raise AttributeError(name)
