@@ -1,5 +1,5 @@
-"""A real `goat view` (a subprocess on a free port) over a GOAT_HOME made by real runs, and the real
-headless Chromium of tests/ui (Debian's, driven by Playwright)."""
+"""A real `goat view` (a subprocess on a free port) over a GOAT_HOME made by real runs, and pages of
+the session's real headless Chromium (tests/conftest.py's `browser`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from tests.conftest import PROJECT, free_port
-from tests.ui import conftest as ui
 
 
 class Viewer:
@@ -66,9 +65,6 @@ def goat(home: Path, *args: str, env: dict[str, str] | None = None) -> subproces
     )
     assert res.returncode == 0, res.stderr + res.stdout
     return res
-
-
-browser = ui.browser  # the session's headless Chromium (Debian's), as the Dagster UI tests use it
 
 
 @pytest.fixture
