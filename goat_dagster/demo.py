@@ -16,9 +16,21 @@ materialize `benchmark_results` from the UI (or `goat run`) for the full default
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
+from dagster import AssetKey, DagsterInstance, materialize
+
+from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
+from goat_dagster.bench.suite import load_suite
+from goat_dagster.config import paths
+from goat_dagster.definitions import defs
+from goat_dagster.freshness import stale_or_missing
+from goat_dagster.instance import describe, ensure_instance
+from goat_dagster.registry import load_registry
+from goat_dagster.sensors.registry import sync_model_partitions
+from goat_dagster.viewer.links import leaderboard_url
 
 # small limits: a 135M-parameter model on 2 CPU cores; one task at a time shares llama.cpp's
 # prompt cache between the steps of a task instead of thrashing it
@@ -30,11 +42,9 @@ DEMO_BENCHMARK: dict[str, Any] = {
 }
 
 
-def changed_roots(instance: Any, registry_version: str, suite_version: str) -> list[Any]:
+def changed_roots(instance: DagsterInstance, registry_version: str, suite_version: str) -> list[AssetKey]:
     """`model_registry` / `benchmark_suite` when their file's content differs from the data version
     of their last materialization (or they never were): only those are materialized again."""
-    from dagster import AssetKey
-
     out = []
     for key, version in (
         (AssetKey("model_registry"), registry_version),
@@ -48,17 +58,6 @@ def changed_roots(instance: Any, registry_version: str, suite_version: str) -> l
 
 
 def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
-    from dagster import AssetKey, materialize
-
-    from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
-    from goat_dagster.bench.suite import load_suite
-    from goat_dagster.config import paths
-    from goat_dagster.freshness import stale_or_missing
-    from goat_dagster.instance import describe, ensure_instance
-    from goat_dagster.registry import load_registry
-    from goat_dagster.sensors.registry import sync_model_partitions
-    from goat_dagster.viewer.links import leaderboard_url
-
     def say(msg: str) -> None:
         if echo:
             click.echo(msg)
@@ -67,12 +66,8 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     instance = ensure_instance()
     where = describe()
     say(f"instance: {where['dagster_home']} (PostgreSQL {where['postgres']}, embedded={where['embedded']})")
-
-    from goat_dagster.definitions import defs
-
-    graph = defs.resolve_asset_graph()
-    assets = list(defs.assets or [])
-    say(f"code location: goat_dagster.definitions ({len(graph.materializable_asset_keys)} assets)")
+    runner = DemoRuns(instance, suite, say)
+    say(f"code location: goat_dagster.definitions ({len(runner.all_keys)} assets)")
 
     registry = load_registry()
     diff = sync_model_partitions(instance, registry)
@@ -85,52 +80,12 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         raise click.ClickException(
             f"no enabled local model in {registry.source}: enable one (e.g. smollm2-135m)"
         )
-
-    op_config = {
-        "benchmark_suite": {"config": {"suite": suite}},
-        "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},
-    }
-    runs: list[dict[str, Any]] = []
-
-    def run(wanted: list[AssetKey], partition: str | None, label: str) -> None:
-        say(f"{label}: materializing {', '.join(k.to_user_string() for k in wanted)}")
-        result = materialize(
-            assets,
-            selection=wanted,
-            # a run of only unpartitioned assets (say, just the leaderboard) takes no partition key
-            partition_key=partition if any(graph.get(k).is_partitioned for k in wanted) else None,
-            instance=instance,
-            resources=defs.resources,
-            run_config={
-                "ops": {k: v for k, v in op_config.items() if AssetKey(k) in wanted},
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
-            },
-            tags={"goat/reason": "goat demo"},
-            raise_on_error=False,
-        )
-        runs.append({"for": label, "run_id": result.run_id, "success": result.success})
-        if not result.success:
-            raise click.ClickException(
-                f"the demo run for {label} failed (run {result.run_id}); its logs are above and in the UI"
-            )
-
     # the files behind the root assets may have changed since they were last materialized
     roots = changed_roots(instance, registry.content_hash, load_suite(suite).version)
     if roots:
-        run(roots, None, "registry and suite")
-    all_keys = sorted(graph.materializable_asset_keys)
+        runner.run(roots, None, "registry and suite")
     for entry in local:
-        # rounds: an asset whose data version changes makes its children stale only then; content
-        # hashes stop the wave where nothing really changed (a registry edit elsewhere re-checks
-        # weights and the proxy config, not the benchmark)
-        for _ in range(len(all_keys)):
-            wanted = stale_or_missing(instance, graph, all_keys, entry.slug)
-            if not wanted:
-                break
-            if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up
-                wanted = sorted({*wanted, AssetKey("serving_endpoint"), AssetKey("litellm_config")})
-            run(wanted, entry.slug, entry.key)
-        if not any(r["for"] == entry.key for r in runs):
+        if not runner.bring_up_to_date(entry.slug, entry.key):
             say(f"{entry.key}: every asset is fresh; nothing to run")
 
     board = build_leaderboard()
@@ -146,8 +101,61 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         "partitions": registry.partition_keys(),
         "added": diff.added,
         "removed": diff.removed,
-        "runs": runs,
+        "runs": runner.runs,
         "leaderboard": board.to_json(),
         "models": [m.key for m in local],
         "viewer": leaderboard_url(),
     }
+
+
+class DemoRuns:
+    """The demo's runs: in-process materializations of the code location's assets on the instance."""
+
+    def __init__(self, instance: DagsterInstance, suite: str, say: Callable[[str], None]) -> None:
+        self.instance, self.say = instance, say
+        self.assets = list(defs.assets or [])
+        self.partitioned = {k for a in self.assets if a.partitions_def is not None for k in a.keys}
+        self.all_keys = sorted(k for a in self.assets for k in a.keys)
+        self.op_config = {
+            "benchmark_suite": {"config": {"suite": suite}},
+            "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},
+        }
+        self.runs: list[dict[str, Any]] = []
+
+    def bring_up_to_date(self, partition: str, label: str) -> bool:
+        """Materialize what is missing or out of date for one model; whether anything ran. In
+        rounds: an asset whose data version changes makes its children out of date only then, and
+        content hashes stop the wave where nothing really changed (a registry edit elsewhere
+        re-checks weights and the proxy config, not the benchmark)."""
+        ran = False
+        for _ in range(len(self.all_keys)):
+            wanted = stale_or_missing(self.instance, self.assets, self.all_keys, partition)
+            if not wanted:
+                break
+            if AssetKey("benchmark_results") in wanted:  # a benchmark needs its servers up
+                wanted = sorted({*wanted, AssetKey("serving_endpoint"), AssetKey("litellm_config")})
+            self.run(wanted, partition, label)
+            ran = True
+        return ran
+
+    def run(self, wanted: list[AssetKey], partition: str | None, label: str) -> None:
+        self.say(f"{label}: materializing {', '.join(k.to_user_string() for k in wanted)}")
+        result = materialize(
+            self.assets,
+            selection=wanted,
+            # a run of only unpartitioned assets (say, just the leaderboard) takes no partition key
+            partition_key=partition if self.partitioned.intersection(wanted) else None,
+            instance=self.instance,
+            resources=defs.resources,
+            run_config={
+                "ops": {k: v for k, v in self.op_config.items() if AssetKey(k) in wanted},
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
+            tags={"goat/reason": "goat demo"},
+            raise_on_error=False,
+        )
+        self.runs.append({"for": label, "run_id": result.run_id, "success": result.success})
+        if not result.success:
+            raise click.ClickException(
+                f"the demo run for {label} failed (run {result.run_id}); its logs are above and in the UI"
+            )

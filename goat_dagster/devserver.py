@@ -36,7 +36,7 @@ def _bin(name: str) -> str:
 
 
 def run_dev(host: str, port: int) -> int:
-    ensure_instance()  # PostgreSQL, DAGSTER_HOME, the serving pools' limits
+    ensure_instance()  # PostgreSQL, DAGSTER_HOME
     home = prepare_dagster_home()
     workspace = config.project_dir() / "workspace.yaml"
     lock_file = open(home / "daemon.lock", "w")  # noqa: SIM115 - held for the process lifetime

@@ -1,42 +1,75 @@
-"""Which assets of a selection need materializing: Dagster's own stale status (the "Materialize
-unsynced" of the UI) — missing, or upstream data version / code version changed.
+"""Which assets of a selection need materializing for a partition — the "Materialize unsynced" of the
+UI, decided from Dagster's data versions and code versions through its public event-log API:
 
-Dagster exposes this to sensors (`RunRequest(stale_assets_only=True)`) and the UI, but not to a
-plain in-process `materialize()`, so this module asks the same resolver the UI uses. It is the one
-place goat touches that part of Dagster's internals; `stale_or_missing` falls back to "everything"
-if they move (the graph tests would show it).
+- missing: never materialized (for this partition);
+- its code version is not the one it was materialized with;
+- a dependency's data version is not the one it had when the asset was materialized (for a
+  partitioned dependency of an unpartitioned asset: any of its partitions).
+
+A dependency materialized again with the same content keeps its data version, so nothing below it
+is out of date: `goat demo` runs only what a change reached.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, AssetsDefinition, DagsterInstance, EventLogRecord
 
-log = logging.getLogger(__name__)
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
 
 
 def stale_or_missing(
-    instance: DagsterInstance, asset_graph: object, keys: Sequence[AssetKey], partition_key: str | None
+    instance: DagsterInstance,
+    assets: Sequence[AssetsDefinition],
+    keys: Sequence[AssetKey],
+    partition_key: str | None,
 ) -> list[AssetKey]:
-    try:
-        from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-        from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-        from dagster._time import get_current_datetime
+    """The keys among `keys` that are missing or out of date for `partition_key` (unpartitioned
+    assets ignore it)."""
+    by_key = {key: a for a in assets for key in a.keys}
+    out = []
+    for key in keys:
+        definition = by_key[key]
+        pk = partition_key if definition.partitions_def is not None else None
+        latest = _latest(instance, key, pk)
+        if latest is None or _tag(latest, CODE_VERSION_TAG) != definition.code_versions_by_key.get(key):
+            out.append(key)
+            continue
+        deps = [dep for dep in definition.asset_deps[key] if dep in by_key]
+        if any(_changed_since(instance, by_key[dep], dep, pk, latest.storage_id) for dep in deps):
+            out.append(key)
+    return out
 
-        view = AssetGraphView(
-            temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-            instance=instance,
-            asset_graph=asset_graph,  # type: ignore[arg-type]
-        )
-        resolver = CachingStaleStatusResolver(instance, asset_graph, loading_context=view)  # type: ignore[arg-type]
-        out = []
-        for key in keys:
-            pk = partition_key if asset_graph.get(key).is_partitioned else None  # type: ignore[attr-defined]
-            if resolver.get_status(key, pk) != StaleStatus.FRESH:
-                out.append(key)
-        return out
-    except Exception as exc:  # Dagster moved its internals: materialize everything, say why
-        log.warning(f"cannot tell fresh assets apart ({type(exc).__name__}: {exc}); materializing all")
-        return list(keys)
+
+def _latest(
+    instance: DagsterInstance, key: AssetKey, partition: str | None, before: int | None = None
+) -> EventLogRecord | None:
+    partitions = [partition] if partition else None
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(key, asset_partitions=partitions, before_storage_id=before), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def _tag(record: EventLogRecord | None, tag: str) -> str | None:
+    mat = record.asset_materialization if record is not None else None
+    return mat.tags.get(tag) if mat is not None and mat.tags else None
+
+
+def _changed_since(
+    instance: DagsterInstance, dep: AssetsDefinition, key: AssetKey, partition: str | None, storage_id: int
+) -> bool:
+    """Whether `key`'s data version now differs from what it was when `storage_id` was written."""
+    if dep.partitions_def is None:
+        partitions: Sequence[str | None] = [None]
+    elif partition is not None:
+        partitions = [partition]
+    else:  # an unpartitioned asset built from every partition of its dependency
+        partitions = dep.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    for p in partitions:
+        now, then = _latest(instance, key, p), _latest(instance, key, p, before=storage_id)
+        if _tag(now, DATA_VERSION_TAG) != _tag(then, DATA_VERSION_TAG):
+            return True
+    return False

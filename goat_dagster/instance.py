@@ -25,12 +25,16 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import psutil
+from dagster import DagsterInstance
 
 from goat_dagster import config
 
-if TYPE_CHECKING:
-    from dagster import DagsterInstance
+with warnings.catch_warnings():  # platformdirs (under pgserver) warns when XDG_RUNTIME_DIR is unset
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import pgserver
+    from pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +59,6 @@ def _prune_dead_handles(pgdata: Path) -> None:
     handles = pgdata / ".handle_pids.json"
     if not handles.exists():
         return
-    import psutil
-    from pgserver.postgres_server import PostgresServer
-
     with PostgresServer._lock:
         try:
             pids = json.loads(handles.read_text() or "[]")
@@ -87,10 +88,6 @@ def ensure_postgres() -> str:
         p = config.paths().ensure()
         p.pg.parent.mkdir(parents=True, exist_ok=True)
         if not external:  # we are the process that owns the embedded server's lifetime
-            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-                import pgserver
-
             _prune_dead_handles(p.pg)
             logging.getLogger("pgserver").setLevel(logging.WARNING)
             _server = pgserver.get_server(p.pg, cleanup_mode="stop")
@@ -127,16 +124,10 @@ def prepare_dagster_home() -> Path:
 
 
 def ensure_instance() -> DagsterInstance:
-    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed), pools configured."""
-    from dagster import DagsterInstance
-
+    """The persistent Dagster instance of this GOAT_HOME (PostgreSQL-backed, goat's run queue)."""
     ensure_postgres()
     prepare_dagster_home()
-    from goat_dagster.pools import configure_pools
-
-    instance = DagsterInstance.get()
-    configure_pools(instance)
-    return instance
+    return DagsterInstance.get()
 
 
 def describe() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The storage dagster.yaml names: dagster-postgres on the instance database of `goat_dagster.instance`.
 
-A separate module so that `goat_dagster.instance` stays importable without Dagster.
+dagster.yaml names this class; all it adds to dagster-postgres is where the database is.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 
 from goat_dagster.instance import ensure_postgres
@@ -25,6 +24,6 @@ class GoatPostgresStorage(DagsterPostgresStorage):
 
     @classmethod
     def from_config_value(  # type: ignore[override]
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+        cls, inst_data: Any, config_value: Mapping[str, Any]
     ) -> GoatPostgresStorage:
         return cls(postgres_url=ensure_postgres(), inst_data=inst_data)

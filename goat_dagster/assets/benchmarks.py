@@ -31,7 +31,6 @@ from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
 from goat_dagster.analysis.warehouse import update_views
 from goat_dagster.assets.common import OWNERS
-from goat_dagster.assets.weights import serving_slot
 from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import GatewayDown, RunError
 from goat_dagster.bench.lake import ResultRow, read_rows
@@ -188,8 +187,7 @@ def benchmark_results(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
     )
     _check_suite_lineage(context, config, suite)
-    with serving_slot(context, entry):
-        outcome = _run(context, request)
+    outcome = _run(context, request)
     summary = summarize_run(outcome)
     update_views()  # the DuckDB views people query themselves, over the lake this run is now in
     context.log.info(

@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from goat_dagster.assets.common import OWNERS
-from goat_dagster.assets.weights import model_weights, serving_slot
+from goat_dagster.assets.weights import model_weights
 from goat_dagster.partitions import models_partitions
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.serving import ServingResource
@@ -86,8 +86,7 @@ def serving_endpoint(
 ) -> MaterializeResult:
     entry = registry.entry(context.partition_key)
     try:
-        with serving_slot(context, entry):
-            ep = serving.backend(entry).endpoint(entry, context.log)
+        ep = serving.backend(entry).endpoint(entry, context.log)
     except EndpointDown as down:
         raise Failure(description=str(down), metadata=endpoint_metadata(down.endpoint)) from None
     context.log.info(f"{entry.key}: endpoint recorded in {endpoint_path(entry.key)} (healthy={ep.healthy})")

@@ -3,35 +3,16 @@ files, bytes, sha256 and GGUF metadata (`ServingBackend.weights`): local models 
 `$GOAT_HOME/models`, Modal models into the Modal Volume; cloud and OpenAI-compatible models have no
 weights to manage and say so."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, DataVersion, MaterializeResult, MetadataValue, asset
 
 from goat_dagster.assets.common import OWNERS
 from goat_dagster.partitions import models_partitions
-from goat_dagster.pools import backend_slot, pool_for
-from goat_dagster.registry import ModelEntry
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.serving import ServingResource
 from goat_dagster.serving.backend import WeightsReport
 from goat_dagster.textfmt import markdown_table
-
-
-@contextmanager
-def serving_slot(context: AssetExecutionContext, entry: ModelEntry) -> Iterator[None]:
-    """Hold a slot of the partition's serving-backend pool (`pools.pool_for`: serving-local has one,
-    so one local CPU server is never asked to load two models at once; Modal and cloud have more)
-    for this step. A static asset `pool=` cannot do this: the backend depends on the partition.
-    An instance without concurrency storage (the in-memory one of `materialize()`) runs unbounded."""
-    instance = context.instance
-    if not instance.event_log_storage.supports_global_concurrency_limits:
-        yield
-        return
-    step_key = context.get_step_execution_context().step.key
-    with backend_slot(instance, pool_for(entry), context.run_id, step_key, log=context.log.info):
-        yield
 
 
 def weights_metadata(report: WeightsReport) -> dict[str, Any]:
@@ -62,6 +43,5 @@ def model_weights(
     context: AssetExecutionContext, serving: ServingResource, registry: RegistryResource
 ) -> MaterializeResult:
     entry = registry.entry(context.partition_key)
-    with serving_slot(context, entry):
-        report = serving.backend(entry).weights(entry, context.log)
+    report = serving.backend(entry).weights(entry, context.log)
     return MaterializeResult(data_version=DataVersion(report.data_version), metadata=weights_metadata(report))

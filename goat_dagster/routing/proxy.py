@@ -24,7 +24,6 @@ import fcntl
 import os
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from goat_dagster import config
 from goat_dagster.routing.config import (
@@ -322,29 +322,33 @@ def _exclusive_lease(
 ) -> Iterator[None]:
     wait_s = config.settings().proxy_restart_wait_s if wait_s is None else wait_s
     state_dir().mkdir(parents=True, exist_ok=True)
+    notes = {"next": 0.0}
+
+    def waiting(state: RetryCallState) -> None:  # a line now and then, not every poll
+        if log is not None and state.seconds_since_start >= notes["next"]:
+            log.info(
+                "waiting for running benchmarks to finish their calls before restarting the LiteLLM "
+                f"proxy with the new config ({state.seconds_since_start:.0f}s so far)"
+            )
+            notes["next"] += 60
+
     with open(state_dir() / "lease.gate", "a") as gate, open(state_dir() / "lease", "a") as lease:
         fcntl.flock(gate, fcntl.LOCK_EX)  # readers hold the gate only for an instant
         try:
-            started, next_note = time.monotonic(), 0.0
-            while True:
-                try:
-                    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    waited = time.monotonic() - started
-                    if waited >= wait_s:
-                        raise ProxyError(
-                            "the LiteLLM proxy must restart for a new config, but benchmark runs still "
-                            f"use it after {waited:.0f}s; run this again when they are done "
-                            "(GOAT_PROXY_RESTART_WAIT_S sets the wait)"
-                        ) from None
-                    if log is not None and waited >= next_note:
-                        log.info(
-                            "waiting for running benchmarks to finish their calls before restarting "
-                            f"the LiteLLM proxy with the new config ({waited:.0f}s so far)"
-                        )
-                        next_note += 60
-                    time.sleep(poll_s)
+            try:
+                Retrying(
+                    stop=stop_after_delay(wait_s),
+                    wait=wait_fixed(poll_s),
+                    retry=retry_if_exception_type(BlockingIOError),
+                    before_sleep=waiting,
+                    reraise=True,
+                )(fcntl.flock, lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ProxyError(
+                    "the LiteLLM proxy must restart for a new config, but benchmark runs still use it "
+                    f"after {wait_s:.0f}s; run this again when they are done "
+                    "(GOAT_PROXY_RESTART_WAIT_S sets the wait)"
+                ) from None
             try:
                 yield
             finally:

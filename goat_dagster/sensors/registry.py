@@ -29,8 +29,8 @@ from dagster import (
 
 from goat_dagster import config
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
-from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import Registry, RegistryError, file_hash, load_registry
+from goat_dagster.run_queue import backend_tags
 
 # what a new or changed model needs, in lineage order (one run per partition)
 MODEL_CHAIN = [
@@ -111,7 +111,7 @@ def model_run_requests(registry: Registry, slugs: list[str], reason: str, change
                 run_key=f"registry:{change}:{slug}:{entry.content_hash()[:16]}",
                 partition_key=slug,
                 asset_selection=MODEL_CHAIN,
-                tags={RUN_TAG: entry.backend, "goat/reason": reason},
+                tags={**backend_tags(entry), "goat/reason": reason},
             )
         )
     return out

@@ -27,8 +27,8 @@ from dagster import (
 from goat_dagster.assets.benchmarks import DEFAULT_SUITE
 from goat_dagster.bench.suite import SuiteError, load_suite, suite_path
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
-from goat_dagster.pools import RUN_TAG
 from goat_dagster.registry import RegistryError, load_registry
+from goat_dagster.run_queue import backend_tags
 
 BENCHMARK_CHAIN = [
     AssetKey("benchmark_suite"),
@@ -84,7 +84,7 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
                 run_key=f"suite:{change}:{digest[:16]}:{entry.slug}",
                 partition_key=entry.slug,
                 asset_selection=BENCHMARK_CHAIN,
-                tags={RUN_TAG: entry.backend, "goat/reason": f"suite {name} changed"},
+                tags={**backend_tags(entry), "goat/reason": f"suite {name} changed"},
             )
         )
     context.log.info(f"suite {name} changed ({digest[:12]}): {len(runs)} model runs requested")

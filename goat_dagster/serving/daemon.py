@@ -185,6 +185,22 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    """Whether `pid` exits within `timeout_s` (collecting it when it is our child)."""
+
+    def gone() -> bool:
+        reap(pid)
+        return not pid_alive(pid)
+
+    retrying = Retrying(
+        stop=stop_after_delay(timeout_s), wait=wait_fixed(0.05), retry=retry_if_result(lambda g: not g)
+    )
+    try:
+        return bool(retrying(gone))
+    except RetryError:
+        return False
+
+
 def stop_group(pid: int, *, grace_s: float = 15.0) -> bool:
     """SIGTERM the process group of `pid` (a session leader we started), SIGKILL what is left after
     `grace_s`. Returns whether the process was running."""
@@ -193,12 +209,8 @@ def stop_group(pid: int, *, grace_s: float = 15.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and pid_alive(pid):
-        reap(pid)
-        time.sleep(0.05)
-    if pid_alive(pid):
+    if not wait_gone(pid, grace_s):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    reap(pid)
+        wait_gone(pid, 5.0)
     return True

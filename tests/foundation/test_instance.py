@@ -220,16 +220,3 @@ def test_an_external_postgres_url_is_used_and_nothing_is_embedded(pg_instance) -
         assert not (home / "pg").exists()
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-def test_pools_are_configured_once(pg_instance) -> None:
-    from goat_dagster.pools import POOL_LIMITS, configure_pools
-
-    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
-    assert {k: limits.get(k) for k in POOL_LIMITS} == POOL_LIMITS
-    # a limit a person changed in the UI survives the next start
-    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 2)
-    configure_pools(pg_instance)
-    limits = {p.name: p.limit for p in pg_instance.event_log_storage.get_pool_limits()}
-    assert limits["serving-local"] == 2
-    pg_instance.event_log_storage.set_concurrency_slots("serving-local", 1)

@@ -17,6 +17,7 @@ from dagster import AssetKey, materialize
 
 from goat_dagster.definitions import defs
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
+from goat_dagster.viewer.links import leaderboard_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,9 +101,9 @@ def test_whole_graph_for_smollm2_on_smoke(pg_instance, stack_env, one_model, mon
     # the data versions line up: nothing upstream changed, so the benchmark is fresh now
     from goat_dagster.freshness import stale_or_missing
 
-    graph = defs.resolve_asset_graph()
-    assert stale_or_missing(pg_instance, graph, [AssetKey("benchmark_results")], "smollm2-135m") == []
-    assert stale_or_missing(pg_instance, graph, [AssetKey("benchmark_results")], "smollm2-135m-b") == [
+    assets = list(defs.assets)
+    assert stale_or_missing(pg_instance, assets, [AssetKey("benchmark_results")], "smollm2-135m") == []
+    assert stale_or_missing(pg_instance, assets, [AssetKey("benchmark_results")], "smollm2-135m-b") == [
         AssetKey("benchmark_results")
     ]
 
@@ -120,5 +121,6 @@ def test_goat_demo_reuses_what_is_up_and_fresh(pg_instance, stack_env, one_model
     result = json.loads(out.stdout)
     assert [r["for"] for r in result["runs"] if r["for"] == "smollm2-135m"] == []
     assert result["models"] == ["smollm2-135m"]
+    assert result["viewer"] == leaderboard_url()  # its last line: the leaderboard in goat view
     board = result["leaderboard"]
     assert any(row["model"] == "smollm2-135m" for row in board["leaderboard"])

@@ -10,7 +10,7 @@ import pytest
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
-from goat_dagster.pools import RUN_TAG
+from goat_dagster.run_queue import RUN_TAG
 from goat_dagster.sensors.registry import MODEL_CHAIN, model_registry_sensor
 from goat_dagster.sensors.suite import BENCHMARK_CHAIN, benchmark_suite_sensor
 

@@ -6,8 +6,6 @@ ModalResource (with a recorded Modal edge: the cloud is unreachable here)."""
 from __future__ import annotations
 
 import socket
-import threading
-import time
 
 import pytest
 from dagster import (
@@ -19,7 +17,6 @@ from dagster import (
 
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
 from goat_dagster.assets.weights import model_weights
-from goat_dagster.pools import backend_slot
 from goat_dagster.resources.modal import ModalResource
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.serving import ExternalServingResource, LocalServingResource, ServingResource
@@ -223,38 +220,3 @@ def test_modal_weights_go_through_the_modal_resource(registry_env):
     assert meta["resolved_commit"].value == "0e9e39f249a16976918f6564b8830bc894c89659"
     assert meta["n_files"].value == 2 and "model.safetensors" in meta["files"].value
     assert first.tags["dagster/data_version"] == second.tags["dagster/data_version"]
-
-
-def test_local_endpoint_waits_for_the_serving_local_slot(registry_env, pg_instance):
-    """On the real instance (PostgreSQL, pools configured by goat: serving-local has one slot), a
-    local serving_endpoint step waits while another step holds the local CPU server."""
-    pg_instance.add_dynamic_partitions("models", ["smollm2-135m"])
-    done: dict = {}
-
-    def materialize_endpoint():
-        done["result"] = materialize(
-            [model_weights, serving_endpoint],
-            selection=[serving_endpoint],
-            partition_key="smollm2-135m",
-            instance=pg_instance,
-            resources=resources(),
-        )
-
-    try:
-        worker = threading.Thread(target=materialize_endpoint)
-        with backend_slot(pg_instance, "serving-local", "another-run", "benchmark_results"):
-            worker.start()
-            deadline = time.monotonic() + 120
-            waiting: list = []
-            while not waiting and time.monotonic() < deadline and worker.is_alive():
-                info = pg_instance.event_log_storage.get_concurrency_info("serving-local")
-                waiting = [p for p in info.pending_steps if p.step_key == "serving_endpoint"]
-                time.sleep(0.2)
-            assert waiting and waiting[0].assigned_timestamp is None, "the step queues for the slot"
-            assert load_endpoint("smollm2-135m") is None, "and does not serve while it waits"
-        worker.join(120)
-        assert "result" in done, "the step went on once the slot was free"
-        assert done["result"].success and load_endpoint("smollm2-135m").healthy
-        assert pg_instance.event_log_storage.get_concurrency_info("serving-local").claimed_slots == []
-    finally:
-        pg_instance.delete_dynamic_partition("models", "smollm2-135m")

@@ -127,6 +127,26 @@ def test_models_health_and_errors(plane):
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "code"}
 
 
+def test_openapi_document_and_swagger_ui(plane):
+    doc = httpx.get(f"{plane.root}/openapi.json", timeout=10).json()
+    assert doc["info"]["title"] == "goat serve"
+    assert {
+        "/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/status", "/metrics",
+        "/admin/models/{model}/load", "/admin/models/{model}/unload",
+    } <= set(doc["paths"])  # fmt: skip
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert "messages" in chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"404", "429", "507"} <= set(chat["responses"])
+    docs = httpx.get(f"{plane.root}/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # FastAPI's own errors keep goat's shape too
+    wrong_method = httpx.post(f"{plane.root}/healthz", timeout=10)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == {
+        "message": "Method Not Allowed", "type": "method_not_allowed", "code": 405,
+    }  # fmt: skip
+
+
 def test_model_that_never_fits_gets_507(plane):
     r = plane.chat("smol-huge")
     assert r.status_code == 507

@@ -99,6 +99,12 @@ def test_backfill_two_local_models_then_the_ui_shows_them(
     # one run, and one result set, per model
     assert sorted(r.tags["dagster/partition"] for r in runs) == MODELS
     assert all(r.is_success for r in runs)
+    # one local CPU server: each run was tagged with its backend when submitted, and the queue ran
+    # the two local runs one after the other (goat_dagster/run_queue.py, dagster.yaml)
+    assert all(r.tags.get("goat/serving-backend") == "local" for r in runs)
+    records = pg_instance.get_run_records(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    windows = sorted((rec.start_time, rec.end_time) for rec in records)
+    assert len(windows) == 2 and windows[0][1] <= windows[1][0], windows
     run_ids = set()
     for model in MODELS:
         bench = latest_meta(pg_instance, "benchmark_results", model)

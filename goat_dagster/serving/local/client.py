@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,20 +154,6 @@ def _start_detached(settings: ServeSettings, timeout_s: float, log: Log) -> Cont
     return ControlPlane(root, proc.pid, True, log_path, str(paths.home))
 
 
-def _ended(proc: psutil.Process, timeout_s: float) -> bool:
-    """Whether the process exits within timeout_s. Not our child (it was started by another
-    `goat` process), it can only be polled; a zombie whose parent has not reaped it yet is ended."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def stop_control_plane(timeout_s: float = 20.0) -> int | None:
     """Stop the recorded control plane of this GOAT_HOME (SIGTERM, then SIGKILL); its pid, or None."""
     state = serve_state().read()
@@ -181,14 +166,13 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
         if "serve" not in cmd or not any("goat" in part for part in cmd):
             return None  # a stale record: the pid belongs to someone else now
         proc.terminate()  # it stops its workers itself (they run in their own sessions)
-        if not _ended(proc, timeout_s):
+        if not daemon.wait_gone(pid, timeout_s):
             proc.kill()
-            _ended(proc, 5)
+            daemon.wait_gone(pid, 5)
     except psutil.NoSuchProcess:
         pid_stopped = None  # it was already gone: nothing was stopped
     else:
         pid_stopped = pid
-    daemon.reap(pid)  # when this process started it
     serve_state().remove(pid)
     return pid_stopped
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from goat_dagster.registry import ModelEntry
 
@@ -55,7 +56,6 @@ def isolated_model_settings() -> type:
     # imported when a worker is prepared, not with this module: llama_cpp loads its native library
     # at import, which the CLI and the asset processes that only look at specs never need
     from llama_cpp.server.settings import ModelSettings
-    from pydantic_settings import SettingsConfigDict
 
     class WorkerModelSettings(ModelSettings):
         model_config = SettingsConfigDict(env_prefix="GOAT_LLAMA_NOT_FROM_ENV_", extra="forbid")

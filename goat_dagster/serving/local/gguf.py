@@ -16,6 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import gguf
+
+from goat_dagster import config
+
 
 class GGUFError(ValueError):
     """The file is not a readable GGUF (names the file)."""
@@ -72,8 +76,6 @@ def _int(value: Any, default: int = 0) -> int:
 
 
 def _quantization(reader: Any) -> str:
-    import gguf
-
     file_type = _value(reader, gguf.Keys.General.FILE_TYPE)
     if file_type is not None:
         try:
@@ -98,8 +100,6 @@ def read_gguf_info(path: Path | str) -> GGUFInfo:
 
 
 def _disk_cache_file() -> Path:
-    from goat_dagster import config
-
     return config.paths().models / "gguf-info.json"
 
 
@@ -131,8 +131,6 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
 
 
 def _parse(path: str) -> GGUFInfo:
-    import gguf
-
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from llama_cpp import llama_chat_format
+
 HANDLER = "chatml-function-calling"
 ROUTING_FLOOR = 32  # tokens: "functions.<name>:" must fit even when a request asks for fewer
 
 
 def bound_tool_calling() -> None:
-    from llama_cpp import llama_chat_format
-
     registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
     original = registry.get_chat_completion_handler_by_name(HANDLER)
     if getattr(original, "__goat_bounded__", False):

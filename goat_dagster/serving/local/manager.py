@@ -16,8 +16,6 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,116 +23,17 @@ import aiohttp
 
 from goat_dagster import config
 from goat_dagster.registry import ModelEntry, Registry, RegistryError, load_registry
-from goat_dagster.serving.local.engine import EngineArgsError, WorkerSpec, worker_spec
+from goat_dagster.serving.local.engine import EngineArgsError, WorkerSpec
 from goat_dagster.serving.local.errors import ServeError
-from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
-from goat_dagster.serving.local.memory import MemoryEstimate, Resident, estimate_memory, plan_eviction
+from goat_dagster.serving.local.gguf import GGUFError
+from goat_dagster.serving.local.instances import Lease, ModelInstance, iso
+from goat_dagster.serving.local.memory import MemoryEstimate, Resident, plan_eviction, plan_worker
 from goat_dagster.serving.local.metrics import Metrics
 from goat_dagster.serving.local.settings import ServeSettings
-from goat_dagster.serving.local.weights import WeightsError, locate_weights
+from goat_dagster.serving.local.weights import WeightsError
 from goat_dagster.serving.local.worker import Worker, WorkerStartError
 
 log = logging.getLogger("goat.serve")
-
-
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
-
-
-@dataclass
-class ModelInstance:
-    entry: ModelEntry
-    gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # FIFO: one request at a time
-    state: str = "stopped"  # stopped | loading | ready | crashed | failed | stopping
-    worker: Worker | None = None
-    client: aiohttp.ClientSession | None = None
-    spec: WorkerSpec | None = None
-    estimate: MemoryEstimate | None = None
-    rss_mb: float | None = None
-    peak_rss_mb: float | None = None
-    last_used: float = 0.0
-    in_flight: int = 0
-    queued: int = 0
-    loads: int = 0
-    load_s: float | None = None
-    crashes: int = 0
-    last_crash: dict[str, Any] | None = None
-    last_error: str | None = None
-    evictions: int = 0
-    requests: int = 0
-    stale: bool = False  # models.yaml changed under a running worker: restart it when idle
-
-    @property
-    def name(self) -> str:
-        return self.entry.served_model
-
-    @property
-    def estimated_mb(self) -> float | None:
-        return self.estimate.total_mb if self.estimate else None
-
-    @property
-    def charged_mb(self) -> float:
-        if self.worker is None or self.estimate is None:
-            return 0.0
-        if self.state == "ready" and self.rss_mb is not None:
-            return max(self.estimate.total_mb, self.rss_mb)
-        return self.estimate.total_mb
-
-    @property
-    def busy(self) -> bool:
-        return self.in_flight > 0 or self.state in ("loading", "stopping")
-
-    def status(self) -> dict[str, Any]:
-        w = self.worker
-        return {
-            "model": self.name,
-            "key": self.entry.key,
-            "state": self.state,
-            "pid": w.pid if w else None,
-            "port": w.port if w else None,
-            "rss_mb": round(self.rss_mb, 1) if self.rss_mb is not None else None,
-            "peak_rss_mb": round(self.peak_rss_mb, 1) if self.peak_rss_mb is not None else None,
-            "estimated_mb": round(self.estimated_mb, 1) if self.estimated_mb is not None else None,
-            "estimate": self.estimate.explain() if self.estimate else None,
-            "charged_mb": round(self.charged_mb, 1),
-            "n_ctx": self.spec.n_ctx if self.spec else None,
-            "last_used": _iso(self.last_used),
-            "in_flight": self.in_flight,
-            "queued": self.queued,
-            "requests": self.requests,
-            "loads": self.loads,
-            "load_s": round(self.load_s, 3) if self.load_s is not None else None,
-            "evictions": self.evictions,
-            "crashes": self.crashes,
-            "last_crash": self.last_crash,
-            "last_error": self.last_error,
-            "log": str(w.log_path) if w else None,
-        }
-
-
-class Lease:
-    """A request's hold on an instance's worker; `release()` is idempotent."""
-
-    def __init__(self, manager: ModelManager, inst: ModelInstance):
-        self.manager = manager
-        self.inst = inst
-        self.released = False
-
-    @property
-    def client(self) -> aiohttp.ClientSession:
-        assert self.inst.client is not None
-        return self.inst.client
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        inst = self.inst
-        inst.in_flight -= 1
-        inst.last_used = time.time()
-        inst.gate.release()
-        self.manager.metrics.in_flight.labels(inst.name).set(inst.in_flight)
-        self.manager.changed()
 
 
 class ModelManager:
@@ -210,6 +109,10 @@ class ModelManager:
             inst.stale = inst.worker is not None
         return inst
 
+    def _released(self, inst: ModelInstance) -> None:
+        self.metrics.in_flight.labels(inst.name).set(inst.in_flight)
+        self.changed()
+
     # ---- waiting for change -----------------------------------------------------------------
 
     def changed(self) -> None:
@@ -262,7 +165,7 @@ class ModelManager:
         inst.in_flight += 1
         inst.requests += 1
         m.in_flight.labels(inst.name).set(inst.in_flight)
-        lease = Lease(self, inst)
+        lease = Lease(inst, self._released)
         try:
             await self.ensure_loaded(inst, deadline)
         except BaseException:
@@ -279,7 +182,7 @@ class ModelManager:
             return
         inst.crashes += 1
         inst.last_crash = {
-            "at": _iso(time.time()),
+            "at": iso(time.time()),
             "pid": w.pid,
             "exit": w.exit(),
             "log_tail": w.log_tail(6),
@@ -319,36 +222,11 @@ class ModelManager:
         self.changed()
 
     def _prepare(self, inst: ModelInstance) -> tuple[WorkerSpec, MemoryEstimate]:
-        entry = inst.entry
         try:
-            located = locate_weights(entry, download=False)
-            gguf = located.gguf
-            assert gguf is not None
-            spec = worker_spec(entry, gguf)
-            info = read_gguf_info(gguf)
+            return plan_worker(inst.entry, self._observed_mb)
         except (WeightsError, GGUFError, EngineArgsError) as exc:
             inst.state, inst.last_error = "failed", str(exc)
             raise ServeError(503, "model_unavailable", str(exc)) from None
-        est = estimate_memory(
-            info,
-            located.gguf_bytes,
-            spec.n_ctx,
-            n_ubatch=int(spec.settings.get("n_ubatch", 512)),
-            logits_all=bool(spec.settings.get("logits_all", False)),
-            type_k=spec.settings.get("type_k"),
-            type_v=spec.settings.get("type_v"),
-        )
-        seen = self._observed_mb.get((spec.model_path, spec.n_ctx))
-        if seen and seen > est.total_mb:  # learned from a previous run of this GGUF: charge what it took
-            est = MemoryEstimate(
-                est.n_ctx,
-                est.weights_mb,
-                est.kv_cache_mb,
-                est.compute_mb,
-                est.logits_mb,
-                est.runtime_mb + (seen - est.total_mb),
-            )
-        return spec, est
 
     def used_mb(self, exclude: ModelInstance | None = None) -> float:
         return sum(i.charged_mb for i in self.instances.values() if i is not exclude)
@@ -613,7 +491,7 @@ class ModelManager:
         return {
             "service": "goat-serve",
             "pid": os.getpid(),
-            "started_at": _iso(self.started_at),
+            "started_at": iso(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "models_file": str(config.models_file()),
             "registry_error": self._registry_error,

@@ -10,12 +10,15 @@ RSS it saw, so a model whose estimate was low is charged what it really takes ne
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import psutil
 
-from goat_dagster.serving.local.gguf import GGUFInfo
+from goat_dagster.registry import ModelEntry
+from goat_dagster.serving.local.engine import WorkerSpec, worker_spec
+from goat_dagster.serving.local.gguf import GGUFInfo, read_gguf_info
+from goat_dagster.serving.local.weights import locate_weights
 
 MIB = 1 << 20
 RUNTIME_MB = 96.0  # a llama-cpp-python server process before any model (Python, numpy, uvicorn, ggml)
@@ -85,6 +88,30 @@ def estimate_memory(
         logits_mb=logits / MIB,
         runtime_mb=RUNTIME_MB,
     )
+
+
+def plan_worker(
+    entry: ModelEntry, observed_mb: Mapping[tuple[str, int], float]
+) -> tuple[WorkerSpec, MemoryEstimate]:
+    """What a worker for `entry` needs: its spec (engine_args checked) and memory, from its GGUF. A
+    peak RSS seen before for the same GGUF and context, when higher, is what is charged."""
+    located = locate_weights(entry, download=False)
+    gguf = located.gguf
+    assert gguf is not None  # locate_weights refuses a local model without one
+    spec = worker_spec(entry, gguf)
+    est = estimate_memory(
+        read_gguf_info(gguf),
+        located.gguf_bytes,
+        spec.n_ctx,
+        n_ubatch=int(spec.settings.get("n_ubatch", 512)),
+        logits_all=bool(spec.settings.get("logits_all", False)),
+        type_k=spec.settings.get("type_k"),
+        type_v=spec.settings.get("type_v"),
+    )
+    seen = observed_mb.get((spec.model_path, spec.n_ctx))
+    if seen and seen > est.total_mb:  # learned from a previous run of this GGUF: charge what it took
+        est = replace(est, runtime_mb=est.runtime_mb + (seen - est.total_mb))
+    return spec, est
 
 
 def default_budget_mb() -> int:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.settings import ServerSettings
 
     from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, isolated_model_settings
-    from goat_dagster.serving.local.llama_patches import bound_tool_calling
+    from goat_dagster.serving.local.llama_patches import bound_tool_calling  # imports llama_cpp
 
     bound_tool_calling()
 

@@ -18,7 +18,6 @@ are part of the spec (`plan.gpt_oss_spec`); this module builds the image and the
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import modal
@@ -27,14 +26,19 @@ from goat_dagster.serving.modal.spec import (
     ENGINE_GPT_OSS,
     FLASHINFER_CACHE_DIR,
     HF_HUB_VERSION,
-    MODEL_ENV,
     VLLM_VERSION,
     VOLUME_FLASHINFER,
     ServeSpec,
-    spec_from_env,
-    vllm_command,
 )
-from goat_dagster.serving.modal.vllm_app import build_serve_app, cache_volumes, module_spec
+from goat_dagster.serving.modal.vllm_app import (
+    build_serve_app,
+    cache_volumes,
+    check_engine,
+    missing,
+    module_spec,
+    run_smoke,
+    start_vllm,
+)
 
 ENGINE = ENGINE_GPT_OSS
 CUDA_BASE = "nvidia/cuda:12.8.1-devel-ubuntu22.04"
@@ -59,13 +63,8 @@ def gpt_oss_volumes() -> dict[str, modal.Volume]:
 
 
 def serve() -> None:
-    """Container side: start vLLM in the background; Modal routes traffic once the port answers."""
-    spec = spec_from_env()
-    if spec is None:
-        raise RuntimeError("GOAT_MODAL_SPEC is not set in this image; deploy through goat_dagster")
-    cmd = vllm_command(spec)
-    print("starting:", " ".join(cmd), flush=True)
-    subprocess.Popen(cmd)
+    """The app's web server (`vllm_app.start_vllm`; defined here, where the container finds it)."""
+    start_vllm()
 
 
 _serve_raw = serve
@@ -73,22 +72,11 @@ _serve_raw = serve
 
 def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
     """`modal run -m goat_dagster.serving.modal_gpt_oss`: wait for /health, ask, call a tool, print."""
-    # a local entrypoint: it runs on the host, where goat's dependencies are (not in the image)
-    from goat_dagster.serving.modal.health import smoke_test
-
-    assert SPEC is not None
-    print(
-        smoke_test(
-            serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s
-        )
-    )
+    run_smoke(serve, SPEC, prompt, wait_s)
 
 
 def build_gpt_oss_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
-    if spec.engine != ENGINE:
-        raise ValueError(
-            f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_vllm"
-        )
+    check_engine(spec, ENGINE)
     return build_serve_app(spec, gpt_oss_image(spec), gpt_oss_volumes(), _serve_raw, smoke)
 
 
@@ -98,9 +86,4 @@ if SPEC is not None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "app":
-        raise AttributeError(
-            f"no Modal app to deploy: set {MODEL_ENV}=gpt-oss-20b (or another engine: vllm-gpt-oss key), "
-            f"e.g. `{MODEL_ENV}=gpt-oss-20b modal deploy -m goat_dagster.serving.modal_gpt_oss`"
-        )
-    raise AttributeError(name)
+    raise missing(name, ENGINE, "gpt-oss-20b", "modal_gpt_oss")

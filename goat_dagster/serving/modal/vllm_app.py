@@ -27,6 +27,7 @@ from typing import Any
 import modal
 
 from goat_dagster.serving.modal.spec import (
+    ENGINE_GPT_OSS,
     ENGINE_VLLM,
     HF_CACHE_DIR,
     HF_HUB_VERSION,
@@ -63,14 +64,30 @@ def cache_volumes() -> dict[str, modal.Volume]:
     }
 
 
-def serve() -> None:
-    """Container side: start vLLM in the background; Modal routes traffic once port 8000 answers."""
+def start_vllm() -> None:
+    """Container side: start vLLM for the spec baked into the image, in the background; Modal routes
+    traffic once its port answers."""
     spec = spec_from_env()
     if spec is None:
         raise RuntimeError("GOAT_MODAL_SPEC is not set in this image; deploy through goat_dagster")
     cmd = vllm_command(spec)
     print("starting:", " ".join(cmd), flush=True)
     subprocess.Popen(cmd)
+
+
+def run_smoke(fn: Any, spec: ServeSpec | None, prompt: str, wait_s: int) -> None:
+    """What an app's `smoke` entrypoint does: wait for /health, ask, call a tool, print."""
+    # a local entrypoint: it runs on the host, where goat's dependencies are (not in the image)
+    from goat_dagster.serving.modal.health import smoke_test
+
+    assert spec is not None
+    timeout_s = wait_s or spec.startup_timeout_s
+    print(smoke_test(fn.get_web_url(), spec.served_model, prompt=prompt, timeout_s=timeout_s))
+
+
+def serve() -> None:
+    """The app's web server (`start_vllm`)."""
+    start_vllm()
 
 
 _serve_raw = serve  # the module-level name is rebound to the Modal Function below
@@ -92,15 +109,7 @@ def module_spec(engine: str) -> ServeSpec | None:
 
 def smoke(prompt: str = "Say hello in five words.", wait_s: int = 0) -> None:
     """`modal run -m goat_dagster.serving.modal_vllm`: wait for /health, ask, call a tool, print."""
-    # a local entrypoint: it runs on the host, where goat's dependencies are (not in the image)
-    from goat_dagster.serving.modal.health import smoke_test
-
-    assert SPEC is not None
-    print(
-        smoke_test(
-            serve.get_web_url(), SPEC.served_model, prompt=prompt, timeout_s=wait_s or SPEC.startup_timeout_s
-        )
-    )
+    run_smoke(serve, SPEC, prompt, wait_s)
 
 
 def build_serve_app(
@@ -129,11 +138,28 @@ def build_serve_app(
     return app, fn
 
 
-def build_vllm_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
-    if spec.engine != ENGINE:
+def check_engine(spec: ServeSpec, engine: str) -> None:
+    """Refuse a spec of the other engine, naming the module that deploys it."""
+    if spec.engine != engine:
+        module = "modal_gpt_oss" if spec.engine == ENGINE_GPT_OSS else "modal_vllm"
         raise ValueError(
-            f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.modal_gpt_oss"
+            f"{spec.key} uses engine {spec.engine!r}; deploy it with -m goat_dagster.serving.{module}"
         )
+
+
+def missing(name: str, engine: str, example: str, module: str) -> AttributeError:
+    """The error for a missing module attribute; for `app` (what `modal deploy -m` asks for), how to
+    name the model to deploy."""
+    if name != "app":
+        return AttributeError(name)
+    return AttributeError(
+        f"no Modal app to deploy: set {MODEL_ENV}=<key of a provider: modal, engine: {engine} model in "
+        f"models.yaml>, e.g. `{MODEL_ENV}={example} modal deploy -m goat_dagster.serving.{module}`"
+    )
+
+
+def build_vllm_app(spec: ServeSpec) -> tuple[modal.App, modal.Function]:
+    check_engine(spec, ENGINE)
     return build_serve_app(spec, vllm_image(spec), cache_volumes(), _serve_raw, smoke)
 
 
@@ -143,9 +169,4 @@ if SPEC is not None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "app":
-        raise AttributeError(
-            f"no Modal app to deploy: set {MODEL_ENV}=<key of a provider: modal, engine: vllm model in "
-            f"models.yaml>, e.g. `{MODEL_ENV}=qwen3-4b modal deploy -m goat_dagster.serving.modal_vllm`"
-        )
-    raise AttributeError(name)
+    raise missing(name, ENGINE, "qwen3-4b", "modal_vllm")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import modal
+from huggingface_hub import snapshot_download
 
 from goat_dagster.serving.modal.spec import HF_CACHE_DIR, HF_HUB_VERSION, SECRET_HF, VOLUME_MODELS
 
@@ -60,8 +61,6 @@ def snapshot_inventory(snapshot_dir: Path) -> dict[str, Any]:
 
 def download_snapshot(repo: str, revision: str, allow_patterns: list[str] | None) -> dict[str, Any]:
     """Download (or find) a snapshot in HF_HOME and describe it. Runs in the container."""
-    from huggingface_hub import snapshot_download
-
     path = snapshot_download(repo, revision=revision, allow_patterns=allow_patterns or None)
     return {"repo": repo, "revision": revision, **snapshot_inventory(Path(path))}
 
