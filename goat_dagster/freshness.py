@@ -5,7 +5,7 @@ UI, decided from Dagster's data versions and code versions through its public ev
 - its code version is not the one it was materialized with;
 - a dependency's data version is not the one it had when the asset was materialized (for a
   partitioned dependency of an unpartitioned asset: any of its partitions; for an external asset
-  such as `agent_prompts`: its observations).
+  such as `agent_prompts`, observable: its observations).
 
 A dependency materialized again with the same content keeps its data version, so nothing below it
 is out of date: `goat demo` runs only what a change reached.
@@ -77,7 +77,7 @@ def _changed_since(
     storage_id: int,
 ) -> bool:
     """Whether `key`'s data version now differs from what it was when `storage_id` was written."""
-    if isinstance(dep, AssetSpec):  # external (agent_prompts): its versions are observations
+    if isinstance(dep, AssetSpec) or dep.is_external:  # agent_prompts: its versions are observations
         now, then = (
             _latest(instance, key, None, observed=True),
             _latest(instance, key, None, storage_id, observed=True),

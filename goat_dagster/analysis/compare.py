@@ -205,6 +205,8 @@ def comparison_text(c: Comparison) -> str:
         *(
             ["the runs differ in more than the model (A vs B; compared as asked):"]
             + [f"  {d['field']}: {d['a']} vs {d['b']}" for d in c.differences]
+            if c.differences
+            else []
         ),
         f"A: {c.run_a.label}: {pct(c.pass_rate_a)} on the shared tasks (run: {pct(c.run_a.pass_rate)})",
         f"B: {c.run_b.label}: {pct(c.pass_rate_b)} on the shared tasks (run: {pct(c.run_b.pass_rate)})",

@@ -20,9 +20,15 @@ import pytest
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context, materialize
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.observe import observe  # what the UI's "Observe" runs
 from dagster._time import get_current_datetime
 
-from goat_dagster.assets.prompts import AGENT_PROMPTS, observed_prompts_version, prompts_observation
+from goat_dagster.assets.prompts import (
+    AGENT_PROMPTS,
+    agent_prompts,
+    observed_prompts_version,
+    prompts_observation,
+)
 from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.definitions import defs
 from goat_dagster.freshness import stale_or_missing
@@ -171,3 +177,23 @@ def test_a_broken_prompt_set_fails_the_benchmark_before_it_starts(pg_instance, p
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data.error)  # type: ignore[union-attr]
     assert f"{prompt_env / 'tools.yaml'}:2: tools[0]: unknown tool 'Shell'" in message
+
+
+def test_observing_agent_prompts_in_dagster_records_the_prompt_set_hash(
+    pg_instance, prompt_env: Path
+) -> None:
+    """`agent_prompts` is an observable source asset ("Observe" in the UI runs this function): its
+    data version is the prompt set's hash, and broken files fail the observation, naming the file."""
+    system = prompt_env / "system.md"
+    system.write_text(system.read_text().replace("Make the smallest change", "Make a minimal change"))
+    result = observe([agent_prompts], instance=pg_instance)
+    assert result.success
+    assert observed_prompts_version(pg_instance) == load_prompt_set().sha256
+    before = observed_prompts_version(pg_instance)
+    system.write_text("You are a coding agent.\n")
+    result = observe([agent_prompts], instance=pg_instance, raise_on_error=False)
+    assert not result.success and observed_prompts_version(pg_instance) == before
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"{system}: the placeholder {{{{workdir}}}} is missing" in str(
+        failure.event_specific_data.error  # type: ignore[union-attr]
+    )
