@@ -179,13 +179,7 @@ def stop_control_plane(timeout_s: float = 20.0) -> int | None:
 
 def engine_of(root_url: str, timeout_s: float = 130.0) -> dict[str, Any]:
     """What the control plane's workers run (`GET /engine`)."""
-    try:
-        resp = httpx.get(f"{root_url}/engine", timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise ServeClientError(f"asking {root_url} for its engine: {type(exc).__name__}: {exc}") from None
-    if resp.status_code != 200:
-        raise ServeClientError(f"asking {root_url} for its engine: {error_message(resp)}")
-    return resp.json()
+    return _request("GET", f"{root_url}/engine", f"asking {root_url} for its engine", timeout_s)
 
 
 def load_model(root_url: str, model: str, timeout_s: float = 600.0) -> dict[str, Any]:
@@ -199,10 +193,16 @@ def unload_model(root_url: str, model: str, timeout_s: float = 600.0) -> dict[st
 
 
 def _admin(root_url: str, model: str, verb: str, timeout_s: float) -> dict[str, Any]:
+    url = f"{root_url}/admin/models/{model}/{verb}"
+    return _request("POST", url, f"{verb}ing {model!r} on {root_url}", timeout_s)
+
+
+def _request(method: str, url: str, doing: str, timeout_s: float) -> dict[str, Any]:
+    """The JSON answer of a control-plane call; ServeClientError saying what was being done."""
     try:
-        resp = httpx.post(f"{root_url}/admin/models/{model}/{verb}", timeout=timeout_s)
+        resp = httpx.request(method, url, timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise ServeClientError(f"{verb}ing {model!r} on {root_url}: {type(exc).__name__}: {exc}") from None
+        raise ServeClientError(f"{doing}: {type(exc).__name__}: {exc}") from None
     if resp.status_code != 200:
-        raise ServeClientError(f"{verb}ing {model!r} on {root_url}: {error_message(resp)}")
+        raise ServeClientError(f"{doing}: {error_message(resp)}")
     return resp.json()
