@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from goat_dagster import config
 from goat_dagster.assets.benchmarks import benchmark_results, benchmark_suite
@@ -23,6 +23,10 @@ from goat_dagster.sensors.suite import benchmark_suite_sensor
 config.export_environment()
 
 defs = Definitions(
+    # Every step of a run in the run's own process: a step subprocess loads the code location again
+    # (~3-5 s per step, more than HumanEval's 164 oracle tasks take). A run of one partition is one
+    # step; a sensor's chain for one model is a line of steps that waits on each other anyway.
+    executor=in_process_executor,
     assets=[
         model_registry,
         model_weights,
