@@ -55,11 +55,17 @@ def test_one_partition_runs_in_process_and_records_what_goat_run_records(pg_inst
     steps_pids = {e.pid for e in events if e.step_key} | {e.pid for e in events if not e.step_key}
     assert len(steps_pids - {None}) == 1  # the run and its step: one process
     checks = [
-        e.event_specific_data
-        for e in events
-        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        e.event_specific_data for e in events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
     ]
     assert {c.check_name: c.passed for c in checks}["every_task_has_a_row"]
+    [materialization] = [
+        e.event_specific_data.materialization
+        for e in events
+        if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["n"] == meta["passed"] == len(expected) and meta["pass_rate"] == 1.0
+    assert meta["pass_rate_95ci"].endswith("-100.0%")  # the run's interval, from its own file
     files = sorted(results_dir().glob(f"dg-{run.run_id[:8]}-{MODEL}-smoke.parquet"))
     assert len(files) == 1
     rows = read_rows(files[0].stem)
