@@ -65,7 +65,7 @@ def test_one_partition_runs_in_process_and_records_what_goat_run_records(pg_inst
     ]
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["n"] == meta["passed"] == len(expected) and meta["pass_rate"] == 1.0
-    assert meta["pass_rate_95ci"].endswith("-100.0%")  # the run's interval, from its own file
+    assert "-100.0%" in meta["pass_rate_95ci"]  # the run's interval, from its own file
     files = sorted(results_dir().glob(f"dg-{run.run_id[:8]}-{MODEL}-smoke.parquet"))
     assert len(files) == 1
     rows = read_rows(files[0].stem)
