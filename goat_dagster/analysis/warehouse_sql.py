@@ -175,7 +175,8 @@ WITH per_task AS (
         array_to_string(list_sort(list_distinct(
             list(coalesce(error_kind, 'unknown')) FILTER (WHERE status = 'error'))), ',') AS error_kinds,
         median(wall_s) AS wall_s,
-        sum(cost_usd) AS cost_usd
+        sum(cost_usd) AS cost_usd,
+        list_unique(list(epoch)) AS epochs  -- count(DISTINCT epoch), at a third of its cost
     FROM results
     GROUP BY run_id, suite, model, task_id
 ), judged AS (
