@@ -22,7 +22,7 @@ MODEL = "smollm2-135m"
 
 
 def test_the_code_locations_runs_execute_in_process() -> None:
-    assert defs.get_implicit_global_asset_job_def().executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
 
 
 def test_one_partition_runs_in_process_and_records_what_goat_run_records(pg_instance) -> None:
