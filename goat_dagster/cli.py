@@ -300,6 +300,11 @@ def view(host: str, port: int) -> None:
     "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
 )
 @click.option("--timeout-s", default=600.0, show_default=True, type=float, help="Per-request timeout.")
+@click.option(
+    "--cores",
+    type=click.IntRange(min=1),
+    help="Cores busy workers may use at once; requests wait beyond (default: the CPUs it may run on).",
+)
 @click.option("--detach", is_flag=True, help="Start in the background (or reuse the running one) and return.")
 @click.option("--stop", is_flag=True, help="Stop the background control plane of this GOAT_HOME.")
 def serve(
@@ -309,6 +314,7 @@ def serve(
     margin_mb: int | None,
     max_queue: int,
     timeout_s: float,
+    cores: int | None,
     detach: bool,
     stop: bool,
 ) -> None:
@@ -326,6 +332,7 @@ def serve(
         margin_mb=margin_mb,
         max_queue=max_queue,
         request_timeout_s=timeout_s,
+        cores=cores,
     )
     try:
         if detach:

@@ -30,6 +30,7 @@ from goat_dagster.serving.local.instances import Lease, ModelInstance, iso
 from goat_dagster.serving.local.memory import MemoryEstimate, Resident, plan_eviction, plan_worker
 from goat_dagster.serving.local.metrics import Metrics
 from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.threads import ThreadBudget
 from goat_dagster.serving.local.weights import WeightsError
 from goat_dagster.serving.local.worker import Worker, WorkerStartError
 
@@ -51,6 +52,7 @@ class ModelManager:
         self._over_capacity = False  # the monitor warns once when RSS takes workers past capacity
         self._monitor: asyncio.Task[None] | None = None
         self.evictions = 0
+        self.threads = ThreadBudget(settings.resolved_cores)
         self.started_at = time.time()
         self.metrics.budget_mb.set(settings.resolved_budget_mb)
         self.metrics.margin_mb.set(settings.resolved_margin_mb)
@@ -109,7 +111,10 @@ class ModelManager:
             inst.stale = inst.worker is not None
         return inst
 
-    def _released(self, inst: ModelInstance) -> None:
+    def _released(self, lease: Lease) -> None:
+        inst = lease.inst
+        if lease.threads_hold is not None:
+            self.threads.release(lease.threads_hold)
         self.metrics.in_flight.labels(inst.name).set(inst.in_flight)
         self.changed()
 
@@ -168,10 +173,27 @@ class ModelManager:
         lease = Lease(inst, self._released)
         try:
             await self.ensure_loaded(inst, deadline)
+            lease.threads_hold = await self._hold_threads(inst, deadline)
         except BaseException:
             lease.release()
             raise
         return lease
+
+    async def _hold_threads(self, inst: ModelInstance, deadline: float) -> int:
+        """Wait until the worker's threads fit in the thread budget beside the busy workers'."""
+        assert inst.spec is not None
+        try:
+            return await self.threads.acquire(
+                inst.name, inst.spec.threads, max(0.001, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            self.metrics.rejected.labels(inst.name, "timeout").inc()
+            raise ServeError(
+                504,
+                "timeout",
+                f"model {inst.name!r}: waited {self.settings.request_timeout_s:g}s for free cores "
+                f"(thread budget {self.threads.cores}: {self.threads.status()['busy']} busy)",
+            ) from None
 
     # ---- loading and eviction --------------------------------------------------------------------
 
@@ -503,5 +525,6 @@ class ModelManager:
             "max_queue": self.settings.max_queue,
             "request_timeout_s": self.settings.request_timeout_s,
             "evictions": self.evictions,
+            "threads": self.threads.status(),
             "instances": [i.status() for i in self.instances.values()],
         }

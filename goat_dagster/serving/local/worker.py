@@ -21,6 +21,7 @@ from pathlib import Path
 from goat_dagster.serving import daemon
 from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, worker_command
 from goat_dagster.serving.local.memory import process_tree_rss_mb
+from goat_dagster.serving.local.threads import WORKER_ENV
 
 
 class WorkerStartError(RuntimeError):
@@ -77,6 +78,7 @@ class Worker:
         ready_r, ready_w = os.pipe()
         cmd = worker_command(spec, listen_fd=sock.fileno(), ready_fd=ready_w, parent_pid=os.getpid())
         env = {k: v for k, v in os.environ.items() if k != "CONFIG_FILE"}  # llama-cpp-python reads it
+        env = {**WORKER_ENV, **env}  # OpenMP threads of a waiting worker sleep (unless set otherwise)
         try:
             proc = daemon.spawn(
                 cmd,

@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ServerSettings
 
+    from goat_dagster.serving.local import llama_patches  # imports llama_cpp
     from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, isolated_model_settings
-    from goat_dagster.serving.local.llama_patches import bound_tool_calling  # imports llama_cpp
 
-    bound_tool_calling()
+    llama_patches.install()
 
     spec = WorkerSpec.model_validate_json(args.spec)
     model_settings = isolated_model_settings()(**spec.model_settings_kwargs())
