@@ -325,7 +325,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
     """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
     from goat_dagster.tracing.export import verify_run
 
-    result = verify_run(run_id, source=source, wait_s=wait_s)
+    # auto: a configured Langfuse that does not answer is read around (the sink), saying so
+    result = verify_run(run_id, source=source, wait_s=wait_s, fallback=source == "auto")
     if as_json:
         emit(result.as_dict())
     else:
@@ -333,6 +334,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
             f"run {run_id}: {result.n_calls} calls, {len(result.found)} traced, "
             f"{len(result.missing)} missing (source: {result.source})"
         )
+        if result.note:
+            click.echo(f"  note: {result.note}")
         for m in result.missing:
             click.echo(
                 f"  missing  {m['call_id']}  task={m['task_id']} epoch={m['epoch']} step={m['step']}"

@@ -377,11 +377,14 @@ def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
     try:
         rec = find_trace(call_id, run_id, wait_s=wait_s)
     except Exception as exc:  # Langfuse unreachable, bad credentials: a finding, not a crash
+        _, sink = collect_traces(run_id, source="sink")
+        fallback = "; the trace is in the local sink, which exports fall back to"
         return Check(
             "traces",
             call_id[:12],
             "fail",
-            f"cannot read traces from {where}: {exc}",
+            f"cannot read traces from {where}: {exc}"
+            + (fallback if any(r.call_id == call_id for r in sink) else ""),
             "check LANGFUSE_HOST / LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY",
         )
     if rec is None:
