@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from goat_dagster import config
+from goat_dagster.bench.interrupt import Stopped, resume_command, stop_on_signals
 from goat_dagster.bench.sandbox import SandboxError
 from goat_dagster.registry import Registry, RegistryError, load_registry
 from goat_dagster.routing.proxy import ProxyError, stop_proxy
@@ -136,6 +137,14 @@ def ui(host: str, port: int) -> None:
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--run-id", default=None, help="Resume (or name) a run.")
 @click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
+@click.option("--tasks", default=None, help="Only these task ids: ID[,ID...].")
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH",
+    help="Show a host path read-only in a command: agent's local sandbox (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 def run(
     suite: str,
@@ -146,6 +155,8 @@ def run(
     epochs: int,
     run_id: str | None,
     budget_usd: float | None,
+    tasks: str | None,
+    mounts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run a suite against a model outside Dagster.
@@ -163,10 +174,15 @@ def run(
 
     registry = load_registry()
     bar = ProgressBar()
+    started: list[str] = [run_id] if run_id else []
+
+    def on_start(spec: Any, pending: int, total: int) -> None:
+        started[:] = [spec.run_id]
+        bar.start(spec, pending, total)
+
     try:
-        prepare_gateway(registry, model, agent, quiet=as_json)
-        outcome = run_benchmark(
-            RunRequest(
+        with stop_on_signals():  # SIGTERM/SIGINT: the run ends cleanly, resumable (bench/interrupt.py)
+            request = RunRequest(
                 suite=suite,
                 model=model,
                 agent=agent,
@@ -175,11 +191,17 @@ def run(
                 epochs=epochs,
                 run_id=run_id,
                 budget_usd=budget_usd,
-                on_start=bar.start,
+                task_ids=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+                mounts=mounts,
+                on_start=on_start,
                 on_task=bar.task,
                 registry=registry,
             )
-        )
+            prepare_gateway(registry, model, agent, quiet=as_json)
+            outcome = run_benchmark(request)
+    except Stopped as stop:
+        bar.close()
+        stopped(stop, started[0] if started else None, as_json)
     except (SuiteError, RunError, SandboxError, ServingError, ProxyError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
@@ -190,6 +212,23 @@ def run(
         emit(summary.model_dump(mode="json"))
     else:
         click.echo(summary_text(summary.model_dump(mode="json")))
+
+
+def stopped(stop: Stopped, run_id: str | None, as_json: bool) -> NoReturn:
+    """A run ended by a signal: say how to resume it (its journal keeps every finished row)."""
+    from goat_dagster.bench.journal import journal_file, latest_rows, read_entries
+
+    if run_id is None:
+        fail(f"goat run: stopped by {stop.name} before the run started; nothing was recorded", stop.exit_code)
+    resume = resume_command(sys.argv[1:], run_id)
+    done = len(latest_rows(read_entries(journal_file(run_id))))
+    if as_json:
+        emit({"run_id": run_id, "stopped": stop.name, "journaled_rows": done, "resume": resume})
+    fail(
+        f"goat run: stopped by {stop.name}; run {run_id} has {done} finished task(s) in its journal. "
+        f"Resume it with:\n  {resume}",
+        stop.exit_code,
+    )
 
 
 def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> None:
@@ -379,7 +418,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
     """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
     from goat_dagster.tracing.export import verify_run
 
-    result = verify_run(run_id, source=source, wait_s=wait_s)
+    # auto: a configured Langfuse that does not answer is read around (the sink), saying so
+    result = verify_run(run_id, source=source, wait_s=wait_s, fallback=source == "auto")
     if as_json:
         emit(result.as_dict())
     else:
@@ -387,6 +427,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
             f"run {run_id}: {result.n_calls} calls, {len(result.found)} traced, "
             f"{len(result.missing)} missing (source: {result.source})"
         )
+        if result.note:
+            click.echo(f"  note: {result.note}")
         for m in result.missing:
             click.echo(
                 f"  missing  {m['call_id']}  task={m['task_id']} epoch={m['epoch']} step={m['step']}"

@@ -225,7 +225,8 @@ class TaskRunner:
         except Exception as exc:  # a bug of ours is not the model's failure
             tried.note["error"] = f"{type(exc).__name__}: {exc}"
             tried.note["traceback"] = traceback.format_exc(limit=8)
-            log.exception("task %s epoch %s: unexpected error", task.id, epoch)
+            if not self.stop.is_set():  # a stopped run closes its sandboxes under it: no bug, no row
+                log.exception("task %s epoch %s: unexpected error", task.id, epoch)
         for f in ("steps", "tool_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
             setattr(total, f, getattr(total, f) + getattr(usage, f))
         tried.note.update(stop=usage.stop_reason, notes=usage.notes[-3:])

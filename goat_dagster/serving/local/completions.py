@@ -2,9 +2,11 @@
 the model's worker, and the list of local models.
 
 The request body reaches llama.cpp byte for byte (tools, `tool_choice`, `min_tokens`, ...): it is
-read raw, only its `model` and `stream` looked at. A worker found dead before it answered is
-restarted and the request sent once more (it had not been served); a stream cut mid-way ends with
-an SSE error event.
+read raw, only its `model`, `stream` and `stream_options` looked at (llama-cpp-python ignores the
+last; the worker ends a stream with usage when it is asked to: `stream_usage.py`). A worker found
+dead before it answered is restarted and the request sent once more (it had not been served),
+unless it died of SIGILL, which a new worker would too (the 502 then says why,
+`engine_build.sigill_cause`); a stream cut mid-way ends with an SSE error event.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from goat_dagster.serving.local.api import ERROR_RESPONSES, Manager
 from goat_dagster.serving.local.errors import ServeError, error_body, normalize_error
 from goat_dagster.serving.local.instances import Lease, ModelInstance
 from goat_dagster.serving.local.manager import ModelManager
+from goat_dagster.serving.local.stream_usage import INCLUDE_USAGE_HEADER, wants_usage
 
 log = logging.getLogger("goat.serve")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -73,7 +76,7 @@ async def chat_completions(request: Request, manager: Manager) -> Response:
     except ServeError as exc:
         manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
         raise
-    forward = Forward(manager, inst, lease, body, received, deadline)
+    forward = Forward(manager, inst, lease, body, received, deadline, include_usage=wants_usage(payload))
     return await (forward.stream() if payload.get("stream") else forward.complete())
 
 
@@ -110,10 +113,12 @@ class Forward:
         body: bytes,
         received: float,
         deadline: float,
+        include_usage: bool = False,
     ) -> None:
         self.manager, self.inst, self.lease = manager, inst, lease
         self.body, self.received, self.deadline = body, received, deadline
         self.metrics = manager.metrics
+        self.include_usage = include_usage  # stream_options.include_usage, which the worker cannot see
 
     async def send(self, stream: bool) -> aiohttp.ClientResponse:
         """POST to the worker (the response's headers are in; its body is not read). A worker
@@ -121,6 +126,8 @@ class Forward:
         headers = {"content-type": "application/json"}
         if stream:
             headers["accept"] = "text/event-stream"
+            if self.include_usage:
+                headers[INCLUDE_USAGE_HEADER] = "1"
         for attempt in (1, 2):
             try:
                 return await self.lease.client.post(
@@ -133,6 +140,8 @@ class Forward:
                 raise self.timed_out() from None
             except aiohttp.ClientError as exc:
                 if attempt == 2 or not await self.manager.worker_died(self.inst):
+                    raise await self.worker_lost(exc) from None
+                if (self.inst.last_crash or {}).get("cause"):  # SIGILL: a new worker would die the same
                     raise await self.worker_lost(exc) from None
                 log.warning(
                     "%s: the worker died before answering; restarting it for this request", self.inst.name

@@ -203,19 +203,16 @@ class ModelManager:
         if w is None or w.alive() or inst.state in ("stopping", "loading"):
             return
         inst.crashes += 1
+        cause = w.cause()  # SIGILL: the engine's build and this CPU, in one line
         inst.last_crash = {
             "at": iso(time.time()),
             "pid": w.pid,
             "exit": w.exit(),
+            "cause": cause,
             "log_tail": w.log_tail(6),
         }
-        inst.last_error = f"worker pid {w.pid} {w.exit()}"
-        log.warning(
-            "%s: worker pid %s %s; restarting on the next request",
-            inst.name,
-            w.pid,
-            w.exit(),
-        )
+        inst.last_error = f"worker pid {w.pid} {w.exit()}" + (f": {cause}" if cause else "")
+        log.warning("%s: %s; restarting on the next request", inst.name, inst.last_error)
         self.metrics.crashes.labels(inst.name).inc()
         self._drop_worker(inst, "crashed")
 
