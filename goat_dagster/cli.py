@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -253,6 +254,12 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
     "--max-queue", default=16, show_default=True, type=int, help="Waiting requests per model; 429 beyond."
 )
 @click.option("--timeout-s", default=600.0, show_default=True, type=float, help="Per-request timeout.")
+@click.option(
+    "--models-dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Also serve every GGUF in this folder (named after its file), without a registry entry.",
+)
 @click.option("--detach", is_flag=True, help="Start in the background (or reuse the running one) and return.")
 @click.option("--stop", is_flag=True, help="Stop the background control plane of this GOAT_HOME.")
 def serve(
@@ -262,6 +269,7 @@ def serve(
     margin_mb: int | None,
     max_queue: int,
     timeout_s: float,
+    models_dir: str | None,
     detach: bool,
     stop: bool,
 ) -> None:
@@ -279,6 +287,7 @@ def serve(
         margin_mb=margin_mb,
         max_queue=max_queue,
         request_timeout_s=timeout_s,
+        models_dir=str(Path(models_dir).resolve()) if models_dir else None,
     )
     try:
         if detach:
@@ -289,6 +298,26 @@ def serve(
         run_serve(settings)
     except (PortInUse, ServingError) as exc:
         fail(f"goat serve: {exc}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--timeout-s", default=60.0, show_default=True, type=float, help="Per deployment.")
+def providers(as_json: bool, timeout_s: float) -> None:
+    """Each deployment's health and latency (the LiteLLM proxy's health checks, else probes)."""
+    from goat_dagster.routing.providers import providers_report
+    from goat_dagster.serving.backends import Backends
+
+    report = providers_report(load_registry(), Backends.from_settings(), timeout_s=timeout_s)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        rows = [{**r.__dict__, "latency_ms": r.latency_ms or ""} for r in report.deployments]
+        cols = ["model_name", "deployment", "provider", "status", "latency_ms", "target", "error"]
+        click.echo(format_table(rows, cols))
+        click.echo(f"\n{report.healthy} healthy, {report.unhealthy} unhealthy; {report.note}")
+    if report.unhealthy:
+        sys.exit(1)
 
 
 @main.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -181,7 +181,13 @@ class Forward:
             return JSONResponse(normalize_error(resp.status, content), resp.status)
         return Response(content, resp.status, media_type="application/json")
 
-    async def stream(self) -> Response:
+    async def stream(
+        self,
+        adapt: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+        media_type: str = "text/event-stream",
+    ) -> Response:
+        """The worker's SSE stream relayed as it comes (`adapt` may turn it into another format,
+        `infer.py`'s NDJSON), or its error answer."""
         try:
             resp = await self.send(stream=True)
         except BaseException:
@@ -197,7 +203,9 @@ class Forward:
                 self.lease.release()
             self.metrics.requests.labels(self.inst.name, str(resp.status)).inc()
             return JSONResponse(normalize_error(resp.status, content), resp.status)
-        return StreamingResponse(self.relay(resp), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
+        chunks = self.relay(resp)
+        body = adapt(chunks) if adapt is not None else chunks
+        return StreamingResponse(body, 200, headers=_SSE_HEADERS, media_type=media_type)
 
     async def relay(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         name, first, code = self.inst.name, True, "200"

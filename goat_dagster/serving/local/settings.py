@@ -32,6 +32,9 @@ class ServeSettings(BaseModel):
     max_queue: int = Field(default=16, ge=0, description="requests waiting per model before 429")
     request_timeout_s: float = Field(default=600.0, gt=0, description="queue wait + load + generation")
     load_timeout_s: float = Field(default=300.0, gt=0, description="worker start until the model answers")
+    models_dir: str | None = Field(
+        default=None, description="a folder whose GGUFs are served too, without a registry entry"
+    )
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -62,6 +65,8 @@ class ServeSettings(BaseModel):
         if self.margin_mb is not None:
             args += ["--margin-mb", str(self.margin_mb)]
         args += ["--max-queue", str(self.max_queue), "--timeout-s", f"{self.request_timeout_s:g}"]
+        if self.models_dir is not None:
+            args += ["--models-dir", self.models_dir]
         return args
 
 
