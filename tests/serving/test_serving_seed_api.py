@@ -20,8 +20,10 @@ PROMPT = "Name three colours."
 
 def infer_lines(root: str, **body) -> tuple[httpx.Response, list[dict]]:
     with httpx.stream("POST", f"{root}/infer", json=body, timeout=120) as r:
-        lines = [json.loads(line) for line in r.iter_lines() if line.strip()] if r.status_code == 200 else []
-        r.read()
+        if r.status_code != 200:
+            r.read()
+            return r, []
+        lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
     return r, lines
 
 
