@@ -283,7 +283,12 @@ def test_a_run_of_the_code_location_image_becomes_a_kubernetes_job(profile_home,
     assert mounts["/goat"] == "goat-data"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["goat-data"]["persistentVolumeClaim"]["claimName"] == "goat-data"
-    assert any(v.get("configMap", {}).get("name") == "goat-dagster-instance" for v in volumes.values())
+    # the run pod's instance is the profile's, handed over in the Job's args (dagster-k8s passes the
+    # instance ref): the same storage, its URL still a reference to the Secret's DAGSTER_PG_URL
+    args = " ".join(container["args"])
+    assert "ServingBackendRunCoordinator" in args and "K8sRunLauncher" in args
+    assert "DAGSTER_PG_URL" in args
+    assert os.environ["DAGSTER_PG_URL"] not in args
     assert pod["serviceAccountName"] == "goat-dagster"
     assert pod["securityContext"] == {"runAsUser": 10001, "fsGroup": 10001}
     assert container["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}

@@ -81,12 +81,19 @@ class Failover:
     plane_models: Path
 
     def chat(self, model: str, **extra) -> httpx.Response:
-        body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, **extra}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 4,
+            **extra,
+        }
         headers = {"Authorization": f"Bearer {self.key}"}
         return httpx.post(f"{self.proxy_url}/v1/chat/completions", json=body, headers=headers, timeout=120)
 
     def start(self, name: str) -> Plane:
-        plane = start_plane(self.plane_models.parent / name, self.plane_models, "--port", str(self.ports[name]))
+        plane = start_plane(
+            self.plane_models.parent / name, self.plane_models, "--port", str(self.ports[name])
+        )
         assert plane.chat("smol", max_tokens=2).status_code == 200  # loaded, warm
         self.planes[name] = plane
         return plane
@@ -134,7 +141,9 @@ def test_one_deployment_down_the_other_serves_and_the_dead_one_cools_down(failov
     rows = {d["deployment"]: d for d in report["deployments"]}
     assert set(rows) == {"east", "west", "smol/east", "smol/west"}
     assert all(d["status"] == "healthy" and d["latency_ms"] > 0 for d in rows.values()), rows
-    assert rows["smol/east"]["model_name"] == "smol" and rows["east"]["target"].endswith(f":{fo.ports['east']}/v1")
+    assert rows["smol/east"]["model_name"] == "smol" and rows["east"]["target"].endswith(
+        f":{fo.ports['east']}/v1"
+    )
 
     # both deployments take the group's requests
     seen = set()

@@ -66,15 +66,21 @@ async def chat_completions(request: Request, manager: Manager) -> Response:
         raise ServeError(400, "invalid_request_error", "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ServeError(400, "invalid_request_error", "the request body must be a JSON object")
-    inst = manager.instance(manager.resolve(payload.get("model")))
+    forward = await open_forward(manager, payload.get("model"), body, received)
+    return await (forward.stream() if payload.get("stream") else forward.complete())
+
+
+async def open_forward(manager: ModelManager, model: Any, body: bytes, received: float) -> Forward:
+    """A request's turn on its model's worker (queued, the model loaded): the `Forward` that sends
+    `body` there. Routes other than the OpenAI one (`infer.py`) come in here too."""
+    inst = manager.instance(manager.resolve(model))
     deadline = received + manager.settings.request_timeout_s
     try:
         lease = await manager.acquire(inst, deadline)
     except ServeError as exc:
         manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
         raise
-    forward = Forward(manager, inst, lease, body, received, deadline)
-    return await (forward.stream() if payload.get("stream") else forward.complete())
+    return Forward(manager, inst, lease, body, received, deadline)
 
 
 @router.get("/models", summary="The local models of models.yaml, with their state")

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster.serving.local.api import ERROR_RESPONSES, Manager
-from goat_dagster.serving.local.completions import Forward
+from goat_dagster.serving.local.completions import open_forward
 from goat_dagster.serving.local.errors import ServeError
 from goat_dagster.serving.local.manager import ModelManager
 from goat_dagster.serving.local.models_dir import TAG as MODELS_DIR_TAG
@@ -86,13 +86,7 @@ def default_model(manager: ModelManager, asked: str | None) -> str:
 async def infer(req: InferRequest, request: Request, manager: Manager) -> Response:
     received = time.monotonic()
     inst = manager.instance(manager.resolve(default_model(manager, req.model)))
-    deadline = received + manager.settings.request_timeout_s
-    try:
-        lease = await manager.acquire(inst, deadline)
-    except ServeError as exc:
-        manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
-        raise
-    forward = Forward(manager, inst, lease, req.chat_body(inst.name), received, deadline)
+    forward = await open_forward(manager, inst.name, req.chat_body(inst.name), received)
     lines = lambda chunks: ndjson_lines(chunks, received, inst.name)  # noqa: E731
     answer = await forward.stream(adapt=lines, media_type=NDJSON)
     if req.stream or not isinstance(answer, StreamingResponse):
