@@ -37,18 +37,24 @@ def summary_text(s: dict[str, Any]) -> str:
 
 
 def row_notes(run_id: str) -> dict[tuple[str, int], str]:
-    """A one-line note per (task, epoch) from the journal: the error, or the check's last line."""
+    """A one-line note per (task, epoch) from the journal: the error, why the check failed (the
+    grader's note: an early exit, a shadowed module ...), or the check's last line."""
     notes: dict[tuple[str, int], str] = {}
     for e in read_entries(journal_file(run_id)):
         row: ResultRow = e["row"]
         attempts = e.get("detail", {}).get("attempts") or []
         last = attempts[-1] if attempts else {}
-        text = last.get("error") or (last.get("check_output") or "").strip().splitlines()[-1:] or ""
+        text = (
+            last.get("error")
+            or last.get("check_note")
+            or (last.get("check_output") or "").strip().splitlines()[-1:]
+            or ""
+        )
         if isinstance(text, list):
             text = text[0] if text else ""
         if row.status == "passed":
             text = ""
-        notes[row.key] = str(text)[:100]
+        notes[row.key] = str(text)[:160]
     return notes
 
 

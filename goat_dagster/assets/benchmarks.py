@@ -239,10 +239,11 @@ def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> 
     board = build_leaderboard(run_ids=[summary.run_id])
     stats = board.rows[0] if board.rows else {}
     ci = (
-        f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}%"
+        f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}% ({stats.get('ci_method')})"
         if stats.get("ci_low") is not None
         else "n/a (nothing scored)"
     )
+    floor = stats.get("strict_ci_low")
     table_rows = [
         {k: r.get(k) for k in ("task_id", "epoch", "status", "error_kind", "wall_s", "steps", "tool_calls")}
         | {"tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)}
@@ -265,6 +266,8 @@ def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> 
         "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
         **scored,
         "pass_rate_95ci": ci,
+        "scored_of_planned": f"{summary.passed + summary.failed}/{stats.get('planned') or summary.n}",
+        "errors_as_failures_95ci_low": f"{100 * floor:.1f}%" if floor is not None else "n/a",
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "cost_usd": MetadataValue.float(summary.cost_usd),

@@ -6,7 +6,8 @@ journals the row before it takes another. An attempt (`attempt`) takes a sandbox
 writes the set-up files, lets the agent work, stops whatever the agent left running, uploads the
 hidden tests and runs the check:
 
-- `passed` / `failed`: the check ran and exited 0 / non-zero (or timed out: a hanging solution);
+- `passed` / `failed`: the check's program ran to its end and exited 0 / anything else (grader.py:
+  an early exit, a timeout, a shadowed module... each `failed` with a note saying which);
 - `error` with `error_kind`: `infra` (gateway or sandbox broke, after `retries` attempts with
   exponential backoff, each attempt with its own trace id), `timeout` (the agent ran past its
   time limit), `agent` (the agent itself broke), `budget` (not started: the budget was spent).
@@ -28,12 +29,13 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
+from goat_dagster.bench.grader import grade
 from goat_dagster.bench.journal import RunJournal
 from goat_dagster.bench.lake import ResultRow, RunIdentity
 from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.run_request import Progress, RunRequest
-from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxFileError, SandboxPathError, SandboxPool
+from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxPool
 from goat_dagster.bench.tasks import Suite, Task
 from goat_dagster.bench.usage import Usage
 from goat_dagster.routing.gateway import Gateway
@@ -140,16 +142,9 @@ class TaskRunner:
             )
             self.agent.run(ctx)
             sb.kill_processes()
-            try:
-                sb.write_files(task.tests)
-            except (SandboxFileError, SandboxPathError) as exc:
-                detail["check"] = f"the hidden tests could not be put in place: {exc}"
-                return "failed"  # the agent left something in their way (e.g. a directory)
-            res = sb.exec(task.check, timeout_s=task.timeout_s)
-            detail["check_exit"] = res.exit_code
-            detail["check_killed"] = res.killed
-            detail["check_output"] = res.tail(2000)
-            return "passed" if res.exit_code == 0 and res.killed is None else "failed"
+            status, info = grade(task, sb)  # passed only when the tests ran to their end
+            detail.update(info)
+            return status
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
         """A task x epoch: attempts until one is not an infrastructure failure (or the retries,
