@@ -259,6 +259,18 @@ def compare(run_a: str, run_b: str, alpha: float, as_json: bool) -> None:
         click.echo(comparison_text(c))
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8200, show_default=True, type=int)
+def view(host: str, port: int) -> None:
+    """Results and transcript viewer: a read-only web app over $GOAT_HOME (runs, one run's tasks,
+    transcripts, A/B comparisons, the leaderboard). Links from Dagster use GOAT_VIEW_URL."""
+    from goat_dagster.viewer.app import serve
+
+    click.echo(f"goat view: http://{host}:{port}/ over {config.paths().home} (Ctrl-C stops it)", err=True)
+    serve(host, port)
+
+
 # ---- serving / traces / cloud ----------------------------------------------------------------
 
 

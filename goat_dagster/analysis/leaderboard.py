@@ -13,7 +13,7 @@ there is one; pass `compare=(run_a, run_b)` for any two runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -317,10 +317,20 @@ COMPACT_COLUMNS = [
     "$/solved",
 ]
 
+RunLink = Callable[[str], str]  # run id -> the address of its page (the viewer's)
 
-def leaderboard_markdown(board: Leaderboard) -> str:
+
+def _link(text: str, url: str | None) -> str:
+    return f"[{text}]({url})" if url else text
+
+
+INLINE_MD_CHARS = 1000  # the Dagster UI shows shorter markdown metadata inline, longer behind a button
+
+
+def leaderboard_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
     """The compact leaderboard (fits the UI's metadata column): model, pass@1 and its interval,
-    passed of scored, errors by kind, cost per solved task."""
+    passed of scored, errors by kind, cost per solved task. With `run_url`, each model links to its
+    run while the table still fits inline (`details_markdown` always links)."""
     if not board.rows:
         return "_No benchmark results in the lake yet._"
     rows = [
@@ -332,14 +342,19 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         }
         for d, r in zip(display_rows(board), board.rows, strict=True)
     ]
-    columns = _with_suite(
-        board,
-        ["rank", "model", "pass@1", "95% CI", "passed", "scored/planned", "errors as failures", "$/solved"],
-    )
-    return markdown_table(rows, columns) + (
+    columns = _with_suite(board, COMPACT_COLUMNS)
+    note = (
         f"\n\n{board.selection}; errors are not scored (errors as failures: the lower 95% bound if they "
         "were); rank by paired tests on shared tasks."
     )
+    plain = markdown_table(rows, columns) + note
+    if run_url is None:
+        return plain
+    linked = [
+        {**d, "model": _link(d["model"], run_url(r["run_id"]))} for d, r in zip(rows, board.rows, strict=True)
+    ]
+    text = markdown_table(linked, columns) + note
+    return text if len(text) < INLINE_MD_CHARS else plain
 
 
 DETAIL_COLUMNS = [
@@ -368,18 +383,23 @@ DETAIL_COLUMNS = [
 ]
 
 
-def details_markdown(board: Leaderboard) -> str:
-    """Every column of the leaderboard, with the definitions of the numbers."""
+def details_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
+    """Every column of the leaderboard, with the definitions of the numbers; with `run_url`, each
+    run links to its page."""
     if not board.rows:
         return "_No benchmark results in the lake yet._"
     notes = "\n".join(f"- {n}" for n in [f"runs: {board.selection}", *NOTES])
     skipped = f"\n- skipped unreadable lake files: {len(board.skipped_files)}" if board.skipped_files else ""
-    return markdown_table(display_rows(board), DETAIL_COLUMNS) + "\n\n" + notes + skipped
+    rows = [
+        {**d, "run": _link(d["run"], run_url(d["run"]) if run_url else None)} for d in display_rows(board)
+    ]
+    return markdown_table(rows, DETAIL_COLUMNS) + "\n\n" + notes + skipped
 
 
-def matrix_markdown(board: Leaderboard) -> str:
+def matrix_markdown(board: Leaderboard, task_url: Callable[[str, str], str] | None = None) -> str:
     """One table per suite: tasks down, models across; ✓ passed, ✗ failed, E:<kind> error,
-    `passed/scored` when a task ran several epochs."""
+    `passed/scored` when a task ran several epochs. With `task_url` (run id, task id -> address),
+    each cell links to what the agent did."""
     if not board.tasks:
         return "_No task results yet._"
     parts = []
@@ -389,7 +409,8 @@ def matrix_markdown(board: Leaderboard) -> str:
         cells: dict[str, dict[str, str]] = {}
         for t in board.tasks:
             if t["suite"] == suite:
-                cells.setdefault(t["task_id"], {})[t["model"]] = t["cell"]
+                url = task_url(t["run_id"], t["task_id"]) if task_url else None
+                cells.setdefault(t["task_id"], {})[t["model"]] = _link(t["cell"], url)
         rows: list[dict[str, Any]] = [
             {"task": task, **{m: by_model.get(m, "-") for m in models}}
             for task, by_model in sorted(cells.items())

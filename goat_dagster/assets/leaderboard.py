@@ -23,6 +23,7 @@ from goat_dagster.analysis.leaderboard import (
 from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.analysis.warehouse import ensure_warehouse
 from goat_dagster.assets.common import OWNERS
+from goat_dagster.viewer import links
 
 
 class LeaderboardConfig(Config):
@@ -73,16 +74,17 @@ def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> Ma
 
     chart_path = render_chart(board.rows, paths.lake / "leaderboard" / "leaderboard.png")
     metadata = {
-        "leaderboard": MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": MetadataValue.md(leaderboard_markdown(board, links.run_url)),
         "chart": MetadataValue.md(
             image_markdown(chart_path, "pass rate by model") if chart_path else "_No results to chart yet._"
         ),
-        "per_task_matrix": MetadataValue.md(matrix_markdown(board)),
+        "per_task_matrix": MetadataValue.md(matrix_markdown(board, links.task_url)),
         "ab_comparison": MetadataValue.md(comparison_markdown(board.comparisons, board.paired_ab)),
         "paired_comparisons": MetadataValue.md(paired_markdown(board)),
         "task_health": MetadataValue.md(health_markdown(board.health)),
         "n_flagged_tasks": sum(bool(h.flags) for h in board.health),
-        "leaderboard_details": MetadataValue.md(details_markdown(board)),
+        "leaderboard_details": MetadataValue.md(details_markdown(board, links.run_url)),
+        "viewer": MetadataValue.url(links.leaderboard_url()),
         "selection": board.selection,
         "dagster/row_count": len(board.rows),
         "n_models": len({r["model"] for r in board.rows}),

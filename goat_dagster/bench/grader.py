@@ -16,7 +16,14 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from goat_dagster.bench.sandbox import CheckPlan, CheckRun, Sandbox, SandboxFileError, SandboxPathError
+from goat_dagster.bench.sandbox import (
+    CheckPlan,
+    CheckRun,
+    ExecResult,
+    Sandbox,
+    SandboxFileError,
+    SandboxPathError,
+)
 from goat_dagster.bench.tasks import Task
 
 
@@ -105,13 +112,14 @@ def verdict(run: CheckRun, timeout_s: float) -> Verdict:
     return Verdict("failed", f"the check exited {res.exit_code} before its tests finished")
 
 
-def grade(task: Task, sb: Sandbox) -> tuple[str, dict[str, Any]]:
-    """Put the hidden tests in place, run the check sealed, and score it: (status, detail)."""
+def grade(task: Task, sb: Sandbox) -> tuple[str, dict[str, Any], ExecResult | None]:
+    """Put the hidden tests in place, run the check sealed, and score it: (status, detail, the
+    check's own result, None when it never ran)."""
     try:
         sb.write_files(task.tests)
     except (SandboxFileError, SandboxPathError) as exc:
         note = f"the hidden tests could not be put in place: {exc}"
-        return "failed", {"check": note, "check_note": note}
+        return "failed", {"check": note, "check_note": note}, None
     run = sb.run_check(task.check, timeout_s=task.timeout_s, plan=check_plan(task))
     v = verdict(run, task.timeout_s)
     detail: dict[str, Any] = {
@@ -123,4 +131,4 @@ def grade(task: Task, sb: Sandbox) -> tuple[str, dict[str, Any]]:
     }
     if v.note:
         detail["check_note"] = v.note
-    return v.status, detail
+    return v.status, detail, run.result

@@ -11,6 +11,9 @@ hidden tests and runs the check:
 - `error` with `error_kind`: `infra` (gateway or sandbox broke, after `retries` attempts with
   exponential backoff, each attempt with its own trace id), `timeout` (the agent ran past its
   time limit), `agent` (the agent itself broke), `budget` (not started: the budget was spent).
+
+Each attempt has a transcript (transcript.py): recorded here are its start, the files the agent
+left, the check and how the attempt ended; the agent, its LLM client and the relay add the rest.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.run_request import Progress, RunRequest
 from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxPool
 from goat_dagster.bench.tasks import Suite, Task
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.bench.usage import Usage
 from goat_dagster.routing.gateway import Gateway
+from goat_dagster.tracing.masking import secret_values
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
@@ -102,6 +107,7 @@ class TaskRunner:
             else None
         )
         self.relays: dict[Path, GatewayRelay] = {}
+        self.secrets = secret_values()  # masked out of every transcript
 
     def close_relays(self) -> None:
         for relay in self.relays.values():
@@ -118,7 +124,15 @@ class TaskRunner:
                 self.relays[relay_dir] = GatewayRelay(relay_dir / "gateway.sock", self.gateway, self.meter)
             return self.relays[relay_dir]
 
-    def attempt(self, task: Task, epoch: int, trace_id: str, usage: Usage, detail: dict[str, Any]) -> str:
+    def attempt(
+        self,
+        task: Task,
+        epoch: int,
+        trace_id: str,
+        usage: Usage,
+        detail: dict[str, Any],
+        transcript: Transcript,
+    ) -> str:
         """One attempt; returns passed/failed or raises AttemptError / SandboxError."""
         with self.pool.session(image=task.image) as sb:
             sb.write_files(task.files)
@@ -139,11 +153,19 @@ class TaskRunner:
                 gateway=self.gateway,
                 client=self.client,
                 relay=self.relay_for(sb),
+                transcript=transcript,
             )
-            self.agent.run(ctx)
+            try:
+                self.agent.run(ctx)
+            except AttemptError:  # the agent failed or ran out of time: what it left, for the record
+                transcript.files(sb, task.files)
+                raise
             sb.kill_processes()
-            status, info = grade(task, sb)  # passed only when the tests ran to their end
+            transcript.files(sb, task.files)
+            status, info, result = grade(task, sb)  # passed only when the tests ran to their end
             detail.update(info)
+            note = info.get("check_note")
+            transcript.check(task.check, result=result, passed=status == "passed", note=note)
             return status
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
@@ -179,10 +201,19 @@ class TaskRunner:
     def _try(self, task: Task, epoch: int, total: Usage, detail: dict[str, Any]) -> _Tried:
         """One attempt, with its own trace id; how it ended goes into `detail`, its usage into `total`."""
         usage = Usage()
-        tried = _Tried(note={"trace_id": new_id()})
+        trace_id = new_id()
+        tried = _Tried(note={"trace_id": trace_id})
+        transcript = Transcript.for_attempt(self.spec.run_id, task.id, epoch, trace_id, self.secrets)
+        transcript.start(
+            task=task,
+            epoch=epoch,
+            attempt=len(detail["attempts"]) + 1,
+            trace_id=trace_id,
+            agent=self.agent.name,
+        )
         try:
             tried.status, tried.kind = (
-                self.attempt(task, epoch, tried.note["trace_id"], usage, tried.note),
+                self.attempt(task, epoch, trace_id, usage, tried.note, transcript),
                 None,
             )
         except AttemptError as exc:
@@ -199,6 +230,7 @@ class TaskRunner:
             setattr(total, f, getattr(total, f) + getattr(usage, f))
         tried.note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
         detail["attempts"].append(tried.note)
+        transcript.end(status=tried.status, error_kind=tried.kind, note=tried.note)
         return tried
 
     def _stopping(self, state: RetryCallState) -> bool:
