@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -344,6 +345,12 @@ def view(host: str, port: int) -> None:
     type=click.IntRange(min=1),
     help="Cores busy workers may use at once; requests wait beyond (default: the CPUs it may run on).",
 )
+@click.option(
+    "--models-dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Also serve every GGUF in this folder (named after its file), without a registry entry.",
+)
 @click.option("--detach", is_flag=True, help="Start in the background (or reuse the running one) and return.")
 @click.option("--stop", is_flag=True, help="Stop the background control plane of this GOAT_HOME.")
 def serve(
@@ -354,6 +361,7 @@ def serve(
     max_queue: int,
     timeout_s: float,
     cores: int | None,
+    models_dir: str | None,
     detach: bool,
     stop: bool,
 ) -> None:
@@ -372,6 +380,7 @@ def serve(
         max_queue=max_queue,
         request_timeout_s=timeout_s,
         cores=cores,
+        models_dir=str(Path(models_dir).resolve()) if models_dir else None,
     )
     try:
         if detach:
@@ -382,6 +391,26 @@ def serve(
         run_serve(settings)
     except (PortInUse, ServingError) as exc:
         fail(f"goat serve: {exc}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--timeout-s", default=60.0, show_default=True, type=float, help="Per deployment.")
+def providers(as_json: bool, timeout_s: float) -> None:
+    """Each deployment's health and latency (the LiteLLM proxy's health checks, else probes)."""
+    from goat_dagster.routing.providers import providers_report
+    from goat_dagster.serving.backends import Backends
+
+    report = providers_report(load_registry(), Backends.from_settings(), timeout_s=timeout_s)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        rows = [{**r.__dict__, "latency_ms": r.latency_ms or ""} for r in report.deployments]
+        cols = ["model_name", "deployment", "provider", "status", "latency_ms", "target", "error"]
+        click.echo(format_table(rows, cols))
+        click.echo(f"\n{report.healthy} healthy, {report.unhealthy} unhealthy; {report.note}")
+    if report.unhealthy:
+        sys.exit(1)
 
 
 @main.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -69,15 +69,23 @@ async def chat_completions(request: Request, manager: Manager) -> Response:
         raise ServeError(400, "invalid_request_error", "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ServeError(400, "invalid_request_error", "the request body must be a JSON object")
-    inst = manager.instance(manager.resolve(payload.get("model")))
+    forward = await open_forward(manager, payload.get("model"), body, received, wants_usage(payload))
+    return await (forward.stream() if payload.get("stream") else forward.complete())
+
+
+async def open_forward(
+    manager: ModelManager, model: Any, body: bytes, received: float, include_usage: bool = False
+) -> Forward:
+    """A request's turn on its model's worker (queued, the model loaded): the `Forward` that sends
+    `body` there. Routes other than the OpenAI one (`infer.py`) come in here too."""
+    inst = manager.instance(manager.resolve(model))
     deadline = received + manager.settings.request_timeout_s
     try:
         lease = await manager.acquire(inst, deadline)
     except ServeError as exc:
         manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
         raise
-    forward = Forward(manager, inst, lease, body, received, deadline, include_usage=wants_usage(payload))
-    return await (forward.stream() if payload.get("stream") else forward.complete())
+    return Forward(manager, inst, lease, body, received, deadline, include_usage=include_usage)
 
 
 @router.get("/models", summary="The local models of models.yaml, with their state")
@@ -190,7 +198,13 @@ class Forward:
             return JSONResponse(normalize_error(resp.status, content), resp.status)
         return Response(content, resp.status, media_type="application/json")
 
-    async def stream(self) -> Response:
+    async def stream(
+        self,
+        adapt: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+        media_type: str = "text/event-stream",
+    ) -> Response:
+        """The worker's SSE stream relayed as it comes (`adapt` may turn it into another format,
+        `infer.py`'s NDJSON), or its error answer."""
         try:
             resp = await self.send(stream=True)
         except BaseException:
@@ -206,7 +220,9 @@ class Forward:
                 self.lease.release()
             self.metrics.requests.labels(self.inst.name, str(resp.status)).inc()
             return JSONResponse(normalize_error(resp.status, content), resp.status)
-        return StreamingResponse(self.relay(resp), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
+        chunks = self.relay(resp)
+        body = adapt(chunks) if adapt is not None else chunks
+        return StreamingResponse(body, 200, headers=_SSE_HEADERS, media_type=media_type)
 
     async def relay(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         name, first, code = self.inst.name, True, "200"
