@@ -12,15 +12,21 @@ Objects (all in schema main):
                  filled in from end_time - start_time when missing
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
   run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
-                 tokens, and `recency` (1 = the latest run of its (model, suite))
+                 tokens, and `recency` (1 = the latest run of its (model, suite); prompt runs apart)
   leaderboard    run_summary of the latest run per (model, suite)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
+  model_providers  model -> the provider that bills for it (models.yaml: `ModelEntry.billing_provider`)
+  spend          cost by provider, model and month (UTC, of the attempt's start) over the results lake:
+                 runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
   timeout, agent or budget) and are never scored: pass_rate = passed / (passed + failed).
+- `status = 'unscored'` rows are answered free-form prompts (`goat run --prompt/--batch`): no check
+  judged them, so they are never scored either (counted as `unscored`), and a run of them is never
+  on the leaderboard nor in the task matrix (its recency is counted among prompt runs only).
 - The 95% interval is Wilson's score interval over scored attempts (z = 1.95996). With epochs > 1 the
   attempts of one task are not independent, so the interval is then somewhat too narrow.
 - pass@k (Chen et al. 2021, unbiased estimator 1 - C(n-c, k) / C(n, k), n scored and c passed attempts
@@ -40,13 +46,14 @@ Conventions (the numbers a user reads):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
 from goat_dagster import config
 from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
 from goat_dagster.tracing.schema import TraceRecord
 
@@ -164,6 +171,7 @@ WITH per_task AS (
         count(*) FILTER (WHERE status = 'passed') AS passed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
         count(*) FILTER (WHERE status = 'error') AS errors,
+        count(*) FILTER (WHERE status = 'unscored') AS unscored,
         string_agg(DISTINCT coalesce(error_kind, 'unknown'), ',' ORDER BY coalesce(error_kind, 'unknown'))
             FILTER (WHERE status = 'error') AS error_kinds,
         median(wall_s) AS wall_s,
@@ -173,13 +181,15 @@ WITH per_task AS (
 ), judged AS (
     SELECT *,
         CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
-        CASE WHEN scored = 0 THEN 'error' WHEN 2 * passed > scored THEN 'passed' ELSE 'failed' END AS outcome
+        CASE WHEN scored > 0 AND 2 * passed > scored THEN 'passed' WHEN scored > 0 THEN 'failed'
+             WHEN unscored > 0 THEN 'unscored' ELSE 'error' END AS outcome
     FROM per_task
 )
 SELECT *,
     CASE
         WHEN attempts = 1 AND outcome = 'passed' THEN '✓'
         WHEN attempts = 1 AND outcome = 'failed' THEN '✗'
+        WHEN outcome = 'unscored' THEN '·'
         WHEN attempts = 1 THEN 'E:' || error_kinds
         ELSE passed || '/' || scored || CASE WHEN errors > 0 THEN ' E:' || errors ELSE '' END
     END AS cell
@@ -202,6 +212,7 @@ WITH runs AS (
         count(*) FILTER (WHERE status = 'passed') AS passed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
         count(*) FILTER (WHERE status = 'error') AS errors,
+        count(*) FILTER (WHERE status = 'unscored') AS unscored,
         {_KIND_COUNTS},
         count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
             OR error_kind NOT IN ({_sql_list(ERROR_KINDS)}))) AS errors_other,
@@ -238,7 +249,7 @@ SELECT
     r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
     r.tasks, r.epochs, r.attempts,
     r.passed + r.failed AS scored,
-    r.passed, r.failed, r.errors,
+    r.passed, r.failed, r.errors, r.unscored,
     {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
     CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
     wilson_low(r.passed, r.passed + r.failed) AS ci_low,
@@ -254,7 +265,7 @@ SELECT
     coalesce(c.call_errors, 0) AS call_errors,
     c.call_p50_s, c.call_p95_s,
     row_number() OVER (
-        PARTITION BY r.model, r.suite
+        PARTITION BY r.model, r.suite, r.unscored > 0
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
 FROM runs r
@@ -265,7 +276,7 @@ LEFT JOIN run_calls c ON c.run_id = r.run_id""",
         "leaderboard",
         "VIEW",
         """CREATE OR REPLACE VIEW leaderboard AS
-SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1
+SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1 AND unscored = 0
 ORDER BY suite, pass_rate DESC NULLS LAST, model""",
     ),
     (
@@ -274,7 +285,7 @@ ORDER BY suite, pass_rate DESC NULLS LAST, model""",
         """CREATE OR REPLACE VIEW task_matrix AS
 SELECT o.* FROM task_outcomes o
 JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
-WHERE s.recency = 1
+WHERE s.recency = 1 AND s.unscored = 0
 ORDER BY o.suite, o.task_id, o.model""",
     ),
     (
@@ -311,22 +322,63 @@ ORDER BY change, task_id""",
     ),
 ]
 
+SPEND_SQL = """CREATE OR REPLACE VIEW spend AS
+SELECT
+    coalesce(p.provider, 'unknown') AS provider,
+    r.model,
+    strftime(r.started_at AT TIME ZONE 'UTC', '%Y-%m') AS month,
+    count(DISTINCT r.run_id) AS runs,
+    count(*) AS attempts,
+    coalesce(sum(r.cost_usd), 0) AS cost_usd,
+    coalesce(sum(r.prompt_tokens), 0) AS prompt_tokens,
+    coalesce(sum(r.completion_tokens), 0) AS completion_tokens
+FROM results r LEFT JOIN model_providers p ON p.model = r.model
+GROUP BY ALL
+ORDER BY month DESC, provider, model"""
+
 # Name -> kind, for dropping objects a newer version no longer defines.
-OBJECTS: dict[str, str] = {"results": "VIEW", "traces": "VIEW"} | {
-    name: kind for name, kind, _ in ANALYSIS_SQL
-}
+OBJECTS: dict[str, str] = (
+    {"results": "VIEW", "traces": "VIEW"}
+    | {name: kind for name, kind, _ in ANALYSIS_SQL}
+    | {"model_providers": "VIEW", "spend": "VIEW"}
+)
 
 
-def warehouse_sql(results_source: Source, traces_source: Source) -> list[str]:
+def model_providers() -> dict[str, str]:
+    """Registry key -> the provider that bills for it, from models.yaml (empty when the file is
+    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown')."""
+    try:
+        registry = load_registry()
+    except RegistryError:
+        return {}
+    return {m.key: m.billing_provider for m in registry.models.values()}
+
+
+def _providers_sql(providers: Mapping[str, str]) -> str:
+    rows = ", ".join(f"({_literal(m)}, {_literal(p)})" for m, p in sorted(providers.items()))
+    body = (
+        f"SELECT * FROM (VALUES {rows}) AS t(model, provider)"
+        if rows
+        else "SELECT CAST(NULL AS VARCHAR) AS model, CAST(NULL AS VARCHAR) AS provider LIMIT 0"
+    )
+    return f"CREATE OR REPLACE VIEW model_providers AS\n{body}"
+
+
+def warehouse_sql(
+    results_source: Source, traces_source: Source, providers: Mapping[str, str] | None = None
+) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
     A source is a glob (the warehouse file: views follow the lake as it grows), a list of files
     (a snapshot) or a table (rows not in the lake). The analysis statements are the same either way.
+    `providers` (model -> billing provider) defaults to models.yaml's.
     """
     return [
         f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
         f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
         *(sql for _, _, sql in ANALYSIS_SQL),
+        _providers_sql(model_providers() if providers is None else providers),
+        SPEND_SQL,
     ]
 
 

@@ -77,6 +77,8 @@ class BuiltinAgent(Agent):
             if calls:
                 assistant["tool_calls"] = [_tool_call_dict(tc) for tc in calls]
             messages.append(assistant)
+            if assistant["content"]:
+                usage.answer = assistant["content"]
             if not calls:
                 usage.stop_reason = (
                     "answered" if res.finish_reason != "length" else "answer cut at max tokens"

