@@ -307,13 +307,7 @@ def ask(prompt: str, model: str, system: str | None, max_tokens: int, as_json: b
     if as_json:
         emit(answer.as_dict())
         return
-    trace = {True: "recorded", False: "NOT found yet", None: "not looked for"}[answer.trace_recorded]
-    click.echo(
-        f"\n\n[{answer.gateway_model}: {answer.prompt_tokens}+{answer.completion_tokens} tokens, "
-        f"${answer.cost_usd:.6f}, first token {answer.ttft_s}s, {answer.latency_s:.2f}s; trace "
-        f"{answer.trace_id} {trace} (session {answer.session_id})]",
-        err=True,
-    )
+    click.echo(f"\n\n[{answer.footer()}]", err=True)
 
 
 @main.command()

@@ -49,6 +49,15 @@ class Answer:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def footer(self) -> str:
+        """What `goat ask` prints after the streamed answer: the call's numbers and its trace."""
+        trace = {True: "recorded", False: "NOT found yet", None: "not looked for"}[self.trace_recorded]
+        return (
+            f"{self.gateway_model}: {self.prompt_tokens}+{self.completion_tokens} tokens, "
+            f"${self.cost_usd:.6f}, first token {self.ttft_s}s, {self.latency_s:.2f}s; trace "
+            f"{self.trace_id} {trace} (session {self.session_id})"
+        )
+
 
 def new_session(entry: ModelEntry) -> str:
     return f"ask-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{entry.slug}-{secrets.token_hex(3)}"
