@@ -29,7 +29,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, EventLogRecor
 
 from goat_dagster.analysis.runs import run_summaries
 from goat_dagster.instance import ensure_instance
-from goat_dagster.registry import HFWeights, ModelEntry, Registry, load_registry
+from goat_dagster.registry import HFWeights, ModelEntry, Registry, RegistryError, load_registry
 from goat_dagster.registry.editing import hub_weights, pin_revision
 from goat_dagster.textfmt import format_table
 
@@ -235,12 +235,16 @@ def rollback_target(history: list[Revision], entry: ModelEntry, force: bool) -> 
 # ---- the verbs ---------------------------------------------------------------------------------
 
 
-def _history(key: str) -> tuple[Registry, ModelEntry, list[Revision]]:
+def _history(key: str, *, pinning: bool = False) -> tuple[Registry, ModelEntry, list[Revision]]:
     registry = load_registry()
     try:
         entry = registry.get(key)
+        if pinning:  # refused before the instance is even asked
+            hub_weights(entry, registry.source)
     except KeyError as exc:
         raise RevisionError(exc.args[0]) from None
+    except RegistryError as exc:  # the entry is valid, it just has no revision to move
+        raise RevisionError("; ".join(str(p) for p in exc.problems)) from None
     return registry, entry, weights_history(ensure_instance(), entry)
 
 
@@ -296,15 +300,13 @@ def _pin(registry: Registry, entry: ModelEntry, revision: str, verb: str) -> tup
 
 def promote(key: str, revision: str, *, force: bool) -> tuple[dict[str, Any], str]:
     """`goat models promote KEY --revision REV`."""
-    registry, entry, history = _history(key)
-    hub_weights(entry, registry.source)
+    registry, entry, history = _history(key, pinning=True)
     return _pin(registry, entry, promotion_target(history, entry, revision, force), "promoted")
 
 
 def rollback(key: str, *, force: bool) -> tuple[dict[str, Any], str]:
     """`goat models rollback KEY`."""
-    registry, entry, history = _history(key)
-    hub_weights(entry, registry.source)
+    registry, entry, history = _history(key, pinning=True)
     target = rollback_target(history, entry, force)
     assert target.revision is not None
     return _pin(registry, entry, target.revision, "rolled back")
