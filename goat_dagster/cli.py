@@ -313,11 +313,26 @@ def ask(prompt: str, model: str, system: str | None, max_tokens: int, as_json: b
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--full", is_flag=True, help="One row per task and epoch.")
+@click.option(
+    "--task-health",
+    "health",
+    is_flag=True,
+    help="Tasks to look at: the oracle fails them, flaky across epochs, every model fails or passes "
+    "them, infra errors.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def results(run_id: str | None, full: bool, as_json: bool) -> None:
-    """Show benchmark results (latest runs, or one run)."""
+def results(run_id: str | None, full: bool, health: bool, as_json: bool) -> None:
+    """Show benchmark results (latest runs, or one run), or the health of the suites' tasks."""
     from goat_dagster.analysis.run_reports import results_view
+    from goat_dagster.analysis.task_health import health_text, task_health
 
+    if health:
+        rows = task_health()
+        if as_json:
+            emit({"task_health": [r.model_dump(mode="json") for r in rows]})
+        else:
+            click.echo(health_text(rows))
+        return
     try:
         payload, text = results_view(run_id, full)
     except LookupError as exc:
@@ -326,6 +341,38 @@ def results(run_id: str | None, full: bool, as_json: bool) -> None:
         emit(payload)
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare(run_a: str, run_b: str, alpha: float, as_json: bool) -> None:
+    """Compare run B with run A on the tasks both scored.
+
+    The difference in pass rate B - A with a paired 95% interval, an exact McNemar test on the
+    tasks that flipped, and which ones flipped each way (pass→fail, fail→pass).
+    """
+    from goat_dagster.analysis.compare import compare_runs, comparison_text
+
+    c = compare_runs(run_a, run_b, alpha=alpha)
+    if as_json:
+        emit(c.model_dump(mode="json"))
+    else:
+        click.echo(comparison_text(c))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8200, show_default=True, type=int)
+def view(host: str, port: int) -> None:
+    """Results and transcript viewer: a read-only web app over $GOAT_HOME (runs, one run's tasks,
+    transcripts, A/B comparisons, the leaderboard). Links from Dagster use GOAT_VIEW_URL."""
+    from goat_dagster.viewer.app import serve
+
+    click.echo(f"goat view: http://{host}:{port}/ over {config.paths().home} (Ctrl-C stops it)", err=True)
+    serve(host, port)
 
 
 # ---- serving / traces / cloud ----------------------------------------------------------------

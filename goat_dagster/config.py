@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -187,6 +187,14 @@ class GoatSettings(BaseSettings):
         json_schema_extra={**_group("core"), "shown_default": "on"},
     )
 
+    view_url: str = Field(
+        default="http://127.0.0.1:8200",
+        description="where `goat view` is reached: the base of the links in Dagster metadata and of "
+        "the URL `goat demo` prints (set it when the viewer runs on another host or port, or behind "
+        "a proxy)",
+        json_schema_extra=_group("core"),
+    )
+
     # -- the run queue: which waiting run starts first (higher first; Dagster's default is 0) -----
     priority_model_change: int = Field(
         default=10,
@@ -267,6 +275,13 @@ class GoatSettings(BaseSettings):
         description="how long `goat doctor` waits for its call's trace",
         json_schema_extra=_group("modal"),
     )
+
+    @field_validator("view_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     # -- derived --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from goat_dagster.freshness import stale_or_missing
 from goat_dagster.instance import describe, ensure_instance
 from goat_dagster.registry import load_registry
 from goat_dagster.sensors.registry import sync_model_partitions
+from goat_dagster.viewer.links import leaderboard_url
 
 # small limits: a 135M-parameter model on 2 CPU cores; one task at a time shares llama.cpp's
 # prompt cache between the steps of a task instead of thrashing it
@@ -94,6 +95,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     say(
         "goat serve and the LiteLLM proxy stay up in the background for the next run (`goat stop` stops them)"
     )
+    say(f"leaderboard in the viewer (`goat view`): {leaderboard_url()}")
     return {
         "instance": where,
         "partitions": registry.partition_keys(),
@@ -102,6 +104,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
         "runs": runner.runs,
         "leaderboard": board.to_json(),
         "models": [m.key for m in local],
+        "viewer": leaderboard_url(),
     }
 
 

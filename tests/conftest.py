@@ -7,6 +7,7 @@ embedded PostgreSQL (pgserver) for the whole session, exactly as `goat` builds i
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,17 @@ from goat_dagster.bench.run_request import RunRequest
 from goat_dagster.bench.runner import run_benchmark
 
 PROJECT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def smollm2_gguf() -> Path:
@@ -43,6 +55,20 @@ def goat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GOAT_HOME", str(home))
     monkeypatch.setenv("GOAT_PROJECT_DIR", str(PROJECT))
     return home
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    """The session's one headless Chromium (Debian's, driven by Playwright), for every web UI test
+    (the Dagster UI, goat view): Playwright's sync API allows one per thread."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture(scope="session")

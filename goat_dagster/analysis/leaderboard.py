@@ -12,7 +12,8 @@ there is one; pass `compare=(run_a, run_b)` for any two runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -20,16 +21,14 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis.compare import Comparison, UnknownRunError, compare_in, paired_ranks
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
+from goat_dagster.analysis.task_health import TaskHealth, task_health_in
 from goat_dagster.bench.lake import ERROR_KINDS
 from goat_dagster.textfmt import format_table, markdown_table
 
 SELECTION_LATEST = "latest run per (model, suite)"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
-
-
-class UnknownRunError(ValueError):
-    """A run id asked for is not in the results lake."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,10 @@ class Leaderboard:
     runs_in_lake: int = 0
     skipped_files: list[str] = field(default_factory=list)
     comparisons: list[RunComparison] = field(default_factory=list)
+    paired_ab: list[Comparison] = field(default_factory=list)  # the A/B comparisons' paired statistics
+    ranks: dict[str, int] = field(default_factory=dict)  # run id -> rank by paired differences
+    paired: list[Comparison] = field(default_factory=list)  # every pair of ranked runs of a suite
+    health: list[TaskHealth] = field(default_factory=list)
 
     @property
     def suites(self) -> list[str]:
@@ -82,14 +85,34 @@ class Leaderboard:
             "tasks": [clean(r) for r in self.tasks],
             "comparisons": [
                 {"run_a": c.run_a, "run_b": c.run_b, "counts": c.counts, "flipped": c.flipped}
-                for c in self.comparisons
+                | ({"paired": p.model_dump(mode="json")} if p is not None else {})
+                for c, p in zip(self.comparisons, self._paired_ab(), strict=True)
             ],
+            "ranks": self.ranks,
+            "paired_comparisons": [c.model_dump(mode="json") for c in self.paired],
+            "task_health": [h.model_dump(mode="json") for h in self.health if h.flags],
         }
 
+    def _paired_ab(self) -> list[Comparison | None]:
+        by_pair = {(c.run_a.run_id, c.run_b.run_id): c for c in self.paired_ab}
+        return [by_pair.get((c.run_a, c.run_b)) for c in self.comparisons]
 
-def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+
+def _order(rows: list[dict[str, Any]], ranks: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """By suite, then rank by paired differences (when known), then pass rate."""
+
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r["suite"], r["pass_rate"] is None, -(r["pass_rate"] or 0.0), r["model"], r["run_id"]
+        rank = (ranks or {}).get(r["run_id"])
+        unranked = rank is None and bool(ranks)
+        return (
+            r["suite"],
+            unranked,
+            rank or 0,
+            r["pass_rate"] is None,
+            -(r["pass_rate"] or 0.0),
+            r["model"],
+            r["run_id"],
+        )
 
     return sorted(rows, key=key)
 
@@ -170,7 +193,18 @@ def build_leaderboard(
         board = compute_leaderboard(snap, run_ids)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
         comparisons = [compare_runs(snap.con, a, b) for a, b in pairs]
-    return replace(board, comparisons=comparisons)
+        paired_ab = [compare_in(snap.con, a, b) for a, b in pairs]
+        ranks, paired = paired_ranks(snap.con, board.rows)
+        health = task_health_in(snap.con)
+    return replace(
+        board,
+        rows=_order(board.rows, ranks),
+        comparisons=comparisons,
+        paired_ab=paired_ab,
+        ranks=ranks,
+        paired=paired,
+        health=health,
+    )
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -179,8 +213,11 @@ def build_leaderboard(
 # `details_markdown` the full one.
 
 NOTES = [
-    "errors (infra, timeout, agent, budget) are never scored",
-    "pass@1 = passed / (passed + failed), Wilson 95% interval",
+    "errors (infra, timeout, agent, budget) are never scored; scored/planned shows how many attempts count",
+    "pass@1 = passed / (passed + failed); 95% interval: Wilson (1 epoch), task-clustered (Miller 2024)",
+    "errors as failures: the interval's lower end when every error counts as a failed attempt",
+    "rank: 1 + models significantly better on shared tasks (exact McNemar p < 0.05 with one epoch, "
+    "the paired 95% interval with several); equal ranks are not told apart",
     "pass@k: unbiased estimator (Chen et al. 2021), k = epochs",
     "cost/solved = run cost / passed attempts",
     "latency p50/p95: per LLM call (traces), per task (wall time)",
@@ -193,6 +230,13 @@ def _pct(x: float | None) -> str:
 
 def _ci(r: dict[str, Any]) -> str:
     return "-" if r["ci_low"] is None else f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}"
+
+
+def _floor(r: dict[str, Any]) -> str:
+    """The errors-as-failures lower bound (only when errors make it differ)."""
+    if r.get("strict_ci_low") is None:
+        return "-"
+    return f"≥{100 * r['strict_ci_low']:.1f}%"
 
 
 def _secs(a: float | None, b: float | None) -> str:
@@ -224,6 +268,7 @@ def display_rows(board: Leaderboard) -> list[dict[str, str]]:
     for r in board.rows:
         out.append(
             {
+                "rank": str(board.ranks.get(r["run_id"], "-")),
                 "model": r["model"],
                 "suite": r["suite"],
                 "run": r["run_id"],
@@ -235,6 +280,9 @@ def display_rows(board: Leaderboard) -> list[dict[str, str]]:
                 "errors": _errors(r),
                 "pass@1": _pct(r["pass_rate"]),
                 "95% CI": _ci(r),
+                "interval": r.get("ci_method") or "-",
+                "scored/planned": f"{r['scored']}/{r.get('planned') or r['attempts']}",
+                "errors as failures": _floor(r),
                 "pass@k": _pass_at_k(r),
                 "cost": _usd(r["cost_usd"]),
                 "cost/solved": _usd(r["cost_per_solved"]),
@@ -258,9 +306,31 @@ def _errors_short(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "0"
 
 
-def leaderboard_markdown(board: Leaderboard) -> str:
+COMPACT_COLUMNS = [
+    "rank",
+    "model",
+    "pass@1",
+    "95% CI",
+    "passed",
+    "scored/planned",
+    "errors as failures",
+    "$/solved",
+]
+
+RunLink = Callable[[str], str]  # run id -> the address of its page (the viewer's)
+
+
+def _link(text: str, url: str | None) -> str:
+    return f"[{text}]({url})" if url else text
+
+
+INLINE_MD_CHARS = 1000  # the Dagster UI shows shorter markdown metadata inline, longer behind a button
+
+
+def leaderboard_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
     """The compact leaderboard (fits the UI's metadata column): model, pass@1 and its interval,
-    passed of scored, errors by kind, cost per solved task."""
+    passed of scored, errors by kind, cost per solved task. With `run_url`, each model links to its
+    run while the table still fits inline (`details_markdown` always links)."""
     if not board.rows:
         return "_No benchmark results in the lake yet._"
     rows = [
@@ -272,11 +342,23 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         }
         for d, r in zip(display_rows(board), board.rows, strict=True)
     ]
-    columns = _with_suite(board, ["model", "pass@1", "95% CI", "passed", "errors", "$/solved"])
-    return markdown_table(rows, columns) + f"\n\n{board.selection}; errors are not scored."
+    columns = _with_suite(board, COMPACT_COLUMNS)
+    note = (
+        f"\n\n{board.selection}; errors are not scored (errors as failures: the lower 95% bound if they "
+        "were); rank by paired tests on shared tasks."
+    )
+    plain = markdown_table(rows, columns) + note
+    if run_url is None:
+        return plain
+    linked = [
+        {**d, "model": _link(d["model"], run_url(r["run_id"]))} for d, r in zip(rows, board.rows, strict=True)
+    ]
+    text = markdown_table(linked, columns) + note
+    return text if len(text) < INLINE_MD_CHARS else plain
 
 
 DETAIL_COLUMNS = [
+    "rank",
     "model",
     "suite",
     "run",
@@ -288,6 +370,9 @@ DETAIL_COLUMNS = [
     "errors",
     "pass@1",
     "95% CI",
+    "interval",
+    "scored/planned",
+    "errors as failures",
     "pass@k",
     "cost",
     "cost/solved",
@@ -298,18 +383,23 @@ DETAIL_COLUMNS = [
 ]
 
 
-def details_markdown(board: Leaderboard) -> str:
-    """Every column of the leaderboard, with the definitions of the numbers."""
+def details_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
+    """Every column of the leaderboard, with the definitions of the numbers; with `run_url`, each
+    run links to its page."""
     if not board.rows:
         return "_No benchmark results in the lake yet._"
     notes = "\n".join(f"- {n}" for n in [f"runs: {board.selection}", *NOTES])
     skipped = f"\n- skipped unreadable lake files: {len(board.skipped_files)}" if board.skipped_files else ""
-    return markdown_table(display_rows(board), DETAIL_COLUMNS) + "\n\n" + notes + skipped
+    rows = [
+        {**d, "run": _link(d["run"], run_url(d["run"]) if run_url else None)} for d in display_rows(board)
+    ]
+    return markdown_table(rows, DETAIL_COLUMNS) + "\n\n" + notes + skipped
 
 
-def matrix_markdown(board: Leaderboard) -> str:
+def matrix_markdown(board: Leaderboard, task_url: Callable[[str, str], str] | None = None) -> str:
     """One table per suite: tasks down, models across; ✓ passed, ✗ failed, E:<kind> error,
-    `passed/scored` when a task ran several epochs."""
+    `passed/scored` when a task ran several epochs. With `task_url` (run id, task id -> address),
+    each cell links to what the agent did."""
     if not board.tasks:
         return "_No task results yet._"
     parts = []
@@ -319,7 +409,8 @@ def matrix_markdown(board: Leaderboard) -> str:
         cells: dict[str, dict[str, str]] = {}
         for t in board.tasks:
             if t["suite"] == suite:
-                cells.setdefault(t["task_id"], {})[t["model"]] = t["cell"]
+                url = task_url(t["run_id"], t["task_id"]) if task_url else None
+                cells.setdefault(t["task_id"], {})[t["model"]] = _link(t["cell"], url)
         rows: list[dict[str, Any]] = [
             {"task": task, **{m: by_model.get(m, "-") for m in models}}
             for task, by_model in sorted(cells.items())
@@ -335,12 +426,15 @@ def _tasks(rows: list[dict[str, Any]], change: str, limit: int = 20) -> str:
     return ", ".join(ids[:limit]) + (f", … ({len(ids) - limit} more)" if len(ids) > limit else "")
 
 
-def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
+def comparison_markdown(comparisons: Sequence[RunComparison], paired: Sequence[Comparison] = ()) -> str:
     if not comparisons:
         return "_No comparison: no model has two runs of the same suite yet._"
+    by_pair = {(p.run_a.run_id, p.run_b.run_id): p for p in paired}
     parts = []
     for c in comparisons:
         lines = [f"- **A**: {c.label_a}", f"- **B**: {c.label_b}"]
+        if (c.run_a, c.run_b) in by_pair:
+            lines.append(f"- paired: {by_pair[(c.run_a, c.run_b)].summary()}")
         for change in ("pass→fail", "fail→pass"):
             n = c.counts[change]
             lines.append(f"- {change}: {n}" + (f" ({_tasks(c.rows, change)})" if n else ""))
@@ -349,8 +443,33 @@ def comparison_markdown(comparisons: Sequence[RunComparison]) -> str:
     return "\n\n---\n\n".join(parts)
 
 
-# a terminal is narrower: the details without the counts of tasks, epochs and calls, cost and tokens
-TEXT_COLUMNS = [c for c in DETAIL_COLUMNS if c not in ("tasks", "epochs", "cost", "calls", "tokens in/out")]
+def paired_markdown(board: Leaderboard) -> str:
+    """How the ranks came about: each ranked run against the next one down (and the rule)."""
+    if not board.paired:
+        return "_No paired comparison: a suite needs two ranked models._"
+    lines = []
+    for suite in board.suites:
+        runs = [r for r in board.rows if r["suite"] == suite]
+        for ahead, after in itertools.pairwise(runs):
+            pair = {ahead["run_id"], after["run_id"]}
+            c = next((p for p in board.paired if {p.run_a.run_id, p.run_b.run_id} == pair), None)
+            if c is not None:
+                lines.append(f"- **{c.run_a.model}** vs **{c.run_b.model}** ({suite}): {c.summary()}")
+    rule = (
+        "\n\nB - A on the tasks both runs scored; significant: exact McNemar p < 0.05 (one epoch) or "
+        "a paired 95% interval without 0 (several). A model ranks below another only when it is "
+        "significantly worse."
+    )
+    return "\n".join(lines) + rule
+
+
+# a terminal is narrower: the details without the counts of tasks, epochs and calls, cost, tokens,
+# the interval's method and the coverage (the scored column stays)
+TEXT_COLUMNS = [
+    c
+    for c in DETAIL_COLUMNS
+    if c not in ("tasks", "epochs", "cost", "calls", "tokens in/out", "interval", "scored/planned")
+]
 
 
 def render_leaderboard_text(board: Leaderboard) -> str:
@@ -362,10 +481,12 @@ def render_leaderboard_text(board: Leaderboard) -> str:
         "",
         f"runs: {board.selection}; " + "; ".join(NOTES),
     ]
-    for c in board.comparisons:
+    for c, p in zip(board.comparisons, board._paired_ab(), strict=True):
         counts = ", ".join(f"{k} {n}" for k, n in c.counts.items())
         flips = "; ".join(f"{r['task_id']} {r['change']}" for r in c.flipped)
         lines.append(f"A/B {c.label_a} -> {c.label_b}: {counts}" + (f" ({flips})" if flips else ""))
+        if p is not None:
+            lines.append(f"    paired: {p.summary()}")
     if board.skipped_files:
         lines.append(f"skipped unreadable lake files: {len(board.skipped_files)}")
     return "\n".join(lines)

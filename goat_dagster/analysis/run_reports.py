@@ -84,17 +84,24 @@ def answers_text(answers: list[dict[str, Any]]) -> str:
 
 
 def row_notes(run_id: str) -> dict[tuple[str, int], str]:
-    """A one-line note per (task, epoch) from the journal: the error, the check's last line, or the
-    first line of a prompt's answer."""
+    """A one-line note per (task, epoch) from the journal: the error, why the check failed (the
+    grader's note: an early exit, a shadowed module ...), the check's last line, or the first line
+    of a prompt's answer."""
     notes: dict[tuple[str, int], str] = {}
     for row, last in last_attempts(run_id).values():
         answer = (last.get("answer") or "").strip().splitlines()[:1] if row.status == "unscored" else []
-        text = answer or last.get("error") or (last.get("check_output") or "").strip().splitlines()[-1:] or ""
+        text = (
+            answer
+            or last.get("error")
+            or last.get("check_note")
+            or (last.get("check_output") or "").strip().splitlines()[-1:]
+            or ""
+        )
         if isinstance(text, list):
             text = text[0] if text else ""
         if row.status == "passed":
             text = ""
-        notes[row.key] = str(text)[:100]
+        notes[row.key] = str(text)[:160]
     return notes
 
 

@@ -3,6 +3,8 @@
 Every total is the warehouse's `run_summary` view (warehouse_sql.py), computed in memory over the
 run's Parquet file (`summarize_run`, right after a run), over the lake (`run_summaries`, `goat
 results`) or over the journal of a run not in the lake yet (`journal_summary`: killed, not resumed).
+`goat view` shows every column of that view (`run_details`: the interval, calls, latencies, ...),
+read the same ways: `lake_run_details`, `details_of_run` (one run's files), `journal_details`.
 Errors are counted apart by kind and never scored (pass_rate = passed / (passed + failed)); wall_s
 runs from the first task's start to the last task's finish, so a resumed run counts the time it
 was down.
@@ -18,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from goat_dagster import config
 from goat_dagster.analysis.snapshot import open_files, open_rows, open_snapshot, query
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries
-from goat_dagster.bench.lake import ERROR_KINDS, RunIdentity
+from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, RunIdentity, results_file
 from goat_dagster.bench.run_request import RunOutcome
+from goat_dagster.tracing.export import export_path
 
 
 class RunSummary(BaseModel):
@@ -140,9 +143,13 @@ def latest_run(model: str, suite: str | None = None) -> dict[str, Any] | None:
     return runs[0] if runs else None
 
 
+def _journal_rows(spec: RunSpec) -> list[ResultRow]:
+    return list(latest_rows(read_entries(journal_file(spec.run_id))).values())
+
+
 def journal_summary(spec: RunSpec) -> dict[str, Any]:
     """A run not yet in the lake (killed, or still going), summarized from its journal."""
-    rows = list(latest_rows(read_entries(journal_file(spec.run_id))).values())
+    rows = _journal_rows(spec)
     with open_rows(rows) as snap:
         found = run_totals(snap.con)
     totals = found[0] if found else _no_rows(spec)
@@ -151,6 +158,72 @@ def journal_summary(spec: RunSpec) -> dict[str, Any]:
         **totals,
         **_identity(spec),
         "epochs": spec.epochs,
+        "complete": False,
+        "rows": [r.model_dump(mode="json") for r in rows],
+    }
+
+
+# Every column of `run_summary`, cost and tokens 0 rather than NULL (as in TOTALS_SQL), and the
+# tokens' sum.
+DETAILS_SQL = """
+SELECT * EXCLUDE (recency) REPLACE (
+        coalesce(cost_usd, 0) AS cost_usd,
+        coalesce(prompt_tokens, 0) AS prompt_tokens,
+        coalesce(completion_tokens, 0) AS completion_tokens),
+    coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) AS tokens
+FROM run_summary"""
+
+
+# the counts of a run, 0 before it has a row
+_COUNTS = [
+    *("tasks", "attempts", "scored", "errors_other", "invalid_rows"),
+    *("steps", "tool_calls", "tokens", "calls", "call_errors"),
+]
+
+
+def run_details(
+    con: duckdb.DuckDBPyConnection, where: str = "", params: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every `run_summary` column of each run of a connection's `results` (newest last finish
+    first), the per-kind error counts as one `errors_by_kind` mapping."""
+    return [
+        _shaped(r) for r in query(con, f"{DETAILS_SQL} {where} ORDER BY finished_at DESC, run_id", params)
+    ]
+
+
+def lake_run_details(paths: config.GoatPaths | None = None) -> list[dict[str, Any]]:
+    """`run_details` of every run in the results lake, its traces included (calls, latencies)."""
+    with open_snapshot(paths) as snap:
+        return run_details(snap.con)
+
+
+def details_of_run(run_id: str) -> dict[str, Any] | None:
+    """`run_details` of one run in the lake, read from its own results file and exported traces
+    only (None: not in the lake)."""
+    results = results_file(run_id)
+    if not results.exists():
+        return None
+    traces = export_path(run_id)
+    with open_files([results], [traces] if traces.exists() else []) as snap:
+        found = run_details(snap.con, "WHERE run_id = ?", [run_id])
+    return found[0] if found else None
+
+
+def journal_details(spec: RunSpec) -> dict[str, Any]:
+    """`run_details` of a run not in the lake yet, from its journal; `rows`: its results rows."""
+    rows = _journal_rows(spec)
+    with open_rows(rows) as snap:
+        found = run_details(snap.con)
+        if found:
+            details = found[0]
+        else:  # no row yet: every column, counts 0, the rest unknown
+            columns = [d[0] for d in snap.con.execute(f"{DETAILS_SQL} LIMIT 0").description]
+            details = {c: None for c in columns if not c.startswith("errors_")} | _no_rows(spec)
+            details |= dict.fromkeys(_COUNTS, 0)
+            details.pop("started")
+    return {
+        **details,
+        **_identity(spec),
         "complete": False,
         "rows": [r.model_dump(mode="json") for r in rows],
     }

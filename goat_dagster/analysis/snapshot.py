@@ -82,11 +82,12 @@ def open_snapshot(paths: config.GoatPaths | None = None, *, traces: bool = True)
 
 
 @contextmanager
-def open_files(results_files: Sequence[Path]) -> Iterator[LakeSnapshot]:
-    """The warehouse SQL over these results files only (e.g. the one a run has just written)."""
+def open_files(results_files: Sequence[Path], trace_files: Sequence[Path] = ()) -> Iterator[LakeSnapshot]:
+    """The warehouse SQL over these files only (e.g. the one a run has just written, or one run's
+    results and its exported traces)."""
     with _connect() as con:
-        _define(con, list(results_files), [])
-        yield LakeSnapshot(con, list(results_files))
+        _define(con, list(results_files), list(trace_files))
+        yield LakeSnapshot(con, list(results_files), list(trace_files))
 
 
 @contextmanager

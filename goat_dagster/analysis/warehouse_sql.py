@@ -11,14 +11,18 @@ Objects (all in schema main):
   calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
                  filled in from end_time - start_time when missing
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
-  run_summary    one row per run: counts, pass rate with Wilson 95% interval, pass@k, cost, latency,
-                 tokens, and `recency` (1 = the latest run of its (model, suite); prompt runs apart)
+  run_intervals  one row per run: planned, scored, coverage, pass rate with its 95% interval, and the
+                 errors-as-failures bound (quality_sql.py)
+  run_summary    one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
+                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite);
+                 prompt runs apart)
   leaderboard    run_summary of the latest run per (model, suite)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
+  task_health    one row per task of each suite's current version, with its `flags` (quality_sql.py)
   model_providers  model -> the provider that bills for it (models.yaml: `ModelEntry.billing_provider`)
   spend          cost by provider, model and month (UTC, of the attempt's start) over the results lake:
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
-  macros         wilson_low(x, n), wilson_high(x, n), pass_at_k(n, c, k),
+  macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
 
 Conventions (the numbers a user reads):
@@ -27,8 +31,10 @@ Conventions (the numbers a user reads):
 - `status = 'unscored'` rows are answered free-form prompts (`goat run --prompt/--batch`): no check
   judged them, so they are never scored either (counted as `unscored`), and a run of them is never
   on the leaderboard nor in the task matrix (its recency is counted among prompt runs only).
-- The 95% interval is Wilson's score interval over scored attempts (z = 1.95996). With epochs > 1 the
-  attempts of one task are not independent, so the interval is then somewhat too narrow.
+- The 95% interval (z = 1.95996): Wilson's score interval over scored attempts for a run of one epoch;
+  with epochs > 1, s +- z SE with the task-clustered SE of Miller 2024 (analysis/stats.py: attempts of
+  one task are not independent). Coverage = scored / planned attempts; the strict pass rate counts
+  errors as failures (passed / planned), so a run with many errors cannot look better than it is.
 - pass@k (Chen et al. 2021, unbiased estimator 1 - C(n-c, k) / C(n, k), n scored and c passed attempts
   of a task, averaged over tasks with n >= k) with k = the run's number of epochs, when that is > 1.
   `pass_at(k)` gives any other k.
@@ -49,15 +55,16 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 from goat_dagster import config
+from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
+from goat_dagster.analysis.stats import Z95
 from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
 from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
 from goat_dagster.tracing.schema import TraceRecord
 
-Z_95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+Z_95 = Z95  # 1.959963984540054, the one z of every 95% interval (analysis/stats.py)
 
 # The lakes' row schemas, as DuckDB columns: the views follow the row models field for field.
 RESULT_COLUMNS: dict[str, str] = RESULT_TYPES
@@ -195,6 +202,8 @@ SELECT *,
     END AS cell
 FROM judged""",
     ),
+    CLUSTERED_SE,
+    RUN_INTERVALS,
     (
         "run_summary",
         "VIEW",
@@ -252,8 +261,15 @@ SELECT
     r.passed, r.failed, r.errors, r.unscored,
     {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
     CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
-    wilson_low(r.passed, r.passed + r.failed) AS ci_low,
-    wilson_high(r.passed, r.passed + r.failed) AS ci_high,
+    ri.ci_low,
+    ri.ci_high,
+    ri.ci_method,
+    ri.se,
+    ri.planned,
+    ri.coverage,
+    ri.strict_pass_rate,
+    ri.strict_ci_low,
+    ri.strict_ci_high,
     CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
     pk.pass_at_k,
     pk.pass_at_k_tasks,
@@ -269,6 +285,7 @@ SELECT
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
 FROM runs r
+LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
 LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
 LEFT JOIN run_calls c ON c.run_id = r.run_id""",
     ),
@@ -288,6 +305,7 @@ JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.
 WHERE s.recency = 1 AND s.unscored = 0
 ORDER BY o.suite, o.task_id, o.model""",
     ),
+    TASK_HEALTH,
     (
         "pass_at",
         "MACRO TABLE",

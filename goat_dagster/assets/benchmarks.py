@@ -46,6 +46,7 @@ from goat_dagster.resources.litellm import LiteLLMProxyResource
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.resources.sandbox import SandboxResource
 from goat_dagster.textfmt import markdown_table
+from goat_dagster.viewer import links
 
 DEFAULT_SUITE = config.settings().suite
 EVERY_TASK = "every_task_has_a_row"
@@ -246,13 +247,17 @@ def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> 
     board = build_leaderboard(run_ids=[summary.run_id])
     stats = board.rows[0] if board.rows else {}
     ci = (
-        f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}%"
+        f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}% ({stats.get('ci_method')})"
         if stats.get("ci_low") is not None
         else "n/a (nothing scored)"
     )
+    floor = stats.get("strict_ci_low")
     table_rows = [
         {k: r.get(k) for k in ("task_id", "epoch", "status", "error_kind", "wall_s", "steps", "tool_calls")}
-        | {"tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)}
+        | {
+            "tokens": (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0),
+            "task_id": f"[{r['task_id']}]({links.task_url(summary.run_id, r['task_id'], r['epoch'])})",
+        }
         for r in rows
     ]
     # pass_rate is a float whenever there is one (a metadata key keeps one type, so its plot over
@@ -272,12 +277,15 @@ def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> 
         "errors_by_kind": MetadataValue.json(summary.errors_by_kind),
         **scored,
         "pass_rate_95ci": ci,
+        "scored_of_planned": f"{summary.passed + summary.failed}/{stats.get('planned') or summary.n}",
+        "errors_as_failures_95ci_low": f"{100 * floor:.1f}%" if floor is not None else "n/a",
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "cost_usd": MetadataValue.float(summary.cost_usd),
         "wall_s": MetadataValue.float(summary.wall_s),
         "resumed_rows": summary.reused_rows,
         "results": MetadataValue.path(summary.results_path),
+        "viewer": MetadataValue.url(links.run_url(summary.run_id)),
         "tasks": MetadataValue.md(markdown_table(table_rows)),
     }
 

@@ -23,12 +23,15 @@ from goat_dagster.analysis.leaderboard import (
     details_markdown,
     leaderboard_markdown,
     matrix_markdown,
+    paired_markdown,
 )
 from goat_dagster.analysis.spend import budget_status, spend_rows, this_month
+from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.analysis.warehouse import ensure_warehouse
 from goat_dagster.assets.common import OWNERS
 from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.textfmt import markdown_table
+from goat_dagster.viewer import links
 
 SPEND_CHECK = "spend_within_budget"
 
@@ -50,12 +53,13 @@ class LeaderboardConfig(Config):
     group_name="analysis",
     kinds={"duckdb", "parquet"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
     description=(
-        "Pass rate (Wilson 95% interval), pass@k, errors by kind, cost per solved task, latency p50/p95 "
-        "per call and per task, and tokens per model (latest run per model and suite); a per-task "
-        "matrix; A/B flips against the previous run. The same SQL is kept as views in "
-        "$GOAT_HOME/warehouse.duckdb."
+        "Pass rate with its 95% interval (Wilson; task-clustered with epochs), coverage and the "
+        "errors-as-failures bound, pass@k, errors by kind, cost per solved task, latency p50/p95 per "
+        "call and per task, and tokens per model (latest run per model and suite), ranked by paired "
+        "comparisons on shared tasks; a per-task matrix; A/B flips and paired statistics against the "
+        "previous run; task health. The same SQL is kept as views in $GOAT_HOME/warehouse.duckdb."
     ),
 )
 def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> MaterializeResult:
@@ -80,13 +84,17 @@ def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> Ma
 
     chart_path = render_chart(board.rows, paths.lake / "leaderboard" / "leaderboard.png")
     metadata = {
-        "leaderboard": MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": MetadataValue.md(leaderboard_markdown(board, links.run_url)),
         "chart": MetadataValue.md(
             image_markdown(chart_path, "pass rate by model") if chart_path else "_No results to chart yet._"
         ),
-        "per_task_matrix": MetadataValue.md(matrix_markdown(board)),
-        "ab_comparison": MetadataValue.md(comparison_markdown(board.comparisons)),
-        "leaderboard_details": MetadataValue.md(details_markdown(board)),
+        "per_task_matrix": MetadataValue.md(matrix_markdown(board, links.task_url)),
+        "ab_comparison": MetadataValue.md(comparison_markdown(board.comparisons, board.paired_ab)),
+        "paired_comparisons": MetadataValue.md(paired_markdown(board)),
+        "task_health": MetadataValue.md(health_markdown(board.health)),
+        "n_flagged_tasks": sum(bool(h.flags) for h in board.health),
+        "leaderboard_details": MetadataValue.md(details_markdown(board, links.run_url)),
+        "viewer": MetadataValue.url(links.leaderboard_url()),
         "selection": board.selection,
         "dagster/row_count": len(board.rows),
         "n_models": len({r["model"] for r in board.rows}),

@@ -4,19 +4,20 @@ An agent works on a task inside its sandbox before the hidden tests are run. The
 names them): `builtin` (builtin_agent.py: a tool-calling loop on the host, through the gateway),
 `command:<cmd>` (command_agent.py: an external agent run inside the sandbox) and `oracle` (writes
 the task's reference solution). An agent reports what it used in `Usage` as it goes, so the
-numbers survive an error.
+numbers survive an error, and records what it says and does in the attempt's `Transcript`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from goat_dagster.bench.calls import CallContext
 from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.sandbox import Sandbox
 from goat_dagster.bench.tasks import Task
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.bench.usage import AgentLimits, Usage
 from goat_dagster.routing.gateway import Gateway
 
@@ -32,6 +33,7 @@ class AgentContext:
     gateway: Gateway | None = None
     client: LLMClient | None = None
     relay: GatewayRelay | None = None
+    transcript: Transcript = field(default_factory=Transcript.discard)  # what the attempt's page shows
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()

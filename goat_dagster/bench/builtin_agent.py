@@ -1,14 +1,16 @@
 """The `builtin` agent: a tool-calling loop on the host, its tools executed inside the sandbox.
 
 Each step is one chat-completion call through the gateway (`LLMClient.chat`: metadata,
-retries, cost, call log). Tool calls are answered with the tool's output, or with an error the
-model can read when the call is malformed; the loop ends when the model answers without a tool
-call, or at the step, token or time limit. Then the runner runs the hidden tests, whatever state
-the work dir is in.
+retries, cost, call log, the call in the attempt's transcript). Tool calls are answered with the
+tool's output, or with an error the model can read when the call is malformed; the loop ends when
+the model answers without a tool call, or at the step, token or time limit. Then the runner runs
+the hidden tests, whatever state the work dir is in. The agent records its opening messages and
+every tool result in the transcript too.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from goat_dagster.bench.agent import Agent, AgentContext
@@ -20,18 +22,6 @@ You are a coding agent working in a sandbox. Your working directory is {workdir}
 are there. Use the tools to inspect files, write code and run it (Python 3 is available as \
 `python`; there is no network). Make the smallest change that solves the task. When you are done, \
 reply with a one-line summary and no tool call."""
-
-
-def _tool_call_dict(tc: Any) -> dict[str, Any]:
-    fn = getattr(tc, "function", None)
-    return {
-        "id": getattr(tc, "id", None) or "call_0",
-        "type": "function",
-        "function": {
-            "name": getattr(fn, "name", None) or "",
-            "arguments": getattr(fn, "arguments", None) or "",
-        },
-    }
 
 
 class BuiltinAgent(Agent):
@@ -51,6 +41,8 @@ class BuiltinAgent(Agent):
             {"role": "system", "content": SYSTEM_PROMPT.format(workdir=ctx.sandbox.workdir)},
             {"role": "user", "content": f"{ctx.task.instruction.strip()}\n\nFiles: {listing}"},
         ]
+        for m in messages:
+            ctx.transcript.message(m)
         usage = ctx.usage
         for step in range(1, lim.max_steps + 1):
             if usage.tokens >= lim.max_tokens:
@@ -64,6 +56,7 @@ class BuiltinAgent(Agent):
                     tools=TOOL_SCHEMAS,
                     max_tokens=lim.max_output_tokens,
                     deadline=ctx.deadline,
+                    transcript=ctx.transcript,
                 )
             except AgentError as exc:
                 if step == 1:
@@ -71,23 +64,22 @@ class BuiltinAgent(Agent):
                 usage.stop_reason = f"model endpoint refused step {step}: {exc}"
                 return
             usage.add_call(res.prompt_tokens, res.completion_tokens, res.cost_usd)
-            msg = res.message
-            calls = list(getattr(msg, "tool_calls", None) or [])
-            assistant: dict[str, Any] = {"role": "assistant", "content": getattr(msg, "content", None) or ""}
-            if calls:
-                assistant["tool_calls"] = [_tool_call_dict(tc) for tc in calls]
+            assistant = res.assistant
             messages.append(assistant)
-            if assistant["content"]:
+            if assistant.get("content"):
                 usage.answer = assistant["content"]
-            if not calls:
+            if not assistant.get("tool_calls"):
                 usage.stop_reason = (
                     "answered" if res.finish_reason != "length" else "answer cut at max tokens"
                 )
                 return
             for tc in assistant["tool_calls"]:
                 usage.tool_calls += 1
-                text, _ok = tools.call(
-                    tc["function"]["name"], tc["function"]["arguments"], time_left_s=ctx.time_left()
-                )
+                t0 = time.monotonic()
+                name, arguments = tc["function"]["name"], tc["function"]["arguments"]
+                text, ok = tools.call(name, arguments, time_left_s=ctx.time_left())
                 messages.append({"role": "tool", "tool_call_id": tc["id"], "content": text})
+                ctx.transcript.tool(
+                    tc["id"], name, arguments, ok=ok, output=text, seconds=time.monotonic() - t0
+                )
         usage.stop_reason = f"step limit ({lim.max_steps})"

@@ -24,6 +24,7 @@ WORKDIR = "/workspace"
 SUPPORT = "/opt/goat"
 RELAY_DIR = "/run/goat"
 SANDBOX_PATH = f"{SUPPORT}/bin:/usr/local/bin:/usr/bin:/bin"
+CHECK_PYTHON = "python-checks"  # the execute-only copy of the interpreter checks run under
 # /etc entries a sandbox may see (read-only); notably not shadow, ssh, machine-id or credentials
 ETC_FILES = (
     "ld.so.cache",

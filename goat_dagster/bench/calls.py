@@ -9,7 +9,8 @@ run's `CallMeter`, the one place that
 - prices it: LiteLLM's `x-litellm-response-cost` header, else registry pricing x tokens,
 - adds the cost to the run's budget (`on_cost`),
 - and writes one `CallRecord` per call, answered or failed, to `$GOAT_HOME/runs/<run_id>/calls.jsonl`
-  (`CallLog`).
+  (`CallLog`), and the same call, with the answer the agent got, to the attempt's transcript
+  (transcript.py: what `goat view` shows), so the two never disagree on a call's numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from goat_dagster import config
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 
@@ -98,6 +100,8 @@ class Call:
 
     ctx: CallContext
     step: int
+    transcript: Transcript | None = None  # the attempt's, when it is recorded
+    request: list[Any] | None = None  # what the transcript shows of the request (a command agent's)
     call_id: str = field(default_factory=new_id)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.monotonic)
@@ -139,35 +143,70 @@ class CallMeter:
         self.gateway = gateway  # whose registry prices price a call the gateway reports no cost for
         self.on_cost = on_cost
 
-    def start(self, ctx: CallContext, step: int) -> Call:
-        return Call(ctx, step)
+    def start(
+        self,
+        ctx: CallContext,
+        step: int,
+        transcript: Transcript | None = None,
+        request: list[Any] | None = None,
+    ) -> Call:
+        return Call(ctx, step, transcript, request)
 
-    def answered(self, call: Call, headers: Any, prompt_tokens: int, completion_tokens: int) -> CallCost:
-        """The model answered: its cost (header, else registry pricing), budgeted and logged."""
+    def answered(
+        self,
+        call: Call,
+        headers: Any,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        message: dict[str, Any] | None = None,
+        finish_reason: str | None = None,
+    ) -> CallCost:
+        """The model answered (`message`: the assistant message, for the transcript): its cost
+        (header, else registry pricing), budgeted and logged."""
         cost = header_cost(headers)
         source: Literal["gateway", "registry"] = "gateway"
         if cost is None:
             cost, source = self.gateway.registry_cost(prompt_tokens, completion_tokens), "registry"
         if self.on_cost is not None:
             self.on_cost(cost)
-        self._write(
-            call,
-            ok=True,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=cost,
-            cost_source=source,
-            latency_s=round(call.latency_s, 4),
-        )
+        numbers = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_usd": cost,
+            "cost_source": source,
+            "latency_s": round(call.latency_s, 4),
+        }
+        self.log.write(self._record(call, ok=True), **numbers)
+        if call.transcript is not None:
+            call.transcript.call(
+                call.step,
+                call_id=call.call_id,
+                message=message,
+                request=call.request,
+                finish_reason=finish_reason,
+                **numbers,
+            )
         return CallCost(prompt_tokens, completion_tokens, cost, source)
 
-    def failed(self, call: Call, error: str) -> None:
-        """The call got no answer the agent can use (gateway down, refused, out of time)."""
-        self._write(call, ok=False, error=error)
+    def failed(self, call: Call, error: str, *, answer: str | None = None) -> None:
+        """The call got no answer the agent can use (gateway down, refused, out of time);
+        `answer`: the gateway's error body, for the transcript only (the call log keeps `error`)."""
+        self.log.write(self._record(call, ok=False, error=error))
+        if call.transcript is not None:
+            call.transcript.call(
+                call.step,
+                call_id=call.call_id,
+                ok=False,
+                error=f"{error}: {answer}" if answer else error,
+                request=call.request,
+                latency_s=round(call.latency_s, 4),
+            )
 
-    def _write(self, call: Call, *, ok: bool, error: str | None = None, **extra: Any) -> None:
+    @staticmethod
+    def _record(call: Call, *, ok: bool, error: str | None = None) -> CallRecord:
         c = call.ctx
-        record = CallRecord(
+        return CallRecord(
             run_id=c.run_id,
             suite=c.suite,
             model=c.model,
@@ -181,4 +220,3 @@ class CallMeter:
             ok=ok,
             error=error,
         )
-        self.log.write(record, **extra)

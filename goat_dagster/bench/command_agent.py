@@ -57,7 +57,7 @@ class CommandAgent(Agent):
         if ctx.relay is not None:
             # the sandbox reaches only the relay; the relay holds the real key and checks ours
             token = "sk-relay-" + secrets.token_hex(16)
-            ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits)
+            ctx.relay.activate(token, ctx.call, ctx.usage, ctx.limits, ctx.transcript)
             base_url = ctx.sandbox.gateway_url(str(ctx.relay.socket_path))
         else:
             # a cloud sandbox calls the gateway itself, with a key scoped to this model and run

@@ -139,6 +139,27 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def read_task_entries(path: Path, task_id: str, epoch: int) -> list[dict[str, Any]]:
+    """The journal's lines of one task x epoch, oldest first, without parsing every other line (a
+    run of 10,000 attempts has a long journal; `append` writes the row's task id as json.dumps does)."""
+    needle = f'"task_id": {json.dumps(task_id)}'.encode()
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    with open(path, "rb") as fh:
+        for line in fh:
+            if needle not in line:
+                continue
+            try:
+                obj = json.loads(line)
+                obj["row"] = ResultRow.model_validate(obj["row"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if obj["row"].task_id == task_id and obj["row"].epoch == epoch:
+                out.append(obj)
+    return out
+
+
 def latest_rows(entries: list[dict[str, Any]]) -> dict[tuple[str, int], ResultRow]:
     latest: dict[tuple[str, int], ResultRow] = {}
     for e in entries:

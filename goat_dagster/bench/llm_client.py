@@ -27,6 +27,7 @@ from tenacity import (
 
 from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.routing.gateway import Gateway
 
 
@@ -43,7 +44,7 @@ def check_reachable(gateway: Gateway, timeout_s: float = 10.0) -> None:
 
 @dataclass
 class CallResult:
-    message: Any  # openai ChatCompletionMessage
+    assistant: dict[str, Any]  # the answer as the conversation carries it: role, content, tool_calls
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
@@ -51,6 +52,28 @@ class CallResult:
     cost_source: str  # gateway | registry
     call_id: str
     latency_s: float
+
+
+def _tool_call_dict(tc: Any) -> dict[str, Any]:
+    fn = getattr(tc, "function", None)
+    return {
+        "id": getattr(tc, "id", None) or "call_0",
+        "type": "function",
+        "function": {
+            "name": getattr(fn, "name", None) or "",
+            "arguments": getattr(fn, "arguments", None) or "",
+        },
+    }
+
+
+def assistant_message(message: Any) -> dict[str, Any]:
+    """An openai `ChatCompletionMessage` (or None) as the assistant message a conversation goes on
+    with: its text, and its tool calls when it made any."""
+    out: dict[str, Any] = {"role": "assistant", "content": getattr(message, "content", None) or ""}
+    calls = list(getattr(message, "tool_calls", None) or [])
+    if calls:
+        out["tool_calls"] = [_tool_call_dict(tc) for tc in calls]
+    return out
 
 
 class _Transient(Exception):
@@ -85,9 +108,11 @@ class LLMClient:
         max_tokens: int | None = None,
         deadline: float | None = None,
         extra: dict[str, Any] | None = None,
+        transcript: Transcript | None = None,
     ) -> CallResult:
-        """One call (retried on transient failures). Raises InfraError, AgentTimeout or AgentError."""
-        call = self.meter.start(ctx, step)
+        """One call (retried on transient failures), recorded in `transcript` when given. Raises
+        InfraError, AgentTimeout or AgentError."""
+        call = self.meter.start(ctx, step, transcript)
         body: dict[str, Any] = {"model": self.gateway.model, "messages": messages, **(extra or {})}
         if tools:
             body["tools"] = tools
@@ -115,16 +140,20 @@ class LLMClient:
             raise InfraError(error) from None
         completion = raw.parse()
         usage = completion.usage
+        choice = completion.choices[0] if completion.choices else None
+        assistant = assistant_message(choice.message if choice else None)
+        finish_reason = choice.finish_reason if choice else None
         cost = self.meter.answered(
             call,
             raw.headers,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            message=assistant,
+            finish_reason=finish_reason,
         )
-        choice = completion.choices[0] if completion.choices else None
         return CallResult(
-            message=choice.message if choice else None,
-            finish_reason=choice.finish_reason if choice else None,
+            assistant=assistant,
+            finish_reason=finish_reason,
             prompt_tokens=cost.prompt_tokens,
             completion_tokens=cost.completion_tokens,
             cost_usd=cost.cost_usd,

@@ -48,10 +48,12 @@ from typing import Any
 
 from goat_dagster.bench import sandbox_worker
 from goat_dagster.bench.bwrap import (
+    CHECK_PYTHON,
     NO_BWRAP_ERROR,
     NO_BWRAP_WARNING,
     RELAY_DIR,
     SANDBOX_PATH,
+    SUPPORT,
     WORKDIR,
     base_interpreter,
     bwrap_command,
@@ -61,6 +63,8 @@ from goat_dagster.bench.bwrap import (
 )
 from goat_dagster.bench.local_worker import WorkerExited, WorkerProcess
 from goat_dagster.bench.sandbox import (
+    CheckPlan,
+    CheckRun,
     Entry,
     ExecResult,
     PoolOptions,
@@ -161,23 +165,34 @@ class LocalSandbox(Sandbox):
     def exec(
         self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> ExecResult:
+        return self._exec(command, timeout_s=timeout_s, env=env, cwd=cwd)[0]
+
+    def _exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        check: dict[str, Any] | None = None,
+    ) -> tuple[ExecResult, dict[str, Any] | None]:
         limits = self.pool.options.limits
         started = time.monotonic()
+        req = {
+            "op": "exec",
+            "cmd": command,
+            "timeout": timeout_s,
+            "env": self.pool.env(env, self.slot),
+            "cwd": cwd,
+            "cap": limits.output_keep_bytes,
+            "hard_cap": limits.output_hard_bytes,
+            "limits": limits.rlimits(),
+            "warm": self.pool.warm,
+        }
+        if check is not None:
+            req["check"] = check
         try:
-            resp = self._call(
-                {
-                    "op": "exec",
-                    "cmd": command,
-                    "timeout": timeout_s,
-                    "env": self.pool.env(env, self.slot),
-                    "cwd": cwd,
-                    "cap": limits.output_keep_bytes,
-                    "hard_cap": limits.output_hard_bytes,
-                    "limits": limits.rlimits(),
-                    "warm": self.pool.warm,
-                },
-                timeout=timeout_s + 30,
-            )
+            resp = self._call(req, timeout=timeout_s + 30)
         except WorkerExited as exc:
             # The worker died while this command ran: where task code can signal the worker (one
             # uid for both), the command did it (`kill -9 -1`, `pkill python`). That is the task's
@@ -193,7 +208,7 @@ class LocalSandbox(Sandbox):
                 ),
                 duration_s=time.monotonic() - started,
                 killed="sandbox",
-            )
+            ), None
         return ExecResult(
             exit_code=resp["exit"],
             stdout=resp["stdout"],
@@ -203,7 +218,14 @@ class LocalSandbox(Sandbox):
             truncated=resp["truncated"],
             output_bytes=resp["output_bytes"],
             warm=resp["warm"],
-        )
+        ), resp
+
+    def run_check(self, command: str, *, timeout_s: float, plan: CheckPlan) -> CheckRun:
+        # the seal is made by the worker after it forks the check and checked there: it never
+        # leaves the sandbox's worker (another uid than task code, not dumpable)
+        result, resp = self._exec(command, timeout_s=timeout_s, env=None, cwd=None, check=plan.as_dict())
+        check = (resp or {}).get("check") or {}
+        return CheckRun(result, bool(check.get("sealed")), tuple(check.get("notes") or ()))
 
     def write_files(self, files: Mapping[str, str | bytes]) -> None:
         if not files:
@@ -301,6 +323,10 @@ class LocalSandboxPool(SandboxPool):
         shutil.copy2(sandbox_worker.__file__, sup / "sandbox_worker.py")
         for name in ("python", "python3"):
             (sup / "bin" / name).symlink_to(self.python)
+        # checks run under an execute-only copy: a process whose binary it cannot read is made
+        # non-dumpable by the kernel, so task code of its uid cannot read a check's memory (the
+        # check zygote, sandbox_worker.Zygote, and every check it forks)
+        shutil.copyfile(self.python, sup / "bin" / CHECK_PYTHON)
         (sup / "etc").mkdir()
         uid = "{uid}"
         (sup / "etc" / "passwd").write_text(
@@ -311,6 +337,7 @@ class LocalSandboxPool(SandboxPool):
         for p in sup.rglob("*"):
             if not p.is_symlink():
                 p.chmod(0o755 if p.is_dir() else 0o644)
+        (sup / "bin" / CHECK_PYTHON).chmod(0o111)
         sup.chmod(0o755)
         self.support = sup
 
@@ -324,7 +351,11 @@ class LocalSandboxPool(SandboxPool):
         return etc
 
     def command_for(self, slot: LocalSlot) -> list[str]:
+        check_python = (
+            f"{SUPPORT}/bin/{CHECK_PYTHON}" if self.bwrap else str(self.support / "bin" / CHECK_PYTHON)
+        )
         worker_args = ["--root", slot.root, "--tmp", "/tmp" if self.bwrap else str(slot.tmp)]
+        worker_args += ["--check-python", check_python]
         if slot.uid is not None:
             worker_args += ["--uid", str(slot.uid), "--worker-uid", str(slot.worker_uid)]
         if not self.bwrap:

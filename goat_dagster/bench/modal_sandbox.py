@@ -20,17 +20,23 @@ which a local run should not pay.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import posixpath
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from goat_dagster.bench import sandbox_worker
 from goat_dagster.bench.sandbox import (
+    CheckPlan,
+    CheckRun,
     Entry,
     ExecResult,
     PoolOptions,
@@ -41,6 +47,7 @@ from goat_dagster.bench.sandbox import (
     SandboxPool,
     scrubbed_env,
 )
+from goat_dagster.bench.sandbox_worker import SEAL_DONE, SEAL_LEN, channel_notes, parse_python_command
 from goat_dagster.config import settings
 
 APP_NAME = "goat-sandboxes"
@@ -65,6 +72,30 @@ wait $h1 $h2
 cat "$d/out"; cat "$d/err" >&2; rm -rf "$d"
 exit $code
 """
+
+
+# A check: the same limits, the program run by sandbox_worker's check runner in a new interpreter
+# (`python3 -I`: no work dir on sys.path before the runner's own imports). The seal comes on stdin
+# (kept in fd 5 here, handed to the runner only), the runner's channel is fd 3 = this process's
+# stdout, then a boundary line, then the program's own stdout; its stderr as for any command.
+_CHECK_WRAPPER = """\
+ulimit -c 0; ulimit -v {mem_kb}; ulimit -f {fsize_kb}; ulimit -u {nproc}; ulimit -n {nofile}
+exec 5<&0 0</dev/null
+d=$(mktemp -d); mkfifo "$d/o" "$d/e"
+head -c {hard} <"$d/o" >"$d/out" 5<&- & h1=$!
+head -c {hard} <"$d/e" >"$d/err" 5<&- & h2=$!
+timeout -s KILL {timeout} python3 -I -B -c "$1" --run-check "$2" <&5 5<&- 3>&1 >"$d/o" 2>"$d/e" &
+pid=$!
+exec 5<&-
+wait $pid
+code=$?
+kill -KILL -- -$pid 2>/dev/null
+wait $h1 $h2
+printf '\n%s\n' "$3"
+cat "$d/out"; cat "$d/err" >&2; rm -rf "$d"
+exit $code
+"""
+RUNNER_SOURCE = Path(sandbox_worker.__file__).read_text(encoding="utf-8")
 
 
 class RateLimiter:
@@ -239,6 +270,69 @@ class ModalSandbox(Sandbox):
             truncated=total > min(len(out), keep) + min(len(err), keep),
             output_bytes=total,
         )
+
+    def run_check(self, command: str, *, timeout_s: float, plan: CheckPlan) -> CheckRun:
+        """The check under sandbox_worker's runner; the seal (made here, per check) goes in on stdin
+        and is looked for in what comes out: only the runner's keeper writes it, once the program
+        returned normally."""
+        spec = parse_python_command(command)
+        if spec is None:
+            bad = ExecResult(127, "", f"a check must be one Python program: {command}", 0.0)
+            return CheckRun(bad, False, ("violation the check is not one Python program",))
+        lim = self.pool.options.limits
+        script = _CHECK_WRAPPER.format(
+            mem_kb=lim.memory_mb * 1024,
+            fsize_kb=lim.file_size_mb * 1024,
+            nproc=lim.processes,
+            nofile=lim.open_files,
+            timeout=max(1, math.ceil(timeout_s)),
+            hard=lim.output_hard_bytes,
+        )
+        payload = {"spec": [*spec[:3], sorted(spec[3])], "check": plan.as_dict(), "seal_fd": 0, "chan_fd": 3}
+        seal = secrets.token_hex(SEAL_LEN // 2).encode()
+        boundary = f"goat-check-end-{secrets.token_hex(8)}"
+        full_env = {**scrubbed_env(None, path=SANDBOX_PATH), TASK_MARK: "1"}
+        t0 = time.monotonic()
+        try:
+            p = self.sb.exec(
+                "bash",
+                "-c",
+                script,
+                "goat",
+                RUNNER_SOURCE,
+                json.dumps(payload),
+                boundary,
+                timeout=math.ceil(timeout_s) + 30,
+                workdir=self.workdir,
+                env=full_env,
+                text=False,
+            )
+            p.stdin.write(seal)
+            p.stdin.write_eof()
+            p.stdin.drain()
+            out, err = p.stdout.read(), p.stderr.read()
+            code = p.wait()
+        except Exception as exc:
+            raise SandboxError(f"Modal exec failed: {type(exc).__name__}: {exc}") from exc
+        took = time.monotonic() - t0
+        channel, sep, program_out = out.partition(f"\n{boundary}\n".encode())
+        if not sep:
+            channel, program_out = out, b""
+        sealed = SEAL_DONE + seal + b"\n" in channel
+        killed = "timeout" if code == 137 and took >= timeout_s else None
+        if len(program_out) >= lim.output_hard_bytes or len(err) >= lim.output_hard_bytes:
+            killed = killed or "output"
+        keep = lim.output_keep_bytes
+        result = ExecResult(
+            exit_code=-9 if killed == "timeout" else code,
+            stdout=program_out[:keep].decode("utf-8", "replace"),
+            stderr=err[:keep].decode("utf-8", "replace"),
+            duration_s=took,
+            killed=killed,
+            truncated=len(program_out) > keep or len(err) > keep,
+            output_bytes=len(program_out) + len(err),
+        )
+        return CheckRun(result, sealed, tuple(channel_notes(channel.replace(seal, b"<seal>"))))
 
     def write_files(self, files: Mapping[str, str | bytes]) -> None:
         if not files:

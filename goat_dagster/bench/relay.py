@@ -13,7 +13,9 @@ served by uvicorn on that socket, forwarding with httpx)
 - forwards to the gateway with the gateway's key (which never enters the sandbox),
 - meters every chat request through the run's `CallMeter` (calls.py): `call_metadata(...)` added
   to it, so external agents are traced like the builtin one, a `CallRecord` with tokens and cost,
-  counted in the attempt's `Usage`.
+  counted in the attempt's `Usage`, and the call in the attempt's transcript: the messages of the
+  request the transcript has not shown yet, and the answer (`assistant_of`: a JSON completion or
+  the chunks of a stream put back together).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,6 +38,7 @@ from starlette.routing import Router, request_response
 
 from goat_dagster.bench.calls import Call, CallContext, CallMeter
 from goat_dagster.bench.errors import InfraError
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.bench.usage import AgentLimits, Usage
 from goat_dagster.routing.gateway import Gateway
 
@@ -72,12 +76,13 @@ def _error(code: int, kind: str, message: str) -> JSONResponse:
 
 @dataclass(frozen=True)
 class _Attempt:
-    """Who may use the relay right now: one attempt's token, identity, usage and limits."""
+    """Who may use the relay right now: one attempt's token, identity, usage, limits, transcript."""
 
     token: str
     call: CallContext
     usage: Usage
     limits: AgentLimits
+    transcript: Transcript | None = None
 
 
 class GatewayRelay:
@@ -122,9 +127,16 @@ class GatewayRelay:
             self._http = http
             yield
 
-    def activate(self, token: str, call: CallContext, usage: Usage, limits: AgentLimits) -> None:
+    def activate(
+        self,
+        token: str,
+        call: CallContext,
+        usage: Usage,
+        limits: AgentLimits,
+        transcript: Transcript | None = None,
+    ) -> None:
         with self._lock:
-            self._attempt = _Attempt(token, call, usage, limits)
+            self._attempt = _Attempt(token, call, usage, limits, transcript)
 
     def deactivate(self) -> None:
         with self._lock:
@@ -163,7 +175,9 @@ class GatewayRelay:
                 return _error(403, "permission", f"this key may only use model {self.gateway.model!r}")
             if attempt.usage.steps >= attempt.limits.max_steps:
                 return _error(429, "limit", f"step limit ({attempt.limits.max_steps}) reached")
-            call = self.meter.start(attempt.call, attempt.usage.steps + 1)
+            transcript = attempt.transcript
+            new_messages = transcript.request_messages(body.get("messages")) if transcript else None
+            call = self.meter.start(attempt.call, attempt.usage.steps + 1, transcript, new_messages)
             body["model"] = self.gateway.model
             body["metadata"] = call.metadata()
             if body.get("stream"):
@@ -217,10 +231,12 @@ class GatewayRelay:
         if status >= 500 or status == 429:
             attempt.usage.gateway_failed(f"HTTP {status} from the gateway")
         if status >= 400:
-            self.meter.failed(call, f"HTTP {status} from the gateway")
+            answer = body[:2000].decode("utf-8", "replace")
+            self.meter.failed(call, f"HTTP {status} from the gateway", answer=answer)
             return
         pt, ct = usage_of(body)
-        cost = self.meter.answered(call, resp.headers, pt, ct)
+        message, finish = assistant_of(body)
+        cost = self.meter.answered(call, resp.headers, pt, ct, message=message, finish_reason=finish)
         attempt.usage.add_call(pt, ct, cost.cost_usd)
 
     def _failed(self, call: Call, attempt: _Attempt, error: str) -> None:
@@ -248,4 +264,45 @@ def usage_of(body: bytes) -> tuple[int, int]:
     return pt, ct
 
 
-__all__ = ["ROUTES", "GatewayRelay", "route_of", "usage_of"]
+def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The assistant message and finish reason of a completion: a JSON body, or the SSE chunks of a
+    stream put back together (text, and tool calls by index)."""
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            choice = (json.loads(text).get("choices") or [{}])[0]
+            return choice.get("message"), choice.get("finish_reason")
+        except (ValueError, AttributeError, IndexError):
+            return None, None
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    for ln in text.splitlines():
+        if not ln.startswith("data:"):
+            continue
+        try:
+            choice = (json.loads(ln[5:].strip()).get("choices") or [{}])[0]
+            delta = choice.get("delta") or {}
+            finish = choice.get("finish_reason") or finish
+        except (ValueError, AttributeError, IndexError):
+            continue
+        if delta.get("content"):
+            content.append(delta["content"])
+        for tc in delta.get("tool_calls") or []:
+            slot = calls.setdefault(
+                int(tc.get("index") or 0),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            slot["id"] = tc.get("id") or slot["id"]
+            fn = tc.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+    if not content and not calls and finish is None:
+        return None, None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return message, finish
+
+
+__all__ = ["ROUTES", "GatewayRelay", "assistant_of", "route_of", "usage_of"]

@@ -62,6 +62,32 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class CheckPlan:
+    """What a sandbox needs to run a task's check sealed (see sandbox_worker.run_check): module names
+    the work dir may hold (`expected`: the task's own files), the hidden test files and the modules
+    they import (nothing in the work dir may shadow those or the standard library)."""
+
+    expected: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    test_modules: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """A check's run: the command's result, whether the harness's seal came back (the program
+    returned normally: its tests ran to their end), and the runner's notes (`outcome ...`,
+    `violation ...`, `info ...`)."""
+
+    result: ExecResult
+    sealed: bool
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Entry:
     path: str
     kind: str  # file | dir | link
@@ -140,6 +166,11 @@ class Sandbox(ABC):
     @abstractmethod
     def walk(self, limit: int = 5000) -> list[Entry]:
         """Every entry under the work dir (symlinks are listed, never followed)."""
+
+    @abstractmethod
+    def run_check(self, command: str, *, timeout_s: float, plan: CheckPlan) -> CheckRun:
+        """Run a task's check (one Python program) so that only a normal return of the program
+        brings the seal back; never raises for the check's own failure."""
 
     @abstractmethod
     def kill_processes(self) -> None:

@@ -10,7 +10,7 @@ A suite file (suites/<name>.yaml)::
         instruction: Write reverse_string(s) in solution.py ...
         files: {solution.py: "..."}          # set-up files the agent starts with
         tests: {test_solution.py: "..."}     # hidden: uploaded only after the agent finishes
-        check: python test_solution.py       # exit 0 = pass
+        check: python test_solution.py       # one Python program; passes when it runs to its end, exit 0
         timeout_s: 30                        # wall-clock limit of the check
         reference: {solution.py: "..."}      # optional: what the `oracle` agent writes
 

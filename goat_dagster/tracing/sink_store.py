@@ -177,3 +177,24 @@ def read_sink(run_id: str) -> list[TraceRecord]:
 def read_sink_lines(run_id: str) -> list[dict[str, Any]]:
     """The raw sink lines of one run (TraceRecord fields plus request_params, api_base, …)."""
     return [d for d in iter_lines(run_file(run_id)) if d.get("run_id") == run_id]
+
+
+def read_sink_traces(run_id: str, trace_ids: list[str]) -> list[TraceRecord]:
+    """The sink's traces of some attempts of a run, in call order, without parsing the run's other
+    lines (a big run's file is long; a trace id is 32 hex characters, found as text first)."""
+    wanted = set(trace_ids)
+    path = run_file(run_id)
+    out: list[TraceRecord] = []
+    if not wanted or not path.exists():
+        return out
+    with open(path, encoding="utf-8") as fh:
+        for raw in fh:
+            if not any(t in raw for t in wanted):
+                continue
+            try:
+                d = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if d.get("run_id") == run_id and d.get("trace_id") in wanted:
+                out.append(TraceRecord.model_validate(d))
+    return sorted(out, key=lambda r: r.start_time or datetime.min.replace(tzinfo=UTC))

@@ -28,16 +28,27 @@ def test_definitions_wire_leaderboard_after_results_and_traces() -> None:
 
 
 @pytest.mark.integration
-def test_leaderboard_asset_metadata(fixed_lake: GoatPaths, pg_instance) -> None:
+def test_leaderboard_asset_metadata(fixed_lake: GoatPaths, pg_instance, monkeypatch) -> None:
+    monkeypatch.delenv("GOAT_VIEW_URL", raising=False)
     result = materialize([leaderboard], instance=pg_instance)
     assert result.success
     md = latest_metadata(pg_instance)  # read back from PostgreSQL, as the UI does
 
-    assert "| alpha | 50.0% | 15.0-85.0 | 2/4 | infra 1 | $0.0525 |" in md["leaderboard"]
+    view = "http://127.0.0.1:8200"  # GOAT_VIEW_URL's default: each model links to its run in goat view
+    alpha = f"| 1 | [alpha]({view}/runs/run-a2) | 50.0% | 15.0-85.0 | 2/4 | 4/5 | ≥11.8% | $0.0525 |"
+    assert alpha in md["leaderboard"]
     assert len(md["leaderboard"]) < 1000  # the UI shows it inline
-    assert "| alpha | smoke | run-a2 | 5 | 1 | 4 | 2 | 2 | 1 (infra 1) |" in md["leaderboard_details"]
-    assert "| t4 | ✗ | 1/2 E:1 | E:infra |" in md["per_task_matrix"]
+    assert (
+        f"| alpha | smoke | [run-a2]({view}/runs/run-a2) | 5 | 1 | 4 | 2 | 2 | 1 (infra 1) |"
+        in md["leaderboard_details"]
+    )
+    assert f"| t4 | [✗]({view}/runs/run-a2/tasks/t4/1) | [1/2 E:1](" in md["per_task_matrix"]
     assert "- pass→fail: 1 (t2)\n- fail→pass: 1 (t3)" in md["ab_comparison"]
+    assert "- paired: B - A = +0.0 pp (95% CI -80.0 to +80.0) on 4 shared tasks" in md["ab_comparison"]
+    assert "**alpha** vs **beta** (smoke): B - A = -4.2 pp" in md["paired_comparisons"]
+    # beta's epochs disagree on t2, t4, t5; alpha's t5 and all of gamma's attempts hit infra errors
+    assert "| smoke | t5 | flaky, infra errors | - | 0/1 | beta | 2 |" in md["task_health"]
+    assert md["n_flagged_tasks"] == 5
     # the chart is shown inline: the UI's markdown renderer allows data: image sources
     prefix = "![pass rate by model](data:image/png;base64,"
     assert md["chart"].startswith(prefix)

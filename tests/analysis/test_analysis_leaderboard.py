@@ -81,11 +81,18 @@ def test_leaderboard_numbers_match_hand_computation(fixed_lake: GoatPaths) -> No
     # passed 3+1+0+1+1 = 6, failed 0+2+3+1+2 = 8, one timeout error -> scored 14
     assert (b["epochs"], b["passed"], b["failed"], b["errors"], b["errors_timeout"]) == (3, 6, 8, 1, 1)
     assert b["pass_rate"] == pytest.approx(6 / 14)
-    # Wilson for 6/14: p = .428571, denom = 1 + 3.8415/14 = 1.274390, centre = (.428571 + .137195) / 1.274390
-    # = .443946, half = 1.96·sqrt(.428571·.571429/14 + 3.8415/784) / 1.274390 = .230138 -> [.21381, .67409]
-    low, high = wilson(6, 14)
-    assert low == pytest.approx(0.21381, abs=1e-5) and high == pytest.approx(0.67409, abs=1e-5)
-    assert b["ci_low"] == pytest.approx(low, rel=1e-12) and b["ci_high"] == pytest.approx(high, rel=1e-12)
+    # 3 epochs: the task-clustered interval (Miller 2024), not Wilson (6/14 would give [.21381, .67409]).
+    # m = 6/14; residuals e = 1 - m = 8/14 (pass) or -6/14 (fail): sum e^2 = (6·64 + 8·36)/196 = 672/196;
+    # per-task sums of e: t1 24/14, t2 -4/14, t3 -18/14, t4 2/14, t5 -4/14, squares (576+16+324+4+16)/196
+    # = 936/196, so the within-task cross terms sum to (936 - 672)/196 = 264/196;
+    # SE^2 = 672/196 / (14·13) + 264/196 / 14^2 = .0257104, SE = .1603448 -> .4285714 ± 1.959964·SE
+    se = math.sqrt(672 / 196 / (14 * 13) + 264 / 196 / 14**2)
+    assert (b["ci_method"], b["se"]) == ("clustered", pytest.approx(se, rel=1e-12))
+    assert se == pytest.approx(0.1603448, abs=1e-7)
+    assert b["ci_low"] == pytest.approx(6 / 14 - Z * se, rel=1e-12)
+    assert b["ci_high"] == pytest.approx(6 / 14 + Z * se, rel=1e-12)
+    assert (b["planned"], b["coverage"]) == (15, pytest.approx(14 / 15))
+    assert b["strict_pass_rate"] == pytest.approx(6 / 15)  # the timeout counted as a failure
     # pass@3 = mean over tasks with n >= 3 scored samples of 1 - C(n-c, 3) / C(n, 3):
     # t1 n3 c3: C(0,3) = 0 -> 1;  t2 n3 c1: C(2,3) = 0 -> 1;  t3 n3 c0: 1 - C(3,3)/C(3,3) = 0;
     # t5 n3 c1: C(2,3) = 0 -> 1;  t4 has n = 2 < 3 and is left out -> (1 + 1 + 0 + 1) / 4 = .75
@@ -132,25 +139,27 @@ def test_task_matrix_and_markdown(fixed_lake: GoatPaths) -> None:
     )
     assert outcome[("t1", "gamma")] == "error"
 
+    # errors as failures: alpha 2 of 5 planned -> Wilson(2, 5) from .1176; beta 6 of 15 planned, clustered
+    assert wilson(2, 5)[0] == pytest.approx(0.11762, abs=1e-5)
     md = leaderboard_markdown(board)
     assert md.splitlines()[:5] == [
-        "| model | pass@1 | 95% CI | passed | errors | $/solved |",
-        "| --- | --- | --- | --- | --- | --- |",
-        "| alpha | 50.0% | 15.0-85.0 | 2/4 | infra 1 | $0.0525 |",
-        "| beta | 42.9% | 21.4-67.4 | 6/14 | timeout 1 | $0 |",
-        "| gamma | - | - | 0/0 | infra 5 | - |",
+        "| rank | model | pass@1 | 95% CI | passed | scored/planned | errors as failures | $/solved |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| 1 | alpha | 50.0% | 15.0-85.0 | 2/4 | 4/5 | ≥11.8% | $0.0525 |",
+        "| 1 | beta | 42.9% | 11.4-74.3 | 6/14 | 14/15 | ≥10.6% | $0 |",
+        "| - | gamma | - | - | 0/0 | 0/5 | ≥0.0% | - |",
     ]
     details = details_markdown(board)
     assert (
-        "| beta | smoke | run-b1 | 5 | 3 | 14 | 6 | 8 | 1 (timeout 1) | 42.9% | 21.4-67.4 "
-        "| pass@3 75.0% (4/5 tasks) | $0 | $0 | 0 | - | 30.50 / 51.35 | 150 / 15 |"
+        "| 1 | beta | smoke | run-b1 | 5 | 3 | 14 | 6 | 8 | 1 (timeout 1) | 42.9% | 11.4-74.3 | clustered "
+        "| 14/15 | ≥10.6% | pass@3 75.0% (4/5 tasks) | $0 | $0 | 0 | - | 30.50 / 51.35 | 150 / 15 |"
     ) in details
     assert "| 6 | 3.50 / 8.75 | 25.00 / 38.50 | 1050 / 105 |" in details
     matrix = matrix_markdown(board)
     assert "| t4 | ✗ | 1/2 E:1 | E:infra |" in matrix
     assert "| **passed** | 2/4 | 6/14 | 0/0 |" in matrix
     text = render_leaderboard_text(board)
-    assert text.splitlines()[0].split()[:3] == ["MODEL", "SUITE", "RUN"]
+    assert text.splitlines()[0].split()[:3] == ["RANK", "MODEL", "SUITE"]
     assert "pass→fail 1, fail→pass 1" in text
 
 
@@ -204,7 +213,9 @@ def test_results_without_traces(results_only_lake: GoatPaths) -> None:
         pytest.approx(0.0525),
     )
     assert (a["calls"], a["call_p50_s"], a["call_p95_s"]) == (0, None, None)
-    assert "| 50.0% | 15.0-85.0 | - | $0.105 | $0.0525 | 0 | - | 25.00 / 38.50 |" in details_markdown(board)
+    assert "| 50.0% | 15.0-85.0 | wilson | 4/5 | ≥11.8% | - | $0.105 | $0.0525 | 0 | - | 25.00 / 38.50 |" in (
+        details_markdown(board)
+    )
 
 
 def test_empty_lake(goat_paths: GoatPaths) -> None:

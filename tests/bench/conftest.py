@@ -23,7 +23,11 @@ import pytest
 
 from goat_dagster.bench.local_sandbox import LocalSandboxPool
 from goat_dagster.bench.sandbox import PoolOptions
+from goat_dagster.registry import load_registry
+from goat_dagster.routing import proxy
+from goat_dagster.routing.config import build_config
 from goat_dagster.routing.gateway import Gateway
+from goat_dagster.serving.endpoint import Endpoint, load_endpoints, save_endpoint
 from tests.conftest import free_port, smollm2_gguf
 
 
@@ -103,3 +107,23 @@ def model_gateway(llama_server: LlamaServer) -> Gateway:
         input_per_mtok=1.0,
         output_per_mtok=2.0,
     )
+
+
+def proxy_in_front_of(server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The managed LiteLLM proxy (with its trace sink) on a free port, routing smollm2-135m to
+    `server`: the default gateway of a run. Stop it with `routing.proxy.stop_proxy()`."""
+
+    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
+    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    save_endpoint(
+        Endpoint(
+            model_key="smollm2-135m",
+            provider="local",
+            engine="llama.cpp",
+            base_url=server.base_url,
+            served_name="smollm2-135m",
+            healthy=True,
+        )
+    )
+    proxy.ensure_proxy(build_config(load_registry(), load_endpoints()))

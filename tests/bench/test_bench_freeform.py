@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from goat_dagster.analysis.leaderboard import build_leaderboard
 from goat_dagster.analysis.runs import run_summaries
@@ -19,6 +20,7 @@ from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.bench.freeform import PromptError, load_batch, prompt_suite, tasks_to_run
 from goat_dagster.bench.lake import STATUSES, ResultRow, read_rows, write_results
 from goat_dagster.bench.suite import SuiteError, parse_suite
+from goat_dagster.viewer.app import create_app
 from tests.bench.test_bench_cli import goat
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -110,6 +112,17 @@ def test_unscored_rows_never_count_in_a_pass_rate(goat_home: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     line = next(ln for ln in listing.stdout.splitlines() if ln.startswith("asked "))
     assert "unscored" in line and "n/a" not in line
+
+    # goat view: the run list and the run page say `unscored`, never a pass rate of a prompt run
+    with TestClient(create_app()) as client:
+        runs_page = client.get("/")
+        assert runs_page.status_code == 200
+        asked_row = next(tr for tr in runs_page.text.split("<tr>") if '/runs/asked"' in tr)
+        assert "unscored" in asked_row and "2 answered" in asked_row
+        run_page = client.get("/runs/asked")
+        assert run_page.status_code == 200
+        assert "2 answered" in run_page.text and "pass rate" not in run_page.text
+        assert "pass rate" in client.get("/runs/bench").text
 
 
 @pytest.mark.integration

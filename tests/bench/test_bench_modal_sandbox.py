@@ -34,16 +34,50 @@ from goat_dagster.routing.gateway import SCOPED_KEY_GRACE_S
 from tests.conftest import benchmark
 
 
+class _Stdin:
+    """Modal's `ContainerProcess.stdin`: write() buffers, write_eof() closes after the data,
+    drain() sends (here: to the process, once it is read from)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.eof = False
+
+    def write(self, data: bytes | str) -> None:
+        assert not self.eof, "Stdin is closed"
+        self.data += data.encode() if isinstance(data, str) else data
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def drain(self) -> None:
+        pass
+
+
 class _Proc:
     def __init__(self, argv: list[str], cwd: str, env: dict[str, str], text: bool) -> None:
         self.p = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=text,
         )
-        self.out, self.err = self.p.communicate()
-        self.stdout = type("R", (), {"read": lambda _s: self.out})()
-        self.stderr = type("R", (), {"read": lambda _s: self.err})()
+        self.text = text
+        self.stdin = _Stdin()
+        self.result: tuple[Any, Any] | None = None
+        self.stdout = type("R", (), {"read": lambda _s: self._done()[0]})()
+        self.stderr = type("R", (), {"read": lambda _s: self._done()[1]})()
+
+    def _done(self) -> tuple[Any, Any]:
+        if self.result is None:
+            data = self.stdin.data.decode() if self.text else self.stdin.data
+            self.result = self.p.communicate(data)
+        return self.result
 
     def wait(self) -> int:
+        self._done()
         return self.p.returncode
 
 
@@ -109,7 +143,8 @@ class Factory:
         image_bin = self.workdir.parent / "image-bin"
         if not image_bin.exists():
             image_bin.mkdir()
-            (image_bin / "python").symlink_to(sys.executable)
+            for name in ("python", "python3"):  # debian_slim's /usr/local/bin has both
+                (image_bin / name).symlink_to(sys.executable)
         sb = LocalModalStandIn(str(self.workdir), str(image_bin))
         self.made.append(sb)
         return sb

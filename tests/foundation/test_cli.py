@@ -21,6 +21,7 @@ VERBS = [
     ["setup"],
     ["doctor"],
     ["ui"],
+    ["view"],
 ]
 
 

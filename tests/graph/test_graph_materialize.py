@@ -17,6 +17,7 @@ from dagster import AssetKey, materialize
 
 from goat_dagster.definitions import defs
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
+from goat_dagster.viewer.links import leaderboard_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,5 +121,6 @@ def test_goat_demo_reuses_what_is_up_and_fresh(pg_instance, stack_env, one_model
     result = json.loads(out.stdout)
     assert [r["for"] for r in result["runs"] if r["for"] == "smollm2-135m"] == []
     assert result["models"] == ["smollm2-135m"]
+    assert result["viewer"] == leaderboard_url()  # its last line: the leaderboard in goat view
     board = result["leaderboard"]
     assert any(row["model"] == "smollm2-135m" for row in board["leaderboard"])

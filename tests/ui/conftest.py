@@ -1,10 +1,9 @@
-"""A real `goat ui` (dagster dev: webserver + daemon) on the session's PostgreSQL instance, and a
-real headless Chromium (Debian's) driven by Playwright."""
+"""A real `goat ui` (dagster dev: webserver + daemon) on the session's PostgreSQL instance (the
+headless Chromium that opens it, `browser`, is tests/conftest.py's)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,18 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CHROMIUM
+
 PROJECT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
@@ -87,18 +77,6 @@ def dagster_ui(pg_instance, stack_env, tmp_path_factory: pytest.TempPathFactory)
         yield url
     finally:
         stop(proc)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def dismiss_community_dialog(page) -> None:

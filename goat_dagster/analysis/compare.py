@@ -1,0 +1,292 @@
+"""Paired comparison of two runs, and ranking models by paired differences.
+
+`compare_runs(run_a, run_b) -> Comparison` is the one entry point (`goat compare`, the leaderboard,
+the regression check, the results viewer's /compare page). On the tasks both runs scored (each
+task's pass fraction over its scored epochs, 0/1 with one epoch):
+
+- the difference in pass rate B - A, with a paired 95% interval (Miller 2024: the SE of the mean of
+  per-task differences, stats.paired);
+- an exact McNemar test on the discordant tasks (stats.mcnemar_exact), a task's outcome being the
+  strict majority of its scored epochs (the `task_outcomes` view);
+- the tasks that flipped each way: pass->fail (passed in A, failed in B) and fail->pass.
+
+A difference is *significant* (at alpha = 0.05) by the test that fits the data: with one epoch on
+both sides (0/1 per task), the exact McNemar test (valid for the handful of discordant tasks a
+small suite has); with several epochs, the paired interval (per-task pass fractions carry more than
+a majority vote, which is all McNemar sees). Models are ranked so that one is ahead of another only
+when that difference is significant: rank = 1 + the number of models significantly better (ties
+share a rank), never by comparing marginal intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from goat_dagster import config
+from goat_dagster.analysis.snapshot import open_snapshot, query
+from goat_dagster.analysis.stats import mcnemar_exact, paired
+
+ALPHA = 0.05
+
+
+class UnknownRunError(ValueError):
+    """A run id asked for is not in the results lake."""
+
+
+class RunInfo(BaseModel):
+    run_id: str
+    model: str
+    suite: str
+    suite_version: str | None = None
+    agent: str | None = None
+    epochs: int = 1
+    tasks: int = 0
+    scored: int = 0
+    pass_rate: float | None = Field(default=None, description="the run's own pass rate (all its tasks)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} on {self.suite} ({self.run_id})"
+
+
+class Comparison(BaseModel):
+    """Run B against run A on the tasks both scored (see the module docstring)."""
+
+    run_a: RunInfo
+    run_b: RunInfo
+    same_suite_version: bool
+    shared_tasks: int = Field(description="tasks both runs scored")
+    only_a: list[str] = Field(default_factory=list, description="tasks only run A scored")
+    only_b: list[str] = Field(default_factory=list, description="tasks only run B scored")
+    pass_rate_a: float | None = Field(default=None, description="mean pass fraction of A on the shared tasks")
+    pass_rate_b: float | None = None
+    difference: float | None = Field(default=None, description="pass_rate_b - pass_rate_a")
+    se: float | None = Field(default=None, description="paired standard error of the difference")
+    ci_low: float | None = None
+    ci_high: float | None = None
+    pass_to_fail: list[str] = Field(default_factory=list, description="passed in A, failed in B")
+    fail_to_pass: list[str] = Field(default_factory=list, description="failed in A, passed in B")
+    mcnemar_p: float = Field(default=1.0, description="exact two-sided McNemar p on the discordant tasks")
+    alpha: float = ALPHA
+    test: str = Field(default="mcnemar", description="what `significant` rests on: mcnemar | paired interval")
+    significant: bool = Field(default=False, description="McNemar p < alpha (one epoch), else the interval")
+
+    @property
+    def direction(self) -> str:
+        if not self.significant or self.difference is None:
+            return "no significant difference"
+        return "B is better" if self.difference > 0 else "B is worse"
+
+    def summary(self) -> str:
+        """One line: the difference, its interval, McNemar and the flips."""
+        if self.difference is None:
+            return f"no task scored by both runs ({self.run_a.run_id}, {self.run_b.run_id})"
+        ci = (
+            f" (95% CI {100 * self.ci_low:+.1f} to {100 * self.ci_high:+.1f})"
+            if self.ci_low is not None and self.ci_high is not None
+            else ""
+        )
+        return (
+            f"B - A = {100 * self.difference:+.1f} pp{ci} on {self.shared_tasks} shared tasks; "
+            f"McNemar p = {self.mcnemar_p:.3g} ({len(self.pass_to_fail)} pass→fail, "
+            f"{len(self.fail_to_pass)} fail→pass): {self.direction}"
+        )
+
+
+def _run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo:
+    rows = query(
+        con,
+        """SELECT run_id, model, suite, suite_version, agent, epochs, tasks, scored, pass_rate
+           FROM run_summary WHERE run_id = ?""",
+        [run_id],
+    )
+    if not rows:
+        raise UnknownRunError(f"run not in the results lake: {run_id}")
+    return RunInfo.model_validate(rows[0])
+
+
+def compare_in(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, alpha: float = ALPHA) -> Comparison:
+    """The comparison of two runs over an open warehouse connection (a snapshot)."""
+    a, b = _run_info(con, run_a), _run_info(con, run_b)
+    outcomes: dict[str, dict[str, dict[str, Any]]] = {run_a: {}, run_b: {}}
+    for r in query(
+        con,
+        "SELECT run_id, task_id, scored, pass_frac, outcome FROM task_outcomes WHERE run_id IN (?, ?)",
+        [run_a, run_b],
+    ):
+        if r["scored"]:
+            outcomes[r["run_id"]][r["task_id"]] = r
+    ta, tb = outcomes[run_a], outcomes[run_b]
+    shared = sorted(set(ta) & set(tb))
+    interval = paired([tb[t]["pass_frac"] - ta[t]["pass_frac"] for t in shared])
+    p2f = [t for t in shared if ta[t]["outcome"] == "passed" and tb[t]["outcome"] == "failed"]
+    f2p = [t for t in shared if ta[t]["outcome"] == "failed" and tb[t]["outcome"] == "passed"]
+    p = mcnemar_exact(len(p2f), len(f2p))
+    spread = interval is not None and interval.se is not None
+    excludes_zero = spread and (interval.low > 0 or interval.high < 0)  # type: ignore[union-attr]
+    single = a.epochs <= 1 and b.epochs <= 1
+    return Comparison(
+        run_a=a,
+        run_b=b,
+        same_suite_version=a.suite == b.suite and a.suite_version == b.suite_version,
+        shared_tasks=len(shared),
+        only_a=sorted(set(ta) - set(tb)),
+        only_b=sorted(set(tb) - set(ta)),
+        pass_rate_a=sum(ta[t]["pass_frac"] for t in shared) / len(shared) if shared else None,
+        pass_rate_b=sum(tb[t]["pass_frac"] for t in shared) / len(shared) if shared else None,
+        difference=interval.estimate if interval else None,
+        se=interval.se if interval else None,
+        ci_low=interval.low if interval and interval.se is not None else None,
+        ci_high=interval.high if interval and interval.se is not None else None,
+        pass_to_fail=p2f,
+        fail_to_pass=f2p,
+        mcnemar_p=p,
+        alpha=alpha,
+        test="mcnemar" if single else "paired interval",
+        significant=bool(shared) and (p < alpha if single else bool(excludes_zero)),
+    )
+
+
+def compare_runs(
+    run_a: str, run_b: str, paths: config.GoatPaths | None = None, alpha: float = ALPHA
+) -> Comparison:
+    """Run B against run A on the tasks both scored: paired difference, McNemar, flips."""
+    with open_snapshot(paths) as snap:
+        return compare_in(snap.con, run_a, run_b, alpha)
+
+
+def paired_ranks(
+    con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]], alpha: float = ALPHA
+) -> tuple[dict[str, int], list[Comparison]]:
+    """Rank the given runs (rows of run_summary) within each suite by paired differences: rank =
+    1 + the number of runs significantly better. Returns the ranks by run id and every pairwise
+    comparison made (A = the run with the higher pass rate, so B - A reads "how far behind")."""
+    ranks: dict[str, int] = {}
+    comparisons: list[Comparison] = []
+    by_suite: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["pass_rate"] is not None:  # a run that scored nothing has no rank
+            by_suite.setdefault(r["suite"], []).append(r)
+    for runs in by_suite.values():
+        runs = sorted(runs, key=lambda r: (-r["pass_rate"], r["model"]))
+        behind = {r["run_id"]: 0 for r in runs}
+        for ahead, after in combinations(runs, 2):
+            c = compare_in(con, ahead["run_id"], after["run_id"], alpha)
+            comparisons.append(c)
+            if c.significant and c.difference is not None:
+                behind[after["run_id"] if c.difference < 0 else ahead["run_id"]] += 1
+        for r in runs:
+            ranks[r["run_id"]] = 1 + behind[r["run_id"]]
+    return ranks, comparisons
+
+
+def comparison_text(c: Comparison) -> str:
+    """`goat compare` for a terminal."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        f"A: {c.run_a.label}: {pct(c.pass_rate_a)} on the shared tasks (run: {pct(c.run_a.pass_rate)})",
+        f"B: {c.run_b.label}: {pct(c.pass_rate_b)} on the shared tasks (run: {pct(c.run_b.pass_rate)})",
+        f"shared tasks: {c.shared_tasks} (scored by A only: {len(c.only_a)}, by B only: {len(c.only_b)})",
+    ]
+    if not c.same_suite_version:
+        lines.append(
+            f"warning: different suites or suite versions ({c.run_a.suite} {c.run_a.suite_version}, "
+            f"{c.run_b.suite} {c.run_b.suite_version}): tasks of one id may differ"
+        )
+    if c.difference is None:
+        lines.append("no task was scored by both runs: nothing to compare")
+        return "\n".join(lines)
+    ci = (
+        f"95% CI {100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f} pp, paired SE {100 * c.se:.1f} pp"
+        if c.ci_low is not None and c.ci_high is not None and c.se is not None
+        else "no interval with one shared task"
+    )
+    lines += [
+        f"difference B - A: {100 * c.difference:+.1f} pp ({ci})",
+        f"McNemar exact on discordant tasks: {len(c.pass_to_fail)} pass→fail, {len(c.fail_to_pass)} "
+        f"fail→pass, p = {c.mcnemar_p:.4g}",
+        f"{c.direction} (at {c.alpha:g}, by the {c.test}"
+        + (": one epoch on both sides)" if c.test == "mcnemar" else ": several epochs)"),
+    ]
+    for name, tasks in (("pass→fail", c.pass_to_fail), ("fail→pass", c.fail_to_pass)):
+        if tasks:
+            lines.append(
+                f"{name}: {', '.join(tasks[:50])}"
+                + (f", … ({len(tasks) - 50} more)" if len(tasks) > 50 else "")
+            )
+    return "\n".join(lines)
+
+
+# ---- regression between a model's consecutive runs ----------------------------------------------
+
+
+class Regression(BaseModel):
+    """A run against the model's previous run of the same suite version and agent."""
+
+    run_id: str | None = None
+    previous_run_id: str | None = None
+    comparison: Comparison | None = None
+    dropped: bool = Field(default=False, description="the pass rate fell, significantly")
+    description: str = ""
+
+
+def previous_run_in(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """The run of the same model, suite, suite version and agent that started last before `run_id`."""
+    row = con.execute(
+        """SELECT p.run_id FROM run_summary s
+           JOIN run_summary p ON p.model = s.model AND p.suite = s.suite
+               AND p.suite_version IS NOT DISTINCT FROM s.suite_version
+               AND p.agent IS NOT DISTINCT FROM s.agent
+               AND p.run_id != s.run_id
+               AND (p.started_at, p.finished_at, p.run_id) < (s.started_at, s.finished_at, s.run_id)
+           WHERE s.run_id = ?
+           ORDER BY p.started_at DESC, p.finished_at DESC, p.run_id DESC LIMIT 1""",
+        [run_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def latest_run_in(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    row = con.execute(
+        """SELECT run_id FROM run_summary WHERE model = ?
+           ORDER BY started_at DESC, finished_at DESC, run_id DESC LIMIT 1""",
+        [model],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def regression(
+    model: str, run_id: str | None = None, paths: config.GoatPaths | None = None, alpha: float = ALPHA
+) -> Regression:
+    """Did `run_id` (default: the model's newest run) drop significantly against the previous run
+    of the same suite version and agent? (compare_in's test: McNemar with one epoch, else the paired
+    interval.)"""
+    with open_snapshot(paths) as snap:
+        run_id = run_id or latest_run_in(snap.con, model)
+        if run_id is None:
+            return Regression(description=f"no run of {model} in the results lake yet")
+        _run_info(snap.con, run_id)  # an unknown run is an error, not "no regression"
+        prev = previous_run_in(snap.con, run_id)
+        if prev is None:
+            return Regression(
+                run_id=run_id,
+                description=f"{run_id}: no earlier run of {model} with this suite version and agent",
+            )
+        c = compare_in(snap.con, prev, run_id, alpha)
+    dropped = c.significant and c.difference is not None and c.difference < 0
+    verdict = "significant drop" if dropped else "no significant drop"
+    return Regression(
+        run_id=run_id,
+        previous_run_id=prev,
+        comparison=c,
+        dropped=dropped,
+        description=f"{verdict} against {prev}: {c.summary()}",
+    )
