@@ -65,7 +65,7 @@ def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _define(con: duckdb.DuckDBPyConnection, results: Source, traces: Source) -> None:
-    for stmt in warehouse_sql(results, traces):
+    for stmt in warehouse_sql(results, traces, snapshot=True):
         con.execute(stmt)
 
 

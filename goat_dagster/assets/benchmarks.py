@@ -5,6 +5,7 @@ Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults
 `smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
 """
 
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -27,8 +28,9 @@ from dagster import (
 from pydantic import Field
 
 from goat_dagster import config
-from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard import compute_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
+from goat_dagster.analysis.snapshot import open_files
 from goat_dagster.analysis.warehouse import update_views
 from goat_dagster.assets.common import OWNERS
 from goat_dagster.bench.agents import make_agent
@@ -244,7 +246,9 @@ def _run(context: AssetExecutionContext, request: RunRequest) -> RunOutcome:
 
 
 def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    board = build_leaderboard(run_ids=[summary.run_id])
+    # the run's own file, not the whole lake: a run's fixed cost does not grow with the lake
+    with open_files([Path(summary.results_path)]) as snap:
+        board = compute_leaderboard(snap, run_ids=[summary.run_id])
     stats = board.rows[0] if board.rows else {}
     ci = (
         f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}% ({stats.get('ci_method')})"
