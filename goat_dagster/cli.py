@@ -81,11 +81,15 @@ def main() -> None:
 # ---- models ----------------------------------------------------------------------------------
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled models.")
-def models(as_json: bool, enabled_only: bool) -> None:
-    """Show the model registry (models.yaml), validated."""
+@click.pass_context
+def models(ctx: click.Context, as_json: bool, enabled_only: bool) -> None:
+    """Show the model registry (models.yaml), validated; `history`, `promote` and `rollback` a
+    model's pinned weights revision."""
+    if ctx.invoked_subcommand is not None:
+        return
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
@@ -94,12 +98,50 @@ def models(as_json: bool, enabled_only: bool) -> None:
                 "source": registry.source,
                 "content_hash": registry.content_hash,
                 "router": registry.router.model_dump(mode="json"),
+                "budgets": {k: b.model_dump(mode="json") for k, b in registry.budgets.items()},
                 "models": rows,
             }
         )
         return
     click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
     click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
+
+
+@models.command("history")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_history(key: str, as_json: bool) -> None:
+    """The revisions of KEY's weights that model_weights fetched, and the pass rates of their runs."""
+    from goat_dagster.model_revisions import history_view
+
+    payload, text = history_view(key)
+    emit(payload) if as_json else click.echo(text)
+
+
+@models.command("promote")
+@click.argument("key")
+@click.option("--revision", "-r", required=True, help="Commit (or a unique prefix of 7+) to pin.")
+@click.option("--force", is_flag=True, help="Pin it even if it was never fetched or benchmarked.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_promote(key: str, revision: str, force: bool, as_json: bool) -> None:
+    """Pin KEY's weights at REVISION in models.yaml (comments and layout kept); the registry sensor
+    then re-materializes the model's chain."""
+    from goat_dagster.model_revisions import promote
+
+    payload, text = promote(key, revision, force=force)
+    emit(payload) if as_json else click.echo(text)
+
+
+@models.command("rollback")
+@click.argument("key")
+@click.option("--force", is_flag=True, help="Allow a revision that was fetched but never benchmarked.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_rollback(key: str, force: bool, as_json: bool) -> None:
+    """Pin KEY's weights back at the previous benchmarked revision (models.yaml edited in place)."""
+    from goat_dagster.model_revisions import rollback
+
+    payload, text = rollback(key, force=force)
+    emit(payload) if as_json else click.echo(text)
 
 
 # ---- demo / ui -------------------------------------------------------------------------------
@@ -130,7 +172,11 @@ def ui(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--suite", "-s", required=True, help="Suite name (smoke, humaneval) or path to a YAML file.")
+@click.option("--suite", "-s", default=None, help="Suite name (smoke, humaneval) or path to a YAML file.")
+@click.option("--prompt", "-p", default=None, help="A free-form prompt instead of a suite (unscored).")
+@click.option(
+    "--batch", "-b", default=None, type=click.Path(dir_okay=False), help="A JSON file of prompts (unscored)."
+)
 @click.option("--model", "-m", required=True, help="Model key from models.yaml.")
 @click.option("--agent", default="builtin", show_default=True, help="builtin | oracle | command:CMD")
 @click.option("--sandbox", default="local", show_default=True, type=click.Choice(["local", "modal"]))
@@ -146,9 +192,16 @@ def ui(host: str, port: int) -> None:
     metavar="PATH",
     help="Show a host path read-only in a command: agent's local sandbox (repeatable).",
 )
+@click.option(
+    "--over-budget",
+    is_flag=True,
+    help="Start even if the projected cost passes the provider's monthly budget.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 def run(
-    suite: str,
+    suite: str | None,
+    prompt: str | None,
+    batch: str | None,
     model: str,
     agent: str,
     sandbox: str,
@@ -158,20 +211,26 @@ def run(
     budget_usd: float | None,
     tasks: str | None,
     mounts: tuple[str, ...],
+    over_budget: bool,
     as_json: bool,
 ) -> None:
-    """Run a suite against a model outside Dagster.
+    """Run a suite against a model outside Dagster, or free-form prompts (--prompt, --batch).
 
     Results go to $GOAT_HOME/lake/results/<run_id>.parquet; a killed run resumes with --run-id.
+    A prompt's attempts are `unscored` (no check judges them): their answers are printed.
     """
-    from goat_dagster.analysis.run_reports import summary_text
+    from goat_dagster.analysis.run_reports import answers_text, prompt_answers, summary_text
     from goat_dagster.analysis.runs import summarize_run
+    from goat_dagster.analysis.spend import refuse_over_budget, run_budget
     from goat_dagster.analysis.warehouse import update_views
+    from goat_dagster.bench.agents import make_agent
+    from goat_dagster.bench.freeform import tasks_to_run
     from goat_dagster.bench.journal import RunError
     from goat_dagster.bench.progress import ProgressBar
     from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.suite import SuiteError
+    from goat_dagster.bench.usage import AgentLimits
 
     registry = load_registry()
     bar = ProgressBar()
@@ -183,8 +242,17 @@ def run(
 
     try:
         with stop_on_signals():  # SIGTERM/SIGINT: the run ends cleanly, resumable (bench/interrupt.py)
+            work = tasks_to_run(suite, prompt, batch)
+            if not work.tasks[0].scored and make_agent(agent).name == "oracle":
+                raise RunError("--agent oracle writes a task's reference; a free-form prompt has none")
+            budget = run_budget(
+                registry, registry.get(model), work, epochs=epochs, run_id=run_id,
+                limits=AgentLimits(), budget_usd=budget_usd,
+            )  # fmt: skip
+            if not over_budget:
+                refuse_over_budget(budget, registry.get(model))
             request = RunRequest(
-                suite=suite,
+                suite=work,
                 model=model,
                 agent=agent,
                 sandbox=sandbox,
@@ -207,12 +275,13 @@ def run(
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
-    summary = summarize_run(outcome)
+    summary = summarize_run(outcome).model_dump(mode="json")
     update_views()  # the DuckDB views people query themselves, over the lake this run is now in
+    answers = prompt_answers(outcome.run_id) if summary["unscored"] or not work.tasks[0].scored else None
     if as_json:
-        emit(summary.model_dump(mode="json"))
+        emit({**summary, **({"answers": answers} if answers is not None else {})})
     else:
-        click.echo(summary_text(summary.model_dump(mode="json")))
+        click.echo(summary_text(summary) + (f"\n\n{answers_text(answers)}" if answers else ""))
 
 
 def stopped(stop: Stopped, run_id: str | None, as_json: bool) -> NoReturn:
@@ -243,6 +312,42 @@ def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> 
         return
     log = PrintLog(None if quiet else lambda m: click.echo(m, err=True))
     ensure_model_stack(registry, registry.get(model), Backends.from_settings(), log=log)
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--model", "-m", required=True, help="Model key from models.yaml.")
+@click.option("--system", default=None, help="A system message to send first.")
+@click.option("--max-tokens", default=512, show_default=True, type=int, help="Completion tokens at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (after the answer is complete).")
+def ask(prompt: str, model: str, system: str | None, max_tokens: int, as_json: bool) -> None:
+    """Stream one answer to PROMPT ('-': read it from stdin) from MODEL through the LiteLLM proxy,
+    with its trace recorded (`goat traces verify SESSION` finds it)."""
+    from goat_dagster.bench.ask import AskError
+    from goat_dagster.bench.ask import ask as ask_model
+    from goat_dagster.routing.gateway import resolve_gateway
+
+    text = sys.stdin.read() if prompt == "-" else prompt
+    if not text.strip():
+        fail("goat ask: the prompt is empty")
+    registry = load_registry()
+    try:
+        entry = registry.get(model)
+        prepare_gateway(registry, model, "builtin", quiet=as_json)
+        answer = ask_model(
+            entry,
+            resolve_gateway(entry),
+            text,
+            system=system,
+            max_tokens=max_tokens,
+            on_text=None if as_json else lambda piece: click.echo(piece, nl=False),
+        )
+    except (KeyError, AskError) as exc:
+        fail(f"goat ask: {exc.args[0]}")
+    if as_json:
+        emit(answer.as_dict())
+        return
+    click.echo(f"\n\n[{answer.footer()}]", err=True)
 
 
 @main.command()

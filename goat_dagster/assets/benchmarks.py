@@ -142,7 +142,14 @@ def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> Mate
 @asset(
     key="benchmark_results",
     partitions_def=models_partitions,
-    deps=[AssetKey("serving_endpoint"), AssetKey("litellm_config"), AssetKey("benchmark_suite")],
+    # model_weights directly too: each materialization then points at the weights it measured
+    # (dagster/input_event_pointer/model_weights: `goat models history`), and new weights make it stale
+    deps=[
+        AssetKey("model_weights"),
+        AssetKey("serving_endpoint"),
+        AssetKey("litellm_config"),
+        AssetKey("benchmark_suite"),
+    ],
     group_name="benchmark",
     kinds={"python", "parquet"},
     owners=OWNERS,

@@ -86,6 +86,7 @@ class CommandAgent(Agent):
             if ctx.relay is not None:
                 ctx.relay.deactivate()
         ctx.usage.notes.append(f"agent exit {res.exit_code}; output: {res.tail(1500)}")
+        ctx.usage.answer = res.stdout.strip()[-8000:] or None
         if res.killed == "timeout":
             message = f"`{self.command}` ran past the agent time limit ({ctx.limits.max_seconds:.0f}s)"
             if ctx.usage.last_gateway_error:  # waiting on a gateway that was down: not the agent's fault

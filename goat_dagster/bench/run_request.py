@@ -40,6 +40,7 @@ class Progress(BaseModel):
     failed: int
     errors: int
     cost_usd: float
+    unscored: int = 0  # answered free-form prompts (never scored)
 
 
 OnTask = Callable[[ResultRow, Progress], None]
