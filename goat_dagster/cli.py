@@ -305,11 +305,13 @@ def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> 
     """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
     from goat_dagster.bench.agents import make_agent
-    from goat_dagster.routing.stack import ensure_model_stack
-    from goat_dagster.serving.backends import Backends
 
     if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
+    # only now: the serving backends import modal (0.2 s an oracle run need not pay)
+    from goat_dagster.routing.stack import ensure_model_stack
+    from goat_dagster.serving.backends import Backends
+
     log = PrintLog(None if quiet else lambda m: click.echo(m, err=True))
     ensure_model_stack(registry, registry.get(model), Backends.from_settings(), log=log)
 
