@@ -41,7 +41,9 @@ $(STAMP): pyproject.toml uv.lock Makefile
 	# an engine of other flags (ENGINE changed) is removed first: sync then installs the one of
 	# pyproject's flags from uv's cache, or builds it
 	if [ -f $@ ] && [ "$$(cat $@)" != portable ]; then $(UV) pip uninstall llama-cpp-python; fi
-	$(UV) sync --locked --extra dev --group models
+	# --compile-bytecode: every process (each Dagster run worker included) then imports from .pyc
+	# files even where PYTHONDONTWRITEBYTECODE is set; otherwise it compiles ~1000 modules (~3 s)
+	$(UV) sync --locked --compile-bytecode --extra dev --group models
 ifeq ($(ENGINE),native)
 	# the locked version again, compiled -march=native outside uv's cache (--no-config: without the
 	# portable flags of pyproject.toml, which would otherwise come last and win)

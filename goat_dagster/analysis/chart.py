@@ -9,12 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-
 
 def _label(row: dict[str, Any], many_suites: bool) -> str:
     return f"{row['model']} ({row['suite']})" if many_suites else row["model"]
@@ -27,6 +21,11 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     """
     if not rows:
         return None
+    # imported here, not at the top: matplotlib costs ~0.5-1 s of import, and every process that loads
+    # the code location (each Dagster run worker) would pay it, while only this asset draws. A Figure
+    # of its own, not pyplot: no global figure registry, no backend to select, Agg for the PNG.
+    from matplotlib.figure import Figure
+
     many_suites = len({r["suite"] for r in rows}) > 1
     ranked = list(reversed(rows))  # barh draws bottom-up: best at the top
     labels = [_label(r, many_suites) for r in ranked]
@@ -40,9 +39,8 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         for rate, r in zip(rates, ranked, strict=True)
     ]
 
-    fig, (bars, scatter) = plt.subplots(
-        1, 2, figsize=(11, max(3.0, 0.5 * len(rows) + 1.6)), gridspec_kw={"width_ratios": [3, 2]}
-    )
+    fig = Figure(figsize=(11, max(3.0, 0.5 * len(rows) + 1.6)))
+    bars, scatter = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     y = range(len(ranked))
     bars.barh(y, rates, xerr=[low, high], color="#4f7cac", ecolor="#333333", capsize=4)
     bars.set_yticks(list(y), labels)
@@ -85,7 +83,6 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

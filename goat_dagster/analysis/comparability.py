@@ -50,7 +50,11 @@ def manifests_of(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict
 def pair_differences(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> list[Difference]:
     """What run B differs from run A in, apart from the model (and what served it, for two models)."""
     found = manifests_of(con, [run_a, run_b])
-    a, b = found.get(run_a), found.get(run_b)
+    return manifest_differences(found.get(run_a), found.get(run_b))
+
+
+def manifest_differences(a: RunManifest | None, b: RunManifest | None) -> list[Difference]:
+    """`pair_differences` of two manifests already read (None: a run made before manifests)."""
     if a is None or b is None:
         shown = [NO_MANIFEST if m is None else "recorded" for m in (a, b)]
         return [Difference("manifest", shown[0], shown[1])]

@@ -26,7 +26,7 @@ import duckdb
 
 from goat_dagster import config
 from goat_dagster.analysis.comparability import Mismatch, board_mismatches, outdated_runs, pair_differences
-from goat_dagster.analysis.compare import Comparison, UnknownRunError, compare_in, paired_ranks
+from goat_dagster.analysis.compare import Comparison, UnknownRunError, compare_pairs, paired_ranks
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.analysis.task_health import TaskHealth, task_health_in
 from goat_dagster.bench.lake import ERROR_KINDS
@@ -241,7 +241,7 @@ def build_leaderboard(
         board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
         comparisons = [compare_runs(snap.con, a, b) for a, b in pairs]
-        paired_ab = [compare_in(snap.con, a, b) for a, b in pairs]
+        paired_ab = compare_pairs(snap.con, pairs)
         ranks, paired = paired_ranks(snap.con, board.rows) if board.ranked else ({}, [])
         health = task_health_in(snap.con)
     return replace(

@@ -31,13 +31,10 @@ RUN_INTERVALS = (
     "VIEW",
     f"""CREATE OR REPLACE VIEW run_intervals AS
 WITH per_task AS (
-    SELECT run_id, suite, model, task_id,
-        count(*) AS planned,
-        count(*) FILTER (WHERE status IN ('passed', 'failed')) AS scored,
-        count(*) FILTER (WHERE status = 'passed') AS passed,
-        count(DISTINCT epoch) AS epochs
-    FROM results
-    GROUP BY run_id, suite, model, task_id
+    -- a task's counts are task_outcomes' (one place for them, and no second pass over the lake);
+    -- a free-form prompt (unscored) is never planned to be scored
+    SELECT run_id, suite, model, task_id, attempts - unscored AS planned, scored, passed, epochs
+    FROM task_outcomes
 ), runs AS (
     SELECT run_id, suite, model,
         count(*) AS tasks,

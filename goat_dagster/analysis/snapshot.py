@@ -73,7 +73,7 @@ def _define(
     manifests: Source = (),
     current: CurrentSetup | None = None,
 ) -> None:
-    for stmt in warehouse_sql(results, traces, manifests, current):
+    for stmt in warehouse_sql(results, traces, manifests, current, snapshot=True):
         con.execute(stmt)
 
 

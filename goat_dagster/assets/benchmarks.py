@@ -12,6 +12,8 @@ its upstream `agent_prompts` the prompt set's hash, `litellm_config` the models'
 manifest (what produced it, field by field) is in its metadata.
 """
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -34,8 +36,9 @@ from dagster import (
 from pydantic import Field
 
 from goat_dagster import config
-from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard import compute_leaderboard
 from goat_dagster.analysis.runs import RunSummary, summarize_run
+from goat_dagster.analysis.snapshot import open_files
 from goat_dagster.analysis.warehouse import update_views
 from goat_dagster.assets.common import OWNERS
 from goat_dagster.assets.prompts import AGENT_PROMPTS, observed_prompts_version
@@ -87,6 +90,11 @@ class BenchmarkConfig(Config):
         default=900.0, gt=0, description="wall clock of one task attempt's agent phase"
     )
     tasks: list[str] | None = Field(default=None, description="only these task ids")
+    mounts: list[str] = Field(
+        default_factory=list,
+        description="host paths a command: agent's local sandbox shows read-only (its package directory, "
+        "data); the files its command names are shown anyway; /, homes, $GOAT_HOME are refused",
+    )
 
     def limits(self) -> AgentLimits:
         return AgentLimits(
@@ -159,7 +167,10 @@ def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> Mate
 @asset(
     key="benchmark_results",
     partitions_def=models_partitions,
+    # model_weights directly too: each materialization then points at the weights it measured
+    # (dagster/input_event_pointer/model_weights: `goat models history`), and new weights make it stale
     deps=[
+        AssetKey("model_weights"),
         AssetKey("serving_endpoint"),
         AssetKey("litellm_config"),
         AssetKey("benchmark_suite"),
@@ -198,24 +209,28 @@ def benchmark_results(
     suite = load_suite_or_fail(config.suite)
     prompts = _prompts_or_fail(config)
     run_id = goat_run_id(context, entry, suite)
-    gateway = litellm.gateway(entry) if make_agent(config.agent).needs_gateway else None
-    request = RunRequest(
-        suite=suite,
-        model=entry.key,
-        agent=config.agent,
-        prompts=prompts,
-        sandbox=sandbox.backend,
-        parallel=config.parallel,
-        epochs=config.epochs,
-        run_id=run_id,
-        budget_usd=config.budget_usd,
-        task_ids=config.tasks,
-        limits=config.limits(),
-        sandbox_limits=sandbox.limits(),
-        gateway=gateway,
-        registry=models,
-        on_task=lambda row, progress: _log_task(context, row, progress),
-    )
+    try:  # a request that cannot run as configured (say, a refused mount) fails before anything starts
+        request = RunRequest(
+            suite=suite,
+            model=entry.key,
+            agent=config.agent,
+            prompts=prompts,
+            sandbox=sandbox.backend,
+            parallel=config.parallel,
+            epochs=config.epochs,
+            run_id=run_id,
+            budget_usd=config.budget_usd,
+            task_ids=config.tasks,
+            mounts=tuple(config.mounts),
+            limits=config.limits(),
+            sandbox_limits=sandbox.limits(),
+            registry=models,
+            on_task=lambda row, progress: _log_task(context, row, progress),
+        )
+    except RunError as exc:
+        raise Failure(description=f"run {run_id}: {exc}") from None
+    if make_agent(config.agent).needs_gateway:
+        request = replace(request, gateway=litellm.gateway(entry))
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
         + (f", prompt set {prompts.name} ({prompts.sha256[:12]})" if prompts else "")
@@ -313,7 +328,9 @@ def _run(context: AssetExecutionContext, request: RunRequest) -> RunOutcome:
 
 
 def _metadata(summary: RunSummary, suite: Suite, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    board = build_leaderboard(run_ids=[summary.run_id])
+    # the run's own file, not the whole lake: a run's fixed cost does not grow with the lake
+    with open_files([Path(summary.results_path)]) as snap:
+        board = compute_leaderboard(snap, run_ids=[summary.run_id])
     stats = board.rows[0] if board.rows else {}
     ci = (
         f"{100 * stats['ci_low']:.1f}-{100 * stats['ci_high']:.1f}% ({stats.get('ci_method')})"

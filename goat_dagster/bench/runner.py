@@ -59,6 +59,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
             request.prompts if isinstance(request.prompts, PromptSet) else load_prompt_set(request.prompts)
         )
         agent = make_agent(request.agent, prompts)
+    mounts = request.sandbox_mounts()
     spec = RunSpec(
         run_id=request.run_id or new_run_id(entry.key, suite.name),
         suite=suite.name,
@@ -86,7 +87,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
                 journal.dir, _describe(request, journal.spec, agent, entry, prompts, gateway)
             )
             size = min(request.parallel, len(pending))
-            pool = request.pool or _pool(request, agent, gateway, size)
+            pool = request.pool or _pool(request, agent, gateway, size, mounts)
             runner = TaskRunner(request, journal, suite, agent, pool, gateway, budget, done, len(items))
             isolation, warnings = _work(runner, pending, size, close_pool=request.pool is None)
         final = journal.rows()
@@ -149,14 +150,16 @@ def _gateway(request: RunRequest, agent: Agent, entry: ModelEntry) -> Gateway:
     return gateway
 
 
-def _pool(request: RunRequest, agent: Agent, gateway: Gateway | None, size: int) -> SandboxPool:
+def _pool(
+    request: RunRequest, agent: Agent, gateway: Gateway | None, size: int, mounts: tuple[str, ...]
+) -> SandboxPool:
     reach = gateway if agent.needs_network else None  # the gateway the sandbox calls
     options = PoolOptions(
         size=size,
         limits=request.sandbox_limits,
         network=agent.needs_network,
         gateway_host=urlsplit(reach.base_url).hostname if reach is not None else None,
-        ro_paths=tuple(agent.mounts()),
+        ro_paths=mounts,
     )
     return make_pool(request.sandbox, options)
 
@@ -183,10 +186,10 @@ def _work(
         raise
     finally:
         lease.close()
-        runner.close_relays()
         warnings = list(runner.pool.warnings)  # with what came up while tasks ran
-        if close_pool:
+        if close_pool:  # first: a stopped run's agents go, and with them their calls to the relays
             runner.pool.close()
+        runner.close_relays()
     return runner.pool.isolation, warnings
 
 

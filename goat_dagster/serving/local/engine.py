@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -41,6 +42,15 @@ class WorkerSpec(BaseModel):
     model_path: str
     n_ctx: int
     settings: dict[str, Any]  # llama-cpp-python ModelSettings fields (chat_format, n_threads, ...)
+
+    @property
+    def threads(self) -> int:
+        """The cores a busy worker keeps busy: its prompt (n_threads_batch) or generation (n_threads)
+        threads, whichever are more (llama-cpp-python's defaults: half the CPUs, all of them)."""
+        cpus = os.cpu_count() or 1
+        n = int(self.settings.get("n_threads") or max(cpus // 2, 1))
+        n_batch = int(self.settings.get("n_threads_batch") or cpus)
+        return max(cpus if n == -1 else n, cpus if n_batch == -1 else n_batch)
 
     def model_settings_kwargs(self) -> dict[str, Any]:
         return {

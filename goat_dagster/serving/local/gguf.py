@@ -16,8 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import gguf
-
 from goat_dagster import config
 
 
@@ -76,6 +74,8 @@ def _int(value: Any, default: int = 0) -> int:
 
 
 def _quantization(reader: Any) -> str:
+    import gguf  # lazily, as in _parse
+
     file_type = _value(reader, gguf.Keys.General.FILE_TYPE)
     if file_type is not None:
         try:
@@ -131,6 +131,11 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
 
 
 def _parse(path: str) -> GGUFInfo:
+    # imported here, not at the top: gguf brings numpy (~0.5 s of import) into every process that
+    # imports the serving code (each Dagster run worker loading the code location), and only a parse
+    # of a file not in the cache needs it
+    import gguf
+
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:

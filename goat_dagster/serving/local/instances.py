@@ -98,10 +98,11 @@ class Lease:
     """A request's hold on an instance's worker; `release()` is idempotent and tells the manager
     (`on_release`), which wakes whoever waits for the worker or for memory."""
 
-    def __init__(self, inst: ModelInstance, on_release: Callable[[ModelInstance], None]):
+    def __init__(self, inst: ModelInstance, on_release: Callable[[Lease], None]):
         self.inst = inst
         self.on_release = on_release
         self.released = False
+        self.threads_hold: int | None = None  # its hold on the thread budget, once granted
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -116,4 +117,4 @@ class Lease:
         inst.in_flight -= 1
         inst.last_used = time.time()
         inst.gate.release()
-        self.on_release(inst)
+        self.on_release(self)

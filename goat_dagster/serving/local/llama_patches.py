@@ -1,48 +1,53 @@
-"""Fixes applied inside llama.cpp worker processes (never in the control plane or the client).
+"""What goat changes in llama-cpp-python inside a worker process (never in the control plane or
+the client: importing this loads llama.cpp).
 
-llama-cpp-python's `chatml-function-calling` handler (0.3.x) passes `max_tokens=None` to every
-completion it runs when the request carries tools with `tool_choice: "auto"`: the routing
-decision, the tool arguments, the follow-up and the plain message. A request's `max_tokens` is
-then ignored and a small model can generate until the context is full (seen here: 3,000+ tokens
-for a 1,024-token request, 100 s on a CPU). `bound_tool_calling()` re-registers the handler so
-those inner completions inherit the request's limit (with a small floor so the grammar-constrained
-routing step can still spell a tool name).
+- `sampling.install()`: grammars applied the way llama.cpp's own server applies them.
+- `tool_calling.chat_handler` serves the `chatml-function-calling` chat format (same protocol, see
+  that module for what it fixes: speed, max_tokens over the whole response, the prompt).
+- `stream_usage.count_stream_usage()`: a stream that asks for usage ends with OpenAI's usage chunk.
+- `keep_response_fields()`: llama-cpp-python's server validates a chat completion against its
+  typed response model, which drops the fields it does not know; a worker's responses keep
+  `usage.prompt_tokens_details` and `timings`. (Its module router is changed before `create_app`
+  includes it: FastAPI includes a router's routes lazily, so the app's own route list does not
+  hold them.)
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
+from fastapi.routing import APIRoute
 from llama_cpp import llama_chat_format
+from llama_cpp.server import app as server_app
 
-HANDLER = "chatml-function-calling"
-ROUTING_FLOOR = 32  # tokens: "functions.<name>:" must fit even when a request asks for fewer
+from goat_dagster.serving.local import sampling, stream_usage, tool_calling
+
+CHAT_ROUTE = "/v1/chat/completions"
 
 
-def bound_tool_calling() -> None:
+def install() -> None:
+    sampling.install()
     registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
-    original = registry.get_chat_completion_handler_by_name(HANDLER)
-    if getattr(original, "__goat_bounded__", False):
-        return
+    registry.register_chat_completion_handler(tool_calling.NAME, tool_calling.chat_handler, overwrite=True)
+    stream_usage.count_stream_usage()
+    keep_response_fields(server_app.router)
 
-    @functools.wraps(original)
-    def bounded(*, llama: Any, max_tokens: int | None = None, **kwargs: Any) -> Any:
-        if not max_tokens or max_tokens <= 0:
-            return original(llama=llama, max_tokens=max_tokens, **kwargs)
-        cap = max(max_tokens, ROUTING_FLOOR)
-        create = llama.create_completion
 
-        def capped(*args: Any, **kw: Any) -> Any:
-            if kw.get("max_tokens") is None:
-                kw["max_tokens"] = cap
-            return create(*args, **kw)
-
-        llama.create_completion = capped  # one request at a time per worker (the control plane queues)
-        try:
-            return original(llama=llama, max_tokens=max_tokens, **kwargs)
-        finally:
-            del llama.create_completion
-
-    bounded.__goat_bounded__ = True  # type: ignore[attr-defined]
-    registry.register_chat_completion_handler(HANDLER, bounded, overwrite=True)
+def keep_response_fields(router: Any) -> None:
+    """Serve the chat route with no response model: the handler's dict goes out as it is."""
+    for i, route in enumerate(router.routes):
+        if isinstance(route, APIRoute) and route.path == CHAT_ROUTE:
+            if route.response_model is None:
+                return  # done already
+            router.routes[i] = type(route)(
+                route.path,
+                route.endpoint,
+                methods=list(route.methods),
+                response_model=None,
+                dependencies=route.dependencies,
+                summary=route.summary,
+                tags=route.tags,
+                responses=route.responses,
+            )
+            return
+    raise RuntimeError(f"llama-cpp-python's server has no {CHAT_ROUTE} route to serve")

@@ -29,7 +29,9 @@ from goat_dagster.serving.local.gguf import GGUFError
 from goat_dagster.serving.local.instances import Lease, ModelInstance, iso
 from goat_dagster.serving.local.memory import MemoryEstimate, Resident, plan_eviction, plan_worker
 from goat_dagster.serving.local.metrics import Metrics
+from goat_dagster.serving.local.models_dir import ModelsDir
 from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.threads import ThreadBudget
 from goat_dagster.serving.local.weights import WeightsError
 from goat_dagster.serving.local.worker import Worker, WorkerStartError
 
@@ -39,6 +41,7 @@ log = logging.getLogger("goat.serve")
 class ModelManager:
     def __init__(self, settings: ServeSettings, state_dir: Path, metrics: Metrics | None = None):
         self.settings = settings
+        self.models_dir = ModelsDir(settings.models_dir) if settings.models_dir else None
         self.state_dir = state_dir
         self.metrics = metrics or Metrics()
         self.instances: dict[str, ModelInstance] = {}
@@ -51,6 +54,7 @@ class ModelManager:
         self._over_capacity = False  # the monitor warns once when RSS takes workers past capacity
         self._monitor: asyncio.Task[None] | None = None
         self.evictions = 0
+        self.threads = ThreadBudget(settings.resolved_cores)
         self.started_at = time.time()
         self.metrics.budget_mb.set(settings.resolved_budget_mb)
         self.metrics.margin_mb.set(settings.resolved_margin_mb)
@@ -66,6 +70,8 @@ class ModelManager:
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
+        if stamp is None and self.models_dir is not None:  # serving a folder, no registry
+            return Registry(models={}, source=str(path))
         if self._registry is None or stamp != self._registry_stamp:
             try:
                 self._registry = load_registry(path)
@@ -79,7 +85,12 @@ class ModelManager:
         return self._registry
 
     def local_models(self) -> list[ModelEntry]:
-        return [m for m in self.registry().models.values() if m.provider == "local"]
+        """The registry's local models, then the GGUFs of --models-dir (a registry name wins)."""
+        local = [m for m in self.registry().models.values() if m.provider == "local"]
+        if self.models_dir is not None:
+            taken = {m.key for m in local} | {m.served_model for m in local}
+            local += [m for m in self.models_dir.entries() if m.key not in taken]
+        return local
 
     def resolve(self, name: str) -> ModelEntry:
         if not isinstance(name, str) or not name:
@@ -109,7 +120,10 @@ class ModelManager:
             inst.stale = inst.worker is not None
         return inst
 
-    def _released(self, inst: ModelInstance) -> None:
+    def _released(self, lease: Lease) -> None:
+        inst = lease.inst
+        if lease.threads_hold is not None:
+            self.threads.release(lease.threads_hold)
         self.metrics.in_flight.labels(inst.name).set(inst.in_flight)
         self.changed()
 
@@ -168,10 +182,27 @@ class ModelManager:
         lease = Lease(inst, self._released)
         try:
             await self.ensure_loaded(inst, deadline)
+            lease.threads_hold = await self._hold_threads(inst, deadline)
         except BaseException:
             lease.release()
             raise
         return lease
+
+    async def _hold_threads(self, inst: ModelInstance, deadline: float) -> int:
+        """Wait until the worker's threads fit in the thread budget beside the busy workers'."""
+        assert inst.spec is not None
+        try:
+            return await self.threads.acquire(
+                inst.name, inst.spec.threads, max(0.001, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            self.metrics.rejected.labels(inst.name, "timeout").inc()
+            raise ServeError(
+                504,
+                "timeout",
+                f"model {inst.name!r}: waited {self.settings.request_timeout_s:g}s for free cores "
+                f"(thread budget {self.threads.cores}: {self.threads.status()['busy']} busy)",
+            ) from None
 
     # ---- loading and eviction --------------------------------------------------------------------
 
@@ -181,19 +212,16 @@ class ModelManager:
         if w is None or w.alive() or inst.state in ("stopping", "loading"):
             return
         inst.crashes += 1
+        cause = w.cause()  # SIGILL: the engine's build and this CPU, in one line
         inst.last_crash = {
             "at": iso(time.time()),
             "pid": w.pid,
             "exit": w.exit(),
+            "cause": cause,
             "log_tail": w.log_tail(6),
         }
-        inst.last_error = f"worker pid {w.pid} {w.exit()}"
-        log.warning(
-            "%s: worker pid %s %s; restarting on the next request",
-            inst.name,
-            w.pid,
-            w.exit(),
-        )
+        inst.last_error = f"worker pid {w.pid} {w.exit()}" + (f": {cause}" if cause else "")
+        log.warning("%s: %s; restarting on the next request", inst.name, inst.last_error)
         self.metrics.crashes.labels(inst.name).inc()
         self._drop_worker(inst, "crashed")
 
@@ -494,6 +522,7 @@ class ModelManager:
             "started_at": iso(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "models_file": str(config.models_file()),
+            "models_dir": str(self.models_dir.directory) if self.models_dir else None,
             "registry_error": self._registry_error,
             "budget_mb": budget,
             "margin_mb": margin,
@@ -503,5 +532,6 @@ class ModelManager:
             "max_queue": self.settings.max_queue,
             "request_timeout_s": self.settings.request_timeout_s,
             "evictions": self.evictions,
+            "threads": self.threads.status(),
             "instances": [i.status() for i in self.instances.values()],
         }

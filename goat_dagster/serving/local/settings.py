@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from goat_dagster import config
 from goat_dagster.serving.daemon import StateFile
 from goat_dagster.serving.local.memory import DEFAULT_MARGIN_MB, default_budget_mb
+from goat_dagster.serving.local.threads import usable_cores
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
@@ -31,7 +32,13 @@ class ServeSettings(BaseModel):
     margin_mb: int | None = Field(default=None, ge=0, description="head-room kept free within the budget")
     max_queue: int = Field(default=16, ge=0, description="requests waiting per model before 429")
     request_timeout_s: float = Field(default=600.0, gt=0, description="queue wait + load + generation")
+    cores: int | None = Field(
+        default=None, ge=1, description="cores busy workers may use at once; default the CPUs it may run on"
+    )
     load_timeout_s: float = Field(default=300.0, gt=0, description="worker start until the model answers")
+    models_dir: str | None = Field(
+        default=None, description="a folder whose GGUFs are served too, without a registry entry"
+    )
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -50,6 +57,10 @@ class ServeSettings(BaseModel):
         return min(DEFAULT_MARGIN_MB, self.resolved_budget_mb // 4)
 
     @property
+    def resolved_cores(self) -> int:
+        return self.cores if self.cores is not None else usable_cores()
+
+    @property
     def capacity_mb(self) -> int:
         """What loaded workers may take: budget minus margin."""
         return max(0, self.resolved_budget_mb - self.resolved_margin_mb)
@@ -61,7 +72,11 @@ class ServeSettings(BaseModel):
             args += ["--budget-mb", str(self.budget_mb)]
         if self.margin_mb is not None:
             args += ["--margin-mb", str(self.margin_mb)]
+        if self.cores is not None:
+            args += ["--cores", str(self.cores)]
         args += ["--max-queue", str(self.max_queue), "--timeout-s", f"{self.request_timeout_s:g}"]
+        if self.models_dir is not None:
+            args += ["--models-dir", self.models_dir]
         return args
 
 

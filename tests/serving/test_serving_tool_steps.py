@@ -1,0 +1,65 @@
+"""A multi-step tool-calling conversation through the real `goat serve` (SmolLM2, the builtin
+agent's tools): every call parses, each response says what the engine evaluated, and every later
+step reuses the conversation's prefix from the KV cache — by the engine's own count of evaluated
+prompt tokens (`usage.prompt_tokens_details.cached_tokens`, `timings.prompt_n`), not by timing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from goat_dagster.bench.tools import TOOL_SCHEMAS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOOL_NAMES = {t["function"]["name"] for t in TOOL_SCHEMAS}
+
+
+def step(plane, messages: list[dict]) -> dict:
+    r = plane.chat(
+        "smol-a",
+        max_tokens=96,
+        temperature=0,
+        tools=TOOL_SCHEMAS,
+        tool_choice="auto",
+        **{"messages": messages},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_multi_step_tool_calls_reuse_the_cached_prefix(plane):
+    messages = [
+        {"role": "system", "content": "You are a coding agent. Use the tools to do the task."},
+        {"role": "user", "content": "Write fib.py that prints the first 10 Fibonacci numbers, then run it."},
+    ]
+    prompts: list[int] = []
+    calls = 0
+    for n in range(4):
+        body = step(plane, messages)
+        usage, timings = body["usage"], body["timings"]
+        choice = body["choices"][0]
+        message = choice["message"]
+        # the engine's counts: cached + evaluated = the prompt, generated = completion tokens
+        first = timings["phases"][0]
+        assert first["cache_n"] == usage["prompt_tokens_details"]["cached_tokens"] == timings["cache_n"]
+        assert first["cache_n"] + first["prompt_n"] == usage["prompt_tokens"]
+        assert timings["predicted_n"] == usage["completion_tokens"] <= 96
+        if n > 0:
+            # everything up to the previous prompt (at least) came from the KV cache
+            assert usage["prompt_tokens_details"]["cached_tokens"] >= prompts[-1], (n, usage, prompts)
+            assert first["prompt_n"] < usage["prompt_tokens"] - prompts[-1] + 8, (n, first)
+        prompts.append(usage["prompt_tokens"])
+        # as the builtin agent sends it back (llama-cpp-python's request model wants a string content)
+        messages.append({**message, "content": message.get("content") or ""})
+        for call in message.get("tool_calls") or []:
+            assert call["function"]["name"] in TOOL_NAMES
+            if choice["finish_reason"] == "tool_calls":  # complete calls parse as JSON objects
+                assert isinstance(json.loads(call["function"]["arguments"]), dict), call
+            calls += 1
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": "done"})
+        if not message.get("tool_calls"):
+            messages.append({"role": "user", "content": "Now run it with the Bash tool."})
+    assert calls >= 1, "SmolLM2 made no tool call in four steps"
+    assert prompts == sorted(prompts) and prompts[-1] > prompts[0]
