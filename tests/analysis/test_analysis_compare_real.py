@@ -3,7 +3,8 @@ sandboxes, once by the oracle (every reference passes its hidden tests) and once
 that only edits the even tasks (writes the right answer there). So what the comparison must say is
 known without computing it the way goat does: the 6 odd tasks flipped pass→fail, the even ones
 stayed passed, B - A = -50 pp, and the exact two-sided McNemar p on 6 discordant tasks, all one way,
-is 2 · 0.5^6 = 0.03125.
+is 2 · 0.5^6 = 0.03125. The runs differ in their agent, so `goat compare` refuses them unless
+`--allow-mismatch` (issue 17's honest comparisons).
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def compare_two_runs(path: Path, agent: Path, env: dict[str, str]) -> None:
     assert b.returncode == 0, b.stderr
     assert json.loads(a.stdout)["passed"] == TASKS and json.loads(b.stdout)["passed"] == TASKS // 2
 
-    out = goat("compare", "pairs-a", "pairs-b", "--json", env=env)
+    # the runs differ in their agent, not only in the model: refused unless asked, saying so
+    refused = goat("compare", "pairs-a", "pairs-b", "--json", env=env)
+    assert refused.returncode == 1, refused.stderr
+    r = json.loads(refused.stdout)
+    assert r["refused"] is True and "agent" in [d["field"] for d in r["differences"]]
+    out = goat("compare", "pairs-a", "pairs-b", "--json", "--allow-mismatch", env=env)
     assert out.returncode == 0, out.stderr
     c = json.loads(out.stdout)
     assert c["shared_tasks"] == TASKS
@@ -75,5 +81,5 @@ def compare_two_runs(path: Path, agent: Path, env: dict[str, str]) -> None:
     assert c["fail_to_pass"] == []
     assert abs(c["mcnemar_p"] - 2 * 0.5**6) < 1e-12
     assert c["significant"] is True
-    text = goat("compare", "pairs-a", "pairs-b", env=env).stdout
-    assert "difference B - A: -50.0 pp" in text, text
+    text = goat("compare", "pairs-a", "pairs-b", "--allow-mismatch", env=env).stdout
+    assert "compared as asked" in text and "difference B - A: -50.0 pp" in text, text

@@ -23,7 +23,7 @@ from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.stats import clustered, mcnemar_exact, paired, wilson
 from goat_dagster.config import GoatPaths
 
-from .conftest import result_row, write_parquet
+from .conftest import manifest, result_row, write_manifest_file, write_parquet
 
 SEED = 1313
 TASKS = 40
@@ -202,6 +202,8 @@ def test_goat_compare_and_task_health_commands(lake: tuple[GoatPaths, dict], tmp
     import sys
 
     paths, _ = lake
+    for run_id in ("syn-a", "syn-b"):  # made with one setup: comparable (a run without one is not)
+        write_manifest_file(paths, manifest(run_id, RUNS[run_id][0], epochs=RUNS[run_id][1]))
     env = {**os.environ, "GOAT_HOME": str(paths.home)}
     goat = [str(Path(sys.executable).parent / "goat")]
     out = subprocess.run(
@@ -210,7 +212,7 @@ def test_goat_compare_and_task_health_commands(lake: tuple[GoatPaths, dict], tmp
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     c = compare_runs("syn-a", "syn-b", paths)
-    assert data == json.loads(c.model_dump_json())
+    assert data == {**json.loads(c.model_dump_json()), "comparable": True, "refused": False}
     text = subprocess.run(
         [*goat, "compare", "syn-a", "syn-b"], capture_output=True, text=True, env=env
     ).stdout
