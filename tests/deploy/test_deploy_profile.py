@@ -265,7 +265,11 @@ def test_a_run_of_the_code_location_image_becomes_a_kubernetes_job(profile_home,
         instance.dispose()
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:  # dagster's code server, not ours: don't leave it behind
+            server.kill()
+            server.wait(10)
 
     assert len(in_pod.jobs) == 1
     namespace, body, auth = in_pod.jobs[0]

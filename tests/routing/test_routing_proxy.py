@@ -253,6 +253,7 @@ def test_traces_verify_cli(proxy_url, routing_env):
         "extra": 0,
         "ok": True,
         "missing_calls": [],
+        "note": None,  # asked for the sink: nothing fell back from Langfuse
     }
     lost = recs[0].model_copy(update={"call_id": new_id(), "step": 9})
     with journal.open("a") as fh:

@@ -123,8 +123,6 @@ def generate_piece(
             if is_eog(llama, token) and not ignore_eog:
                 piece.finish_reason = "stop"
                 break
-            if not budget.allows() or len(piece.tokens) >= room:
-                break
             budget.take(1)
             piece.tokens.append(token)
             held += decoder.decode(llama.detokenize([token]))
@@ -142,6 +140,8 @@ def generate_piece(
                 piece.text += held[:split]
                 yield held[:split]
                 held = held[split:]
+            if not budget.allows() or len(piece.tokens) >= room:
+                break  # before the engine samples a token nobody would use
         if not cut_by_stop:
             held += decoder.decode(b"", final=True)
         if held:

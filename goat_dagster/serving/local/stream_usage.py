@@ -67,9 +67,12 @@ def count_stream_usage() -> None:
             yield token
 
     def create_with_usage(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not (kwargs.get("stream") and _asked.get()):
+        if not kwargs.get("stream"):
             self._goat_usage = None
             return create(self, *args, **kwargs)
+        if not _asked.get():  # OpenAI: no usage in a stream that did not ask for it
+            self._goat_usage = None
+            return _without_usage(create(self, *args, **kwargs))
         counts = self._goat_usage = [0, 0]  # one request at a time per worker (the control plane queues)
         return _then_usage(create(self, *args, **kwargs), counts)
 
@@ -78,21 +81,30 @@ def count_stream_usage() -> None:
     llama_cls.create_chat_completion = create_with_usage
 
 
-def _then_usage(chunks: Iterator[dict[str, Any]], counts: list[int]) -> Iterator[dict[str, Any]]:
-    last: dict[str, Any] = {}
+def _without_usage(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for chunk in chunks:
+        chunk.pop("usage", None)
+        yield chunk
+
+
+def _then_usage(chunks: Iterator[dict[str, Any]], counts: list[int]) -> Iterator[dict[str, Any]]:
+    """The chunks, then the usage chunk: the chat handler's own usage when its last chunk carried one
+    (goat's `tool_calling` handler counts with the engine's counters, cached prompt tokens included),
+    else the counts of `Llama.generate`."""
+    last: dict[str, Any] = {}
+    own: dict[str, Any] | None = None
+    for chunk in chunks:
+        own = chunk.pop("usage", None) or own
         last = chunk
         yield chunk
     prompt, completion = counts
+    counted = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage = own or counted
     yield {
         "id": last.get("id", "chatcmpl-usage"),
         "object": "chat.completion.chunk",
         "created": last.get("created", 0),
         "model": last.get("model", ""),
         "choices": [],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
+        "usage": usage,
     }
