@@ -210,7 +210,9 @@ def describe_run(
     """The manifest of a run about to work: `provenance` is what serves the model (None when the
     agent calls no model), `gateway` where the agent's calls go."""
     notes: list[str] = []
-    litellm = proxy_version(gateway.base_url) if gateway is not None else None
+    litellm = (
+        proxy_version(gateway.base_url, gateway.api_key.get_secret_value()) if gateway is not None else None
+    )
     sampling: dict[str, Any] = {}
     if gateway is not None:
         if gateway.via_proxy:

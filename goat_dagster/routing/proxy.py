@@ -158,16 +158,21 @@ def read_state() -> ProxyState | None:
         return None
 
 
-def proxy_version(base_url: str, timeout_s: float = 5.0) -> str | None:
-    """The LiteLLM version a proxy reports on `/health/readiness` (its root URL or its `/v1`), or
-    None when what answers there is not a LiteLLM proxy (or nothing does)."""
+def proxy_version(base_url: str, api_key: str | None = None, timeout_s: float = 5.0) -> str | None:
+    """The LiteLLM version a proxy reports (its root URL or its `/v1`), or None when what answers
+    there is not a LiteLLM proxy (or nothing does). LiteLLM 1.108 moved it from the public
+    `/health/readiness` to `/health/readiness/details` (with a key); older proxies answer the first."""
     root = base_url.rstrip("/").removesuffix("/v1")
-    try:
-        r = httpx.get(root + "/health/readiness", timeout=timeout_s)
-        version = r.json().get("litellm_version") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return str(version) if version else None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    for path in ("/health/readiness/details", "/health/readiness"):
+        try:
+            r = httpx.get(root + path, headers=headers, timeout=timeout_s)
+            version = r.json().get("litellm_version") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+        if version:
+            return str(version)
+    return None
 
 
 def is_ready(base_url: str, timeout_s: float = 2.0) -> bool:
