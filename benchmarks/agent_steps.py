@@ -173,7 +173,8 @@ def replay(doc: dict[str, Any], base_url: str, served: str) -> dict[str, Any]:
             t = resp["timings"]
             grammar = [p for p in t["phases"] if p["grammar"]]
             free = [p for p in t["phases"] if not p["grammar"]]
-            model_s = t["prompt_n"] / p_rate + t["predicted_n"] / g_rate
+            new = resp["usage"]["prompt_tokens"] - resp["usage"]["prompt_tokens_details"]["cached_tokens"]
+            model_s = new / p_rate + resp["usage"]["completion_tokens"] / g_rate
             rows.append(
                 {
                     "step": i,
@@ -220,7 +221,8 @@ def floor(doc: dict[str, Any], completions: list[int]) -> list[float]:
     for step, n in zip(doc["steps"], completions, strict=True):
         prompt = llama.tokenize(render(step["messages"], doc["tools"]).encode(), add_bos=True, special=True)
         t0 = time.perf_counter()
-        run_piece(llama, prompt, phase="floor", sampling={"temp": 0.3}, budget=Budget(n), ignore_eog=True)
+        budget = Budget(max(n, 1))
+        run_piece(llama, prompt, phase="floor", sampling={"temp": 0.3}, budget=budget, ignore_eog=True)
         out.append(time.perf_counter() - t0)
     return out
 
