@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from goat_dagster import config
+from goat_dagster.bench.interrupt import Stopped, resume_command, stop_on_signals
 from goat_dagster.bench.sandbox import SandboxError
 from goat_dagster.registry import Registry, RegistryError, load_registry
 from goat_dagster.routing.proxy import ProxyError, stop_proxy
@@ -79,11 +81,15 @@ def main() -> None:
 # ---- models ----------------------------------------------------------------------------------
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled models.")
-def models(as_json: bool, enabled_only: bool) -> None:
-    """Show the model registry (models.yaml), validated."""
+@click.pass_context
+def models(ctx: click.Context, as_json: bool, enabled_only: bool) -> None:
+    """Show the model registry (models.yaml), validated; `history`, `promote` and `rollback` a
+    model's pinned weights revision."""
+    if ctx.invoked_subcommand is not None:
+        return
     registry = load_registry()
     rows = [r for r in registry.table() if r["enabled"] or not enabled_only]
     if as_json:
@@ -92,12 +98,50 @@ def models(as_json: bool, enabled_only: bool) -> None:
                 "source": registry.source,
                 "content_hash": registry.content_hash,
                 "router": registry.router.model_dump(mode="json"),
+                "budgets": {k: b.model_dump(mode="json") for k, b in registry.budgets.items()},
                 "models": rows,
             }
         )
         return
     click.echo(format_table(rows, ["key", "provider", "engine", "gateway_name", "gpu", "weights", "enabled"]))
     click.echo(f"\n{len(rows)} models from {registry.source} (content {registry.content_hash[:12]})")
+
+
+@models.command("history")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_history(key: str, as_json: bool) -> None:
+    """The revisions of KEY's weights that model_weights fetched, and the pass rates of their runs."""
+    from goat_dagster.model_revisions import history_view
+
+    payload, text = history_view(key)
+    emit(payload) if as_json else click.echo(text)
+
+
+@models.command("promote")
+@click.argument("key")
+@click.option("--revision", "-r", required=True, help="Commit (or a unique prefix of 7+) to pin.")
+@click.option("--force", is_flag=True, help="Pin it even if it was never fetched or benchmarked.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_promote(key: str, revision: str, force: bool, as_json: bool) -> None:
+    """Pin KEY's weights at REVISION in models.yaml (comments and layout kept); the registry sensor
+    then re-materializes the model's chain."""
+    from goat_dagster.model_revisions import promote
+
+    payload, text = promote(key, revision, force=force)
+    emit(payload) if as_json else click.echo(text)
+
+
+@models.command("rollback")
+@click.argument("key")
+@click.option("--force", is_flag=True, help="Allow a revision that was fetched but never benchmarked.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def models_rollback(key: str, force: bool, as_json: bool) -> None:
+    """Pin KEY's weights back at the previous benchmarked revision (models.yaml edited in place)."""
+    from goat_dagster.model_revisions import rollback
+
+    payload, text = rollback(key, force=force)
+    emit(payload) if as_json else click.echo(text)
 
 
 # ---- demo / ui -------------------------------------------------------------------------------
@@ -128,7 +172,11 @@ def ui(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--suite", "-s", required=True, help="Suite name (smoke, humaneval) or path to a YAML file.")
+@click.option("--suite", "-s", default=None, help="Suite name (smoke, humaneval) or path to a YAML file.")
+@click.option("--prompt", "-p", default=None, help="A free-form prompt instead of a suite (unscored).")
+@click.option(
+    "--batch", "-b", default=None, type=click.Path(dir_okay=False), help="A JSON file of prompts (unscored)."
+)
 @click.option("--model", "-m", required=True, help="Model key from models.yaml.")
 @click.option("--agent", default="builtin", show_default=True, help="builtin | oracle | command:CMD")
 @click.option("--sandbox", default="local", show_default=True, type=click.Choice(["local", "modal"]))
@@ -136,9 +184,24 @@ def ui(host: str, port: int) -> None:
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--run-id", default=None, help="Resume (or name) a run.")
 @click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
+@click.option("--tasks", default=None, help="Only these task ids: ID[,ID...].")
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH",
+    help="Show a host path read-only in a command: agent's local sandbox (repeatable).",
+)
+@click.option(
+    "--over-budget",
+    is_flag=True,
+    help="Start even if the projected cost passes the provider's monthly budget.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 def run(
-    suite: str,
+    suite: str | None,
+    prompt: str | None,
+    batch: str | None,
     model: str,
     agent: str,
     sandbox: str,
@@ -146,28 +209,50 @@ def run(
     epochs: int,
     run_id: str | None,
     budget_usd: float | None,
+    tasks: str | None,
+    mounts: tuple[str, ...],
+    over_budget: bool,
     as_json: bool,
 ) -> None:
-    """Run a suite against a model outside Dagster.
+    """Run a suite against a model outside Dagster, or free-form prompts (--prompt, --batch).
 
     Results go to $GOAT_HOME/lake/results/<run_id>.parquet; a killed run resumes with --run-id.
+    A prompt's attempts are `unscored` (no check judges them): their answers are printed.
     """
-    from goat_dagster.analysis.run_reports import summary_text
+    from goat_dagster.analysis.run_reports import answers_text, prompt_answers, summary_text
     from goat_dagster.analysis.runs import summarize_run
+    from goat_dagster.analysis.spend import refuse_over_budget, run_budget
     from goat_dagster.analysis.warehouse import update_views
+    from goat_dagster.bench.agents import make_agent
+    from goat_dagster.bench.freeform import tasks_to_run
     from goat_dagster.bench.journal import RunError
     from goat_dagster.bench.progress import ProgressBar
     from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.suite import SuiteError
+    from goat_dagster.bench.usage import AgentLimits
 
     registry = load_registry()
     bar = ProgressBar()
+    started: list[str] = [run_id] if run_id else []
+
+    def on_start(spec: Any, pending: int, total: int) -> None:
+        started[:] = [spec.run_id]
+        bar.start(spec, pending, total)
+
     try:
-        prepare_gateway(registry, model, agent, quiet=as_json)
-        outcome = run_benchmark(
-            RunRequest(
-                suite=suite,
+        with stop_on_signals():  # SIGTERM/SIGINT: the run ends cleanly, resumable (bench/interrupt.py)
+            work = tasks_to_run(suite, prompt, batch)
+            if not work.tasks[0].scored and make_agent(agent).name == "oracle":
+                raise RunError("--agent oracle writes a task's reference; a free-form prompt has none")
+            budget = run_budget(
+                registry, registry.get(model), work, epochs=epochs, run_id=run_id,
+                limits=AgentLimits(), budget_usd=budget_usd,
+            )  # fmt: skip
+            if not over_budget:
+                refuse_over_budget(budget, registry.get(model))
+            request = RunRequest(
+                suite=work,
                 model=model,
                 agent=agent,
                 sandbox=sandbox,
@@ -175,34 +260,96 @@ def run(
                 epochs=epochs,
                 run_id=run_id,
                 budget_usd=budget_usd,
-                on_start=bar.start,
+                task_ids=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+                mounts=mounts,
+                on_start=on_start,
                 on_task=bar.task,
                 registry=registry,
             )
-        )
+            prepare_gateway(registry, model, agent, quiet=as_json)
+            outcome = run_benchmark(request)
+    except Stopped as stop:
+        bar.close()
+        stopped(stop, started[0] if started else None, as_json)
     except (SuiteError, RunError, SandboxError, ServingError, ProxyError, KeyError, ValueError) as exc:
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
-    summary = summarize_run(outcome)
+    summary = summarize_run(outcome).model_dump(mode="json")
     update_views()  # the DuckDB views people query themselves, over the lake this run is now in
+    answers = prompt_answers(outcome.run_id) if summary["unscored"] or not work.tasks[0].scored else None
     if as_json:
-        emit(summary.model_dump(mode="json"))
+        emit({**summary, **({"answers": answers} if answers is not None else {})})
     else:
-        click.echo(summary_text(summary.model_dump(mode="json")))
+        click.echo(summary_text(summary) + (f"\n\n{answers_text(answers)}" if answers else ""))
+
+
+def stopped(stop: Stopped, run_id: str | None, as_json: bool) -> NoReturn:
+    """A run ended by a signal: say how to resume it (its journal keeps every finished row)."""
+    from goat_dagster.bench.journal import journal_file, latest_rows, read_entries
+
+    if run_id is None:
+        fail(f"goat run: stopped by {stop.name} before the run started; nothing was recorded", stop.exit_code)
+    resume = resume_command(sys.argv[1:], run_id)
+    done = len(latest_rows(read_entries(journal_file(run_id))))
+    if as_json:
+        emit({"run_id": run_id, "stopped": stop.name, "journaled_rows": done, "resume": resume})
+    fail(
+        f"goat run: stopped by {stop.name}; run {run_id} has {done} finished task(s) in its journal. "
+        f"Resume it with:\n  {resume}",
+        stop.exit_code,
+    )
 
 
 def prepare_gateway(registry: Registry, model: str, agent: str, quiet: bool) -> None:
     """Agents that call the model need its endpoint and the proxy up; the oracle needs neither, and
     GOAT_LLM_BASE_URL names a gateway the user runs themselves."""
     from goat_dagster.bench.agents import make_agent
-    from goat_dagster.routing.stack import ensure_model_stack
-    from goat_dagster.serving.backends import Backends
 
     if not make_agent(agent).needs_gateway or config.settings().llm_base_url:
         return
+    # only now: the serving backends import modal (0.2 s an oracle run need not pay)
+    from goat_dagster.routing.stack import ensure_model_stack
+    from goat_dagster.serving.backends import Backends
+
     log = PrintLog(None if quiet else lambda m: click.echo(m, err=True))
     ensure_model_stack(registry, registry.get(model), Backends.from_settings(), log=log)
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--model", "-m", required=True, help="Model key from models.yaml.")
+@click.option("--system", default=None, help="A system message to send first.")
+@click.option("--max-tokens", default=512, show_default=True, type=int, help="Completion tokens at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (after the answer is complete).")
+def ask(prompt: str, model: str, system: str | None, max_tokens: int, as_json: bool) -> None:
+    """Stream one answer to PROMPT ('-': read it from stdin) from MODEL through the LiteLLM proxy,
+    with its trace recorded (`goat traces verify SESSION` finds it)."""
+    from goat_dagster.bench.ask import AskError
+    from goat_dagster.bench.ask import ask as ask_model
+    from goat_dagster.routing.gateway import resolve_gateway
+
+    text = sys.stdin.read() if prompt == "-" else prompt
+    if not text.strip():
+        fail("goat ask: the prompt is empty")
+    registry = load_registry()
+    try:
+        entry = registry.get(model)
+        prepare_gateway(registry, model, "builtin", quiet=as_json)
+        answer = ask_model(
+            entry,
+            resolve_gateway(entry),
+            text,
+            system=system,
+            max_tokens=max_tokens,
+            on_text=None if as_json else lambda piece: click.echo(piece, nl=False),
+        )
+    except (KeyError, AskError) as exc:
+        fail(f"goat ask: {exc.args[0]}")
+    if as_json:
+        emit(answer.as_dict())
+        return
+    click.echo(f"\n\n[{answer.footer()}]", err=True)
 
 
 @main.command()
@@ -305,6 +452,12 @@ def view(host: str, port: int) -> None:
     type=click.IntRange(min=1),
     help="Cores busy workers may use at once; requests wait beyond (default: the CPUs it may run on).",
 )
+@click.option(
+    "--models-dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Also serve every GGUF in this folder (named after its file), without a registry entry.",
+)
 @click.option("--detach", is_flag=True, help="Start in the background (or reuse the running one) and return.")
 @click.option("--stop", is_flag=True, help="Stop the background control plane of this GOAT_HOME.")
 def serve(
@@ -315,6 +468,7 @@ def serve(
     max_queue: int,
     timeout_s: float,
     cores: int | None,
+    models_dir: str | None,
     detach: bool,
     stop: bool,
 ) -> None:
@@ -333,6 +487,7 @@ def serve(
         max_queue=max_queue,
         request_timeout_s=timeout_s,
         cores=cores,
+        models_dir=str(Path(models_dir).resolve()) if models_dir else None,
     )
     try:
         if detach:
@@ -343,6 +498,26 @@ def serve(
         run_serve(settings)
     except (PortInUse, ServingError) as exc:
         fail(f"goat serve: {exc}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--timeout-s", default=60.0, show_default=True, type=float, help="Per deployment.")
+def providers(as_json: bool, timeout_s: float) -> None:
+    """Each deployment's health and latency (the LiteLLM proxy's health checks, else probes)."""
+    from goat_dagster.routing.providers import providers_report
+    from goat_dagster.serving.backends import Backends
+
+    report = providers_report(load_registry(), Backends.from_settings(), timeout_s=timeout_s)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        rows = [{**r.__dict__, "latency_ms": r.latency_ms or ""} for r in report.deployments]
+        cols = ["model_name", "deployment", "provider", "status", "latency_ms", "target", "error"]
+        click.echo(format_table(rows, cols))
+        click.echo(f"\n{report.healthy} healthy, {report.unhealthy} unhealthy; {report.note}")
+    if report.unhealthy:
+        sys.exit(1)
 
 
 @main.command()
@@ -379,7 +554,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
     """Check that every LLM call of a run has a trace; exit 1 if any is missing."""
     from goat_dagster.tracing.export import verify_run
 
-    result = verify_run(run_id, source=source, wait_s=wait_s)
+    # auto: a configured Langfuse that does not answer is read around (the sink), saying so
+    result = verify_run(run_id, source=source, wait_s=wait_s, fallback=source == "auto")
     if as_json:
         emit(result.as_dict())
     else:
@@ -387,6 +563,8 @@ def traces_verify(run_id: str, source: str, wait_s: float, as_json: bool) -> Non
             f"run {run_id}: {result.n_calls} calls, {len(result.found)} traced, "
             f"{len(result.missing)} missing (source: {result.source})"
         )
+        if result.note:
+            click.echo(f"  note: {result.note}")
         for m in result.missing:
             click.echo(
                 f"  missing  {m['call_id']}  task={m['task_id']} epoch={m['epoch']} step={m['step']}"

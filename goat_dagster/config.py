@@ -195,6 +195,25 @@ class GoatSettings(BaseSettings):
         json_schema_extra=_group("core"),
     )
 
+    # -- the run queue: which waiting run starts first (higher first; Dagster's default is 0) -----
+    priority_model_change: int = Field(
+        default=10,
+        description="`dagster/priority` of the runs `model_registry_sensor` requests for a new or "
+        "changed model",
+        json_schema_extra=_group("core"),
+    )
+    priority_suite_change: int = Field(
+        default=5,
+        description="`dagster/priority` of the runs `benchmark_suite_sensor` requests when the suite changes",
+        json_schema_extra=_group("core"),
+    )
+    priority_backfill: int = Field(
+        default=-5,
+        description="`dagster/priority` of each run of a backfill launched without one (runs launched "
+        "one at a time keep Dagster's 0)",
+        json_schema_extra=_group("core"),
+    )
+
     # -- traces ---------------------------------------------------------------------------------
     trace_io: bool = Field(
         default=True,

@@ -11,7 +11,7 @@ from goat_dagster import config
 from goat_dagster.assets.benchmarks import benchmark_results, benchmark_suite
 from goat_dagster.assets.checks import no_significant_regression
 from goat_dagster.assets.endpoints import serving_endpoint, serving_endpoint_answers
-from goat_dagster.assets.leaderboard import leaderboard
+from goat_dagster.assets.leaderboard import leaderboard, spend_within_budget
 from goat_dagster.assets.registry import model_registry
 from goat_dagster.assets.routing import litellm_config
 from goat_dagster.assets.traces import trace_export
@@ -46,7 +46,7 @@ defs = Definitions(
         trace_export,
         leaderboard,
     ],
-    asset_checks=[serving_endpoint_answers, no_significant_regression],
+    asset_checks=[serving_endpoint_answers, no_significant_regression, spend_within_budget],
     sensors=[model_registry_sensor, benchmark_suite_sensor],
     resources={
         "registry": RegistryResource(),

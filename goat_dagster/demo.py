@@ -9,6 +9,10 @@
    `goat demo` reuses what is up and fresh;
 4. the leaderboard, printed.
 
+A condition that degrades a run without stopping it (Langfuse configured but unreachable: traces
+exported from the local sink) or stops it (a step that fails) is printed as one line per problem
+(`problem_lines`), with what to do, not as a stack trace; `--json` has them under `problems`.
+
 The benchmark uses demo-sized limits (`DEMO_BENCHMARK`) so it finishes in minutes on a laptop CPU;
 materialize `benchmark_results` from the UI (or `goat run`) for the full defaults.
 """
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
 from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
 from goat_dagster.bench.suite import load_suite
@@ -97,6 +101,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
     )
     say(f"leaderboard in the viewer (`goat view`): {leaderboard_url()}")
     return {
+        "problems": runner.problems,
         "instance": where,
         "partitions": registry.partition_keys(),
         "added": diff.added,
@@ -121,6 +126,7 @@ class DemoRuns:
             "benchmark_results": {"config": {"suite": suite, **DEMO_BENCHMARK}},
         }
         self.runs: list[dict[str, Any]] = []
+        self.problems: list[str] = []
 
     def bring_up_to_date(self, partition: str, label: str) -> bool:
         """Materialize what is missing or out of date for one model; whether anything ran. In
@@ -155,7 +161,28 @@ class DemoRuns:
             raise_on_error=False,
         )
         self.runs.append({"for": label, "run_id": result.run_id, "success": result.success})
+        for line in problem_lines(result, label):
+            self.problems.append(line)
+            self.say(click.style(line, fg="yellow"))
         if not result.success:
             raise click.ClickException(
-                f"the demo run for {label} failed (run {result.run_id}); its logs are above and in the UI"
+                f"the demo run for {label} failed (run {result.run_id}): the lines above say why; "
+                "its logs are in the UI"
             )
+
+
+def problem_lines(result: ExecuteInProcessResult, label: str) -> list[str]:
+    """One line per problem of a run, each saying what happened: a step that failed (its error's
+    message, not its stack) and a check that did not pass (its description: a degraded path such as
+    Langfuse unreachable and traces taken from the sink, or a check failing outright)."""
+    out = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error if event.step_failure_data else None
+        message = (error.message if error else None) or "failed"
+        out.append(f"problem: {label}: step {event.step_key} failed: {' '.join(message.split())}")
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            kind = "warning" if check.severity == AssetCheckSeverity.WARN else "problem"
+            what = " ".join((check.description or "did not pass").split())
+            out.append(f"{kind}: {label}: {check.asset_key.to_user_string()} {check.check_name}: {what}")
+    return out

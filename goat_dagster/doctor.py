@@ -3,6 +3,9 @@
 The phases follow seed 000's `test_modal_infra.sh`:
 
 1. config    models.yaml valid, weights pinned, .env present, Modal credentials present
+   engine    the CPU features the installed llama.cpp engine was built with against /proc/cpuinfo,
+             and one short real generation of the first enabled local model with its own
+             n_threads (in a subprocess: an engine that traps says so instead of killing doctor)
 2. secrets   Modal reachable; environment, the five secrets and the volumes exist
 3. services  `goat-services` and the enabled Modal models' `goat-vllm-<key>` apps deployed
 4. endpoints every recorded endpoint of an enabled model answers its backend's probe
@@ -17,6 +20,7 @@ traceback; the local phases still run. Phases 5 and 6 are small functions (`chec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +31,21 @@ from goat_dagster.routing.modal_proxy import APP_NAME as SERVICES_APP
 from goat_dagster.routing.proxy import ProxyError, ProxySettings
 from goat_dagster.serving.backends import Backends
 from goat_dagster.serving.endpoint import load_endpoints
+from goat_dagster.serving.local.engine_build import (
+    REBUILD,
+    EngineProbe,
+    cpu_flags,
+    describe_build,
+    missing_features,
+    probe_engine,
+)
 from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
 from goat_dagster.serving.modal.spec import SECRET_VLLM, SECRETS, VOLUMES, app_name_for
 from goat_dagster.serving.probe import probe_chat
 from goat_dagster.tracing.export import collect_traces, resolve_source
 from goat_dagster.tracing.schema import TraceRecord, call_metadata, new_id
 
-PHASES = ("config", "secrets", "services", "endpoints", "proxy", "traces")
+PHASES = ("config", "engine", "secrets", "services", "endpoints", "proxy", "traces")
 
 
 @dataclass
@@ -131,6 +143,41 @@ def check_config(cloud: Any, env_file: Path) -> tuple[list[Check], Registry | No
             )
         )
     return out, registry
+
+
+# ---- phase 1b: the engine -------------------------------------------------------------------------
+
+
+def check_engine(
+    registry: Registry | None, probe: Callable[[str], EngineProbe] = probe_engine
+) -> list[Check]:
+    """What the installed engine was built for, and one short real generation by it."""
+    local = [m for m in registry.enabled() if m.provider == "local"] if registry else []
+    if not local:
+        return [Check("engine", "llama.cpp", "skip", "no enabled local model")]
+    key = local[0].key
+    p = probe(key)
+    out = []
+    if p.features is not None:
+        flags = cpu_flags()
+        missing = missing_features(p.features, flags) if flags is not None else []
+        detail = f"llama-cpp-python {p.version}, built with {describe_build(p.features)}"
+        detail += f"; this CPU lacks {', '.join(missing)}" if missing else "; this CPU lists all of them"
+        out.append(
+            Check("engine", "build", "fail" if missing else "pass", detail, REBUILD if missing else "")
+        )
+    if p.ok:
+        g = p.generation or {}
+        rate = (g.get("completion_tokens") or 0) / max(g.get("generate_s") or 0.0, 1e-6)
+        detail = (
+            f"{g.get('prompt_tokens')} prompt + {g.get('completion_tokens')} generated tokens in "
+            f"{g.get('generate_s')}s with n_threads {g.get('n_threads')} ({rate:.0f} tokens/s)"
+        )
+        out.append(Check("engine", key, "pass", detail))
+    else:
+        fix = REBUILD if p.cause else "materialize model_weights (or `goat demo`); check engine_args"
+        out.append(Check("engine", key, "fail", p.cause or p.error or "no generation", fix))
+    return out
 
 
 # ---- phases 2 and 3: Modal ---------------------------------------------------------------------
@@ -330,11 +377,14 @@ def check_trace(call_id: str, run_id: str, wait_s: float) -> Check:
     try:
         rec = find_trace(call_id, run_id, wait_s=wait_s)
     except Exception as exc:  # Langfuse unreachable, bad credentials: a finding, not a crash
+        _, sink = collect_traces(run_id, source="sink")
+        fallback = "; the trace is in the local sink, which exports fall back to"
         return Check(
             "traces",
             call_id[:12],
             "fail",
-            f"cannot read traces from {where}: {exc}",
+            f"cannot read traces from {where}: {exc}"
+            + (fallback if any(r.call_id == call_id for r in sink) else ""),
             "check LANGFUSE_HOST / LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY",
         )
     if rec is None:
@@ -374,6 +424,7 @@ def run_doctor(
     `check_cloud` is True; a machine that only benchmarks local models skips them, saying why."""
     cloud = cloud or ModalCloud()
     checks, registry = check_config(cloud, Path(env_file))
+    checks += check_engine(registry)
     reason = modal_in_use(cloud, registry)
     if check_cloud or (check_cloud is None and reason):
         checks += check_modal(cloud, registry)

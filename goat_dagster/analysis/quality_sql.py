@@ -31,8 +31,9 @@ RUN_INTERVALS = (
     "VIEW",
     f"""CREATE OR REPLACE VIEW run_intervals AS
 WITH per_task AS (
-    -- a task's counts are task_outcomes' (one place for them, and no second pass over the lake)
-    SELECT run_id, suite, model, task_id, attempts AS planned, scored, passed, epochs
+    -- a task's counts are task_outcomes' (one place for them, and no second pass over the lake);
+    -- a free-form prompt (unscored) is never planned to be scored
+    SELECT run_id, suite, model, task_id, attempts - unscored AS planned, scored, passed, epochs
     FROM task_outcomes
 ), runs AS (
     SELECT run_id, suite, model,

@@ -16,13 +16,16 @@ def pct(rate: float | None) -> str:
 
 def summary_text(s: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in (s.get("errors_by_kind") or {}).items() if v)
+    errors = f"{s['errors']} errors{' (' + kinds + ')' if kinds else ''}"
     lines = [
         f"run {s['run_id']}: {s['model']} on {s['suite']} "
         f"({s.get('agent', '')}, {s.get('sandbox', '')} sandbox)",
         f"  {s['passed']}/{s['passed'] + s['failed']} scored tasks passed ({pct(s['pass_rate'])}); "
-        f"{s['failed']} failed; {s['errors']} errors{' (' + kinds + ')' if kinds else ''}, not scored",
+        f"{s['failed']} failed; {errors}, not scored",
         f"  {s['n']} rows, {s['wall_s']:.1f}s, cost ${s['cost_usd']:.6f}",
     ]
+    if s.get("unscored"):  # a run of free-form prompts: answered, nothing judged them
+        lines[1] = f"  {s['unscored']} prompts answered (unscored: no check); {errors}"
     if s.get("projected_cost_usd") is not None and s.get("budget_usd") is not None:
         lines.append(
             f"  budget ${s['budget_usd']:.4f}, projected full-run cost ${s['projected_cost_usd']:.6f}"
@@ -36,16 +39,60 @@ def summary_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def last_attempts(run_id: str) -> dict[tuple[str, int], tuple[ResultRow, dict[str, Any]]]:
+    """The latest row of each (task, epoch) of a run's journal, with the note of its last attempt
+    (error, check output; a prompt's answer and files)."""
+    out: dict[tuple[str, int], tuple[ResultRow, dict[str, Any]]] = {}
+    for e in read_entries(journal_file(run_id)):
+        attempts = e.get("detail", {}).get("attempts") or []
+        out[e["row"].key] = (e["row"], attempts[-1] if attempts else {})
+    return out
+
+
+def prompt_answers(run_id: str) -> list[dict[str, Any]]:
+    """Each free-form prompt of a run: its status, what the agent answered, the files it wrote."""
+    out = []
+    for (task_id, epoch), (row, last) in sorted(last_attempts(run_id).items()):
+        if row.status in ("unscored", "error"):
+            out.append(
+                {
+                    "task_id": task_id,
+                    "epoch": epoch,
+                    "status": row.status,
+                    "error_kind": row.error_kind,
+                    "answer": last.get("answer"),
+                    "stop": last.get("stop"),  # why the agent stopped (answered, step limit, ...)
+                    "error": last.get("error"),
+                    "files": last.get("files") or {},
+                }
+            )
+    return out
+
+
+def answers_text(answers: list[dict[str, Any]]) -> str:
+    blocks = []
+    for a in answers:
+        kind = f" ({a['error_kind']})" if a["error_kind"] else ""
+        stopped = f"(no answer: {a['stop']})" if a.get("stop") else "(no answer)"
+        body = str(a["answer"] or a["error"] or stopped).strip()
+        listing = "".join(f"\n  {path} ({len(text)} chars)" for path, text in sorted(a["files"].items()))
+        blocks.append(
+            f"--- {a['task_id']} (epoch {a['epoch']}): {a['status']}{kind}\n{body}"
+            + (f"\nfiles:{listing}" if listing else "")
+        )
+    return "\n\n".join(blocks)
+
+
 def row_notes(run_id: str) -> dict[tuple[str, int], str]:
     """A one-line note per (task, epoch) from the journal: the error, why the check failed (the
-    grader's note: an early exit, a shadowed module ...), or the check's last line."""
+    grader's note: an early exit, a shadowed module ...), the check's last line, or the first line
+    of a prompt's answer."""
     notes: dict[tuple[str, int], str] = {}
-    for e in read_entries(journal_file(run_id)):
-        row: ResultRow = e["row"]
-        attempts = e.get("detail", {}).get("attempts") or []
-        last = attempts[-1] if attempts else {}
+    for row, last in last_attempts(run_id).values():
+        answer = (last.get("answer") or "").strip().splitlines()[:1] if row.status == "unscored" else []
         text = (
-            last.get("error")
+            answer
+            or last.get("error")
             or last.get("check_note")
             or (last.get("check_output") or "").strip().splitlines()[-1:]
             or ""
@@ -80,6 +127,7 @@ RUNS_COLUMNS = [
     "passed",
     "failed",
     "errors",
+    "unscored",
     "pass",
     "cost",
     "state",
@@ -110,7 +158,7 @@ def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
         table = [
             {
                 **r,
-                "pass": pct(r["pass_rate"]),
+                "pass": pct(r["pass_rate"]) if not r.get("unscored") else "unscored",
                 "state": "incomplete" if r.get("complete") is False else "done",
                 "cost": f"{r['cost_usd']:.4f}",
             }
@@ -142,4 +190,7 @@ def results_view(run_id: str | None, full: bool) -> tuple[dict[str, Any], str]:
             for r in rows
         ]
         text += "\n\n" + format_table(table, ROW_COLUMNS)
+        if summary.get("unscored"):
+            payload["answers"] = prompt_answers(run_id)
+            text += "\n\n" + answers_text(payload["answers"])
     return payload, text

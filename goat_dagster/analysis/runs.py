@@ -40,6 +40,7 @@ class RunSummary(BaseModel):
     pass_rate: float | None = Field(description="passed / (passed + failed): errors are not scored")
     wall_s: float = Field(description="first task start to last task finish (a resumed run included)")
     cost_usd: float
+    unscored: int = Field(default=0, description="answered free-form prompts: never scored")
     suite_version: str
     agent: str
     sandbox: str
@@ -61,7 +62,7 @@ class RunSummary(BaseModel):
 # (a budget row never did), for the projected cost of a budgeted run.
 TOTALS_SQL = f"""
 SELECT run_id, model, suite, suite_version, agent, sandbox,
-    attempts AS n, passed, failed, errors,
+    attempts AS n, passed, failed, errors, unscored,
     round(pass_rate, 4) AS pass_rate,
     round(wall_s, 3) AS wall_s,
     round(coalesce(cost_usd, 0), 6) AS cost_usd,
@@ -100,6 +101,7 @@ def summarize_run(outcome: RunOutcome) -> RunSummary:
     projected = totals["cost_usd"] / started * outcome.planned if started else None
     return RunSummary(
         **{k: totals[k] for k in ("n", "passed", "failed", "errors", "pass_rate", "wall_s", "cost_usd")},
+        unscored=totals["unscored"],
         **{k: totals[k] for k in ("errors_by_kind", "prompt_tokens", "completion_tokens")},
         **_identity(spec),
         epochs=spec.epochs,
@@ -239,6 +241,7 @@ def _no_rows(spec: RunSpec) -> dict[str, Any]:
         "passed": 0,
         "failed": 0,
         "errors": 0,
+        "unscored": 0,
         "pass_rate": None,
         "wall_s": 0.0,
         "cost_usd": 0.0,

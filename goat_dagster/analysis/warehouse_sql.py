@@ -14,16 +14,23 @@ Objects (all in schema main):
   run_intervals  one row per run: planned, scored, coverage, pass rate with its 95% interval, and the
                  errors-as-failures bound (quality_sql.py)
   run_summary    one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
-                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite))
+                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite);
+                 prompt runs apart)
   leaderboard    run_summary of the latest run per (model, suite)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
   task_health    one row per task of each suite's current version, with its `flags` (quality_sql.py)
+  model_providers  model -> the provider that bills for it (models.yaml: `ModelEntry.billing_provider`)
+  spend          cost by provider, model and month (UTC, of the attempt's start) over the results lake:
+                 runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
   timeout, agent or budget) and are never scored: pass_rate = passed / (passed + failed).
+- `status = 'unscored'` rows are answered free-form prompts (`goat run --prompt/--batch`): no check
+  judged them, so they are never scored either (counted as `unscored`), and a run of them is never
+  on the leaderboard nor in the task matrix (its recency is counted among prompt runs only).
 - The 95% interval (z = 1.95996): Wilson's score interval over scored attempts for a run of one epoch;
   with epochs > 1, s +- z SE with the task-clustered SE of Miller 2024 (analysis/stats.py: attempts of
   one task are not independent). Coverage = scored / planned attempts; the strict pass rate counts
@@ -45,7 +52,7 @@ Conventions (the numbers a user reads):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +60,7 @@ from goat_dagster import config
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
 from goat_dagster.analysis.stats import Z95
 from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
 from goat_dagster.tracing.schema import TraceRecord
 
@@ -170,6 +178,7 @@ WITH per_task AS (
         count(*) FILTER (WHERE status = 'passed') AS passed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
         count(*) FILTER (WHERE status = 'error') AS errors,
+        count(*) FILTER (WHERE status = 'unscored') AS unscored,
         -- the distinct kinds, sorted, comma-separated (as string_agg(DISTINCT ... ORDER BY ...), at a
         -- third of its cost over a large lake)
         array_to_string(list_sort(list_distinct(
@@ -182,13 +191,15 @@ WITH per_task AS (
 ), judged AS (
     SELECT *,
         CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
-        CASE WHEN scored = 0 THEN 'error' WHEN 2 * passed > scored THEN 'passed' ELSE 'failed' END AS outcome
+        CASE WHEN scored > 0 AND 2 * passed > scored THEN 'passed' WHEN scored > 0 THEN 'failed'
+             WHEN unscored > 0 THEN 'unscored' ELSE 'error' END AS outcome
     FROM per_task
 )
 SELECT *,
     CASE
         WHEN attempts = 1 AND outcome = 'passed' THEN '✓'
         WHEN attempts = 1 AND outcome = 'failed' THEN '✗'
+        WHEN outcome = 'unscored' THEN '·'
         WHEN attempts = 1 THEN 'E:' || error_kinds
         ELSE passed || '/' || scored || CASE WHEN errors > 0 THEN ' E:' || errors ELSE '' END
     END AS cell
@@ -213,6 +224,7 @@ WITH runs AS (
         count(*) FILTER (WHERE status = 'passed') AS passed,
         count(*) FILTER (WHERE status = 'failed') AS failed,
         count(*) FILTER (WHERE status = 'error') AS errors,
+        count(*) FILTER (WHERE status = 'unscored') AS unscored,
         {_KIND_COUNTS},
         count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
             OR error_kind NOT IN ({_sql_list(ERROR_KINDS)}))) AS errors_other,
@@ -249,7 +261,7 @@ SELECT
     r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
     r.tasks, r.epochs, r.attempts,
     r.passed + r.failed AS scored,
-    r.passed, r.failed, r.errors,
+    r.passed, r.failed, r.errors, r.unscored,
     {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
     CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
     ri.ci_low,
@@ -272,7 +284,7 @@ SELECT
     coalesce(c.call_errors, 0) AS call_errors,
     c.call_p50_s, c.call_p95_s,
     row_number() OVER (
-        PARTITION BY r.model, r.suite
+        PARTITION BY r.model, r.suite, r.unscored > 0
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
 FROM runs r
@@ -284,7 +296,7 @@ LEFT JOIN run_calls c ON c.run_id = r.run_id""",
         "leaderboard",
         "VIEW",
         """CREATE OR REPLACE VIEW leaderboard AS
-SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1
+SELECT * EXCLUDE (recency) FROM run_summary WHERE recency = 1 AND unscored = 0
 ORDER BY suite, pass_rate DESC NULLS LAST, model""",
     ),
     (
@@ -293,7 +305,7 @@ ORDER BY suite, pass_rate DESC NULLS LAST, model""",
         """CREATE OR REPLACE VIEW task_matrix AS
 SELECT o.* FROM task_outcomes o
 JOIN run_summary s ON s.run_id = o.run_id AND s.suite = o.suite AND s.model = o.model
-WHERE s.recency = 1
+WHERE s.recency = 1 AND s.unscored = 0
 ORDER BY o.suite, o.task_id, o.model""",
     ),
     TASK_HEALTH,
@@ -331,10 +343,46 @@ ORDER BY change, task_id""",
     ),
 ]
 
+SPEND_SQL = """CREATE OR REPLACE VIEW spend AS
+SELECT
+    coalesce(p.provider, 'unknown') AS provider,
+    r.model,
+    strftime(r.started_at AT TIME ZONE 'UTC', '%Y-%m') AS month,
+    count(DISTINCT r.run_id) AS runs,
+    count(*) AS attempts,
+    coalesce(sum(r.cost_usd), 0) AS cost_usd,
+    coalesce(sum(r.prompt_tokens), 0) AS prompt_tokens,
+    coalesce(sum(r.completion_tokens), 0) AS completion_tokens
+FROM results r LEFT JOIN model_providers p ON p.model = r.model
+GROUP BY ALL
+ORDER BY month DESC, provider, model"""
+
 # Name -> kind, for dropping objects a newer version no longer defines.
-OBJECTS: dict[str, str] = {"results": "VIEW", "traces": "VIEW"} | {
-    name: kind for name, kind, _ in ANALYSIS_SQL
-}
+OBJECTS: dict[str, str] = (
+    {"results": "VIEW", "traces": "VIEW"}
+    | {name: kind for name, kind, _ in ANALYSIS_SQL}
+    | {"model_providers": "VIEW", "spend": "VIEW"}
+)
+
+
+def model_providers() -> dict[str, str]:
+    """Registry key -> the provider that bills for it, from models.yaml (empty when the file is
+    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown')."""
+    try:
+        registry = load_registry()
+    except RegistryError:
+        return {}
+    return {m.key: m.billing_provider for m in registry.models.values()}
+
+
+def _providers_sql(providers: Mapping[str, str]) -> str:
+    rows = ", ".join(f"({_literal(m)}, {_literal(p)})" for m, p in sorted(providers.items()))
+    body = (
+        f"SELECT * FROM (VALUES {rows}) AS t(model, provider)"
+        if rows
+        else "SELECT CAST(NULL AS VARCHAR) AS model, CAST(NULL AS VARCHAR) AS provider LIMIT 0"
+    )
+    return f"CREATE OR REPLACE VIEW model_providers AS\n{body}"
 
 
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
@@ -349,13 +397,20 @@ def _as_table(sql: str, name: str) -> str:
     return f"CREATE OR REPLACE TEMP TABLE {name} AS" + sql[len(prefix) :]
 
 
-def warehouse_sql(results_source: Source, traces_source: Source, *, snapshot: bool = False) -> list[str]:
+def warehouse_sql(
+    results_source: Source,
+    traces_source: Source,
+    *,
+    snapshot: bool = False,
+    providers: Mapping[str, str] | None = None,
+) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
     A source is a glob (the warehouse file: views follow the lake as it grows), a list of files
     (a snapshot) or a table (rows not in the lake). The analysis statements are the same either way;
     with `snapshot` (sources that do not change while the connection lives) the `SNAPSHOT_TABLES`
     are computed once, as tables, from those same statements.
+    `providers` (model -> billing provider) defaults to models.yaml's.
     """
     analysis = [
         _as_table(sql, name) if snapshot and name in SNAPSHOT_TABLES else sql for name, _, sql in ANALYSIS_SQL
@@ -364,6 +419,8 @@ def warehouse_sql(results_source: Source, traces_source: Source, *, snapshot: bo
         f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
         f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
         *analysis,
+        _providers_sql(model_providers() if providers is None else providers),
+        SPEND_SQL,
     ]
 
 

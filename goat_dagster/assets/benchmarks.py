@@ -5,6 +5,7 @@ Which suite, agent and limits: run config (`BenchmarkConfig`; the suite defaults
 `smoke`), so a backfill launched from the UI can pick e.g. `humaneval` for every partition.
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ class BenchmarkConfig(Config):
         default=900.0, gt=0, description="wall clock of one task attempt's agent phase"
     )
     tasks: list[str] | None = Field(default=None, description="only these task ids")
+    mounts: list[str] = Field(
+        default_factory=list,
+        description="host paths a command: agent's local sandbox shows read-only (its package directory, "
+        "data); the files its command names are shown anyway; /, homes, $GOAT_HOME are refused",
+    )
 
     def limits(self) -> AgentLimits:
         return AgentLimits(
@@ -136,7 +142,14 @@ def benchmark_suite(context: AssetExecutionContext, config: SuiteConfig) -> Mate
 @asset(
     key="benchmark_results",
     partitions_def=models_partitions,
-    deps=[AssetKey("serving_endpoint"), AssetKey("litellm_config"), AssetKey("benchmark_suite")],
+    # model_weights directly too: each materialization then points at the weights it measured
+    # (dagster/input_event_pointer/model_weights: `goat models history`), and new weights make it stale
+    deps=[
+        AssetKey("model_weights"),
+        AssetKey("serving_endpoint"),
+        AssetKey("litellm_config"),
+        AssetKey("benchmark_suite"),
+    ],
     group_name="benchmark",
     kinds={"python", "parquet"},
     owners=OWNERS,
@@ -168,23 +181,27 @@ def benchmark_results(
     entry = models.get(context.partition_key)
     suite = load_suite_or_fail(config.suite)
     run_id = goat_run_id(context, entry, suite)
-    gateway = litellm.gateway(entry) if make_agent(config.agent).needs_gateway else None
-    request = RunRequest(
-        suite=suite,
-        model=entry.key,
-        agent=config.agent,
-        sandbox=sandbox.backend,
-        parallel=config.parallel,
-        epochs=config.epochs,
-        run_id=run_id,
-        budget_usd=config.budget_usd,
-        task_ids=config.tasks,
-        limits=config.limits(),
-        sandbox_limits=sandbox.limits(),
-        gateway=gateway,
-        registry=models,
-        on_task=lambda row, progress: _log_task(context, row, progress),
-    )
+    try:  # a request that cannot run as configured (say, a refused mount) fails before anything starts
+        request = RunRequest(
+            suite=suite,
+            model=entry.key,
+            agent=config.agent,
+            sandbox=sandbox.backend,
+            parallel=config.parallel,
+            epochs=config.epochs,
+            run_id=run_id,
+            budget_usd=config.budget_usd,
+            task_ids=config.tasks,
+            mounts=tuple(config.mounts),
+            limits=config.limits(),
+            sandbox_limits=sandbox.limits(),
+            registry=models,
+            on_task=lambda row, progress: _log_task(context, row, progress),
+        )
+    except RunError as exc:
+        raise Failure(description=f"run {run_id}: {exc}") from None
+    if make_agent(config.agent).needs_gateway:
+        request = replace(request, gateway=litellm.gateway(entry))
     context.log.info(
         f"run {run_id}: {suite.name} ({len(suite.tasks)} tasks) x {config.epochs} on {entry.key}"
     )

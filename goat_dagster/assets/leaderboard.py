@@ -1,12 +1,17 @@
-"""`leaderboard`: DuckDB analysis across models over the results and traces lake (goat_dagster.analysis)."""
+"""`leaderboard`: DuckDB analysis across models over the results and traces lake (goat_dagster.analysis),
+and the `spend_within_budget` check: this month's spend of every provider with a budget in
+models.yaml (warn at its warn_fraction, 80%; fail at 100%)."""
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     Config,
     MaterializeResult,
     MetadataValue,
     asset,
+    asset_check,
 )
 from pydantic import Field
 
@@ -20,10 +25,15 @@ from goat_dagster.analysis.leaderboard import (
     matrix_markdown,
     paired_markdown,
 )
+from goat_dagster.analysis.spend import budget_status, spend_rows, this_month
 from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.analysis.warehouse import ensure_warehouse
 from goat_dagster.assets.common import OWNERS
+from goat_dagster.resources.registry import RegistryResource
+from goat_dagster.textfmt import markdown_table
 from goat_dagster.viewer import links
+
+SPEND_CHECK = "spend_within_budget"
 
 
 class LeaderboardConfig(Config):
@@ -97,4 +107,40 @@ def leaderboard(context: AssetExecutionContext, config: LeaderboardConfig) -> Ma
     }
     if chart_path:
         metadata["chart_path"] = MetadataValue.path(str(chart_path))
+    spend = spend_rows(this_month(), paths)
+    metadata["spend_this_month"] = MetadataValue.md(
+        markdown_table(spend) if spend else f"_Nothing spent in {this_month()}._"
+    )
     return MaterializeResult(metadata=metadata)
+
+
+@asset_check(
+    asset=leaderboard,
+    name=SPEND_CHECK,
+    description="This month's spend per provider against models.yaml's budgets: warns at 80% (a "
+    "budget's warn_fraction), fails at 100%.",
+)
+def spend_within_budget(registry: RegistryResource) -> AssetCheckResult:
+    """ERROR once a provider has spent its month's budget, WARN from its warn_fraction; the table of
+    every budget either way."""
+    states = budget_status(registry.registry())
+    over = [s for s in states if s.state == "over"]
+    warn = [s for s in states if s.state == "warn"]
+    worst = over or warn
+    if not states:
+        description = "no budgets in models.yaml"
+    elif worst:
+        description = "; ".join(
+            f"{s.provider} has spent {100 * s.fraction:.0f}% of its ${s.budget_usd:.2f} for {s.month}"
+            for s in worst
+        )
+    else:
+        description = f"every provider within its budget for {this_month()}"
+    return AssetCheckResult(
+        passed=not worst,
+        severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "budgets": MetadataValue.md(markdown_table([s.as_row() for s in states]) if states else "none")
+        },
+    )

@@ -66,6 +66,8 @@ class BuiltinAgent(Agent):
             usage.add_call(res.prompt_tokens, res.completion_tokens, res.cost_usd)
             assistant = res.assistant
             messages.append(assistant)
+            if assistant.get("content"):
+                usage.answer = assistant["content"]
             if not assistant.get("tool_calls"):
                 usage.stop_reason = (
                     "answered" if res.finish_reason != "length" else "answer cut at max tokens"

@@ -98,7 +98,7 @@ def bwrap_command(
 ) -> list[str]:
     """The bubblewrap command line that starts a slot's worker: `support` (the worker, `python`) at
     /opt/goat, `work` at /workspace, `relay` at /run/goat, the slot's passwd and group from `etc`,
-    `ro_paths` (an agent's binary) read-only where they are on the host."""
+    `ro_paths` (an agent's files, `--mount` paths: bench/mounts.py) read-only where named."""
     argv = [bwrap]
     if os.geteuid() == 0:
         # privileged bwrap: no user namespace, so the worker can drop to the slot's uid
@@ -153,13 +153,14 @@ def bwrap_command(
     # after /tmp's tmpfs, so an agent script under the host's /tmp stays visible
     made = {"/", "/tmp", "/usr", "/etc", "/opt", "/run", WORKDIR, *map(str, prefix.parents), str(prefix)}
     for extra in ro_paths:
-        path = Path(extra).resolve()
-        if path.exists() and not str(path).startswith("/usr/"):
-            for parent in reversed(path.parents):
+        # at the path the command uses; a symlink there shows what it points to
+        named, source = Path(os.path.abspath(extra)), Path(extra).resolve()
+        if source.exists() and not str(named).startswith("/usr/"):
+            for parent in reversed(named.parents):
                 if str(parent) not in made:
                     argv += ["--perms", "0755", "--dir", str(parent)]
                     made.add(str(parent))
-            argv += ["--ro-bind", str(path), str(path)]
+            argv += ["--ro-bind", str(source), str(named)]
     argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORKDIR, "--clearenv"]
     for k, v in env.items():
         argv += ["--setenv", k, v]

@@ -8,12 +8,11 @@ gateway itself with a scoped proxy key.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shlex
 
 from goat_dagster.bench.agent import Agent, AgentContext
 from goat_dagster.bench.errors import AgentError, AgentTimeout, InfraError
+from goat_dagster.bench.mounts import command_files
 from goat_dagster.routing.gateway import sandbox_key
 
 
@@ -28,12 +27,9 @@ class CommandAgent(Agent):
         self.name = f"command:{command}"
 
     def mounts(self) -> list[str]:
-        """Absolute host paths named in the command (the agent's binary or script), if they exist."""
-        try:
-            words = shlex.split(self.command)
-        except ValueError:
-            words = self.command.split()
-        return [w for w in words if w.startswith("/") and os.path.exists(w)]
+        """The executable and script files the command names by absolute path (mounts.py): not
+        every absolute word — `/` in `ls -la /` is an argument, not something to mount."""
+        return command_files(self.command)
 
     def env(self, ctx: AgentContext, base_url: str, key: str) -> dict[str, str]:
         assert ctx.gateway is not None
@@ -90,6 +86,7 @@ class CommandAgent(Agent):
             if ctx.relay is not None:
                 ctx.relay.deactivate()
         ctx.usage.notes.append(f"agent exit {res.exit_code}; output: {res.tail(1500)}")
+        ctx.usage.answer = res.stdout.strip()[-8000:] or None
         if res.killed == "timeout":
             message = f"`{self.command}` ran past the agent time limit ({ctx.limits.max_seconds:.0f}s)"
             if ctx.usage.last_gateway_error:  # waiting on a gateway that was down: not the agent's fault

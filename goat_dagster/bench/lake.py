@@ -36,6 +36,11 @@ class ResultRow(RunIdentity):
     """One task x epoch of a run: exactly the columns of the results lake (DESIGN §6, in order:
     the run's identity, then the task's outcome).
 
+    `status` extends DESIGN §6's passed | failed | error with `unscored`: an attempt at a free-form
+    prompt (`goat run --prompt/--batch`), which no check judged. It finished without an error; it
+    is never scored, so it never counts in a pass rate (passed / (passed + failed)), and a run of
+    such rows is never on the leaderboard.
+
     The one definition of the results schema: the Parquet files' column types and the warehouse's
     `results` view are derived from these fields (`RESULT_TYPES`).
     """
@@ -44,7 +49,7 @@ class ResultRow(RunIdentity):
 
     task_id: str
     epoch: Int32
-    status: Literal["passed", "failed", "error"]
+    status: Literal["passed", "failed", "error", "unscored"]
     error_kind: Literal["infra", "timeout", "agent", "budget"] | None = None
     started_at: datetime
     finished_at: datetime

@@ -410,11 +410,16 @@ class LocalSandboxPool(SandboxPool):
             sb.reset()  # nothing left of the previous task: no process, no file
             yield sb
         finally:
-            try:
-                sb.kill_processes()  # nothing keeps running between tasks
-            except (SandboxError, UnboundLocalError) as exc:
-                log.warning("sandbox slot %s: cleanup failed (%s); restarting its worker", slot.index, exc)
+            if self._closed:  # closed under a running task (a stopped run): its worker is gone already
                 slot.worker.kill()
+            else:
+                try:
+                    sb.kill_processes()  # nothing keeps running between tasks
+                except (SandboxError, UnboundLocalError) as exc:
+                    log.warning(
+                        "sandbox slot %s: cleanup failed (%s); restarting its worker", slot.index, exc
+                    )
+                    slot.worker.kill()
             self.slots.put(slot)
 
     def close(self) -> None:

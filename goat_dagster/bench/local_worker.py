@@ -118,19 +118,21 @@ class WorkerProcess:
             return self._readline(timeout)
 
     def kill(self) -> None:
-        if self.stderr is not None:
-            self.stderr.close()
-            self.stderr = None
-        if self.proc is not None:
+        # taken first: the pool's close (another thread) and a request that saw the worker die
+        # may both kill it
+        stderr, self.stderr = self.stderr, None
+        proc, self.proc = self.proc, None
+        if stderr is not None:
+            stderr.close()
+        if proc is not None:
             with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, 9)
+                os.killpg(proc.pid, 9)
             with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
-            for f in (self.proc.stdin, self.proc.stdout):
+                proc.wait(timeout=5)
+            for f in (proc.stdin, proc.stdout):
                 if f is not None:
                     with suppress(OSError):
                         f.close()
-            self.proc = None
 
     def log_tail(self, n: int = 800) -> str:
         try:

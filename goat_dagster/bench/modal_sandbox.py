@@ -219,13 +219,10 @@ class ModalSandbox(Sandbox):
             raise SandboxError(f"`{argv[0]}` failed in the Modal sandbox: {p.stderr.read()[:300]}")
         return out
 
-    # ---- Sandbox -------------------------------------------------------------------------
-
-    def exec(
-        self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
-    ) -> ExecResult:
+    def wrapper(self, template: str, timeout_s: float) -> str:
+        """A command wrapper (`_WRAPPER`, `_CHECK_WRAPPER`) with this pool's limits filled in."""
         lim = self.pool.options.limits
-        script = _WRAPPER.format(
+        return template.format(
             mem_kb=lim.memory_mb * 1024,
             fsize_kb=lim.file_size_mb * 1024,
             nproc=lim.processes,
@@ -233,6 +230,14 @@ class ModalSandbox(Sandbox):
             timeout=max(1, math.ceil(timeout_s)),
             hard=lim.output_hard_bytes,
         )
+
+    # ---- Sandbox -------------------------------------------------------------------------
+
+    def exec(
+        self, command: str, *, timeout_s: float, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> ExecResult:
+        lim = self.pool.options.limits
+        script = self.wrapper(_WRAPPER, timeout_s)
         full_env = {**scrubbed_env(env, path=SANDBOX_PATH), TASK_MARK: "1"}
         t0 = time.monotonic()
         try:
@@ -280,14 +285,7 @@ class ModalSandbox(Sandbox):
             bad = ExecResult(127, "", f"a check must be one Python program: {command}", 0.0)
             return CheckRun(bad, False, ("violation the check is not one Python program",))
         lim = self.pool.options.limits
-        script = _CHECK_WRAPPER.format(
-            mem_kb=lim.memory_mb * 1024,
-            fsize_kb=lim.file_size_mb * 1024,
-            nproc=lim.processes,
-            nofile=lim.open_files,
-            timeout=max(1, math.ceil(timeout_s)),
-            hard=lim.output_hard_bytes,
-        )
+        script = self.wrapper(_CHECK_WRAPPER, timeout_s)
         payload = {"spec": [*spec[:3], sorted(spec[3])], "check": plan.as_dict(), "seal_fd": 0, "chan_fd": 3}
         seal = secrets.token_hex(SEAL_LEN // 2).encode()
         boundary = f"goat-check-end-{secrets.token_hex(8)}"

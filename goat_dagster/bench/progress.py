@@ -36,6 +36,8 @@ class ProgressBar:
             return
         self.bar.update(1)
         postfix = {"pass": progress.passed, "fail": progress.failed, "err": progress.errors}
+        if progress.unscored:  # free-form prompts: answered, nothing to pass or fail
+            postfix = {"answered": progress.unscored, "err": progress.errors}
         if progress.cost_usd:
             postfix["usd"] = f"{progress.cost_usd:.4f}"
         self.bar.set_postfix(postfix, refresh=False)

@@ -180,8 +180,12 @@ class GatewayRelay:
             call = self.meter.start(attempt.call, attempt.usage.steps + 1, transcript, new_messages)
             body["model"] = self.gateway.model
             body["metadata"] = call.metadata()
-            if body.get("stream"):
-                body.setdefault("stream_options", {"include_usage": True})
+            if body.get("stream"):  # usage at the end of the stream, or the call is not metered
+                options = body.get("stream_options")
+                body["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
             raw = json.dumps(body).encode()
         return await self._forward(request, method, path, raw, attempt, call)
 
@@ -245,23 +249,32 @@ class GatewayRelay:
 
 
 def usage_of(body: bytes) -> tuple[int, int]:
-    """Token usage from a JSON completion or from the last SSE chunk that carries it."""
+    """Token usage from a JSON completion or from the last SSE chunk that carries it. A stream that
+    carries none (a gateway that ignores `stream_options.include_usage`) is counted otherwise: one
+    completion token per chunk with generated text or tool-call arguments, which is how llama.cpp
+    streams (the prompt tokens stay unknown: 0)."""
     text = body.decode("utf-8", "replace").strip()
     candidates: list[str] = []
     if text.startswith("{"):
         candidates.append(text)
     else:
         candidates = [ln[5:].strip() for ln in text.splitlines() if ln.startswith("data:")]
-    pt = ct = 0
+    pt = ct = generated = 0
     for c in candidates:
         try:
             obj = json.loads(c)
         except ValueError:
             continue
-        u = obj.get("usage") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            continue
+        u = obj.get("usage")
         if u:
             pt, ct = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-    return pt, ct
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
+                generated += 1
+    return (pt, ct) if ct else (pt, generated)
 
 
 def assistant_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:

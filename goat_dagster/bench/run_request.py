@@ -18,8 +18,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.journal import RunError, RunSpec
 from goat_dagster.bench.lake import ResultRow
+from goat_dagster.bench.mounts import sandbox_mounts
 from goat_dagster.bench.sandbox import SandboxLimits, SandboxPool
 from goat_dagster.bench.tasks import Suite
 from goat_dagster.bench.usage import AgentLimits
@@ -38,6 +40,7 @@ class Progress(BaseModel):
     failed: int
     errors: int
     cost_usd: float
+    unscored: int = 0  # answered free-form prompts (never scored)
 
 
 OnTask = Callable[[ResultRow, Progress], None]
@@ -60,7 +63,8 @@ class RunRequest:
 
     - what: `suite` (a name, a path to a suite YAML, or a `Suite`), `model` (a registry key),
       `agent` (builtin | oracle | command:<cmd>), `sandbox` (local | modal), `epochs`, `task_ids`
-      (a subset of the suite; None: every task);
+      (a subset of the suite; None: every task), `mounts` (host paths a `command:` agent's local
+      sandbox shows read-only besides the files its command names: bench/mounts.py);
     - how hard: `parallel` tasks at once, `budget_usd` (no new task starts once it is spent),
       `limits` per attempt, `sandbox_limits` per command, `retry` for transient failures;
     - where (None: as `goat run` finds them): `gateway` (else routing's `resolve_gateway`), `pool`
@@ -81,6 +85,7 @@ class RunRequest:
     run_id: str | None = None
     budget_usd: float | None = None
     task_ids: list[str] | None = None
+    mounts: tuple[str, ...] = ()
     limits: AgentLimits = field(default_factory=AgentLimits)
     sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -97,6 +102,19 @@ class RunRequest:
             raise RunError("--budget-usd must not be negative")
         if self.run_id is not None and not RUN_ID.match(self.run_id):
             raise RunError(f"run id {self.run_id!r} may hold only letters, digits, '.', '_', '-' (max 128)")
+        if self.mounts and self.sandbox != "local":
+            raise RunError(
+                f"--mount shows host paths to a local sandbox; a {self.sandbox} sandbox runs the task's "
+                "image: put the agent in the image instead"
+            )
+        self.sandbox_mounts()  # a path refused is refused now, before anything is started
+
+    def sandbox_mounts(self) -> tuple[str, ...]:
+        """What the run's local sandboxes show of the host, read-only: the files the agent's command
+        names and `mounts` (bench/mounts.py); `MountError` names a path refused and why."""
+        if self.sandbox != "local":
+            return ()
+        return sandbox_mounts(make_agent(self.agent).mounts(), self.mounts)
 
 
 @dataclass(frozen=True)

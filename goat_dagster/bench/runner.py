@@ -44,6 +44,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
     suite = load_suite(request.suite) if isinstance(request.suite, str) else request.suite
     tasks = suite.tasks if request.task_ids is None else [suite.task(t) for t in request.task_ids]
     agent = make_agent(request.agent)
+    mounts = request.sandbox_mounts()
     spec = RunSpec(
         run_id=request.run_id or new_run_id(entry.key, suite.name),
         suite=suite.name,
@@ -67,7 +68,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
         if pending:
             gateway = _gateway(request, agent, entry) if agent.needs_gateway else None
             size = min(request.parallel, len(pending))
-            pool = request.pool or _pool(request, agent, gateway, size)
+            pool = request.pool or _pool(request, agent, gateway, size, mounts)
             runner = TaskRunner(request, journal, suite, agent, pool, gateway, budget, done, len(items))
             isolation, warnings = _work(runner, pending, size, close_pool=request.pool is None)
         final = journal.rows()
@@ -103,14 +104,16 @@ def _gateway(request: RunRequest, agent: Agent, entry: ModelEntry) -> Gateway:
     return gateway
 
 
-def _pool(request: RunRequest, agent: Agent, gateway: Gateway | None, size: int) -> SandboxPool:
+def _pool(
+    request: RunRequest, agent: Agent, gateway: Gateway | None, size: int, mounts: tuple[str, ...]
+) -> SandboxPool:
     reach = gateway if agent.needs_network else None  # the gateway the sandbox calls
     options = PoolOptions(
         size=size,
         limits=request.sandbox_limits,
         network=agent.needs_network,
         gateway_host=urlsplit(reach.base_url).hostname if reach is not None else None,
-        ro_paths=tuple(agent.mounts()),
+        ro_paths=mounts,
     )
     return make_pool(request.sandbox, options)
 
@@ -137,10 +140,10 @@ def _work(
         raise
     finally:
         lease.close()
-        runner.close_relays()
         warnings = list(runner.pool.warnings)  # with what came up while tasks ran
-        if close_pool:
+        if close_pool:  # first: a stopped run's agents go, and with them their calls to the relays
             runner.pool.close()
+        runner.close_relays()
     return runner.pool.isolation, warnings
 
 

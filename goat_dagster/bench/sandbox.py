@@ -216,4 +216,4 @@ class PoolOptions:
     gateway_host: str | None = None  # Modal: with `network`, the only host the sandbox may reach
     image: str | None = None  # Modal: image of tasks that name none; local: ignored
     lifetime_s: int = 3600  # Modal: sandbox lifetime
-    ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only at the same place (an agent's binary)
+    ro_paths: tuple[str, ...] = ()  # local: host paths shown read-only where named (bench/mounts.py)

@@ -150,6 +150,9 @@ def parse_suite(text: str, path: Path | str, default_name: str | None = None) ->
                 where = line_of(raw, loc) if loc and loc[0] in raw else line
                 problems.append(SuiteProblem(path_s, where, label, ".".join(loc) or None, _message(e)))
             continue
+        if task.check is None:  # a benchmark task is scored; only free-form prompts have no check
+            problems.append(SuiteProblem(path_s, line, label, "check", "required field is missing"))
+            continue
         if task.id in seen:
             problems.append(
                 SuiteProblem(

@@ -8,6 +8,8 @@ hidden tests and runs the check:
 
 - `passed` / `failed`: the check's program ran to its end and exited 0 / anything else (grader.py:
   an early exit, a timeout, a shadowed module... each `failed` with a note saying which);
+- `unscored`: a free-form prompt (a task with no check) that the agent finished: its answer and the
+  files it left are journaled, nothing judges them;
 - `error` with `error_kind`: `infra` (gateway or sandbox broke, after `retries` attempts with
   exponential backoff, each attempt with its own trace id), `timeout` (the agent ran past its
   time limit), `agent` (the agent itself broke), `budget` (not started: the budget was spent).
@@ -77,6 +79,30 @@ class Budget:
         return self.limit is not None and self.spent >= self.limit
 
 
+ANSWER_FILES_MAX_BYTES = 256 * 1024  # of a prompt's work dir kept in the journal, in all
+
+
+def workspace_files(sb: Sandbox, max_bytes: int = ANSWER_FILES_MAX_BYTES) -> dict[str, str]:
+    """The text files an agent left in the work dir (what a free-form prompt produced), up to
+    `max_bytes` in all; a binary or oversized file is named with its size instead of its content."""
+    out: dict[str, str] = {}
+    left = max_bytes
+    for e in sb.walk(limit=500):
+        if e.kind != "file":
+            continue
+        if e.size > left:
+            out[e.path] = f"<{e.size} bytes, not kept>"
+            continue
+        data = sb.read_file(e.path, limit=left)
+        try:
+            out[e.path] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            out[e.path] = f"<{e.size} bytes of binary data>"
+            continue
+        left -= len(data)
+    return out
+
+
 class TaskRunner:
     """The tasks x epochs of one run, worked off by `parallel` threads that share this state."""
 
@@ -133,7 +159,8 @@ class TaskRunner:
         detail: dict[str, Any],
         transcript: Transcript,
     ) -> str:
-        """One attempt; returns passed/failed or raises AttemptError / SandboxError."""
+        """One attempt; returns passed/failed (unscored for a prompt) or raises AttemptError /
+        SandboxError."""
         with self.pool.session(image=task.image) as sb:
             sb.write_files(task.files)
             ctx = AgentContext(
@@ -162,6 +189,10 @@ class TaskRunner:
                 raise
             sb.kill_processes()
             transcript.files(sb, task.files)
+            if not task.scored:  # a free-form prompt: what the agent said and made, unjudged
+                detail["answer"] = usage.answer
+                detail["files"] = workspace_files(sb)
+                return "unscored"
             status, info, result = grade(task, sb)  # passed only when the tests ran to their end
             detail.update(info)
             note = info.get("check_note")
@@ -225,7 +256,8 @@ class TaskRunner:
         except Exception as exc:  # a bug of ours is not the model's failure
             tried.note["error"] = f"{type(exc).__name__}: {exc}"
             tried.note["traceback"] = traceback.format_exc(limit=8)
-            log.exception("task %s epoch %s: unexpected error", task.id, epoch)
+            if not self.stop.is_set():  # a stopped run closes its sandboxes under it: no bug, no row
+                log.exception("task %s epoch %s: unexpected error", task.id, epoch)
         for f in ("steps", "tool_calls", "prompt_tokens", "completion_tokens", "cost_usd"):
             setattr(total, f, getattr(total, f) + getattr(usage, f))
         tried.note.update(stop=usage.stop_reason, notes=usage.notes[-3:])
@@ -269,6 +301,7 @@ class TaskRunner:
                 failed=sum(r.status == "failed" for r in rows),
                 errors=sum(r.status == "error" for r in rows),
                 cost_usd=round(self.budget.spent, 6),
+                unscored=sum(r.status == "unscored" for r in rows),
             )
             try:
                 self.on_task(row, progress)

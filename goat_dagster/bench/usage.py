@@ -33,6 +33,7 @@ class Usage:
     last_gateway_error: str | None = None  # the gateway was failing at the last call (None: it answered)
     stop_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    answer: str | None = None  # the agent's last words: the model's final message, a command's output
 
     def add_call(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
         self.steps += 1

@@ -14,6 +14,7 @@ from goat_dagster.registry.schema import (
     VLLM_KEY_ENV,
     HFWeights,
     ModelEntry,
+    MonthlyBudget,
     PackageWeights,
     PathWeights,
     Registry,
@@ -22,6 +23,6 @@ from goat_dagster.registry.schema import (
 )
 
 __all__ = [
-    "VLLM_KEY_ENV", "HFWeights", "ModelEntry", "PackageWeights", "PathWeights", "Problem", "Registry",
-    "RegistryError", "RouterSettings", "file_hash", "load_registry", "parse_registry", "slugify",
+    "VLLM_KEY_ENV", "HFWeights", "ModelEntry", "MonthlyBudget", "PackageWeights", "PathWeights", "Problem",
+    "Registry", "RegistryError", "RouterSettings", "file_hash", "load_registry", "parse_registry", "slugify",
 ]  # fmt: skip

@@ -12,7 +12,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from goat_dagster import config
-from goat_dagster.registry.schema import PROVIDERS, ModelEntry, Registry, RouterSettings, slugify
+from goat_dagster.registry.schema import (
+    PROVIDERS,
+    ModelEntry,
+    MonthlyBudget,
+    Registry,
+    RouterSettings,
+    slugify,
+)
 from goat_dagster.yaml_lines import LineDict, YamlProblem, line_of, load_yaml
 
 
@@ -79,7 +86,7 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
     if not isinstance(data, LineDict):
         raise RegistryError([Problem(path_s, 1, None, None, "expected a mapping with a 'models' section")])
     problems: list[Problem] = []
-    allowed_top = {"version", "router", "models"}
+    allowed_top = {"version", "router", "budgets", "models"}
     for k in data:
         if k not in allowed_top:
             problems.append(
@@ -192,6 +199,8 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
                             f"unknown model {name!r}",
                         )
                     )
+    budgets = _budgets(path_s, data, entries, complete=bool(entries) and len(entries) == len(models_raw))
+    problems.extend(budgets.problems)
     if data.get("version", 1) != 1:
         problems.append(
             Problem(
@@ -206,10 +215,59 @@ def parse_registry(text: str, path: Path | str = "models.yaml") -> Registry:
         raise RegistryError(problems)
     return Registry(
         router=router or RouterSettings(),
+        budgets=budgets.budgets,
         models=entries,
         source=path_s,
         file_sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+@dataclass
+class _Budgets:
+    budgets: dict[str, MonthlyBudget]
+    problems: list[Problem]
+
+
+def _budgets(path: str, data: LineDict, entries: dict[str, ModelEntry], *, complete: bool) -> _Budgets:
+    """`budgets:` — a monthly limit per provider that bills for some model of the file."""
+    out = _Budgets({}, [])
+    raw = data.get("budgets")
+    if raw is None:
+        return out
+    if not isinstance(raw, LineDict):
+        out.problems.append(
+            Problem(path, data.key_lines.get("budgets"), None, "budgets", "expected a mapping of provider -> "
+                    "{monthly_usd: ...}, e.g. budgets: {azure: {monthly_usd: 50}}")
+        )  # fmt: skip
+        return out
+    billed = sorted({m.billing_provider for m in entries.values()})
+    for name, spec in raw.items():
+        where = raw.key_lines.get(name) or data.key_lines.get("budgets")
+        field = f"budgets.{name}"
+        if complete and name not in billed:
+            out.problems.append(
+                Problem(path, where, None, field, f"no model in this file is billed by {name!r}; "
+                        f"providers here: {', '.join(billed)} (a model's `billed_by` names another)")
+            )  # fmt: skip
+            continue
+        if isinstance(spec, int | float) and not isinstance(spec, bool):
+            spec = {"monthly_usd": spec}  # `azure: 50` is short for `azure: {monthly_usd: 50}`
+        try:
+            out.budgets[str(name)] = MonthlyBudget.model_validate(spec)
+        except ValidationError as err:
+            for e in err.errors(include_url=False):
+                loc = [str(p) for p in e["loc"]]
+                msg = e["msg"].removeprefix("Value error, ")
+                if e["type"] == "model_type":
+                    msg = f"expected USD per month or {{monthly_usd: <USD>}}, got {spec!r}"
+                elif e["type"] == "missing":
+                    msg = "required field is missing"
+                elif e["type"] == "extra_forbidden":
+                    msg = "unknown field; expected monthly_usd, warn_fraction"
+                out.problems.append(
+                    Problem(path, line_of(raw, [name, *loc]) or where, None, ".".join([field, *loc]), msg)
+                )
+    return out
 
 
 def load_registry(path: Path | str | None = None) -> Registry:

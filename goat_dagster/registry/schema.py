@@ -33,6 +33,7 @@ ROUTING_STRATEGIES: tuple[str, ...] = (
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SLUG_BAD = re.compile(r"[^a-z0-9._-]+")
+_PROVIDER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # The key every Modal endpoint wants: the goat-vllm-* apps run vLLM with VLLM_API_KEY from the
 # goat-vllm Modal secret (their URLs are public), and this machine needs the same value.
 VLLM_KEY_ENV = config.GoatSettings.env_name("vllm_api_key")
@@ -108,6 +109,15 @@ class Pricing(_Strict):
     @property
     def output_per_token(self) -> float:
         return self.output_per_mtok / 1e6
+
+
+class MonthlyBudget(_Strict):
+    """A provider's spend limit per calendar month (UTC), in USD: the `spend_within_budget` check
+    warns at `warn_fraction` of it and fails at all of it; `goat run` refuses a run of one of its
+    models whose projected cost would take the month past it (unless `--over-budget`)."""
+
+    monthly_usd: float = Field(gt=0, description="USD per calendar month (UTC)")
+    warn_fraction: float = Field(default=0.8, gt=0, lt=1, description="warn from this share of the budget")
 
 
 class ModalSettings(_Strict):
@@ -188,6 +198,11 @@ class ModelEntry(_Strict):
     api_base_env: str | None = Field(default=None, description="env var holding the base URL (e.g. Azure)")
     api_key_env: str | None = Field(default=None, description="NAME of the env var with the key, never a key")
     api_version: str | None = None
+    billed_by: str | None = Field(
+        default=None,
+        description="who bills for this model, the key of its budget (default: the cloud API's name for "
+        "cloud entries, `modal`, `local`, the engine of an OpenAI-compatible server)",
+    )
     weights: WeightSource | None = None
     gpu: str | None = Field(default=None, description="Modal GPU type, e.g. A10G, A100-80GB, H100")
     context_length: int | None = Field(default=None, ge=256)
@@ -202,6 +217,13 @@ class ModelEntry(_Strict):
     def _engine_nonempty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty")
+        return v
+
+    @field_validator("billed_by")
+    @classmethod
+    def _billed_by(cls, v: str | None) -> str | None:
+        if v is not None and not _PROVIDER_NAME_RE.match(v):
+            raise ValueError(f"must be a provider name like 'runpod' ([a-z0-9_-]), got {v!r}")
         return v
 
     @field_validator("api_key_env", "api_base_env")
@@ -283,6 +305,17 @@ class ModelEntry(_Strict):
         return {"local": "local", "modal": "modal"}.get(self.provider, "cloud")
 
     @property
+    def billing_provider(self) -> str:
+        """Who bills for the model's use, the key of its budget in models.yaml's `budgets`:
+        `billed_by`, else the cloud API (azure, groq, openai, anthropic), `modal`, `local`, or the
+        engine of an OpenAI-compatible server."""
+        if self.billed_by:
+            return self.billed_by
+        if self.provider in ("cloud", "openai_compatible"):
+            return slugify(self.engine) or self.provider
+        return self.provider
+
+    @property
     def key_env(self) -> str | None:
         """The env var holding the key its endpoint wants: `api_key_env`, or VLLM_API_KEY for the
         goat-vllm apps on Modal (their URLs are public, so vLLM requires a bearer token)."""
@@ -296,8 +329,17 @@ class ModelEntry(_Strict):
             return self.weights.repo
         return self.key
 
+    def content(self) -> dict[str, Any]:
+        """What the entry says, as hashed: a field added to the schema later counts only where an
+        entry sets it, so adding one does not make every model look changed (and re-benchmarked)
+        to the registry sensor."""
+        return self.model_dump(mode="json", exclude={f for f in _LATER_FIELDS if getattr(self, f) is None})
+
     def content_hash(self) -> str:
-        return _hash(self.model_dump(mode="json"))
+        return _hash(self.content())
+
+
+_LATER_FIELDS = ("billed_by",)
 
 
 def _hash(obj: Any) -> str:
@@ -311,14 +353,20 @@ class Registry(BaseModel):
 
     version: Literal[1] = 1
     router: RouterSettings = Field(default_factory=RouterSettings)
+    budgets: dict[str, MonthlyBudget] = Field(default_factory=dict)
     models: dict[str, ModelEntry]
     source: str = Field(default="", exclude=True)
     file_sha256: str = Field(default="", exclude=True)
 
     @cached_property
     def content_hash(self) -> str:
-        """Hash of the validated content: comments and formatting do not change it."""
-        return _hash(self.model_dump(mode="json"))
+        """Hash of the validated content: comments and formatting do not change it (nor a section
+        added to the schema later, while the file leaves it empty)."""
+        body = self.model_dump(mode="json", exclude={"models", "budgets"})
+        body["models"] = {key: m.content() for key, m in self.models.items()}
+        if self.budgets:
+            body["budgets"] = {k: b.model_dump(mode="json") for k, b in self.budgets.items()}
+        return _hash(body)
 
     @property
     def by_slug(self) -> dict[str, ModelEntry]:
@@ -329,6 +377,13 @@ class Registry(BaseModel):
 
     def enabled(self) -> list[ModelEntry]:
         return [m for m in self.models.values() if m.enabled]
+
+    def billing_providers(self) -> list[str]:
+        """Every provider some model of the registry is billed by (the keys `budgets` may use)."""
+        return sorted({m.billing_provider for m in self.models.values()})
+
+    def budget_for(self, entry: ModelEntry) -> MonthlyBudget | None:
+        return self.budgets.get(entry.billing_provider)
 
     def get(self, key_or_slug: str) -> ModelEntry:
         if key_or_slug in self.models:
@@ -364,6 +419,7 @@ class Registry(BaseModel):
                     "gateway_name": m.gateway_name,
                     "weights": weights,
                     "gpu": m.gpu or "",
+                    "billed_by": m.billing_provider,
                     "enabled": m.enabled,
                     "input_per_mtok": m.pricing.input_per_mtok,
                     "output_per_mtok": m.pricing.output_per_mtok,

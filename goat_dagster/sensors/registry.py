@@ -30,7 +30,7 @@ from dagster import (
 from goat_dagster import config
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.registry import Registry, RegistryError, file_hash, load_registry
-from goat_dagster.run_queue import backend_tags
+from goat_dagster.run_queue import backend_tags, priority_tags
 
 # what a new or changed model needs, in lineage order (one run per partition)
 MODEL_CHAIN = [
@@ -111,7 +111,7 @@ def model_run_requests(registry: Registry, slugs: list[str], reason: str, change
                 run_key=f"registry:{change}:{slug}:{entry.content_hash()[:16]}",
                 partition_key=slug,
                 asset_selection=MODEL_CHAIN,
-                tags={**backend_tags(entry), "goat/reason": reason},
+                tags={**backend_tags(entry), **priority_tags("model_change"), "goat/reason": reason},
             )
         )
     return out
@@ -154,7 +154,9 @@ def model_registry_sensor(context: SensorEvaluationContext) -> SensorResult | Sk
     if not runs:  # each model's run has model_registry first; without one, it runs alone
         runs = [
             RunRequest(
-                run_key=f"registry:{change}:{registry.content_hash[:16]}", asset_selection=[MODEL_CHAIN[0]]
+                run_key=f"registry:{change}:{registry.content_hash[:16]}",
+                asset_selection=[MODEL_CHAIN[0]],
+                tags=priority_tags("model_change"),
             )
         ]
     return SensorResult(dynamic_partitions_requests=diff.requests(), run_requests=runs, cursor=cursor)

@@ -28,7 +28,7 @@ from goat_dagster.assets.benchmarks import DEFAULT_SUITE
 from goat_dagster.bench.suite import SuiteError, load_suite, suite_path
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.registry import RegistryError, load_registry
-from goat_dagster.run_queue import backend_tags
+from goat_dagster.run_queue import backend_tags, priority_tags
 
 BENCHMARK_CHAIN = [
     AssetKey("benchmark_suite"),
@@ -84,10 +84,20 @@ def benchmark_suite_sensor(context: SensorEvaluationContext) -> SensorResult | S
                 run_key=f"suite:{change}:{digest[:16]}:{entry.slug}",
                 partition_key=entry.slug,
                 asset_selection=BENCHMARK_CHAIN,
-                tags={**backend_tags(entry), "goat/reason": f"suite {name} changed"},
+                tags={
+                    **backend_tags(entry),
+                    **priority_tags("suite_change"),
+                    "goat/reason": f"suite {name} changed",
+                },
             )
         )
     context.log.info(f"suite {name} changed ({digest[:12]}): {len(runs)} model runs requested")
     if not runs:  # no model to benchmark: the suite's table is still brought up to date
-        runs = [RunRequest(run_key=f"suite:{change}:{digest[:16]}", asset_selection=[BENCHMARK_CHAIN[0]])]
+        runs = [
+            RunRequest(
+                run_key=f"suite:{change}:{digest[:16]}",
+                asset_selection=[BENCHMARK_CHAIN[0]],
+                tags=priority_tags("suite_change"),
+            )
+        ]
     return SensorResult(run_requests=runs, cursor=cursor)

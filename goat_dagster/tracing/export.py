@@ -6,15 +6,21 @@
 - `verify_run(run_id)`: every harness call (`$GOAT_HOME/runs/<run_id>/calls.jsonl`, `CallRecord`)
   matched to a trace by `call_id`: found / missing.
 - `export_run(run_id)`: both, as the `trace_export` asset does them.
+
+Degrade, don't block: with Langfuse the source but not handing traces back (unreachable, keys
+refused), `verify_run` and `export_run` read the local sink instead — it holds every call the proxy
+saw — and their results say so in `note` (source used, and why); `fallback=False` (`goat traces
+verify --source langfuse`) makes that an error.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,11 +28,12 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from goat_dagster import config
 from goat_dagster.tabular import arrow_schema
-from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
+from goat_dagster.tracing.langfuse_reader import LangfuseReadError, LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import CallRecord, TraceRecord
 from goat_dagster.tracing.sink_store import read_sink, run_file
 
 Source = Literal["auto", "sink", "langfuse"]
+R = TypeVar("R")
 
 
 # ---- the Parquet schema, derived from TraceRecord ---------------------------------------------
@@ -78,12 +85,14 @@ class ExportResult:
     path: Path
     rows: int
     records: list[TraceRecord] = field(repr=False, default_factory=list)
+    note: str | None = None  # why `source` is not the configured one
 
     def summary(self) -> dict[str, Any]:
         recs = self.records
         return {
             "run_id": self.run_id,
             "source": self.source,
+            "note": self.note,
             "path": str(self.path),
             "rows": self.rows,
             "errors": sum(r.status == "error" for r in recs),
@@ -152,6 +161,7 @@ class VerifyResult:
     missing: list[dict[str, Any]]
     extra: list[str]  # traces whose call_id is not in the journal (retries, other clients)
     records: list[TraceRecord] = field(repr=False, default_factory=list)
+    note: str | None = None  # why `source` is not the configured one
 
     @property
     def ok(self) -> bool:
@@ -166,6 +176,7 @@ class VerifyResult:
             "missing": len(self.missing),
             "extra": len(self.extra),
             "ok": self.ok,
+            "note": self.note,
             "missing_calls": self.missing,
         }
 
@@ -192,15 +203,35 @@ def match_calls(
     return found, missing, extra
 
 
+def sink_instead(read: Callable[[Source], R], source: Source, fallback: bool) -> tuple[R, str | None]:
+    """`read(source)`; when that is Langfuse and it does not hand traces back, with `fallback`,
+    `read("sink")` and a note saying why."""
+    try:
+        return read(source), None
+    except LangfuseReadError as exc:
+        if not fallback:
+            raise
+        return read("sink"), f"{exc}; read the local trace sink instead"
+
+
 def verify_run(
     run_id: str,
     *,
     source: Source = "auto",
     langfuse: LangfuseSettings | None = None,
     wait_s: float = 5.0,
+    fallback: bool = True,
 ) -> VerifyResult:
     """Match every call of the run to a trace. Callbacks write a moment after the response (and
     Langfuse ingests with a delay), so missing calls are re-polled for up to `wait_s` seconds."""
+    result, note = sink_instead(
+        lambda src: _verify(run_id, source=src, langfuse=langfuse, wait_s=wait_s), source, fallback
+    )
+    result.note = note
+    return result
+
+
+def _verify(run_id: str, *, source: Source, langfuse: LangfuseSettings | None, wait_s: float) -> VerifyResult:
     calls = load_calls(run_id)
     used = resolve_source(source, langfuse)
 
@@ -219,18 +250,27 @@ def verify_run(
 
 
 def export_run(
-    run_id: str, *, source: Source = "auto", langfuse: LangfuseSettings | None = None
+    run_id: str, *, source: Source = "auto", langfuse: LangfuseSettings | None = None, fallback: bool = True
 ) -> tuple[ExportResult, VerifyResult | None]:
     """The run's traces in the lake, and how they match the run's call journal (None: the run has no
-    journal, so nothing can be matched; its traces are exported all the same)."""
-    try:
-        verified: VerifyResult | None = verify_run(run_id, source=source, langfuse=langfuse)
-    except FileNotFoundError:
-        verified = None
-        _, records = collect_traces(run_id, source=source, langfuse=langfuse)
-    else:
-        records = verified.records
-    return export_traces(run_id, source=source, langfuse=langfuse, records=records), verified
+    journal, so nothing can be matched; its traces are exported all the same). With Langfuse not
+    answering, from the sink (`fallback`), both results saying so in `note`."""
+
+    def read(src: Source) -> tuple[ExportResult, VerifyResult | None]:
+        try:
+            verified: VerifyResult | None = _verify(run_id, source=src, langfuse=langfuse, wait_s=5.0)
+        except FileNotFoundError:
+            verified = None
+            _, records = collect_traces(run_id, source=src, langfuse=langfuse)
+        else:
+            records = verified.records
+        return export_traces(run_id, source=src, langfuse=langfuse, records=records), verified
+
+    (result, verified), note = sink_instead(read, source, fallback)
+    result.note = note
+    if verified is not None:
+        verified.note = note
+    return result, verified
 
 
 def find_latest_run(model_names: set[str]) -> str | None:

@@ -7,6 +7,7 @@ keeps a copy of every byte sent upstream, so the test can see what reached the g
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import tempfile
 import threading
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from goat_dagster.bench.calls import CallContext, CallLog, CallMeter
-from goat_dagster.bench.relay import GatewayRelay
+from goat_dagster.bench.relay import GatewayRelay, usage_of
 from goat_dagster.bench.usage import AgentLimits, Usage
 from goat_dagster.routing.gateway import Gateway
 from goat_dagster.tracing.schema import new_id
@@ -139,3 +140,24 @@ def test_only_chat_completions_and_the_model_list_get_through(relay) -> None:
     lines = [ln for ln in upstream.split(b"\r\n") if ln.endswith(b" HTTP/1.1")]
     assert lines == [b"GET /v1/models HTTP/1.1", b"POST /v1/chat/completions HTTP/1.1"]
     assert b"/key/" not in upstream and b"/model/new" not in upstream and b"embeddings" not in upstream
+
+
+def sse(*events: dict) -> bytes:
+    return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+
+
+def test_a_stream_is_metered_by_its_usage_chunk_or_else_by_its_chunks() -> None:
+    """The relay asks for `stream_options.include_usage`; goat serve (and OpenAI) then end the
+    stream with the usage, which is what is counted. A gateway that ignores the option (a plain
+    llama.cpp server) is counted otherwise: one completion token per chunk that carries text or
+    tool-call arguments, as llama.cpp streams, never 0."""
+    role = {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    words = [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("One", ",", " two")]
+    call = {
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]
+    }
+    end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    usage = {"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 3, "total_tokens": 24}}
+    assert usage_of(sse(role, *words, end, usage)) == (21, 3)
+    assert usage_of(sse(role, *words, call, end)) == (0, 4)
+    assert usage_of(json.dumps({"usage": {"prompt_tokens": 5, "completion_tokens": 2}}).encode()) == (5, 2)

@@ -88,6 +88,18 @@ def test_provider_kinds_map_to_litellm(shipped):
     # any OpenAI-compatible base URL
     assert deps["tinyllama-ollama"]["model"] == "openai/tinyllama"
     assert deps["tinyllama-ollama"]["api_base"] == "http://127.0.0.1:11434/v1"
+    # RunPod / Vast.ai / Fly: base URL and key both only as names of variables
+    assert deps["qwen3-4b-runpod"] == {
+        "model": "openai/Qwen/Qwen3-4B-Instruct-2507",
+        "api_base": "os.environ/RUNPOD_VLLM_BASE_URL",
+        "api_key": "os.environ/RUNPOD_API_KEY",
+        "temperature": 0.3,
+        "tool_choice": "auto",
+    }
+    assert deps["qwen3-4b-vastai"]["api_base"] == "os.environ/VASTAI_VLLM_BASE_URL"
+    assert deps["tinyllama-fly"]["api_key"] == "os.environ/FLY_TINYLLAMA_API_KEY"
+    assert deps["gpt-4.1-mini"] == {"model": "openai/gpt-4.1-mini", "api_key": "os.environ/OPENAI_API_KEY"}
+    assert deps["claude-haiku-4.5"]["model"] == "anthropic/claude-haiku-4-5"
     # modal models without an endpoint record are not routable yet, and say so
     skipped = {s["model"]: s["reason"] for s in shipped.skipped}
     assert "llama-3.1-8b-local" in skipped and "serving_endpoint" in skipped["llama-3.1-8b-local"]
@@ -97,7 +109,7 @@ def test_provider_kinds_map_to_litellm(shipped):
 def test_router_settings_and_callbacks(shipped, monkeypatch: pytest.MonkeyPatch):
     r = shipped.config["router_settings"]
     assert r["routing_strategy"] == "simple-shuffle" and r["num_retries"] == 2 and r["cooldown_time"] == 30
-    assert r["fallbacks"] == [{"gpt-5-nano": ["gpt-5-mini"]}]
+    assert r["fallbacks"] == [{"gpt-5-nano": ["gpt-5-mini"]}, {"tinyllama-fly": ["gpt-4.1-mini"]}]
     assert shipped.config["litellm_settings"]["callbacks"] == ["goat_dagster.tracing.sink.trace_sink"]
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-x")
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-x")

@@ -291,3 +291,23 @@ def test_a_run_without_llm_calls_verifies(routing_env):
     assert json.loads(ok.output)["calls"] == 0
     unknown = runner.invoke(goat, ["traces", "verify", "no-such-run", "--source", "sink"])
     assert unknown.exit_code != 0 and "no call journal" in unknown.output
+
+
+def test_a_streamed_call_through_the_proxy_carries_its_usage(proxy_url):
+    """Streamed through LiteLLM to goat serve with `stream_options.include_usage`: the last chunk
+    has the tokens the same call reports unstreamed. (llama-cpp-python's streams carry no usage;
+    goat serve's workers add it when asked, so the relay that meters a `command:` agent's streamed
+    calls counts what was generated, not 0.)"""
+    client = gateway("smollm2-135m").openai()
+    ask = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count from one to ten."}],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    plain = client.chat.completions.create(**ask).usage
+    chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage  # LiteLLM passes it on in its last chunk (with an empty delta)
+    assert usage is not None and not any(c.usage for c in chunks[:-1])
+    assert usage.completion_tokens == plain.completion_tokens > 0
+    assert usage.prompt_tokens == plain.prompt_tokens > 0

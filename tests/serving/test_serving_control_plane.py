@@ -92,6 +92,32 @@ def test_streamed_completion(plane):
     assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
+def test_a_stream_that_asks_for_usage_ends_with_the_tokens_it_generated(plane):
+    """`stream_options.include_usage` (OpenAI): llama-cpp-python's server ignores it; goat serve's
+    workers end such a stream with a usage chunk (`choices: []`) whose counts are the unstreamed
+    answer's. A stream that does not ask gets none."""
+    ask = {
+        "model": "smol-a",
+        "max_tokens": 12,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Count from one to ten."}],
+    }
+    plain = httpx.post(f"{plane.base_url}/chat/completions", json=ask, timeout=60).json()["usage"]
+    streamed = {**ask, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{plane.base_url}/chat/completions", json=streamed, timeout=60) as r:
+        events, done = read_sse(r)
+    assert done and [e for e in events if e.get("usage")] == [events[-1]]
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert events[-1]["choices"] == []
+    assert {k: events[-1]["usage"][k] for k in counts} == {k: plain[k] for k in counts}, (events[-1], plain)
+    assert plain["completion_tokens"] > 0
+    with httpx.stream(
+        "POST", f"{plane.base_url}/chat/completions", json={**ask, "stream": True}, timeout=60
+    ) as r:
+        events, done = read_sse(r)
+    assert done and not any(e.get("usage") for e in events)
+
+
 def test_tool_call_passes_through(plane):
     r = plane.chat(
         "smol-a",
@@ -264,6 +290,35 @@ def test_worker_killed_mid_stream_ends_the_stream_with_an_error(plane):
     assert last["error"]["type"] == "worker_crashed" and last["error"]["code"] == 502
     assert plane.chat("smol-a").status_code == 200, "the next request gets a new worker"
     assert plane.instance("smol-a")["crashes"] == inst["crashes"] + 1
+
+
+def test_a_worker_killed_by_sigill_is_named_in_the_502_the_log_and_status(plane):
+    """A worker that dies of SIGILL (an engine built for CPU features this CPU cannot execute traps
+    on its first prompt batch; here the signal is sent by hand, which ends a worker the same way):
+    the 502, the crash record in /status and goat serve's log say so in one line, with the fix. It is
+    not retried on a new worker, which would die the same."""
+    from goat_dagster.serving.local.engine_build import sigill_cause
+
+    assert plane.chat("smol-a").status_code == 200
+    inst = plane.instance("smol-a")
+    body = {**long_stream_body("smol-a", 400), "stream": False}
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, f"{plane.base_url}/chat/completions", json=body, timeout=120)
+        wait_for(lambda: plane.instance("smol-a")["in_flight"] == 1)
+        time.sleep(0.5)  # generating
+        os.kill(inst["pid"], signal.SIGILL)
+        r = answer.result(120)
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    cause = sigill_cause()  # this process: the same engine, the same CPU
+    assert err["type"] == "worker_crashed" and cause in err["message"], err
+    assert "illegal instruction (SIGILL)" in cause and "make install" in cause and "\n" not in cause
+    after = plane.instance("smol-a")
+    assert after["crashes"] == inst["crashes"] + 1 and after["loads"] == inst["loads"], "not retried"
+    assert after["last_crash"]["exit"] == "killed by SIGILL" and after["last_crash"]["cause"] == cause
+    logged = [line for line in plane.log.read_text().splitlines() if "killed by SIGILL" in line]
+    assert logged and cause in logged[-1]
+    assert plane.chat("smol-a").status_code == 200, "the next request gets a new worker"
 
 
 def test_status_and_metrics_fields(plane):

@@ -1,9 +1,10 @@
 """The HTTP front of `goat serve`: a FastAPI app over the model manager, with its OpenAPI document at
 `/openapi.json` and Swagger UI at `/docs`.
 
-Routes live in two routers: `completions.py` (the OpenAI-compatible API: POST /v1/chat/completions,
-GET /v1/models) and `operations.py` (GET /healthz, /readyz, /status, /metrics; POST
-/admin/models/{model}/load and /unload). Every error is JSON `{"error": {"message", "type",
+Routes live in three routers: `completions.py` (the OpenAI-compatible API: POST /v1/chat/completions,
+GET /v1/models), `operations.py` (GET /healthz, /readyz, /status, /metrics; POST
+/admin/models/{model}/load and /unload) and `infer.py` (the seeds' API: POST /infer as NDJSON,
+GET /models). Every error is JSON `{"error": {"message", "type",
 "code"}}`, FastAPI's own (unknown route, bad path) included.
 """
 
@@ -18,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from goat_dagster.serving.local import completions, operations
+from goat_dagster.serving.local import completions, infer, operations
 from goat_dagster.serving.local.errors import ServeError, error_body
 from goat_dagster.serving.local.manager import ModelManager
 
@@ -46,6 +47,7 @@ def create_app(manager: ModelManager, base_url: str = "") -> FastAPI:
     app.state.base_url = base_url
     app.include_router(completions.router)
     app.include_router(operations.router)
+    app.include_router(infer.router)
     app.add_exception_handler(ServeError, on_serve_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)

@@ -118,6 +118,12 @@ def _check_reusable(cp: ControlPlane, settings: ServeSettings, log: Log) -> None
             f"goat serve of this GOAT_HOME (pid {cp.pid}) serves the models of {serving}, not "
             f"{config.models_file()}: stop it (`goat stop`) to serve this registry"
         )
+    serving_dir = (state.get("settings") or {}).get("models_dir")
+    if settings.models_dir is not None and settings.models_dir != serving_dir:
+        raise ServeClientError(
+            f"goat serve of this GOAT_HOME (pid {cp.pid}) serves --models-dir {serving_dir or '(none)'}, "
+            f"not {settings.models_dir}: stop it (`goat stop`) to serve that folder"
+        )
     asked = {"budget_mb": settings.budget_mb, "margin_mb": settings.margin_mb}
     differ = [
         f"{k} {state.get(k)} (asked {v})" for k, v in asked.items() if v is not None and state.get(k) != v

@@ -2,9 +2,11 @@
 the model's worker, and the list of local models.
 
 The request body reaches llama.cpp byte for byte (tools, `tool_choice`, `min_tokens`, ...): it is
-read raw, only its `model` and `stream` looked at. A worker found dead before it answered is
-restarted and the request sent once more (it had not been served); a stream cut mid-way ends with
-an SSE error event.
+read raw, only its `model`, `stream` and `stream_options` looked at (llama-cpp-python ignores the
+last; the worker ends a stream with usage when it is asked to: `stream_usage.py`). A worker found
+dead before it answered is restarted and the request sent once more (it had not been served),
+unless it died of SIGILL, which a new worker would too (the 502 then says why,
+`engine_build.sigill_cause`); a stream cut mid-way ends with an SSE error event.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,7 @@ from goat_dagster.serving.local.api import ERROR_RESPONSES, Manager
 from goat_dagster.serving.local.errors import ServeError, error_body, normalize_error
 from goat_dagster.serving.local.instances import Lease, ModelInstance
 from goat_dagster.serving.local.manager import ModelManager
+from goat_dagster.serving.local.stream_usage import INCLUDE_USAGE_HEADER, wants_usage
 
 log = logging.getLogger("goat.serve")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -66,15 +69,23 @@ async def chat_completions(request: Request, manager: Manager) -> Response:
         raise ServeError(400, "invalid_request_error", "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ServeError(400, "invalid_request_error", "the request body must be a JSON object")
-    inst = manager.instance(manager.resolve(payload.get("model")))
+    forward = await open_forward(manager, payload.get("model"), body, received, wants_usage(payload))
+    return await (forward.stream() if payload.get("stream") else forward.complete())
+
+
+async def open_forward(
+    manager: ModelManager, model: Any, body: bytes, received: float, include_usage: bool = False
+) -> Forward:
+    """A request's turn on its model's worker (queued, the model loaded): the `Forward` that sends
+    `body` there. Routes other than the OpenAI one (`infer.py`) come in here too."""
+    inst = manager.instance(manager.resolve(model))
     deadline = received + manager.settings.request_timeout_s
     try:
         lease = await manager.acquire(inst, deadline)
     except ServeError as exc:
         manager.metrics.requests.labels(inst.name, str(exc.status)).inc()
         raise
-    forward = Forward(manager, inst, lease, body, received, deadline)
-    return await (forward.stream() if payload.get("stream") else forward.complete())
+    return Forward(manager, inst, lease, body, received, deadline, include_usage=include_usage)
 
 
 @router.get("/models", summary="The local models of models.yaml, with their state")
@@ -110,10 +121,12 @@ class Forward:
         body: bytes,
         received: float,
         deadline: float,
+        include_usage: bool = False,
     ) -> None:
         self.manager, self.inst, self.lease = manager, inst, lease
         self.body, self.received, self.deadline = body, received, deadline
         self.metrics = manager.metrics
+        self.include_usage = include_usage  # stream_options.include_usage, which the worker cannot see
 
     async def send(self, stream: bool) -> aiohttp.ClientResponse:
         """POST to the worker (the response's headers are in; its body is not read). A worker
@@ -121,6 +134,8 @@ class Forward:
         headers = {"content-type": "application/json"}
         if stream:
             headers["accept"] = "text/event-stream"
+            if self.include_usage:
+                headers[INCLUDE_USAGE_HEADER] = "1"
         for attempt in (1, 2):
             try:
                 return await self.lease.client.post(
@@ -133,6 +148,8 @@ class Forward:
                 raise self.timed_out() from None
             except aiohttp.ClientError as exc:
                 if attempt == 2 or not await self.manager.worker_died(self.inst):
+                    raise await self.worker_lost(exc) from None
+                if (self.inst.last_crash or {}).get("cause"):  # SIGILL: a new worker would die the same
                     raise await self.worker_lost(exc) from None
                 log.warning(
                     "%s: the worker died before answering; restarting it for this request", self.inst.name
@@ -181,7 +198,13 @@ class Forward:
             return JSONResponse(normalize_error(resp.status, content), resp.status)
         return Response(content, resp.status, media_type="application/json")
 
-    async def stream(self) -> Response:
+    async def stream(
+        self,
+        adapt: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+        media_type: str = "text/event-stream",
+    ) -> Response:
+        """The worker's SSE stream relayed as it comes (`adapt` may turn it into another format,
+        `infer.py`'s NDJSON), or its error answer."""
         try:
             resp = await self.send(stream=True)
         except BaseException:
@@ -197,7 +220,9 @@ class Forward:
                 self.lease.release()
             self.metrics.requests.labels(self.inst.name, str(resp.status)).inc()
             return JSONResponse(normalize_error(resp.status, content), resp.status)
-        return StreamingResponse(self.relay(resp), 200, headers=_SSE_HEADERS, media_type="text/event-stream")
+        chunks = self.relay(resp)
+        body = adapt(chunks) if adapt is not None else chunks
+        return StreamingResponse(body, 200, headers=_SSE_HEADERS, media_type=media_type)
 
     async def relay(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         name, first, code = self.inst.name, True, "200"

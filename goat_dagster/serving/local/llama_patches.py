@@ -4,6 +4,7 @@ the client: importing this loads llama.cpp).
 - `sampling.install()`: grammars applied the way llama.cpp's own server applies them.
 - `tool_calling.chat_handler` serves the `chatml-function-calling` chat format (same protocol, see
   that module for what it fixes: speed, max_tokens over the whole response, the prompt).
+- `stream_usage.count_stream_usage()`: a stream that asks for usage ends with OpenAI's usage chunk.
 - `keep_response_fields()`: llama-cpp-python's server validates a chat completion against its
   typed response model, which drops the fields it does not know; a worker's responses keep
   `usage.prompt_tokens_details` and `timings`. (Its module router is changed before `create_app`
@@ -19,7 +20,7 @@ from fastapi.routing import APIRoute
 from llama_cpp import llama_chat_format
 from llama_cpp.server import app as server_app
 
-from goat_dagster.serving.local import sampling, tool_calling
+from goat_dagster.serving.local import sampling, stream_usage, tool_calling
 
 CHAT_ROUTE = "/v1/chat/completions"
 
@@ -28,6 +29,7 @@ def install() -> None:
     sampling.install()
     registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
     registry.register_chat_completion_handler(tool_calling.NAME, tool_calling.chat_handler, overwrite=True)
+    stream_usage.count_stream_usage()
     keep_response_fields(server_app.router)
 
 

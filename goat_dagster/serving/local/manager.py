@@ -29,6 +29,7 @@ from goat_dagster.serving.local.gguf import GGUFError
 from goat_dagster.serving.local.instances import Lease, ModelInstance, iso
 from goat_dagster.serving.local.memory import MemoryEstimate, Resident, plan_eviction, plan_worker
 from goat_dagster.serving.local.metrics import Metrics
+from goat_dagster.serving.local.models_dir import ModelsDir
 from goat_dagster.serving.local.settings import ServeSettings
 from goat_dagster.serving.local.threads import ThreadBudget
 from goat_dagster.serving.local.weights import WeightsError
@@ -40,6 +41,7 @@ log = logging.getLogger("goat.serve")
 class ModelManager:
     def __init__(self, settings: ServeSettings, state_dir: Path, metrics: Metrics | None = None):
         self.settings = settings
+        self.models_dir = ModelsDir(settings.models_dir) if settings.models_dir else None
         self.state_dir = state_dir
         self.metrics = metrics or Metrics()
         self.instances: dict[str, ModelInstance] = {}
@@ -68,6 +70,8 @@ class ModelManager:
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
+        if stamp is None and self.models_dir is not None:  # serving a folder, no registry
+            return Registry(models={}, source=str(path))
         if self._registry is None or stamp != self._registry_stamp:
             try:
                 self._registry = load_registry(path)
@@ -81,7 +85,12 @@ class ModelManager:
         return self._registry
 
     def local_models(self) -> list[ModelEntry]:
-        return [m for m in self.registry().models.values() if m.provider == "local"]
+        """The registry's local models, then the GGUFs of --models-dir (a registry name wins)."""
+        local = [m for m in self.registry().models.values() if m.provider == "local"]
+        if self.models_dir is not None:
+            taken = {m.key for m in local} | {m.served_model for m in local}
+            local += [m for m in self.models_dir.entries() if m.key not in taken]
+        return local
 
     def resolve(self, name: str) -> ModelEntry:
         if not isinstance(name, str) or not name:
@@ -203,19 +212,16 @@ class ModelManager:
         if w is None or w.alive() or inst.state in ("stopping", "loading"):
             return
         inst.crashes += 1
+        cause = w.cause()  # SIGILL: the engine's build and this CPU, in one line
         inst.last_crash = {
             "at": iso(time.time()),
             "pid": w.pid,
             "exit": w.exit(),
+            "cause": cause,
             "log_tail": w.log_tail(6),
         }
-        inst.last_error = f"worker pid {w.pid} {w.exit()}"
-        log.warning(
-            "%s: worker pid %s %s; restarting on the next request",
-            inst.name,
-            w.pid,
-            w.exit(),
-        )
+        inst.last_error = f"worker pid {w.pid} {w.exit()}" + (f": {cause}" if cause else "")
+        log.warning("%s: %s; restarting on the next request", inst.name, inst.last_error)
         self.metrics.crashes.labels(inst.name).inc()
         self._drop_worker(inst, "crashed")
 
@@ -516,6 +522,7 @@ class ModelManager:
             "started_at": iso(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "models_file": str(config.models_file()),
+            "models_dir": str(self.models_dir.directory) if self.models_dir else None,
             "registry_error": self._registry_error,
             "budget_mb": budget,
             "margin_mb": margin,

@@ -52,12 +52,16 @@ def run_serve(settings: ServeSettings, *, log_level: str = "info") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     paths = config.export_environment()
     paths.serve.mkdir(parents=True, exist_ok=True)
-    load_registry()  # a broken models.yaml stops us here, with file, line and field
+    if not (settings.models_dir and not config.models_file().exists()):  # a folder alone will do
+        load_registry()  # a broken models.yaml stops us here, with file, line and field
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     host_for_url = f"[{settings.host}]" if ":" in settings.host else settings.host
     root = f"http://{host_for_url}:{port}"
     manager = ModelManager(settings, paths.serve)
+    if manager.models_dir is not None:
+        found = [m.key for m in manager.models_dir.entries()]
+        log.info("--models-dir %s: %s", manager.models_dir.directory, ", ".join(found) or "no GGUF yet")
     atexit.register(manager.kill_all_now)
     serve_state().write(
         {

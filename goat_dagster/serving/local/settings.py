@@ -36,6 +36,9 @@ class ServeSettings(BaseModel):
         default=None, ge=1, description="cores busy workers may use at once; default the CPUs it may run on"
     )
     load_timeout_s: float = Field(default=300.0, gt=0, description="worker start until the model answers")
+    models_dir: str | None = Field(
+        default=None, description="a folder whose GGUFs are served too, without a registry entry"
+    )
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -72,6 +75,8 @@ class ServeSettings(BaseModel):
         if self.cores is not None:
             args += ["--cores", str(self.cores)]
         args += ["--max-queue", str(self.max_queue), "--timeout-s", f"{self.request_timeout_s:g}"]
+        if self.models_dir is not None:
+            args += ["--models-dir", self.models_dir]
         return args
 
 

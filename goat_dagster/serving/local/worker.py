@@ -20,6 +20,7 @@ from pathlib import Path
 
 from goat_dagster.serving import daemon
 from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, worker_command
+from goat_dagster.serving.local.engine_build import crash_cause
 from goat_dagster.serving.local.memory import process_tree_rss_mb
 from goat_dagster.serving.local.threads import WORKER_ENV
 
@@ -57,6 +58,10 @@ class Worker:
     def exit(self) -> str:
         """How the process ended ("exited with code 1", "killed by SIGKILL") or "running"."""
         return daemon.describe_exit(self.returncode)
+
+    def cause(self) -> str | None:
+        """What the exit says, in one line, when it says something about the engine (SIGILL)."""
+        return crash_cause(self.returncode)
 
     def log_tail(self, lines: int = 12) -> str:
         return daemon.log_tail(self.log_path, lines)
@@ -135,9 +140,11 @@ class Worker:
                 if not self.alive():
                     break
                 await asyncio.sleep(0.02)
+            cause = self.cause()
             raise WorkerStartError(
                 f"{self.spec.model_key}: the worker {self.exit()} while loading "
-                f"{self.spec.model_path} (log {self.log_path}):\n{self.log_tail()}"
+                f"{self.spec.model_path}{': ' + cause if cause else ''} (log {self.log_path}):\n"
+                f"{self.log_tail()}"
             )
 
     async def stop(self, grace_s: float = 5.0) -> int | None:

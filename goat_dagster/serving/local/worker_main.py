@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from goat_dagster.serving.local import llama_patches  # imports llama_cpp
     from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, isolated_model_settings
+    from goat_dagster.serving.local.stream_usage import IncludeUsage
 
     llama_patches.install()
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     # (model_construct: defaults, nothing read from the environment)
     server_settings = ServerSettings.model_construct(interrupt_requests=False)
     app = create_app(server_settings=server_settings, model_settings=[model_settings])
+    app.add_middleware(IncludeUsage)  # streams end with usage when the request asked for it
     sock = socket.socket(fileno=args.fd)
     os.write(args.ready_fd, READY_LINE)
     os.close(args.ready_fd)
