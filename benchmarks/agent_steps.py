@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 from llama_cpp import Llama
 
+from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.bench.run_request import RunRequest
 from goat_dagster.bench.runner import run_benchmark
-from goat_dagster.bench.tools import TOOL_SCHEMAS
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.demo import DEMO_BENCHMARK
 from goat_dagster.registry import load_registry
@@ -116,7 +116,7 @@ def record(task: str, out: Path) -> None:
         "source": f"goat run --suite smoke --model {MODEL} --agent builtin, task {task}, {DEMO_LIMITS}",
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": MODEL,
-        "tools": TOOL_SCHEMAS,
+        "tools": load_prompt_set().tool_schemas,  # the builtin agent's tools (prompts/builtin/tools.yaml)
         "steps": steps,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
