@@ -9,10 +9,11 @@ import json
 
 import pytest
 
-from goat_dagster.bench.tools import TOOL_SCHEMAS
+from goat_dagster.bench.prompts import load_prompt_set
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+TOOL_SCHEMAS = load_prompt_set().tool_schemas  # the builtin agent's tools (prompts/builtin/tools.yaml)
 TOOL_NAMES = {t["function"]["name"] for t in TOOL_SCHEMAS}
 
 
