@@ -20,7 +20,9 @@ from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.bench.freeform import PromptError, load_batch, prompt_suite, tasks_to_run
 from goat_dagster.bench.lake import STATUSES, ResultRow, read_rows, write_results
 from goat_dagster.bench.suite import SuiteError, parse_suite
+from goat_dagster.config import paths
 from goat_dagster.viewer.app import create_app
+from tests.analysis.conftest import manifest, write_manifest_file
 from tests.bench.test_bench_cli import goat
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -81,6 +83,8 @@ def test_unscored_rows_never_count_in_a_pass_rate(goat_home: Path) -> None:
     write_results(
         "bench", [row("bench", "smoke", "t1", "passed", 0), row("bench", "smoke", "t2", "failed", 1)]
     )
+    # made with the current setup, so the leaderboard may rank it (issue 17's comparability rule)
+    write_manifest_file(paths(), manifest("bench", "alpha", suite_version="v"))
     # a later prompt run under the same (model, suite) name, and one with an error among its prompts
     write_results(
         "asked", [row("asked", "smoke", "p1", "unscored", 10), row("asked", "smoke", "p2", "unscored", 11)]
