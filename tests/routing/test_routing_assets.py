@@ -13,6 +13,7 @@ from dagster import AssetCheckSeverity, AssetKey, AssetMaterialization, DagsterI
 
 from goat_dagster.assets.routing import litellm_config
 from goat_dagster.assets.traces import trace_export
+from goat_dagster.config import paths
 from goat_dagster.partitions import MODELS_PARTITIONS_NAME
 from goat_dagster.resources.langfuse import LangfuseResource
 from goat_dagster.resources.litellm import LiteLLMProxyResource
@@ -20,6 +21,7 @@ from goat_dagster.resources.registry import RegistryResource
 from goat_dagster.routing import proxy
 from goat_dagster.tracing.schema import CallRecord, call_metadata, new_id
 from goat_dagster.tracing.sink_store import read_sink_lines
+from tests.analysis.conftest import manifest, write_manifest_file
 from tests.conftest import free_port
 
 from .conftest import FAKE_KEYS, gateway, wait_until
@@ -153,6 +155,8 @@ def test_langfuse_unreachable_exports_the_sink_and_the_leaderboard_builds(proxy_
                   started_at=now, finished_at=now, wall_s=2.0, trace_id=recs[1].trace_id),
     ]  # fmt: skip
     write_results(run_id, rows)
+    # made with the current setup, so the leaderboard ranks it
+    write_manifest_file(paths(), manifest(run_id, PARTITION))
     instance.report_runless_asset_event(
         AssetMaterialization(asset_key="benchmark_results", partition=PARTITION, metadata={"run_id": run_id})
     )

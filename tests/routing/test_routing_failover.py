@@ -157,12 +157,19 @@ def test_one_deployment_down_the_other_serves_and_the_dead_one_cools_down(failov
     down_at = time.monotonic()
 
     # every request to the group is answered, by the other deployment
-    answers = [fo.chat("smol") for _ in range(8)]
+    starts, answers = [], []
+    for _ in range(8):
+        starts.append(time.monotonic())
+        answers.append(fo.chat("smol"))
     assert [served_by(r) for r in answers] == ["smol/west"] * 8
     retried = [int(r.headers.get("x-litellm-attempted-retries", 0)) for r in answers]
     print("group answers after east stopped: attempted retries", retried)
-    # once east failed, the router cooled it down: the later requests never try it
-    assert retried[-4:] == [0, 0, 0, 0], retried
+    # once east failed, the router cooled it down: the requests within the cooldown never try it
+    # (on a loaded machine 8 requests can outlast the cooldown; after it east may be tried again)
+    failed = next((i for i, n in enumerate(retried) if n > 0), None)
+    if failed is not None:
+        window = [j for j in range(failed + 1, len(retried)) if starts[j] - starts[failed] < COOLDOWN_S - 1]
+        assert not any(retried[j] for j in window), (retried, [round(t - starts[0], 1) for t in starts])
 
     # east by its own name: served by its fallback
     r = fo.chat("east")
