@@ -252,12 +252,18 @@ def run(
             work = tasks_to_run(suite, prompt, batch)
             if not work.tasks[0].scored and make_agent(agent).name == "oracle":
                 raise RunError("--agent oracle writes a task's reference; a free-form prompt has none")
+            entry = registry.get(model)
             budget = run_budget(
-                registry, registry.get(model), work, epochs=epochs, run_id=run_id,
-                limits=AgentLimits(), budget_usd=budget_usd,
-            )  # fmt: skip
+                registry,
+                entry,
+                work,
+                epochs=epochs,
+                run_id=run_id,
+                limits=AgentLimits(),
+                budget_usd=budget_usd,
+            )
             if not over_budget:
-                refuse_over_budget(budget, registry.get(model))
+                refuse_over_budget(budget, entry)
             request = RunRequest(
                 suite=work,
                 model=model,

@@ -10,6 +10,7 @@ numbers survive an error, and records what it says and does in the attempt's `Tr
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +41,16 @@ class AgentContext:
         return self.deadline - time.monotonic()
 
 
-class Agent:
+class Agent(ABC):
     name: str = ""
     needs_gateway: bool = False  # the runner must resolve a model gateway
     needs_network: bool = False  # the sandbox must have a way out to the gateway
     uses_client: bool = False  # calls the gateway from the host (LLMClient)
     uses_prompts: bool = False  # speaks with goat's prompt set (prompts.py), part of its manifest
 
+    @abstractmethod
     def run(self, ctx: AgentContext) -> None:
-        raise NotImplementedError
+        """Work on `ctx.task` in `ctx.sandbox` until done or out of limits."""
 
     def request_params(self, limits: AgentLimits) -> dict[str, Any]:
         """The parameters of every chat completion this agent makes itself through goat's client
