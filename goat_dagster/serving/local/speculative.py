@@ -1,0 +1,126 @@
+"""Token generation with prompt-lookup drafts, verified in one batch (worker processes, tests and
+benchmarks; importing this loads llama.cpp).
+
+An agent's model calls copy a lot of text that is already in the context: paths and names from the
+task and the tool results, and (a small model especially) its own earlier calls, repeated. So the
+tokens that followed the latest occurrence of the last few generated tokens are a good guess of what
+comes next (prompt-lookup decoding). The guess — the draft — is evaluated together with the last
+sampled token in one batch, which costs about one token's time on a CPU; the sampler then samples
+position by position from the engine's logits exactly as it would without a draft (same sampler
+chain, same grammar check, one random draw per token), and the draft is kept only as long as the
+sampled tokens equal it. At the first difference the rest of the draft is dropped from the KV cache,
+and the sampled token is the next one to evaluate. So the tokens come from the same distribution as
+one-by-one decoding — for greedy decoding they are the same tokens — and a grammar's guarantees hold;
+only the number of engine passes changes.
+
+`tokens()` keeps llama-cpp-python's `Llama` bookkeeping (`input_ids`, `n_tokens`, the KV cache) the
+way `Llama.generate` does, so prefix reuse works across completions whichever of the two ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DRAFT_MAX = 10  # tokens proposed per engine pass (llama-cpp-python's LlamaPromptLookupDecoding: 10)
+NGRAM_MAX = 3  # the longest suffix looked up; shorter ones when it is not found
+
+
+def lookup_draft(history: np.ndarray, n_max: int, ngram_max: int = NGRAM_MAX) -> list[int]:
+    """The tokens that followed the latest earlier occurrence of the history's last n tokens (the
+    longest n <= ngram_max that occurs), at most n_max of them; [] when nothing matches."""
+    size = len(history)
+    if n_max <= 0 or size < 2:
+        return []
+    for n in range(min(ngram_max, size - 1), 0, -1):
+        tail = history[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(history[:-1], n)  # occurrences before the tail
+        hits = np.flatnonzero((windows == tail).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            return history[start : start + n_max].tolist()
+    return []
+
+
+@dataclass
+class DraftStats:
+    drafted: int = 0  # draft tokens evaluated
+    accepted: int = 0  # of those, equal to the sampled token (their engine pass was saved)
+
+
+def _reuse_prefix(llama: Any, prompt: list[int]) -> int:
+    """Keep the longest prefix of `prompt` already in the KV cache (at least one token is always
+    evaluated again, so the last position has fresh logits); how many tokens were kept."""
+    cached = llama.input_ids[: llama.n_tokens]
+    n = min(len(cached), len(prompt) - 1)
+    if n > 0:
+        diff = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
+        n = int(diff[0]) if diff.size else n
+    if n > 0 and not llama._ctx.kv_cache_seq_rm(-1, n, -1):
+        n = 0  # partial removal not supported: evaluate everything
+    llama.n_tokens = n
+    return n
+
+
+def _decode_all(llama: Any, batch: list[int]) -> None:
+    """Evaluate `batch` after the cached tokens, with logits at every position."""
+    n_past = llama.n_tokens
+    llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    llama._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+    llama._ctx.decode(llama._batch)
+    llama.input_ids[n_past : n_past + len(batch)] = batch
+    llama.n_tokens = n_past + len(batch)
+
+
+def tokens(
+    llama: Any,
+    prompt: Sequence[int],
+    *,
+    sampling: dict[str, Any],
+    grammar: Any = None,
+    draft_max: int = DRAFT_MAX,
+    stats: DraftStats | None = None,
+) -> Generator[int, None, None]:
+    """Sample tokens after `prompt` (its cached prefix reused) for as long as the caller takes them,
+    drafting up to `draft_max` tokens per engine pass (0: one token per pass)."""
+    stats = stats if stats is not None else DraftStats()
+    if sampling.get("logits_processor") is not None:
+        draft_max = 0  # a logits processor reads `input_ids`, which holds the draft during a pass
+    sampler = llama._init_sampler(**sampling, grammar=grammar)
+    llama._sampler = sampler  # where llama-cpp-python keeps it (and goat's counters read it)
+    prompt = list(prompt)
+    history = np.zeros(len(prompt) + llama.n_ctx(), dtype=np.intc)
+    history[: len(prompt)] = prompt
+    size = len(prompt)
+    try:
+        _reuse_prefix(llama, prompt)
+        llama.eval(prompt[llama.n_tokens :])
+        token = sampler.sample(llama._ctx, -1)
+        while True:
+            yield token
+            history[size] = token
+            size += 1
+            room = llama.n_ctx() - llama.n_tokens - 1  # for a draft after `token`
+            if room < 0:
+                return
+            draft = lookup_draft(history[:size], min(draft_max, room))
+            _decode_all(llama, [token, *draft])
+            n_past = llama.n_tokens - len(draft) - 1
+            stats.drafted += len(draft)
+            for i, guess in enumerate(draft):
+                token = sampler.sample(llama._ctx, i)
+                if token != guess:  # the rest of the draft is not what the model says
+                    llama.n_tokens = n_past + i + 1
+                    llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+                    break
+                stats.accepted += 1
+                yield token
+                history[size] = token
+                size += 1
+            else:
+                token = sampler.sample(llama._ctx, len(draft))
+    finally:
+        llama._requires_eval = True  # the context's last logits need not be those of input_ids' end
