@@ -128,7 +128,8 @@ def generate_piece(
         for token in tokens:
             if t_first is None:
                 t_first = time.perf_counter()
-                piece.evaluated = evaluated_tokens(llama) - before
+                # the engine counts the draft that shared the prompt's pass as evaluated too
+                piece.evaluated = evaluated_tokens(llama) - before - piece.draft.with_prompt
                 piece.prompt_ms = (t_first - t0) * 1000
             if is_eog(llama, token) and not ignore_eog:
                 piece.finish_reason = "stop"

@@ -49,6 +49,7 @@ def lookup_draft(history: np.ndarray, n_max: int, ngram_max: int = NGRAM_MAX) ->
 class DraftStats:
     drafted: int = 0  # draft tokens evaluated
     accepted: int = 0  # of those, equal to the sampled token (their engine pass was saved)
+    with_prompt: int = 0  # draft tokens evaluated in the prompt's pass (not prompt tokens)
 
 
 def _reuse_prefix(llama: Any, prompt: list[int]) -> int:
@@ -65,11 +66,13 @@ def _reuse_prefix(llama: Any, prompt: list[int]) -> int:
     return n
 
 
-def _decode_all(llama: Any, batch: list[int]) -> None:
-    """Evaluate `batch` after the cached tokens, with logits at every position."""
+def _decode(llama: Any, batch: list[int], first_logits: int) -> None:
+    """Evaluate `batch` after the cached tokens, with logits from position `first_logits` on."""
     n_past = llama.n_tokens
     llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
-    llama._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+    llama._batch.set_batch(batch=batch, n_past=n_past, logits_all=False)
+    for i in range(first_logits, len(batch)):
+        llama._batch.batch.logits[i] = True
     llama._ctx.decode(llama._batch)
     llama.input_ids[n_past : n_past + len(batch)] = batch
     llama.n_tokens = n_past + len(batch)
@@ -85,7 +88,8 @@ def tokens(
     stats: DraftStats | None = None,
 ) -> Generator[int, None, None]:
     """Sample tokens after `prompt` (its cached prefix reused) for as long as the caller takes them,
-    drafting up to `draft_max` tokens per engine pass (0: one token per pass)."""
+    drafting up to `draft_max` tokens per engine pass (0: one token per pass). The prompt's tokens
+    not in the cache and the first draft (looked up in the prompt) share one pass."""
     stats = stats if stats is not None else DraftStats()
     if sampling.get("logits_processor") is not None:
         draft_max = 0  # a logits processor reads `input_ids`, which holds the draft during a pass
@@ -97,30 +101,34 @@ def tokens(
     size = len(prompt)
     try:
         _reuse_prefix(llama, prompt)
-        llama.eval(prompt[llama.n_tokens :])
-        token = sampler.sample(llama._ctx, -1)
+        pending = prompt[llama.n_tokens :]  # to evaluate: never empty
+        first = True
         while True:
-            yield token
-            history[size] = token
-            size += 1
-            room = llama.n_ctx() - llama.n_tokens - 1  # for a draft after `token`
+            room = llama.n_ctx() - llama.n_tokens - len(pending)  # for a draft after `pending`
             if room < 0:
                 return
             draft = lookup_draft(history[:size], min(draft_max, room))
-            _decode_all(llama, [token, *draft])
-            n_past = llama.n_tokens - len(draft) - 1
+            if len(pending) > 1 and len(pending) + len(draft) > llama.n_batch:
+                llama.eval(pending[:-1])  # a long prompt: in batches of n_batch, logits for none
+                pending = pending[-1:]
+            n_past, base = llama.n_tokens, len(pending) - 1  # logits of `base` predict draft[0]
+            _decode(llama, [*pending, *draft], first_logits=base)
             stats.drafted += len(draft)
-            for i, guess in enumerate(draft):
-                token = sampler.sample(llama._ctx, i)
-                if token != guess:  # the rest of the draft is not what the model says
-                    llama.n_tokens = n_past + i + 1
+            if first:
+                stats.with_prompt, first = len(draft), False
+            for i in range(len(draft) + 1):
+                token = sampler.sample(llama._ctx, base + i)
+                kept = i < len(draft) and token == draft[i]  # evaluated already, in this pass
+                if kept:
+                    stats.accepted += 1
+                elif i < len(draft):  # the rest of the draft is not what the model says
+                    llama.n_tokens = n_past + base + i + 1
                     llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
-                    break
-                stats.accepted += 1
                 yield token
                 history[size] = token
                 size += 1
-            else:
-                token = sampler.sample(llama._ctx, len(draft))
+                if not kept:
+                    break
+            pending = [token]
     finally:
         llama._requires_eval = True  # the context's last logits need not be those of input_ids' end
