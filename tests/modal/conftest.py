@@ -229,6 +229,9 @@ class FakeCloud:
     def web_url(self, app_name: str, function: str = "serve") -> str | None:
         return self.urls[app_name] if app_name in self.tags else None
 
+    def cls_web_url(self, app_name: str, cls_name: str, method: str) -> str | None:
+        return self.urls[app_name] if app_name in self.tags else None
+
     def stop(self, app_name: str) -> bool:
         self.stopped.append(app_name)
         return self.tags.pop(app_name, None) is not None

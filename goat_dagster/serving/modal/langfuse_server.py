@@ -226,11 +226,11 @@ def postgres_init(layout: Layout, password: str) -> list[str] | None:
     ]
 
 
-def postgres_proc(layout: Layout) -> Proc:
-    argv = [str(layout.pg_bin / "postgres"), "-D", str(layout.pg), "-p", str(PG_PORT)]
+def postgres_proc(layout: Layout, port: int = PG_PORT) -> Proc:
+    argv = [str(layout.pg_bin / "postgres"), "-D", str(layout.pg), "-p", str(port)]
     argv += ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=/tmp"]
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit
-    return Proc("postgres", argv, PG_PORT, user=layout.pg_user, stop_signal=signal.SIGINT)
+    return Proc("postgres", argv, port, user=layout.pg_user, stop_signal=signal.SIGINT)
 
 
 def clickhouse_config(layout: Layout, password: str, config_file: Path) -> str:
@@ -262,7 +262,7 @@ def clickhouse_config(layout: Layout, password: str, config_file: Path) -> str:
 """
 
 
-def clickhouse_proc(layout: Layout, config_file: Path) -> Proc:
+def clickhouse_proc(config_file: Path) -> Proc:
     return Proc("clickhouse", ["clickhouse", "server", f"--config-file={config_file}"], CLICKHOUSE_HTTP_PORT)
 
 
@@ -329,7 +329,7 @@ class Stack:
         self.password = store_password(secrets["LANGFUSE_SALT"])
         self.procs: list[Proc] = []
 
-    def _spawn(self, proc: Proc, timeout_s: float) -> None:
+    def spawn(self, proc: Proc, timeout_s: float) -> None:
         print(f"[goat-langfuse] starting {proc.name}", flush=True)
         proc.popen = subprocess.Popen(
             proc.argv,
@@ -344,24 +344,30 @@ class Stack:
         popen = proc.popen
         wait_port(proc.port, timeout_s, alive=lambda: popen.poll() is None)
 
-    def start_stores(self, timeout_s: float = 120) -> None:
+    def start_postgres(self, port: int = PG_PORT, timeout_s: float = 120) -> None:
+        """PostgreSQL on the Volume: `initdb` the first time (superuser password = the stores'),
+        then the server, bound to 127.0.0.1."""
         lay = self.layout
-        for d in (lay.data, lay.clickhouse, lay.redis, lay.minio):
-            d.mkdir(parents=True, exist_ok=True)
         init = postgres_init(lay, self.password)
         if init is not None:
             subprocess.run(init, check=True, user=lay.pg_user if os.geteuid() == 0 else None)
             (lay.data / ".pgpass-init").unlink()
-        self._spawn(postgres_proc(lay), timeout_s)
+        self.spawn(postgres_proc(lay, port), timeout_s)
+
+    def start_stores(self, timeout_s: float = 120) -> None:
+        lay = self.layout
+        for d in (lay.data, lay.clickhouse, lay.redis, lay.minio):
+            d.mkdir(parents=True, exist_ok=True)
+        self.start_postgres(timeout_s=timeout_s)
         config = lay.data / "clickhouse-config.xml"
         config.write_text(clickhouse_config(lay, self.password, config))
-        self._spawn(clickhouse_proc(lay, config), timeout_s)
-        self._spawn(redis_proc(lay, self.password), timeout_s)
-        self._spawn(minio_proc(lay, self.password), timeout_s)
+        self.spawn(clickhouse_proc(config), timeout_s)
+        self.spawn(redis_proc(lay, self.password), timeout_s)
+        self.spawn(minio_proc(lay, self.password), timeout_s)
 
     def start_langfuse(self, timeout_s: float = 600) -> None:
         for proc in langfuse_procs(self.layout, self.env):
-            self._spawn(proc, timeout_s)
+            self.spawn(proc, timeout_s)
 
     def stop(self, timeout_s: float = 20) -> None:
         """Reverse order: Langfuse first (no writes in flight), then each store cleanly."""

@@ -218,8 +218,8 @@ def build_plan(
     env = read_env_file(env_file)
     # as ModalCloud resolves it: the .env file's GOAT_MODAL_ENVIRONMENT, else this environment's
     environment = env.get(GoatSettings.env_name("modal_environment")) or settings().modal_environment
-    langfuse = langfuse_on_modal(env)
-    generated = {k: v for k, v in generate_keys().items() if k not in env} if langfuse else {}
+    on_modal = langfuse_on_modal(env)
+    generated = {k: v for k, v in generate_keys().items() if k not in env} if on_modal else {}
     env = {**env, **generated}
     reg_keys, needed = _registry_provider_keys(registry)
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
@@ -240,7 +240,7 @@ def build_plan(
             SECRET_VLLM, "key the vLLM apps require", pick(VLLM_KEYS), list(VLLM_KEYS), list(VLLM_KEYS)
         ),
     ]
-    if langfuse:
+    if on_modal:
         secrets.append(
             SecretPlan(
                 SECRET_LANGFUSE_SERVER,
@@ -265,8 +265,8 @@ def build_plan(
         warnings.append("Langfuse needs both LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
 
     volumes = [VOLUME_MODELS, VOLUME_VLLM, VOLUME_FLASHINFER, VOLUME_RESULTS]
-    volumes += [VOLUME_LANGFUSE] if langfuse else []
-    extra = {"langfuse": langfuse, "generated": generated}
+    volumes += [VOLUME_LANGFUSE] if on_modal else []
+    extra = {"langfuse": on_modal, "generated": generated}
     if state is None:
         return SetupPlan(
             str(env_file),
