@@ -54,7 +54,7 @@ from goat_dagster.serving.modal.langfuse_server import (
 )
 from goat_dagster.serving.modal.setup import apply_plan, build_plan
 from tests.conftest import PROJECT
-from tests.modal.conftest import _cells
+from tests.modal.conftest import _cells, send_json
 
 REGISTRY = load_registry(PROJECT / "models.yaml")
 GOAT = str(Path(sys.executable).with_name("goat"))
@@ -416,12 +416,7 @@ class LangfuseStandIn:
                     code, body = 503, {"status": "Database not available", "version": "4.27.0"}
                 else:
                     code, body = 200, {"status": "OK", "version": "4.27.0"}
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
