@@ -324,8 +324,10 @@ class SetupCloud:
         self.environment = fake_cloud.environment
         self.secrets: dict[str, dict[str, str]] = {}
         self.volumes: list[str] = []
+        self.puts: list[tuple[str, dict[str, str]]] = []
 
     def put_secret(self, name: str, values: dict[str, str], *, exists: bool) -> None:
+        self.puts.append((name, dict(values)))
         self.secrets[name] = {**self.secrets.get(name, {}), **values} if exists else dict(values)
 
     def create_volume(self, name: str) -> None:
@@ -339,7 +341,8 @@ def test_setup_generates_deploys_and_writes_the_url(tmp_path, fake_cloud, monkey
     monkeypatch.setenv("GOAT_HOME", str(tmp_path / "goat"))
     for k in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_HOST", "GOAT_LANGFUSE_ON_MODAL"):
         monkeypatch.delenv(k, raising=False)
-    env_file = _env_file(tmp_path / ".env", BASE_ENV)
+    # .env.example's Langfuse Cloud URL is still in the .env: it must not reach the secret
+    env_file = _env_file(tmp_path / ".env", {**BASE_ENV, "LANGFUSE_HOST": "https://cloud.langfuse.com"})
     state = {"environments": {"goat-test"}, "secrets": set(), "volumes": set()}
     off = _env_file(
         tmp_path / "off.env", {k: v for k, v in BASE_ENV.items() if k != "GOAT_LANGFUSE_ON_MODAL"}
@@ -374,6 +377,7 @@ def test_setup_generates_deploys_and_writes_the_url(tmp_path, fake_cloud, monkey
         )
     }
     assert "goat-langfuse-data" in cloud.volumes
+    assert not any("cloud.langfuse.com" in json.dumps(values) for _, values in cloud.puts)
     assert [a.name for a in fake_cloud.deployed] == ["goat-langfuse"]
     assert echoed and all(written[k] not in line for line in echoed for k in SECRETS)  # names only
 

@@ -76,20 +76,18 @@ def data_volume() -> modal.Volume:
 
 
 def public_url() -> str:
-    """The URL Langfuse is reached at (NEXTAUTH_URL): LANGFUSE_HOST from `goat-langfuse` once goat
-    setup wrote it there, else Modal's own record of this app's web URL (the first start)."""
-    if os.environ.get("LANGFUSE_HOST"):
-        return os.environ["LANGFUSE_HOST"].rstrip("/")
+    """The URL Langfuse is reached at (NEXTAUTH_URL): Modal's own record of this app's web URL, else
+    LANGFUSE_HOST from `goat-langfuse` (what goat setup wrote there after the deploy)."""
     try:
         server = modal.Cls.from_name(
             APP_NAME, CLASS_NAME, environment_name=os.environ.get("MODAL_ENVIRONMENT")
         )
-        return str(server().web.get_web_url())
+        url = server().web.get_web_url()
+        if url:
+            return str(url).rstrip("/")
     except Exception as exc:  # a wrong NEXTAUTH_URL breaks UI sign-in links only, not ingestion
-        print(
-            f"[goat-langfuse] own URL unknown ({type(exc).__name__}); NEXTAUTH_URL=http://localhost:{WEB_PORT}"
-        )
-        return f"http://localhost:{WEB_PORT}"
+        print(f"[goat-langfuse] own URL not found ({type(exc).__name__}); using LANGFUSE_HOST", flush=True)
+    return (os.environ.get("LANGFUSE_HOST") or f"http://localhost:{WEB_PORT}").rstrip("/")
 
 
 class LangfuseServer:

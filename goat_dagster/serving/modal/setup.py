@@ -45,6 +45,7 @@ from goat_dagster.serving.modal.langfuse_deploy import (
     SERVER_KEY_NAMES,
     ensure_langfuse,
     generate_keys,
+    load_record,
     write_env_values,
 )
 from goat_dagster.serving.modal.langfuse_server import (
@@ -221,6 +222,9 @@ def build_plan(
     on_modal = langfuse_on_modal(env)
     generated = {k: v for k, v in generate_keys().items() if k not in env} if on_modal else {}
     env = {**env, **generated}
+    record = load_record() if on_modal else None
+    if on_modal and env.get(HOST_KEY) != (record or {}).get("url"):
+        env.pop(HOST_KEY, None)  # another Langfuse's URL (.env.example's): this one's comes after the deploy
     reg_keys, needed = _registry_provider_keys(registry)
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
 
