@@ -44,6 +44,7 @@ from goat_dagster.serving.modal.langfuse_server import (
     LANGFUSE_WORKER_IMAGE,
     LangfuseStartError,
     Layout,
+    Proc,
     Stack,
     clickhouse_config,
     langfuse_procs,
@@ -256,6 +257,22 @@ def test_postgres_on_the_data_dir_survives_a_stop(pg_layout):
         conn.close()
     finally:
         again.stop()
+
+
+def test_stop_reaches_what_an_entrypoint_started(pg_layout):
+    """Langfuse's processes run under their images' shell entrypoints: stopping one must reach the
+    server the shell started (a real process tree here), newest first, and free its port."""
+    stack = Stack(pg_layout, SECRETS, URL)
+    ports = [_free_port(), _free_port()]
+    for name, port in zip(("langfuse-worker", "langfuse-web"), ports, strict=True):
+        server = f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
+        stack.spawn(Proc(name, ["sh", "-c", f"{server}; echo exited"], port, group_stop=True), timeout_s=30)
+    started = [p.popen for p in stack.procs]
+    stack.stop(total_s=10)
+    assert all(p.poll() is not None for p in started) and stack.procs == []
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 # ---- deploying it -------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,6 @@ CLICKHOUSE_TCP_PORT = 9000
 REDIS_PORT = 6379
 MINIO_PORT = 9090
 BUCKET = "langfuse"
-HEALTH_PATH = "/api/public/health"
 
 # headless initialization: the org, project and API keys exist from the first start, no UI needed
 INIT_ORG = "goat"
@@ -172,6 +170,7 @@ class Proc:
     cwd: str | None = None
     user: str | None = None  # PostgreSQL refuses to run as root
     stop_signal: int = signal.SIGTERM
+    group_stop: bool = False  # signal its whole process group (a shell entrypoint and what it started)
     popen: subprocess.Popen | None = field(default=None, repr=False)
 
 
@@ -288,6 +287,7 @@ def langfuse_procs(layout: Layout, env: dict[str, str]) -> list[Proc]:
         WORKER_PORT,
         env={**env, "PORT": str(WORKER_PORT), "HOSTNAME": "127.0.0.1"},
         cwd=layout.worker_root,
+        group_stop=True,
     )
     web = Proc(
         "langfuse-web",
@@ -295,6 +295,7 @@ def langfuse_procs(layout: Layout, env: dict[str, str]) -> list[Proc]:
         WEB_PORT,
         env={**env, "PORT": str(WEB_PORT), "HOSTNAME": "0.0.0.0"},
         cwd=layout.web_root,
+        group_stop=True,
     )
     return [worker, web]
 
@@ -369,25 +370,24 @@ class Stack:
         for proc in langfuse_procs(self.layout, self.env):
             self.spawn(proc, timeout_s)
 
-    def stop(self, timeout_s: float = 20) -> None:
-        """Reverse order: Langfuse first (no writes in flight), then each store cleanly."""
+    def stop(self, total_s: float = 25) -> None:
+        """Reverse order: Langfuse first (no writes in flight), then each store cleanly; within
+        `total_s` altogether (Modal gives an exit hook a short grace period after SIGTERM), after
+        which what is left is killed."""
+        deadline = time.monotonic() + total_s
         for proc in reversed(self.procs):
             p = proc.popen
             if p is None or p.poll() is not None:
                 continue
             print(f"[goat-langfuse] stopping {proc.name}", flush=True)
-            p.send_signal(proc.stop_signal)
+            if proc.group_stop:
+                os.killpg(p.pid, proc.stop_signal)
+            else:
+                p.send_signal(proc.stop_signal)
             try:
-                p.wait(timeout_s)
+                p.wait(max(deadline - time.monotonic(), 1.0))
             except subprocess.TimeoutExpired:
+                print(f"[goat-langfuse] {proc.name} did not stop in time: killed", flush=True)
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
-
-
-def healthy(url: str, timeout_s: float = 5) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + HEALTH_PATH, timeout=timeout_s) as r:
-            return r.status == 200
-    except OSError:
-        return False
