@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
 
-from agent_steps import open_engine, raw_rates
+from agent_steps import free_port, open_engine, raw_rates
 
 from goat_dagster.analysis.runs import summarize_run
 from goat_dagster.bench.run_request import RunRequest
@@ -39,12 +38,6 @@ from goat_dagster.serving.local.client import stop_control_plane
 
 MODEL = "smollm2-135m"
 MARK = "goat-turn "
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def turns(slug: str) -> list[dict]:
