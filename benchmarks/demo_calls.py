@@ -57,7 +57,7 @@ def main() -> None:
             "GOAT_LITELLM_PORT": str(free_port()),
         }
     )
-    limits = AgentLimits(**{k: v for k, v in DEMO_BENCHMARK.items() if k != "parallel"})
+    limits = AgentLimits(**DEMO_BENCHMARK)
     registry = load_registry()
     entry = registry.get(MODEL)
     load0 = os.getloadavg()[0]
@@ -71,7 +71,7 @@ def main() -> None:
             RunRequest(
                 suite="smoke",
                 model=MODEL,
-                parallel=DEMO_BENCHMARK["parallel"],
+                parallel=None,  # as the demo: the backend's default (one task at a time for a local model)
                 limits=limits,
                 task_ids=args.tasks.split(",") if args.tasks else None,
                 registry=registry,
