@@ -26,7 +26,8 @@ Objects (all in schema main):
   spend          cost by provider, model and month (UTC, of the attempt's start) over the results lake:
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
-                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
+                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips,
+                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
@@ -341,10 +342,21 @@ FROM task_outcomes
 GROUP BY run_id, suite, model""",
     ),
     (
-        "ab_compare",
+        # the A/B of many pairs of runs in one pass (pair i = runs_a[i], runs_b[i]); `ab_compare` is
+        # the one pair
+        "ab_compare_pairs",
         "MACRO TABLE",
-        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
+        """CREATE OR REPLACE MACRO ab_compare_pairs(runs_a, runs_b) AS TABLE
+WITH p AS (
+    SELECT DISTINCT unnest(runs_a) AS pair_a, unnest(runs_b) AS pair_b
+), a AS (
+    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_a
+), b AS (
+    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_b
+)
 SELECT
+    coalesce(a.pair_a, b.pair_a) AS pair_a,
+    coalesce(a.pair_b, b.pair_b) AS pair_b,
     coalesce(a.task_id, b.task_id) AS task_id,
     coalesce(a.outcome, 'missing') AS outcome_a,
     coalesce(b.outcome, 'missing') AS outcome_b,
@@ -358,9 +370,14 @@ SELECT
         WHEN a.outcome = b.outcome AND a.outcome IN ('passed', 'failed') THEN 'unchanged'
         ELSE 'not comparable'
     END AS change
-FROM (SELECT * FROM task_outcomes WHERE run_id = run_a) a
-FULL OUTER JOIN (SELECT * FROM task_outcomes WHERE run_id = run_b) b ON a.task_id = b.task_id
-ORDER BY change, task_id""",
+FROM a FULL OUTER JOIN b ON a.pair_a = b.pair_a AND a.pair_b = b.pair_b AND a.task_id = b.task_id
+ORDER BY pair_a, pair_b, change, task_id""",
+    ),
+    (
+        "ab_compare",
+        "MACRO TABLE",
+        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
+SELECT * EXCLUDE (pair_a, pair_b) FROM ab_compare_pairs([run_a], [run_b]) ORDER BY change, task_id""",
     ),
 ]
 
@@ -409,13 +426,17 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("calls", "task_outcomes", "run_summary")
+SNAPSHOT_TABLES = ("run_manifests", "calls", "task_outcomes", "run_summary")
 
 
 def _as_table(sql: str, name: str) -> str:
     prefix = f"CREATE OR REPLACE VIEW {name} AS"
     assert sql.startswith(prefix), name
     return f"CREATE OR REPLACE TEMP TABLE {name} AS" + sql[len(prefix) :]
+
+
+def _snapshot_table(sql: str, name: str, snapshot: bool) -> str:
+    return _as_table(sql, name) if snapshot and name in SNAPSHOT_TABLES else sql
 
 
 def _current_setup_sql(current: CurrentSetup | None) -> str:
@@ -449,13 +470,15 @@ def warehouse_sql(
     `current`: the setup whose runs the leaderboard counts (`manifest.current_setup()`).
     `providers` (model -> billing provider) defaults to models.yaml's.
     """
-    analysis = [
-        _as_table(sql, name) if snapshot and name in SNAPSHOT_TABLES else sql for name, _, sql in ANALYSIS_SQL
-    ]
+    analysis = [_snapshot_table(sql, name, snapshot) for name, _, sql in ANALYSIS_SQL]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
         f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
-        f"CREATE OR REPLACE VIEW run_manifests AS\n{_lake_relation(MANIFEST_COLUMNS, manifests_source)}",
+        _snapshot_table(
+            f"CREATE OR REPLACE VIEW run_manifests AS\n{_lake_relation(MANIFEST_COLUMNS, manifests_source)}",
+            "run_manifests",
+            snapshot,
+        ),
         _current_setup_sql(current),
         *analysis,
         _providers_sql(model_providers() if providers is None else providers),
