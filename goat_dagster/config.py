@@ -423,6 +423,11 @@ class GoatPaths:
         return self.lake / "runs"
 
     @property
+    def lake_summaries(self) -> Path:
+        """One per results file: its per-task rollup, what the analysis reads (analysis/summaries.py)."""
+        return self.lake / "summaries"
+
+    @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
 
@@ -465,6 +470,7 @@ class GoatPaths:
             self.lake_results,
             self.lake_traces,
             self.lake_runs,
+            self.lake_summaries,
             self.models,
             self.logs,
             self.traces,
