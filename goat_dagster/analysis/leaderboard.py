@@ -32,7 +32,7 @@ from goat_dagster.analysis.comparability import (
     manifests_of,
     outdated_runs,
 )
-from goat_dagster.analysis.compare import Comparison, UnknownRunError, compare_pairs, paired_ranks
+from goat_dagster.analysis.compare import Comparison, UnknownRunError, comparisons_and_ranks
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.analysis.task_health import TaskHealth, task_health_in
 from goat_dagster.bench.lake import ERROR_KINDS
@@ -275,8 +275,7 @@ def build_leaderboard(
         board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
         comparisons = compare_run_pairs(snap.con, pairs)
-        paired_ab = compare_pairs(snap.con, pairs)
-        ranks, paired = paired_ranks(snap.con, board.rows) if board.ranked else ({}, [])
+        paired_ab, ranks, paired = comparisons_and_ranks(snap.con, pairs, board.rows if board.ranked else [])
         health = task_health_in(snap.con)
     return replace(
         board,

@@ -9,10 +9,9 @@ statement over its results file): a snapshot reads a run's summary instead of it
 computes the rollup from the results of the runs that have none. Either way the rows come from this
 one statement, and every number from the same SQL above it.
 
-Columns that need more than a per-task figure to add up exactly keep what they need:
-`scored_wall_s` (the wall times of the task's scored attempts: a run's p50/p95 are quantiles over
-them) and `epoch_set` (the task's distinct epochs: a run's epochs are the distinct ones of all its
-tasks).
+The numbers of a run that do not add up from its tasks' are on each of its rows, the same on all:
+`run_epochs` (its distinct epochs), `run_task_p50_s` and `run_task_p95_s` (quantiles of the wall
+times of its scored attempts).
 """
 
 from __future__ import annotations
@@ -32,8 +31,11 @@ _KIND_COUNTS = ",\n    ".join(
     f"count(*) FILTER (WHERE status = 'error' AND error_kind = '{k}') AS errors_{k}" for k in ERROR_KINDS
 )
 
-# The rollup of the rows of a relation `results` (a view over Parquet files, or a run's rows).
-ROLLUP_SELECT = f"""SELECT run_id, suite, model, task_id,
+# The rollup of the rows of a relation `results` (a view over Parquet files, or a run's rows): per
+# task, and the few numbers of its run that do not add up from its tasks' (`run_*`, the same on every
+# row of a run: the quantiles of its scored attempts' wall times, its distinct epochs).
+ROLLUP_SELECT = f"""WITH per_task AS (
+SELECT run_id, suite, model, task_id,
     min(suite_version) AS suite_version,
     min(agent) AS agent,
     min(sandbox) AS sandbox,
@@ -55,15 +57,25 @@ ROLLUP_SELECT = f"""SELECT run_id, suite, model, task_id,
         list(coalesce(error_kind, 'unknown')) FILTER (WHERE status = 'error'))), ',') AS error_kinds,
     median(wall_s) AS wall_s,
     sum(wall_s) AS task_s,
-    coalesce(list(wall_s) FILTER (WHERE status IN ('passed', 'failed')), []) AS scored_wall_s,
     sum(cost_usd) AS cost_usd,
     CAST(sum(prompt_tokens) AS BIGINT) AS prompt_tokens,
     CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens,
     CAST(sum(steps) AS BIGINT) AS steps,
     CAST(sum(tool_calls) AS BIGINT) AS tool_calls,
-    list_sort(list_distinct(list(epoch))) AS epoch_set
+    list_unique(list(epoch)) AS epochs  -- count(DISTINCT epoch), at a third of its cost
 FROM {{source}}
-GROUP BY run_id, suite, model, task_id"""
+GROUP BY run_id, suite, model, task_id
+), per_run AS (
+SELECT run_id, suite, model,
+    count(DISTINCT epoch) AS run_epochs,
+    quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS run_task_p50_s,
+    quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS run_task_p95_s
+FROM {{source}}
+GROUP BY run_id, suite, model
+)
+SELECT t.*, r.run_epochs, r.run_task_p50_s, r.run_task_p95_s
+FROM per_task t JOIN per_run r ON r.run_id IS NOT DISTINCT FROM t.run_id
+    AND r.suite IS NOT DISTINCT FROM t.suite AND r.model IS NOT DISTINCT FROM t.model"""
 
 # A stored summary is used only when it was made by this very statement.
 ROLLUP_VERSION = hashlib.sha256(ROLLUP_SELECT.encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ files that have none, through the same statement: the numbers are the same eithe
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +63,23 @@ def _kv(values: dict[str, str]) -> str:
     return "{" + ", ".join(f"{k}: '{v}'" for k, v in values.items()) + "}"
 
 
-def write_summary(results_file: Path, summaries_dir: Path) -> Path:
-    """Write (or replace) the summary of a results file; returns its path."""
+def write_summary(
+    results_file: Path, summaries_dir: Path, con: duckdb.DuckDBPyConnection | None = None
+) -> Path:
+    """Write (or replace) the summary of a results file; returns its path. `con`: a connection to
+    use (a new one by default)."""
     signature = _signature(results_file)  # before reading: a file replaced meanwhile leaves it stale
-    with duckdb.connect(":memory:") as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"CREATE VIEW results AS {lake_relation(RESULT_COLUMNS, [results_file])}")
+    if con is None:
+        with duckdb.connect(":memory:") as own:
+            own.execute("SET TimeZone = 'UTC'")
+            return write_summary(results_file, summaries_dir, own)
+    source = f"summary_source_{uuid.uuid4().hex[:8]}"
+    con.execute(f"CREATE TEMP VIEW {source} AS {lake_relation(RESULT_COLUMNS, [results_file])}")
+    try:
         target = summary_file(summaries_dir, results_file)
-        copy_to_lake_file(con, rollup_of("results"), target, kv_metadata=_kv(signature))
-    return target
+        return copy_to_lake_file(con, rollup_of(source), target, kv_metadata=_kv(signature))
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {source}")
 
 
 def plan_summaries(
@@ -114,7 +123,7 @@ def summarize_missing(
         return plan
     for results_file in plan.unsummarized:
         try:
-            write_summary(results_file, summaries_dir)
+            write_summary(results_file, summaries_dir, con)
         except (OSError, duckdb.Error):
             continue
     return plan_summaries(con, results_files, summaries_dir)

@@ -61,6 +61,7 @@ Conventions (the numbers a user reads):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ QUALIFY t.call_id IS NULL
         """CREATE OR REPLACE VIEW task_outcomes AS
 WITH judged AS (
     SELECT run_id, suite, model, task_id, attempts, scored, passed, failed, errors, unscored, error_kinds,
-        wall_s, cost_usd, len(epoch_set) AS epochs,
+        wall_s, cost_usd, epochs,
         CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
         CASE WHEN scored > 0 AND 2 * passed > scored THEN 'passed' WHEN scored > 0 THEN 'failed'
              WHEN unscored > 0 THEN 'unscored' ELSE 'error' END AS outcome
@@ -210,8 +211,8 @@ WITH runs AS (
         min(sandbox) AS sandbox,
         min(started_at) AS started_at,
         max(finished_at) AS finished_at,
-        count(DISTINCT task_id) AS tasks,
-        len(list_distinct(flatten(list(epoch_set)))) AS epochs,
+        count(*) AS tasks,  -- one row per task
+        any_value(run_epochs) AS epochs,
         {_sums("attempts", "passed", "failed", "errors", "unscored")},
         {_sums(*(f"errors_{k}" for k in ERROR_KINDS), "errors_other", "invalid_rows")},
         sum(cost_usd) AS cost_usd,
@@ -220,15 +221,10 @@ WITH runs AS (
         sum(steps) AS steps,
         sum(tool_calls) AS tool_calls,
         (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
-        sum(task_s) AS task_s
+        sum(task_s) AS task_s,
+        any_value(run_task_p50_s) AS task_p50_s,
+        any_value(run_task_p95_s) AS task_p95_s
     FROM task_rollup
-    GROUP BY run_id, suite, model
-), task_quantiles AS (
-    -- quantiles of the scored attempts' wall times (each task's are in its rollup row)
-    SELECT run_id, suite, model,
-        quantile_cont(w, 0.5) AS task_p50_s,
-        quantile_cont(w, 0.95) AS task_p95_s
-    FROM (SELECT run_id, suite, model, unnest(scored_wall_s) AS w FROM task_rollup)
     GROUP BY run_id, suite, model
 ), pass_k AS (
     SELECT o.run_id, o.suite, o.model,
@@ -269,7 +265,7 @@ SELECT
     r.cost_usd,
     r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
     r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
-    q.task_p50_s, q.task_p95_s,
+    r.task_p50_s, r.task_p95_s,
     coalesce(c.calls, 0) AS calls,
     coalesce(c.call_errors, 0) AS call_errors,
     c.call_p50_s, c.call_p95_s,
@@ -280,7 +276,6 @@ SELECT
 FROM runs r
 LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
 LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
-LEFT JOIN task_quantiles q ON q.run_id = r.run_id AND q.suite = r.suite AND q.model = r.model
 LEFT JOIN run_calls c ON c.run_id = r.run_id""",
     ),
     (
@@ -386,12 +381,24 @@ OBJECTS: dict[str, str] = (
 
 def model_providers() -> dict[str, str]:
     """Registry key -> the provider that bills for it, from models.yaml (empty when the file is
-    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown')."""
+    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown'). Read again
+    only when the file changed (every snapshot asks)."""
+    path = config.models_file()
     try:
-        registry = load_registry()
+        st = path.stat()
+        signature = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        signature = (-1, -1)
+    return dict(_providers_of(path, signature))
+
+
+@functools.lru_cache(maxsize=8)
+def _providers_of(path: Path, signature: tuple[int, int]) -> tuple[tuple[str, str], ...]:
+    try:
+        registry = load_registry(path)
     except RegistryError:
-        return {}
-    return {m.key: m.billing_provider for m in registry.models.values()}
+        return ()
+    return tuple((m.key, m.billing_provider) for m in registry.models.values())
 
 
 def _providers_sql(providers: Mapping[str, str]) -> str:
