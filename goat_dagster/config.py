@@ -48,8 +48,8 @@ class GoatSettings(BaseSettings):
     home: Path = Field(
         default=Path("./.goat"),
         description="all data: `pg/` (embedded PostgreSQL), `dagster/` (DAGSTER_HOME), `lake/results`, "
-        "`lake/runs`, `lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, its workers, "
-        "the proxy), `runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
+        "`lake/runs`, `lake/summaries`, `lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, "
+        "its workers, the proxy), `runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
         json_schema_extra={**_group("core"), "shown_default": "`./.goat`"},
     )
     project_dir: Path | None = Field(
