@@ -12,6 +12,7 @@ was down.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import duckdb
@@ -97,7 +98,9 @@ def summarize_run(outcome: RunOutcome) -> RunSummary:
     """The summary of a run that has just finished (`goat run --json`), from its Parquet file; writes
     the file's summary into the lake (summaries.py), which the leaderboard reads."""
     spec = outcome.spec
-    write_summary(outcome.results_path, config.paths().lake_summaries)  # what the analysis reads of it
+    # what the analysis reads of the run; the next snapshot of the lake writes it if this cannot
+    with contextlib.suppress(OSError, duckdb.Error):
+        write_summary(outcome.results_path, config.paths().lake_summaries)
     with open_files([outcome.results_path]) as snap:
         found = run_totals(snap.con)
     totals = found[0] if found else _no_rows(spec)

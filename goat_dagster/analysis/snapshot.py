@@ -34,6 +34,8 @@ def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Pa
     one of them is bad, file by file.
     """
     files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        return [], []
     try:
         con.execute("SELECT count(*) FROM parquet_file_metadata(?)", [[str(p) for p in files]]).fetchall()
         return files, []
