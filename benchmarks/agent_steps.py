@@ -11,11 +11,13 @@ sink capturing each call's input (GOAT_TRACE_IO): every successful call's messag
 
 Per step it prints the measured latency against the model of issue 15
 (new prompt tokens / engine prompt rate + completion tokens / engine unconstrained generation rate,
-both rates measured by the same worker in this run, from its own `timings`), the constrained
-(grammar) and unconstrained generation rates of the step, and then the floor: the same prompts
-straight to the engine in this process (llama-cpp-python, the same settings), the prefix cached,
-the same number of tokens generated without tools or grammar. Targets: every step <= 1.3x the
-model, the whole conversation <= 1.2x the floor. Run it through the test lock on a shared machine.
+both rates of the engine one token per pass, measured in this process with the worker's settings
+right after the replay), the constrained (grammar) and unconstrained generation rates of the step,
+the draft tokens the worker verified and how many it kept (`GOAT_SERVE_DRAFT_TOKENS`; 0 replays
+without drafts), and then the floor: the same prompts straight to the engine in this process
+(llama-cpp-python, the same settings), the prefix cached, the same number of tokens generated
+without tools, grammar or drafts. Targets: every step <= 1.3x the model, the whole conversation
+<= 1.2x the floor. Run it through the test lock on a shared machine.
 """
 
 from __future__ import annotations
@@ -173,8 +175,6 @@ def replay(doc: dict[str, Any], base_url: str, served: str) -> dict[str, Any]:
             t = resp["timings"]
             grammar = [p for p in t["phases"] if p["grammar"]]
             free = [p for p in t["phases"] if not p["grammar"]]
-            new = resp["usage"]["prompt_tokens"] - resp["usage"]["prompt_tokens_details"]["cached_tokens"]
-            model_s = new / p_rate + resp["usage"]["completion_tokens"] / g_rate
             rows.append(
                 {
                     "step": i,
@@ -183,7 +183,8 @@ def replay(doc: dict[str, Any], base_url: str, served: str) -> dict[str, Any]:
                     "evaluated": t["prompt_n"],
                     "completion": resp["usage"]["completion_tokens"],
                     "latency_s": dt,
-                    "model_s": model_s,
+                    "drafted": sum(p.get("draft_n", 0) for p in t["phases"]),
+                    "accepted": sum(p.get("draft_accepted", 0) for p in t["phases"]),
                     "constrained_tps": rate(grammar),
                     "unconstrained_tps": rate(free),
                     "completions": len(t["phases"]),
@@ -209,20 +210,40 @@ def phase_seconds(phases: list[dict[str, Any]]) -> dict[str, float]:
 # ---- the floor: the engine in this process -------------------------------------------------------------
 
 
-def floor(doc: dict[str, Any], completions: list[int]) -> list[float]:
-    """Each step's prompt (rendered as goat's handler renders it) evaluated with the prefix cached,
-    then exactly as many tokens generated as the replay's step produced, unconstrained."""
-    entry = load_registry().get(doc["model"])
+def open_engine(model: str) -> Llama:
+    """The model in this process, with the settings goat serve's worker gets."""
+    entry = load_registry().get(model)
     spec = worker_spec(entry, locate_weights(entry).gguf)
     kwargs = {k: v for k, v in spec.settings.items() if k in ("n_threads", "n_threads_batch", "n_batch")}
     llama_patches.install()
-    llama = Llama(spec.model_path, n_ctx=spec.n_ctx, verbose=False, **kwargs)
+    return Llama(spec.model_path, n_ctx=spec.n_ctx, verbose=False, **kwargs)
+
+
+def raw_rates(llama: Llama) -> tuple[float, float]:
+    """The engine's own rates, one token per pass (no draft, no grammar): a fresh ~500-token prompt,
+    then 256 tokens generated."""
+    text = " ".join(f"word{i}" for i in range(250))
+    prompt = llama.tokenize(f"{time.time()} {text}".encode(), add_bos=True)
+    llama.reset()
+    p = run_piece(llama, prompt, phase="prompt", sampling={"temp": 0.3}, budget=Budget(1), draft_max=0)
+    g = run_piece(
+        llama, prompt, phase="gen", sampling={"temp": 0.3}, budget=Budget(256), ignore_eog=True, draft_max=0
+    )
+    return p.evaluated * 1000 / p.prompt_ms, len(g.tokens) * 1000 / g.predicted_ms
+
+
+def floor(doc: dict[str, Any], completions: list[int], llama: Llama) -> list[float]:
+    """Each step's prompt (rendered as goat's handler renders it) evaluated with the prefix cached,
+    then exactly as many tokens generated as the replay's step produced, unconstrained and one
+    token per engine pass (no draft)."""
     out = []
     for step, n in zip(doc["steps"], completions, strict=True):
         prompt = llama.tokenize(render(step["messages"], doc["tools"]).encode(), add_bos=True, special=True)
         t0 = time.perf_counter()
         budget = Budget(max(n, 1))
-        run_piece(llama, prompt, phase="floor", sampling={"temp": 0.3}, budget=budget, ignore_eog=True)
+        run_piece(
+            llama, prompt, phase="floor", sampling={"temp": 0.3}, budget=budget, ignore_eog=True, draft_max=0
+        )
         out.append(time.perf_counter() - t0)
     return out
 
@@ -253,17 +274,24 @@ def main() -> None:
     finally:
         stop_control_plane()
     rows = result["rows"]
-    floors = floor(doc, [r["completion"] for r in rows])
+    llama = open_engine(doc["model"])
+    p_rate, g_rate = raw_rates(llama)  # the model of issue 15: the engine one token per pass
+    floors = floor(doc, [r["completion"] for r in rows], llama)
+    for r in rows:
+        r["model_s"] = (r["prompt"] - r["cached"]) / p_rate + r["completion"] / g_rate
 
     print(f"{args.conversation.name}: {len(rows)} steps of {doc['source']}")
     print(
-        f"engine (same worker, this run): prompt {result['prompt_rate']:.0f} tok/s, "
-        f"unconstrained generation {result['gen_rate']:.1f} tok/s; load average {load0:.2f} at start, "
+        f"engine (in process after the replay, one token per pass): prompt {p_rate:.0f} tok/s, "
+        f"unconstrained generation {g_rate:.1f} tok/s; the worker: prompt {result['prompt_rate']:.0f} "
+        f"tok/s, a free-text answer {result['gen_rate']:.1f} tok/s (drafts: "
+        f"{os.environ.get('GOAT_SERVE_DRAFT_TOKENS', 'default')}); load average {load0:.2f} at start, "
         f"{os.getloadavg()[0]:.2f} at end on {os.cpu_count()} CPUs"
     )
     head = (
         f"{'step':>4} {'prompt':>6} {'cached':>6} {'eval':>5} {'compl':>5} {'calls':>5} {'latency':>8} "
-        f"{'model':>7} {'ratio':>6} {'grammar t/s':>11} {'free t/s':>8} {'floor':>6}  time by phase"
+        f"{'model':>7} {'ratio':>6} {'grammar t/s':>11} {'free t/s':>8} {'draft ok/n':>10} {'floor':>6}"
+        "  time by phase"
     )
     print(head)
     for r, f in zip(rows, floors, strict=True):
@@ -272,7 +300,7 @@ def main() -> None:
             f"{r['step']:>4} {r['prompt']:>6} {r['cached']:>6} {r['evaluated']:>5} {r['completion']:>5} "
             f"{r['completions']:>5} {r['latency_s']:>7.2f}s {r['model_s']:>6.2f}s "
             f"{r['latency_s'] / r['model_s']:>6.2f} {fmt(r['constrained_tps']):>11} "
-            f"{fmt(r['unconstrained_tps']):>8} {f:>5.2f}s  {phases}"
+            f"{fmt(r['unconstrained_tps']):>8} {r['accepted']:>5}/{r['drafted']:<4} {f:>5.2f}s  {phases}"
         )
     total, model_total, floor_total = (
         sum(r["latency_s"] for r in rows),

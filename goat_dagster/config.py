@@ -112,6 +112,14 @@ class GoatSettings(BaseSettings):
         description="head-room kept free within the budget",
         json_schema_extra={**_group("core"), "shown_default": "256 (at most a quarter of the budget)"},
     )
+    serve_draft_tokens: int = Field(
+        default=10,
+        ge=0,
+        le=64,
+        description="tokens a local worker drafts from the context and verifies in one pass "
+        "(prompt-lookup speculative decoding: the same tokens, fewer passes); 0 = off",
+        json_schema_extra=_group("core"),
+    )
 
     # -- the LiteLLM proxy ----------------------------------------------------------------------
     litellm_mode: Literal["managed", "external"] | None = Field(

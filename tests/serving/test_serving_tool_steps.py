@@ -36,6 +36,7 @@ def test_multi_step_tool_calls_reuse_the_cached_prefix(plane):
         {"role": "user", "content": "Write fib.py that prints the first 10 Fibonacci numbers, then run it."},
     ]
     prompts: list[int] = []
+    answers: list[int] = []  # completion tokens of an answer the next prompt holds whole, else 0
     calls = 0
     for n in range(4):
         body = step(plane, messages)
@@ -51,7 +52,12 @@ def test_multi_step_tool_calls_reuse_the_cached_prefix(plane):
             # everything up to the previous prompt (at least) came from the KV cache
             assert usage["prompt_tokens_details"]["cached_tokens"] >= prompts[-1], (n, usage, prompts)
             assert first["prompt_n"] < usage["prompt_tokens"] - prompts[-1] + 8, (n, first)
+            # and the previous answer, sent back as it came, too: the tokens the model generated
+            # spell it in the next prompt (token_history), not a re-tokenization of its text
+            cached = usage["prompt_tokens_details"]["cached_tokens"]
+            assert cached >= prompts[-1] + answers[-1] - 1, (n, usage, prompts, answers)
         prompts.append(usage["prompt_tokens"])
+        answers.append(usage["completion_tokens"] if choice["finish_reason"] in ("tool_calls", "stop") else 0)
         # as the builtin agent sends it back (llama-cpp-python's request model wants a string content)
         messages.append({**message, "content": message.get("content") or ""})
         for call in message.get("tool_calls") or []:

@@ -2,8 +2,9 @@
 tests and benchmarks; importing this loads llama.cpp).
 
 `generate_piece` runs one prompt (token ids) to its end: the longest prefix still in the KV cache is
-reused (`Llama.generate`), the rest evaluated, then tokens are sampled until an end-of-generation
-token, a stop condition, or the token budget. What it cost comes from llama.cpp's own counters
+reused, the rest evaluated, then tokens are sampled until an end-of-generation token, a stop
+condition, or the token budget — several per engine pass when a draft from the context is right
+(`speculative.py`). What it cost comes from llama.cpp's own counters
 (`llama_perf_context`): how many prompt tokens the engine evaluated (the rest were cached) and how
 long that took, then how many tokens it generated and how long that took — the numbers llama.cpp's
 server reports as `timings`, and the proof that a conversation's prefix is reused.
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+
+from goat_dagster.serving.local import speculative
+from goat_dagster.serving.local.speculative import DRAFT_MAX, DraftStats
 
 CONTEXT_ERROR = "Requested tokens ({n}) exceed context window of {n_ctx}"  # llama-cpp-python's words: its
 # server turns them into a 400 `context_length_exceeded`, which LiteLLM maps to ContextWindowExceededError
@@ -37,6 +41,7 @@ class Piece:
     finish_reason: str = "length"  # stop | length
     grammar: bool = False
     resampled: int = 0  # sampled tokens the grammar rejected (then sampled again from the allowed)
+    draft: DraftStats = field(default_factory=DraftStats)  # prompt-lookup draft tokens, accepted
 
     @property
     def cached(self) -> int:
@@ -52,6 +57,8 @@ class Piece:
             "predicted_ms": round(self.predicted_ms, 3),
             "grammar": self.grammar,
             "resampled": self.resampled,
+            "draft_n": self.draft.drafted,
+            "draft_accepted": self.draft.accepted,
         }
 
 
@@ -93,6 +100,7 @@ def generate_piece(
     done: Callable[[str], bool] | None = None,
     stop: Sequence[str] = (),
     ignore_eog: bool = False,
+    draft_max: int = DRAFT_MAX,
 ) -> Generator[str, None, Piece]:
     """Evaluate `prompt` (reusing the cached prefix) and sample until the end-of-generation token,
     `done(text)`, a `stop` string (cut off, not returned) or the budget; yields the text as it
@@ -113,12 +121,15 @@ def generate_piece(
     before = evaluated_tokens(llama)
     t0 = time.perf_counter()
     t_first = None
-    tokens = llama.generate(list(prompt), grammar=grammar, **sampling)
+    tokens = speculative.tokens(
+        llama, prompt, sampling=sampling, grammar=grammar, draft_max=draft_max, stats=piece.draft
+    )
     try:
         for token in tokens:
             if t_first is None:
                 t_first = time.perf_counter()
-                piece.evaluated = evaluated_tokens(llama) - before
+                # the engine counts the draft that shared the prompt's pass as evaluated too
+                piece.evaluated = evaluated_tokens(llama) - before - piece.draft.with_prompt
                 piece.prompt_ms = (t_first - t0) * 1000
             if is_eog(llama, token) and not ignore_eog:
                 piece.finish_reason = "stop"

@@ -3,7 +3,8 @@ the client: importing this loads llama.cpp).
 
 - `sampling.install()`: grammars applied the way llama.cpp's own server applies them.
 - `tool_calling.chat_handler` serves the `chatml-function-calling` chat format (same protocol, see
-  that module for what it fixes: speed, max_tokens over the whole response, the prompt).
+  that module for what it fixes: speed, max_tokens over the whole response, the prompt), drafting
+  `draft_tokens` per engine pass (`speculative.py`).
 - `stream_usage.count_stream_usage()`: a stream that asks for usage ends with OpenAI's usage chunk.
 - `keep_response_fields()`: llama-cpp-python's server validates a chat completion against its
   typed response model, which drops the fields it does not know; a worker's responses keep
@@ -14,21 +15,23 @@ the client: importing this loads llama.cpp).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi.routing import APIRoute
 from llama_cpp import llama_chat_format
 from llama_cpp.server import app as server_app
 
-from goat_dagster.serving.local import sampling, stream_usage, tool_calling
+from goat_dagster.serving.local import sampling, speculative, stream_usage, tool_calling
 
 CHAT_ROUTE = "/v1/chat/completions"
 
 
-def install() -> None:
+def install(draft_tokens: int = speculative.DRAFT_MAX) -> None:
     sampling.install()
     registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
-    registry.register_chat_completion_handler(tool_calling.NAME, tool_calling.chat_handler, overwrite=True)
+    handler = functools.partial(tool_calling.chat_handler, draft_max=draft_tokens)
+    registry.register_chat_completion_handler(tool_calling.NAME, handler, overwrite=True)
     stream_usage.count_stream_usage()
     keep_response_fields(server_app.router)
 

@@ -8,8 +8,13 @@ differs from llama-cpp-python's handler (measured in `benchmarks/agent_steps.py`
 
 - grammars are applied the way llama.cpp's server applies them (`sampling.py`), not to the whole
   vocabulary for every token;
+- tokens are drafted from the context and verified in one engine pass (`speculative.py`): the same
+  tokens as one by one, in fewer passes (an agent's calls copy paths, names and its own earlier
+  calls);
 - one prompt per turn: each completion appends to the token ids already in the KV cache instead of
   re-rendering and re-tokenizing the conversation, and the template is compiled once;
+- the next call of the conversation spells the model's previous answer with the tokens it generated
+  (`token_history.py`), so the KV cache still holds it;
 - the request's `max_tokens` bounds the whole response (routing, every call's arguments, the
   follow-ups and the message), so a model that keeps starting new calls stops at the limit;
 - after a call the model ends its turn with its end-of-turn token (llama-cpp-python's follow-up
@@ -22,7 +27,9 @@ differs from llama-cpp-python's handler (measured in `benchmarks/agent_steps.py`
 - a streamed response may contain tool calls (llama-cpp-python raised an error);
 - each response carries what the engine did: `usage.prompt_tokens_details.cached_tokens` (the
   prompt tokens reused from the KV cache) and llama-server's `timings` (prompt tokens evaluated,
-  tokens generated, their times), plus `timings.phases`, one entry per completion of the turn.
+  tokens generated, their times), plus `timings.phases`, one entry per completion of the turn;
+  the worker's log gets one `goat-turn` line per response with the same numbers (as llama-server
+  logs its timings).
 
 Requests for logprobs go to llama-cpp-python's handler unchanged.
 """
@@ -31,9 +38,10 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +50,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp import llama_chat_format, llama_grammar
 
 from goat_dagster.serving.local.generation import Budget, Piece, generate_piece, run_piece
+from goat_dagster.serving.local.speculative import DRAFT_MAX
+from goat_dagster.serving.local.token_history import TokenHistory
 
 NAME = "chatml-function-calling"
 END = "<|im_end|>"
@@ -85,6 +95,9 @@ TEMPLATE = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined).from_
 )
 
 
+HISTORY = TokenHistory()  # one model per worker process, one request at a time
+
+
 def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
     """The prompt of a conversation, up to the start of the assistant's turn."""
     return TEMPLATE.render(messages=messages, tools=tools or [])
@@ -116,6 +129,7 @@ class Turn:
     sampling: dict[str, Any]  # Llama.generate's sampling arguments, as the request asked
     budget: Budget
     tokens: list[int]  # the prompt, then everything generated or appended since
+    draft_max: int = DRAFT_MAX  # draft tokens per engine pass
     prompt_tokens: int = 0
     pieces: list[Piece] = field(default_factory=list)
     content: str | None = None
@@ -124,6 +138,7 @@ class Turn:
 
     def __post_init__(self) -> None:
         self.prompt_tokens = len(self.tokens)
+        self.on_end: Callable[[], None] = lambda: None
         self.call_prefix = f"call_{uuid.uuid4().hex[:20]}"
 
     def append(self, text: str) -> None:
@@ -138,7 +153,9 @@ class Turn:
 
     def streamed(self, phase: str, **kwargs: Any) -> Generator[str, None, Piece]:
         kwargs.setdefault("sampling", self.sampling)
-        piece = yield from generate_piece(self.llama, self.tokens, phase=phase, budget=self.budget, **kwargs)
+        piece = yield from generate_piece(
+            self.llama, self.tokens, phase=phase, budget=self.budget, draft_max=self.draft_max, **kwargs
+        )
         return self._record(piece)
 
     def choose(self, phase: str, options: list[str], *, greedy: bool, optional: bool = False) -> str:
@@ -156,6 +173,7 @@ class Turn:
             sampling=sampling,
             grammar=grammar,
             done=options.__contains__,
+            draft_max=self.draft_max,
         )
         self._record(piece)
         return piece.text if piece.text in options else ""
@@ -219,6 +237,27 @@ class Turn:
             "predicted_per_second": round(predicted_n * 1000 / predicted_ms, 2) if predicted_ms else None,
             "phases": [p.timing() for p in self.pieces],
         }
+
+    def end(self) -> None:
+        """The turn is over: remember its tokens for the next call, say what the engine did."""
+        self.on_end()
+        self.log()
+
+    def log(self) -> None:
+        """One line in the worker's log: what the engine did for this response."""
+        t = self.timings()
+        line = {
+            **{k: t[k] for k in ("cache_n", "prompt_n", "prompt_ms", "predicted_n", "predicted_ms")},
+            "prompt_tokens": self.prompt_tokens,
+            "calls": len(self.calls),
+            "finish_reason": self.final_reason(),
+            "draft_n": sum(p.draft.drafted for p in self.pieces),
+            "draft_accepted": sum(p.draft.accepted for p in self.pieces),
+            "phases": {},
+        }
+        for p in self.pieces:
+            line["phases"][p.phase] = round(line["phases"].get(p.phase, 0) + p.prompt_ms + p.predicted_ms, 1)
+        print(f"goat-turn {json.dumps(line)}", file=sys.stderr, flush=True)
 
     def message_dict(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"role": "assistant", "content": None if self.calls else self.content}
@@ -308,12 +347,13 @@ def chat_handler(
     grammar: Any = None,
     logprobs: bool | None = None,
     top_logprobs: int | None = None,
+    draft_max: int = DRAFT_MAX,
     **kwargs: Any,
 ) -> Any:
     """A chat completion (a dict, or an iterator of chunks when `stream`) in the protocol above."""
     if logprobs or top_logprobs:
         return llama_chat_format.chatml_function_calling(
-            **{k: v for k, v in locals().items() if k != "kwargs"}, **kwargs
+            **{k: v for k, v in locals().items() if k not in ("kwargs", "draft_max")}, **kwargs
         )
     tools, choice = _tool_choice(tools, tool_choice, functions, function_call)
     if response_format is not None and not tools:
@@ -336,8 +376,10 @@ def chat_handler(
         "logits_processor": logits_processor,
     }
     stops = ([stop] if isinstance(stop, str) else list(stop or [])) + [END]
-    prompt = llama.tokenize(render(messages, tools).encode("utf-8"), add_bos=True, special=True)
-    turn = Turn(llama, sampling, Budget(max_tokens), prompt)
+    text = render(messages, tools).encode("utf-8")
+    prompt = HISTORY.tokenize(llama, text)
+    turn = Turn(llama, sampling, Budget(max_tokens), list(prompt), draft_max=draft_max)
+    turn.on_end = lambda: HISTORY.remember(llama, text, prompt, turn.tokens[len(prompt) :])
     deltas = _deltas(turn, tools, choice, stops, grammar)
     meta = {
         "id": f"chatcmpl-{uuid.uuid4()}",
@@ -348,6 +390,7 @@ def chat_handler(
         return _chunks(turn, deltas, meta)
     for _ in deltas:
         pass
+    turn.end()
     return {
         **meta,
         "object": "chat.completion",
@@ -375,4 +418,5 @@ def _chunks(turn: Turn, deltas: Iterator[dict[str, Any]], meta: dict[str, Any]) 
     yield chunk({"role": "assistant", "content": None})
     for delta in deltas:
         yield chunk(delta)
+    turn.end()
     yield {**chunk({}, turn.final_reason()), "usage": turn.usage(), "timings": turn.timings()}

@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ServerSettings
 
+    from goat_dagster.config import settings
     from goat_dagster.serving.local import llama_patches  # imports llama_cpp
     from goat_dagster.serving.local.engine import READY_LINE, WorkerSpec, isolated_model_settings
     from goat_dagster.serving.local.stream_usage import IncludeUsage
 
-    llama_patches.install()
+    llama_patches.install(draft_tokens=settings().serve_draft_tokens)
 
     spec = WorkerSpec.model_validate_json(args.spec)
     model_settings = isolated_model_settings()(**spec.model_settings_kwargs())
