@@ -22,7 +22,7 @@ from goat_dagster.analysis.snapshot import open_files, open_rows, open_snapshot,
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries
 from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, RunIdentity, results_file
 from goat_dagster.bench.run_request import RunOutcome
-from goat_dagster.tracing.export import export_path
+from goat_dagster.tracing.sink_store import export_path
 
 
 class RunSummary(BaseModel):

@@ -39,7 +39,6 @@ from goat_dagster.bench.tasks import Task
 from goat_dagster.registry import ModelEntry, load_registry, slugify
 from goat_dagster.routing.gateway import Gateway, resolve_gateway
 from goat_dagster.routing.proxy import gateway_lease
-from goat_dagster.serving.backends import Backends
 
 
 def new_run_id(model: str, suite: str) -> str:
@@ -120,7 +119,12 @@ def _describe(
     gateway: Gateway | None,
 ) -> RunManifest:
     """The run's manifest: what serves the model is asked only when the agent calls it."""
-    backends = (request.backends or Backends.from_settings()) if agent.needs_gateway else None
+    backends = None
+    if agent.needs_gateway:
+        # only now: the serving backends import modal (0.15 s an oracle run need not pay)
+        from goat_dagster.serving.backends import Backends
+
+        backends = request.backends or Backends.from_settings()
     return describe_run(
         spec,
         agent=agent,

@@ -1406,10 +1406,10 @@ def print_user_traceback(exc: BaseException) -> None:
     import runpy
     import traceback
 
-    here = globals().get("__file__")  # none in a `python -c` check runner
+    # the runner's own frames: its code's file name (the source's path when it runs compiled,
+    # "<string>" as a `python -c` check runner)
     skip = {os.path.abspath(runpy.__file__), "<frozen runpy>", "<string>"}
-    if here:
-        skip.add(os.path.abspath(here))
+    skip.add(print_user_traceback.__code__.co_filename)
     tb = exc.__traceback__
     while tb is not None and (
         tb.tb_frame.f_code.co_filename in skip or os.path.abspath(tb.tb_frame.f_code.co_filename) in skip
