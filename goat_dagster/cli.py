@@ -184,7 +184,13 @@ def ui(host: str, port: int) -> None:
     "(default $GOAT_PROMPTS or builtin).",
 )
 @click.option("--sandbox", default="local", show_default=True, type=click.Choice(["local", "modal"]))
-@click.option("--parallel", default=2, show_default=True, type=int)
+@click.option(
+    "--parallel",
+    default=None,
+    type=int,
+    help="Tasks at once (default: what serves the model serves well: 1 for a local model, whose "
+    "goat serve worker answers one call at a time; 2 for Modal, cloud, or an agent calling no model).",
+)
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--run-id", default=None, help="Resume (or name) a run.")
 @click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
@@ -210,7 +216,7 @@ def run(
     agent: str,
     prompts: str | None,
     sandbox: str,
-    parallel: int,
+    parallel: int | None,
     epochs: int,
     run_id: str | None,
     budget_usd: float | None,

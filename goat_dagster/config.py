@@ -287,6 +287,13 @@ class GoatSettings(BaseSettings):
         description="how long `goat doctor` waits for its call's trace",
         json_schema_extra=_group("modal"),
     )
+    langfuse_on_modal: bool = Field(
+        default=False,
+        description="`1`: `goat setup` runs Langfuse on Modal (app `goat-langfuse`): it generates the "
+        "keys, deploys, and writes the URL to `LANGFUSE_HOST` in the env file and the `goat-langfuse` "
+        "secret (`goat setup` reads this from the env file too); `goat doctor` then checks the app",
+        json_schema_extra={**_group("modal"), "shown_default": "off"},
+    )
 
     @field_validator("view_url")
     @classmethod

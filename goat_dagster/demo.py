@@ -39,10 +39,9 @@ from goat_dagster.registry import load_registry
 from goat_dagster.sensors.registry import sync_model_partitions
 from goat_dagster.viewer.links import leaderboard_url
 
-# small limits: a 135M-parameter model on 2 CPU cores; one task at a time shares llama.cpp's
-# prompt cache between the steps of a task instead of thrashing it
+# small limits: a 135M-parameter model on 2 CPU cores (one task at a time, as for any local model:
+# `ServingBackend.default_parallel`, so the steps of a task share llama.cpp's prompt cache)
 DEMO_BENCHMARK: dict[str, Any] = {
-    "parallel": 1,
     "max_steps": 8,
     "max_output_tokens": 256,
     "max_seconds": 180.0,

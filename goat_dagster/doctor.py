@@ -8,6 +8,7 @@ The phases follow seed 000's `test_modal_infra.sh`:
              n_threads (in a subprocess: an engine that traps says so instead of killing doctor)
 2. secrets   Modal reachable; environment, the five secrets and the volumes exist
 3. services  `goat-services` and the enabled Modal models' `goat-vllm-<key>` apps deployed
+             (and `goat-langfuse` with GOAT_LANGFUSE_ON_MODAL); a configured Langfuse's health
 4. endpoints every recorded endpoint of an enabled model answers its backend's probe
 5. proxy     one chat call through the LiteLLM proxy (GOAT_LITELLM_URL, LITELLM_MASTER_KEY)
 6. traces    that call's trace is in the local trace sink (matched by its `goat_call_id`)
@@ -40,9 +41,12 @@ from goat_dagster.serving.local.engine_build import (
     probe_engine,
 )
 from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
+from goat_dagster.serving.modal.langfuse_server import APP_NAME as LANGFUSE_APP
+from goat_dagster.serving.modal.langfuse_server import SECRET_LANGFUSE_SERVER, VOLUME_LANGFUSE
 from goat_dagster.serving.modal.spec import SECRET_VLLM, SECRETS, VOLUMES, app_name_for
 from goat_dagster.serving.probe import probe_chat
 from goat_dagster.tracing.export import collect_traces, resolve_source
+from goat_dagster.tracing.langfuse_reader import langfuse_health
 from goat_dagster.tracing.schema import TraceRecord, call_metadata, new_id
 
 PHASES = ("config", "engine", "secrets", "services", "endpoints", "proxy", "traces")
@@ -205,8 +209,9 @@ def check_modal(cloud: Any, registry: Registry | None) -> list[Check]:
                 Check("services", "Modal", "skip", "no environment yet"),
             ]
         out.append(Check("secrets", "environment", "pass", cloud.environment))
+        on = config.settings().langfuse_on_modal  # Langfuse on Modal: its secret and Volume too
         have = cloud.secrets()
-        for name in SECRETS:
+        for name in SECRETS + ((SECRET_LANGFUSE_SERVER,) if on else ()):
             ok = name in have
             out.append(
                 Check(
@@ -218,7 +223,7 @@ def check_modal(cloud: Any, registry: Registry | None) -> list[Check]:
                 )
             )
         vols = cloud.volumes()
-        missing = [v for v in VOLUMES if v not in vols]
+        missing = [v for v in VOLUMES + ((VOLUME_LANGFUSE,) if on else ()) if v not in vols]
         out.append(
             Check(
                 "secrets",
@@ -240,6 +245,18 @@ def check_modal(cloud: Any, registry: Registry | None) -> list[Check]:
                 else f"modal deploy -m goat_dagster.routing.modal_proxy --env {cloud.environment}",
             )
         )
+        if on:
+            deployed = cloud.app_tags(LANGFUSE_APP) is not None
+            fix = "goat setup (with GOAT_LANGFUSE_ON_MODAL=1 it deploys Langfuse)"
+            out.append(
+                Check(
+                    "services",
+                    LANGFUSE_APP,
+                    "pass" if deployed else "fail",
+                    "deployed" if deployed else "not deployed",
+                    "" if deployed else fix,
+                )
+            )
         for m in registry.enabled() if registry else []:
             if m.provider != "modal":
                 continue
@@ -262,6 +279,25 @@ def check_modal(cloud: Any, registry: Registry | None) -> list[Check]:
     except ModalUnavailable as exc:
         out.append(Check("services", "Modal", "fail", f"Modal {exc.reason}: {exc.detail}", exc.fix))
     return out
+
+
+def check_langfuse(timeout_s: float = 10.0) -> list[Check]:
+    """The Langfuse goat sends traces to (LANGFUSE_HOST: on Modal, Langfuse Cloud, your own), asked
+    on its health endpoint; nothing when Langfuse is not in use."""
+    s = config.settings()
+    if not s.langfuse_host:
+        if not s.langfuse_on_modal:
+            return []
+        fix = "`goat setup` writes LANGFUSE_HOST to .env; load it (set -a; . ./.env; set +a)"
+        return [Check("services", "Langfuse", "fail", "on Modal, but LANGFUSE_HOST is unset", fix)]
+    health = langfuse_health(s.langfuse_host, timeout_s)
+    if not health.ok:
+        fix = f"`modal app logs {LANGFUSE_APP}`" if s.langfuse_on_modal else "check LANGFUSE_HOST"
+        return [Check("services", "Langfuse", "fail", health.detail, fix)]
+    if not s.langfuse_configured:
+        keys = "set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (goat setup wrote them to .env)"
+        return [Check("services", "Langfuse", "warn", health.detail + "; no keys: no traces sent", keys)]
+    return [Check("services", "Langfuse", "pass", health.detail)]
 
 
 # ---- phase 4: endpoints --------------------------------------------------------------------------
@@ -432,6 +468,7 @@ def run_doctor(
         why = "no enabled model runs on Modal, no Modal credentials set (`goat doctor --cloud` checks anyway)"
         checks = [c for c in checks if c.name != "Modal credentials"]
         checks += [Check(phase, "Modal", "skip", why) for phase in ("secrets", "services")]
+    checks += check_langfuse()
     checks += check_endpoints(registry, Backends.from_settings())
     model = pick_model(registry)
     if model is None:

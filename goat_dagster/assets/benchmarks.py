@@ -80,8 +80,11 @@ class BenchmarkConfig(Config):
         "(system.md, task.md, tools.yaml)",
     )
     epochs: int = Field(default=1, ge=1)
-    parallel: int = Field(
-        default=2, ge=1, description="tasks at once (a local CPU server serves one at a time)"
+    parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="tasks at once; empty: what serves the model serves well (1 for a local model, "
+        "whose goat serve worker answers one call at a time; 2 for Modal and cloud models)",
     )
     budget_usd: float | None = Field(default=None, description="stop starting tasks once this much is spent")
     max_steps: int = Field(default=30, ge=1, description="model calls per task attempt")

@@ -73,8 +73,9 @@ class RunRequest:
       `epochs`, `task_ids` (a subset of the suite; None: every task), `mounts` (host paths a
       `command:` agent's local sandbox shows read-only besides the files its command names:
       bench/mounts.py);
-    - how hard: `parallel` tasks at once, `budget_usd` (no new task starts once it is spent),
-      `limits` per attempt, `sandbox_limits` per command, `retry` for transient failures;
+    - how hard: `parallel` tasks at once (None: `runner.parallel_for` decides), `budget_usd` (no
+      new task starts once it is spent), `limits` per attempt, `sandbox_limits` per command,
+      `retry` for transient failures;
     - where (None: as `goat run` finds them): `gateway` (else routing's `resolve_gateway`), `pool`
       (a sandbox pool to reuse across runs; else one is made for the run and closed after it),
       `registry` (else models.yaml), `backends` (what the manifest asks what serves the model;
@@ -90,7 +91,7 @@ class RunRequest:
     agent: str = "builtin"
     prompts: str | PromptSet | None = None
     sandbox: str = "local"
-    parallel: int = 2
+    parallel: int | None = None
     epochs: int = 1
     run_id: str | None = None
     budget_usd: float | None = None
@@ -107,7 +108,7 @@ class RunRequest:
     on_start: OnStart | None = None
 
     def __post_init__(self) -> None:
-        if self.parallel < 1 or self.epochs < 1:
+        if (self.parallel is not None and self.parallel < 1) or self.epochs < 1:
             raise RunError("--parallel and --epochs must be at least 1")
         if self.budget_usd is not None and self.budget_usd < 0:
             raise RunError("--budget-usd must not be negative")

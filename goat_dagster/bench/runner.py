@@ -46,6 +46,22 @@ def new_run_id(model: str, suite: str) -> str:
     return f"{stamp}-{slugify(model)}-{slugify(suite)}-{secrets.token_hex(3)}"
 
 
+# tasks at once when nothing calls a model (the oracle): the checks' sandboxes share this machine
+SANDBOX_PARALLEL = 2
+
+
+def parallel_for(request: RunRequest, agent: Agent, entry: ModelEntry) -> int:
+    """How many tasks the run works on at once: `request.parallel` when given; else what the
+    backend serving the model serves well (`ServingBackend.default_parallel`: 1 for a local
+    goat serve worker, which answers one call at a time), or `SANDBOX_PARALLEL` for an agent that
+    calls no model."""
+    if request.parallel is not None:
+        return request.parallel
+    if not agent.needs_gateway:
+        return SANDBOX_PARALLEL
+    return (request.backends or Backends.from_settings()).for_entry(entry).default_parallel
+
+
 def run_benchmark(request: RunRequest) -> RunOutcome:
     """Run (or resume, with the same `run_id`) a suite against a registry model."""
     entry = (request.registry or load_registry()).get(request.model)
@@ -85,7 +101,7 @@ def run_benchmark(request: RunRequest) -> RunOutcome:
             manifest = settle_manifest(
                 journal.dir, _describe(request, journal.spec, agent, entry, prompts, gateway)
             )
-            size = min(request.parallel, len(pending))
+            size = min(parallel_for(request, agent, entry), len(pending))
             pool = request.pool or _pool(request, agent, gateway, size, mounts)
             runner = TaskRunner(request, journal, suite, agent, pool, gateway, budget, done, len(items))
             isolation, warnings = _work(runner, pending, size, close_pool=request.pool is None)

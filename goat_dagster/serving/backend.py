@@ -12,6 +12,8 @@ all go through it.
   Raises `EndpointDown` when a server goat runs does not answer.
 - `probe(entry, endpoint)`: does the recorded endpoint still answer a chat completion? `Health`.
 - `teardown(entry, log)`: stop serving it (unload the worker, stop the app); whether anything stopped.
+- `default_parallel`: how many of a run's tasks call the model at once when the run does not say:
+  what the backend serves well (`bench.runner.parallel_for` asks it).
 - `provenance(entry)`: what serves it, for a run's manifest — weights revision and sha256, engine,
   its version and build — from what is on record (never a download, a deploy or a paid call).
 """
@@ -109,6 +111,8 @@ class ServingBackend(Protocol):
     kind: ClassVar[str]  # `ModelEntry.backend`: local | modal | cloud
     # endpoint() deploys paid infrastructure: the asset graph calls it, `goat run` uses the record
     deploys: ClassVar[bool]
+    # how many tasks a run sends its model at once unless told (`goat run --parallel`)
+    default_parallel: ClassVar[int]
 
     def weights(self, entry: ModelEntry, log: Log) -> WeightsReport: ...
     def endpoint(self, entry: ModelEntry, log: Log) -> Endpoint: ...

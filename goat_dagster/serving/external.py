@@ -28,6 +28,8 @@ class ExternalBackend:
 
     kind: ClassVar[str] = "cloud"
     deploys: ClassVar[bool] = False
+    # the provider serves concurrent requests; the tasks' sandboxes share this machine's cores
+    default_parallel: ClassVar[int] = 2
 
     def weights(self, entry: ModelEntry, log: Log) -> WeightsReport:
         what = entry.litellm_model or entry.served_model

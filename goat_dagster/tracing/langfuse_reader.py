@@ -207,3 +207,32 @@ def read_langfuse(settings: LangfuseSettings, run_id: str, *, page_size: int = 1
             f"Langfuse at {settings.host} is unreachable reading run {run_id}: {type(exc).__name__}: {exc}"
         ) from None
     return sorted(recs, key=lambda r: r.start_time or datetime.min.replace(tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class LangfuseHealth:
+    ok: bool
+    detail: str
+
+
+HEALTH_PATH = "/api/public/health"
+
+
+def langfuse_health(host: str, timeout_s: float = 10.0) -> LangfuseHealth:
+    """Langfuse's own health endpoint (`GET /api/public/health?failIfDatabaseUnavailable=true`:
+    200 `{"status": "OK", "version": ...}` when the API and its database answer, 503 otherwise).
+    No key needed; what it says about the server is all it says."""
+    url = host.rstrip("/") + HEALTH_PATH
+    try:
+        r = httpx.get(url, params={"failIfDatabaseUnavailable": "true"}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return LangfuseHealth(False, f"{url} unreachable: {type(exc).__name__}: {exc}")
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if r.status_code == 200 and str(body.get("status", "")).upper() == "OK":
+        return LangfuseHealth(True, f"Langfuse {body.get('version', '?')} at {host} healthy")
+    why = body.get("status") or body.get("message") or r.text[:120]
+    return LangfuseHealth(False, f"{url} answered {r.status_code}: {why}")

@@ -17,10 +17,14 @@ import duckdb
 import pytest
 
 from goat_dagster.analysis.runs import latest_run, run_summaries
+from goat_dagster.bench.agents import make_agent
 from goat_dagster.bench.bwrap import find_bwrap
 from goat_dagster.bench.journal import RunError, RunJournal, RunSpec
 from goat_dagster.bench.lake import RESULT_COLUMNS, ResultRow
+from goat_dagster.bench.run_request import RunRequest
+from goat_dagster.bench.runner import SANDBOX_PARALLEL, parallel_for
 from goat_dagster.bench.suite import parse_suite
+from goat_dagster.registry import load_registry
 from goat_dagster.routing.gateway import Gateway
 from tests.conftest import PROJECT, benchmark, free_port
 
@@ -355,3 +359,21 @@ def test_a_task_that_wrecks_its_sandbox_is_scored_not_an_infra_error(goat_home: 
     assert pkill["detail"]["attempts"][0]["check_killed"] == "signal 9"
     for d in detail.values():
         assert len(d["detail"]["attempts"]) == 1  # nothing was retried: no infra error happened
+
+
+def test_parallel_defaults_to_what_serves_the_model() -> None:
+    """Unless a run says, a local model gets one task at a time (one goat serve worker answers one
+    call at a time and holds one conversation's prompt), Modal and cloud models and agents that call
+    no model get 2; a given `parallel` is kept."""
+    registry = load_registry(PROJECT / "models.yaml")
+    cases = {"smollm2-135m": 1, "qwen3-4b": 2, "gpt-5-mini": 2}
+    assert {registry.get(k).backend for k in cases} == {"local", "modal", "cloud"}
+    for key, expected in cases.items():
+        entry = registry.get(key)
+        request = RunRequest(suite="smoke", model=key, registry=registry)
+        assert parallel_for(request, make_agent("builtin"), entry) == expected, key
+        assert parallel_for(request, make_agent("oracle"), entry) == SANDBOX_PARALLEL
+        explicit = RunRequest(suite="smoke", model=key, parallel=3, registry=registry)
+        assert parallel_for(explicit, make_agent("builtin"), entry) == 3
+    with pytest.raises(RunError, match="--parallel"):
+        RunRequest(suite="smoke", model="smollm2-135m", parallel=0)

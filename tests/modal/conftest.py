@@ -104,6 +104,16 @@ def _no_goat_model(monkeypatch: pytest.MonkeyPatch) -> None:
 STAND_IN_KEY = "vllm-key-for-the-stand-in"
 
 
+def send_json(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
+    """A stand-in server's JSON answer."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @pytest.fixture(autouse=True)
 def _vllm_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """VLLM_API_KEY as `goat setup` users have it: the stand-in demands it, like vLLM does."""
@@ -133,12 +143,7 @@ class StandInApp:
                 pass
 
             def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def _ready(self) -> bool:
                 now = time.monotonic()
@@ -227,6 +232,9 @@ class FakeCloud:
         self.tags[app.name] = dict(synchronizer._translate_in(app)._local_state.tags)
 
     def web_url(self, app_name: str, function: str = "serve") -> str | None:
+        return self.urls[app_name] if app_name in self.tags else None
+
+    def cls_web_url(self, app_name: str, cls_name: str, method: str) -> str | None:
         return self.urls[app_name] if app_name in self.tags else None
 
     def stop(self, app_name: str) -> bool:

@@ -53,6 +53,9 @@ class LocalBackend:
 
     kind: ClassVar[str] = "local"
     deploys: ClassVar[bool] = False
+    # one goat serve worker answers one call at a time and its KV cache holds one conversation:
+    # two tasks alternating evict each other's prompt (README: `--parallel` with a local model)
+    default_parallel: ClassVar[int] = 1
 
     def weights(self, entry: ModelEntry, log: Log) -> WeightsReport:
         rec = ensure_weights(entry, log=log.info)

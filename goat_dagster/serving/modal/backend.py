@@ -41,6 +41,8 @@ class ModalBackend:
 
     kind: ClassVar[str] = "modal"
     deploys: ClassVar[bool] = True
+    # vLLM batches concurrent requests; the tasks' sandboxes share this machine's cores
+    default_parallel: ClassVar[int] = 2
 
     def weights(self, entry: ModelEntry, log: Log) -> WeightsReport:
         return weights_report(ensure_modal_weights(entry, log, cloud=self.cloud))

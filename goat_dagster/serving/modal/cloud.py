@@ -177,6 +177,21 @@ class ModalCloud:
 
         return self._call(lookup)
 
+    def cls_web_url(self, app_name: str, cls_name: str, method: str) -> str | None:
+        """The public URL of a class's web method (`goat-langfuse`), or None when not deployed."""
+
+        def lookup() -> str | None:
+            cls = modal.Cls.from_name(
+                app_name, cls_name, environment_name=self.environment, client=self.client()
+            )
+            try:
+                url = getattr(cls(), method).get_web_url()
+            except modal.exception.NotFoundError:
+                return None
+            return str(url) if url else None
+
+        return self._call(lookup)
+
     def stop(self, app_name: str) -> bool:
         def run() -> bool:
             try:

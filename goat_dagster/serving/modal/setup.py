@@ -14,6 +14,12 @@ Secrets (each a set of environment variables Modal injects into the apps that at
 - `goat-vllm`: VLLM_API_KEY (required: the vLLM URLs are public, vLLM demands it as a bearer token
   on /v1); every vLLM app and goat-services. Keep the same value in your local environment.
 
+With GOAT_LANGFUSE_ON_MODAL=1 (in the environment or the .env) it also runs Langfuse on Modal
+(`langfuse_app`): keys the .env lacks are generated (the project's API keys, SALT, ENCRYPTION_KEY,
+NEXTAUTH_SECRET, the admin's password) and written to the .env before anything is created; a sixth
+secret `goat-langfuse-server` holds the server's; Volume `goat-langfuse-data` its stores' data; then
+`goat-langfuse` is deployed and its URL written to LANGFUSE_HOST in the .env and `goat-langfuse`.
+
 Every app attaches its secrets unconditionally (seed 002), so all five are created even when a
 value is missing: a placeholder key (`GOAT_<X>_SET=0`) stands in, never an empty value. An existing
 secret is updated with the keys the .env has; keys it has that the .env lacks are kept. Values are
@@ -28,10 +34,28 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from pydantic import TypeAdapter, ValidationError
 
 from goat_dagster.config import GoatSettings, settings
 from goat_dagster.registry import VLLM_KEY_ENV, Registry
 from goat_dagster.serving.backend import ServingError
+from goat_dagster.serving.modal.langfuse_deploy import (
+    HOST_KEY,
+    PROJECT_KEY_NAMES,
+    SERVER_KEY_NAMES,
+    ensure_langfuse,
+    generate_keys,
+    load_record,
+    write_env_values,
+)
+from goat_dagster.serving.modal.langfuse_server import (
+    ADMIN_EMAIL,
+    CLICKHOUSE_VERSION,
+    LANGFUSE_WEB_IMAGE,
+    LANGFUSE_WORKER_IMAGE,
+    SECRET_LANGFUSE_SERVER,
+    VOLUME_LANGFUSE,
+)
 from goat_dagster.serving.modal.spec import (
     SECRET_HF,
     SECRET_LANGFUSE,
@@ -62,6 +86,7 @@ VOLUME_PURPOSE = {
     VOLUME_VLLM: "vLLM compile cache",
     VOLUME_FLASHINFER: "FlashInfer MoE kernels (gpt-oss)",
     VOLUME_RESULTS: "the proxy's trace sink, run outputs",
+    VOLUME_LANGFUSE: "Langfuse's PostgreSQL, ClickHouse, Redis and MinIO data",
 }
 
 
@@ -102,6 +127,9 @@ class SetupPlan:
     checked: bool  # whether Modal was asked what exists
     modal_note: str = ""
     warnings: list[str] = field(default_factory=list)
+    langfuse: bool = False  # deploy goat-langfuse (GOAT_LANGFUSE_ON_MODAL)
+    # keys generated for the .env (Langfuse on Modal); their values are never rendered
+    generated: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def problems(self) -> list[str]:
@@ -121,7 +149,7 @@ class SetupPlan:
         for s in self.secrets:
             lines.append(f"  {s.name:<20} {s.action:<8} {s.purpose}")
             for k in s.present:
-                lines.append(f"      {k:<22} set")
+                lines.append(f"      {k:<22} {'generated' if k in self.generated else 'set'}")
             for k in s.missing:
                 tag = "MISSING (required)" if k in s.required else "not in .env"
                 lines.append(f"      {k:<22} {tag}")
@@ -131,6 +159,16 @@ class SetupPlan:
         lines.append("volumes")
         for name, action in self.volumes:
             lines.append(f"  {name:<24} {action:<8} {VOLUME_PURPOSE.get(name, '')}")
+        if self.langfuse:
+            lines += ["", "Langfuse on Modal (GOAT_LANGFUSE_ON_MODAL)"]
+            lines.append(f"  app goat-langfuse    deploy   {LANGFUSE_WEB_IMAGE} + {LANGFUSE_WORKER_IMAGE}")
+            lines.append(
+                f"                                PostgreSQL, ClickHouse {CLICKHOUSE_VERSION}, Redis, MinIO"
+            )
+            lines.append(f"                                on Volume {VOLUME_LANGFUSE}")
+            if self.generated:
+                lines.append(f"  {self.env_file}: write the generated {', '.join(self.generated)}")
+            lines.append(f"  then {HOST_KEY}=<its URL> to {self.env_file} and {SECRET_LANGFUSE}")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         for p in self.problems:
@@ -162,6 +200,17 @@ def _registry_provider_keys(registry: Registry) -> tuple[list[str], list[str]]:
     return names, needed
 
 
+def langfuse_on_modal(env: dict[str, str]) -> bool:
+    """GOAT_LANGFUSE_ON_MODAL from the .env file, else from this environment (as GoatSettings reads it)."""
+    name = GoatSettings.env_name("langfuse_on_modal")
+    if name not in env:
+        return settings().langfuse_on_modal
+    try:
+        return TypeAdapter(bool).validate_python(env[name])
+    except ValidationError:
+        raise SetupError(f"{name}={env[name]!r} in the env file: must be 1/0 or true/false") from None
+
+
 def build_plan(
     env_file: str | Path, state: dict[str, set[str]] | None, modal_note: str = "", *, registry: Registry
 ) -> SetupPlan:
@@ -170,6 +219,12 @@ def build_plan(
     env = read_env_file(env_file)
     # as ModalCloud resolves it: the .env file's GOAT_MODAL_ENVIRONMENT, else this environment's
     environment = env.get(GoatSettings.env_name("modal_environment")) or settings().modal_environment
+    on_modal = langfuse_on_modal(env)
+    generated = {k: v for k, v in generate_keys().items() if k not in env} if on_modal else {}
+    env = {**env, **generated}
+    record = load_record() if on_modal else None
+    if on_modal and env.get(HOST_KEY) != (record or {}).get("url"):
+        env.pop(HOST_KEY, None)  # another Langfuse's URL (.env.example's): this one's comes after the deploy
     reg_keys, needed = _registry_provider_keys(registry)
     provider_names = list(dict.fromkeys([*PROVIDER_KEYS, *reg_keys]))
 
@@ -189,6 +244,17 @@ def build_plan(
             SECRET_VLLM, "key the vLLM apps require", pick(VLLM_KEYS), list(VLLM_KEYS), list(VLLM_KEYS)
         ),
     ]
+    if on_modal:
+        secrets.append(
+            SecretPlan(
+                SECRET_LANGFUSE_SERVER,
+                "the Langfuse server on Modal",
+                pick(SERVER_KEY_NAMES),
+                list(SERVER_KEY_NAMES),
+                list(SERVER_KEY_NAMES),
+            )
+        )
+        next(s for s in secrets if s.name == SECRET_LANGFUSE).required = list(PROJECT_KEY_NAMES)
     warnings = []
     for s in secrets:
         if not s.values:
@@ -203,6 +269,8 @@ def build_plan(
         warnings.append("Langfuse needs both LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
 
     volumes = [VOLUME_MODELS, VOLUME_VLLM, VOLUME_FLASHINFER, VOLUME_RESULTS]
+    volumes += [VOLUME_LANGFUSE] if on_modal else []
+    extra = {"langfuse": on_modal, "generated": generated}
     if state is None:
         return SetupPlan(
             str(env_file),
@@ -213,12 +281,15 @@ def build_plan(
             False,
             modal_note,
             warnings,
+            **extra,
         )
     env_action = "exists" if environment in state["environments"] else "create"
     for s in secrets:
         s.action = "update" if s.name in state.get("secrets", set()) else "create"
     vol_actions = [(v, "exists" if v in state.get("volumes", set()) else "create") for v in volumes]
-    return SetupPlan(str(env_file), environment, env_action, secrets, vol_actions, True, "", warnings)
+    return SetupPlan(
+        str(env_file), environment, env_action, secrets, vol_actions, True, "", warnings, **extra
+    )
 
 
 def modal_state(cloud: Any) -> dict[str, set[str]]:
@@ -234,6 +305,9 @@ def apply_plan(plan: SetupPlan, cloud: Any, echo: Callable[[str], None]) -> None
     """Create / update what the plan says. Prints names only."""
     if plan.problems:
         raise SetupError("; ".join(plan.problems))
+    if plan.generated:  # first, so a key stored in a secret is never one the .env lacks
+        write_env_values(plan.env_file, plan.generated)
+        echo(f"wrote {', '.join(plan.generated)} to {plan.env_file}")
     if plan.environment_action == "create":
         cloud.create_environment()
         echo(f"created environment {plan.environment}")
@@ -244,4 +318,11 @@ def apply_plan(plan: SetupPlan, cloud: Any, echo: Callable[[str], None]) -> None
         if action != "exists":
             cloud.create_volume(name)
             echo(f"created volume {name}")
+    if plan.langfuse:
+        url = ensure_langfuse(cloud, echo)
+        cloud.put_secret(SECRET_LANGFUSE, {HOST_KEY: url}, exists=True)
+        write_env_values(plan.env_file, {HOST_KEY: url})
+        echo(f"Langfuse on Modal: {url} ({HOST_KEY} written to {plan.env_file} and secret {SECRET_LANGFUSE})")
+        echo(f"  sign in as {ADMIN_EMAIL} with LANGFUSE_INIT_USER_PASSWORD from {plan.env_file}")
+        echo(f"  load it here: set -a; . {plan.env_file}; set +a   (then `goat doctor`)")
     echo("done. Next: modal deploy -m goat_dagster.routing.modal_proxy --env " + plan.environment)
