@@ -4,12 +4,17 @@
         [--json]
 
 For each size, a synthetic lake (`synthetic_lake.py`: runs x 1000 tasks x 5 epochs, 20 models, 2
-suites, one Parquet file per run; 20 runs for 100k rows, 200 for 1M) and two timings:
+suites, one Parquet file per run and its manifest; 20 runs for 100k rows, 200 for 1M) and these
+timings:
 
-- the leaderboard: `build_leaderboard()` — the snapshot of the lake and everything computed from it,
-  the same call the `leaderboard` asset makes — then its markdown, as the asset renders it;
 - the floor: one bare DuckDB query over the same files giving the latest run per (model, suite) with
-  its pass rate and error counts.
+  its pass rate and error counts;
+- the leaderboard: `build_leaderboard()` — the snapshot of the lake and everything computed from it,
+  the same call the `leaderboard` asset makes — then its markdown, as the asset renders it; read from
+  the runs' summaries (`lake/summaries/`, analysis/summaries.py: what a run writes when it finishes);
+- the same, reading every results row instead (`summaries=False`: the same numbers);
+- once: the first leaderboard of a lake without summaries (made before them), which writes them all,
+  and what one run's summary costs when it finishes (`write_summary` of one file).
 
 Target: the leaderboard within 3x of the bare query, and linear growth (10x the rows, about 10x the
 time or less). Best of `--repeat`; the load average is printed with the figures (2 shared cores).
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_lake import LakeShape, generate
 
 from goat_dagster.analysis.leaderboard import build_leaderboard, details_markdown, leaderboard_markdown
+from goat_dagster.analysis.summaries import write_summary
 from goat_dagster.config import GoatPaths
 
 BARE_QUERY = """
@@ -69,8 +76,8 @@ def bare(paths: GoatPaths) -> list[tuple[Any, ...]]:
         return con.execute(BARE_QUERY, [str(paths.lake_results / "*.parquet")]).fetchall()
 
 
-def leaderboard(paths: GoatPaths) -> Any:
-    board = build_leaderboard(paths)
+def leaderboard(paths: GoatPaths, summaries: bool = True) -> Any:
+    board = build_leaderboard(paths, summaries=summaries)
     leaderboard_markdown(board), details_markdown(board)
     return board
 
@@ -82,8 +89,13 @@ def measure(home: Path, rows: int, repeat: int) -> dict[str, Any]:
         generate(home, shape)
     made = time.perf_counter() - t0
     paths = GoatPaths(home)
+    shutil.rmtree(paths.lake_summaries, ignore_errors=True)  # a lake from before summaries
     t_bare, floor = best_of(repeat, lambda: bare(paths))
+    t_rows, from_rows = best_of(repeat, lambda: leaderboard(paths, summaries=False))
+    t_first, _ = best_of(1, lambda: leaderboard(paths))
     t_board, board = best_of(repeat, lambda: leaderboard(paths))
+    one = sorted(paths.lake_results.glob("*.parquet"))[-1]
+    t_write, _ = best_of(repeat, lambda: write_summary(one, paths.lake_summaries))
     same = sorted((r[0], r[1], r[2]) for r in floor) == sorted(
         (r["model"], r["suite"], r["run_id"]) for r in board.rows
     )
@@ -94,8 +106,13 @@ def measure(home: Path, rows: int, repeat: int) -> dict[str, Any]:
         "bare_query_s": t_bare,
         "leaderboard_s": t_board,
         "ratio": t_board / t_bare,
+        "leaderboard_from_rows_s": t_rows,
+        "ratio_from_rows": t_rows / t_bare,
+        "first_leaderboard_writing_summaries_s": t_first,
+        "one_run_summary_s": t_write,
         "ranked_runs": len(board.rows),
         "same_runs_ranked": same,
+        "same_numbers_from_rows": details_markdown(board) == details_markdown(from_rows),
     }
 
 
@@ -115,24 +132,31 @@ def main() -> None:
         out["growth"] = {
             "rows": b["rows"] / a["rows"],
             "leaderboard": b["leaderboard_s"] / a["leaderboard_s"],
+            "leaderboard_from_rows": b["leaderboard_from_rows_s"] / a["leaderboard_from_rows_s"],
             "bare_query": b["bare_query_s"] / a["bare_query_s"],
         }
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    load = out["load_average"][0]
+    load = ", ".join(f"{x:.2f}" for x in out["load_average"])
     cpus = out["cpus"]
-    print(f"leaderboard vs bare DuckDB query, best of {args.repeat}; load average {load:.2f} on {cpus} CPUs")
+    print(f"leaderboard vs bare DuckDB query, best of {args.repeat}; load average {load} on {cpus} CPUs")
     for f in figures:
         print(
-            f"  {f['rows']:>9,} rows, {f['runs']:>3} files: leaderboard {f['leaderboard_s']:6.2f}s  "
-            f"bare query {f['bare_query_s']:6.3f}s  ratio {f['ratio']:5.1f}x (target <= 3x)  "
-            f"{f['ranked_runs']} ranked runs, same as the query's: {f['same_runs_ranked']}"
+            f"  {f['rows']:>9,} rows, {f['runs']:>3} files: bare query {f['bare_query_s']:6.3f}s\n"
+            f"    leaderboard from summaries {f['leaderboard_s']:6.2f}s  ratio {f['ratio']:5.1f}x "
+            f"(target <= 3x)  {f['ranked_runs']} ranked runs, same as the query's: {f['same_runs_ranked']}\n"
+            f"    leaderboard from rows      {f['leaderboard_from_rows_s']:6.2f}s  ratio "
+            f"{f['ratio_from_rows']:5.1f}x  same numbers: {f['same_numbers_from_rows']}\n"
+            f"    first leaderboard, writing every summary "
+            f"{f['first_leaderboard_writing_summaries_s']:.2f}s; "
+            f"one run's summary {1000 * f['one_run_summary_s']:.0f} ms"
         )
     if "growth" in out:
         g = out["growth"]
         print(
-            f"  growth for {g['rows']:.0f}x the rows: leaderboard {g['leaderboard']:.1f}x, "
+            f"  growth for {g['rows']:.0f}x the rows: leaderboard {g['leaderboard']:.1f}x "
+            f"(from rows {g['leaderboard_from_rows']:.1f}x), "
             f"bare query {g['bare_query']:.1f}x"
         )
 

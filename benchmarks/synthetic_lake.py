@@ -9,7 +9,9 @@ does: zstd Parquet, written aside and renamed), with exactly the columns and Duc
 by `ResultRow`. The defaults give 200 runs x 1000 tasks x 5 epochs = 1,000,000 rows; runs cycle
 through the models, then the suites, so each (model, suite) has several runs and the latest one
 counts. Outcomes are deterministic (hashes of run, task and epoch): a model's skill and a task's
-difficulty set its pass probability; 2% of attempts are errors, of every kind.
+difficulty set its pass probability; 2% of attempts are errors, of every kind. Each run has its
+manifest in `lake/runs/` (`RunManifest`, made with the current prompt set, harness and grader, the
+same setup for every run): the leaderboard ranks only such runs.
 
 The rows are made in DuckDB SQL (a million pydantic objects would take minutes); the schema is the
 writer's own.
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import duckdb
 
-from goat_dagster.bench.lake import ERROR_KINDS, RESULT_COLUMNS, RESULT_TYPES, ResultRow
+from goat_dagster.bench.lake import ERROR_KINDS, RESULT_COLUMNS, RESULT_TYPES, ResultRow, write_lake_file
+from goat_dagster.bench.manifest import MANIFEST_TYPES, RunManifest, current_setup
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,30 @@ def run_sql(run: int, shape: LakeShape) -> tuple[str, str]:
     )
 
 
+def manifest(run_id: str, select: str, con: duckdb.DuckDBPyConnection, shape: LakeShape) -> RunManifest:
+    """The run's manifest: the current setup, the same for every run (only the model differs)."""
+    suite, suite_version, model, started = con.execute(
+        f"SELECT suite, suite_version, model, min(started_at) FROM ({select}) GROUP BY ALL"
+    ).fetchone()  # type: ignore[misc]
+    return RunManifest(
+        run_id=run_id,
+        suite=suite,
+        suite_version=suite_version,
+        model=model,
+        agent="builtin",
+        sandbox="local",
+        created_at=started,
+        epochs=shape.epochs,
+        prompt_set="builtin",
+        prompt_sha256=current_setup().prompt_sha256,
+        goat_version="synthetic",
+        engine="synthetic",
+        sampling={"temperature": 0.3},
+    ).with_fingerprint()
+
+
 def generate(home: Path, shape: LakeShape) -> Path:
-    """Write the lake under `home`; returns the results directory."""
+    """Write the lake under `home` (results and manifests); returns the results directory."""
     lake = home / "lake" / "results"
     lake.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(":memory:") as con:
@@ -105,6 +130,11 @@ def generate(home: Path, shape: LakeShape) -> Path:
             cur = con.execute(f"SELECT * FROM read_parquet('{target}') LIMIT 1")
             names = [d[0] for d in cur.description]
             ResultRow(**dict(zip(names, cur.fetchall()[0], strict=True)))  # the writer's schema, checked
+            write_lake_file(
+                home / "lake" / "runs" / f"{run_id}.parquet",
+                [manifest(run_id, select, con, shape)],
+                MANIFEST_TYPES,
+            )
     return lake
 
 

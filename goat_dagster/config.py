@@ -48,8 +48,8 @@ class GoatSettings(BaseSettings):
     home: Path = Field(
         default=Path("./.goat"),
         description="all data: `pg/` (embedded PostgreSQL), `dagster/` (DAGSTER_HOME), `lake/results`, "
-        "`lake/runs`, `lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, its workers, "
-        "the proxy), `runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
+        "`lake/runs`, `lake/summaries`, `lake/traces`, `warehouse.duckdb`, `models/`, `logs/` (goat serve, "
+        "its workers, the proxy), `runs/` (harness journals), `traces/` (trace sink), `endpoints/`",
         json_schema_extra={**_group("core"), "shown_default": "`./.goat`"},
     )
     project_dir: Path | None = Field(
@@ -430,6 +430,11 @@ class GoatPaths:
         return self.lake / "runs"
 
     @property
+    def lake_summaries(self) -> Path:
+        """One per results file: its per-task rollup, what the analysis reads (analysis/summaries.py)."""
+        return self.lake / "summaries"
+
+    @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
 
@@ -472,6 +477,7 @@ class GoatPaths:
             self.lake_results,
             self.lake_traces,
             self.lake_runs,
+            self.lake_summaries,
             self.models,
             self.logs,
             self.traces,

@@ -1,8 +1,9 @@
 """Whether runs can be compared: their manifests (bench/manifest.py, the warehouse's `run_manifests`
 view) and what differs between them apart from the model.
 
-- `pair_differences(con, run_a, run_b)`: what two runs differ in — every SETUP field, and the MODEL
-  fields when both ran the same model (`goat compare`, the leaderboard's A/B).
+- `manifest_differences(a, b)`: what two runs (their manifests, `manifests_of`) differ in — every
+  SETUP field, and the MODEL fields when both ran the same model (`goat compare`, the leaderboard's
+  A/B).
 - `board_mismatches(con, rows)`: for runs ranked together (a leaderboard), per suite, each field
   they do not all agree on and which runs hold which value. A ranking across such runs is refused
   unless asked for (`allow_mismatch`).
@@ -47,14 +48,9 @@ def manifests_of(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict
     return {r["run_id"]: RunManifest.model_validate(r) for r in rows}
 
 
-def pair_differences(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> list[Difference]:
-    """What run B differs from run A in, apart from the model (and what served it, for two models)."""
-    found = manifests_of(con, [run_a, run_b])
-    return manifest_differences(found.get(run_a), found.get(run_b))
-
-
 def manifest_differences(a: RunManifest | None, b: RunManifest | None) -> list[Difference]:
-    """`pair_differences` of two manifests already read (None: a run made before manifests)."""
+    """What run B differs from run A in, apart from the model (and what served it, for two models),
+    from their manifests (None: a run made before manifests)."""
     if a is None or b is None:
         shown = [NO_MANIFEST if m is None else "recorded" for m in (a, b)]
         return [Difference("manifest", shown[0], shown[1])]

@@ -126,23 +126,25 @@ class _Runs:
         for run_id in ids:
             if run_id not in self.info:
                 raise UnknownRunError(f"run not in the results lake: {run_id}")
-        self.scored: dict[str, dict[str, dict[str, Any]]] = {run_id: {} for run_id in ids}
-        for r in query(
-            con,
-            """SELECT run_id, task_id, scored, pass_frac, outcome FROM task_outcomes
+        # run id -> task id -> (pass fraction, outcome) of its scored tasks
+        self.scored: dict[str, dict[str, tuple[float, str]]] = {run_id: {} for run_id in ids}
+        for run_id, task_id, pass_frac, outcome in con.execute(
+            """SELECT run_id, task_id, pass_frac, outcome FROM task_outcomes
                WHERE list_contains(?, run_id) AND scored > 0""",
             [ids],
-        ):
-            self.scored[r["run_id"]][r["task_id"]] = r
+        ).fetchall():
+            self.scored[run_id][task_id] = (pass_frac, outcome)
         self.manifests = manifests_of(con, ids)
 
     def compare(self, run_a: str, run_b: str, alpha: float = ALPHA) -> Comparison:
         a, b = self.info[run_a], self.info[run_b]
         ta, tb = self.scored[run_a], self.scored[run_b]
-        shared = sorted(set(ta) & set(tb))
-        interval = paired([tb[t]["pass_frac"] - ta[t]["pass_frac"] for t in shared])
-        p2f = [t for t in shared if ta[t]["outcome"] == "passed" and tb[t]["outcome"] == "failed"]
-        f2p = [t for t in shared if ta[t]["outcome"] == "failed" and tb[t]["outcome"] == "passed"]
+        shared = sorted(ta.keys() & tb.keys())
+        frac_a = [ta[t][0] for t in shared]
+        frac_b = [tb[t][0] for t in shared]
+        interval = paired([fb - fa for fa, fb in zip(frac_a, frac_b, strict=True)])
+        p2f = [t for t in shared if ta[t][1] == "passed" and tb[t][1] == "failed"]
+        f2p = [t for t in shared if ta[t][1] == "failed" and tb[t][1] == "passed"]
         p = mcnemar_exact(len(p2f), len(f2p))
         spread = interval is not None and interval.se is not None
         excludes_zero = spread and (interval.low > 0 or interval.high < 0)  # type: ignore[union-attr]
@@ -152,10 +154,10 @@ class _Runs:
             run_b=b,
             same_suite_version=a.suite == b.suite and a.suite_version == b.suite_version,
             shared_tasks=len(shared),
-            only_a=sorted(set(ta) - set(tb)),
-            only_b=sorted(set(tb) - set(ta)),
-            pass_rate_a=sum(ta[t]["pass_frac"] for t in shared) / len(shared) if shared else None,
-            pass_rate_b=sum(tb[t]["pass_frac"] for t in shared) / len(shared) if shared else None,
+            only_a=sorted(ta.keys() - tb.keys()),
+            only_b=sorted(tb.keys() - ta.keys()),
+            pass_rate_a=sum(frac_a) / len(shared) if shared else None,
+            pass_rate_b=sum(frac_b) / len(shared) if shared else None,
             difference=interval.estimate if interval else None,
             se=interval.se if interval else None,
             ci_low=interval.low if interval and interval.se is not None else None,
@@ -182,8 +184,21 @@ def compare_pairs(
     con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]], alpha: float = ALPHA
 ) -> list[Comparison]:
     """`compare_in` of each (run A, run B), their rows fetched once."""
-    runs = _Runs(con, [run for pair in pairs for run in pair])
-    return [runs.compare(a, b, alpha) for a, b in pairs]
+    return comparisons_and_ranks(con, pairs, [], alpha)[0]
+
+
+def comparisons_and_ranks(
+    con: duckdb.DuckDBPyConnection,
+    pairs: Sequence[tuple[str, str]],
+    rows: Sequence[dict[str, Any]],
+    alpha: float = ALPHA,
+) -> tuple[list[Comparison], dict[str, int], list[Comparison]]:
+    """`compare_pairs(pairs)` and `paired_ranks(rows)` (what a leaderboard shows), every run's rows
+    fetched once for both."""
+    ranked = _rankable(rows)
+    runs = _Runs(con, [run for pair in pairs for run in pair] + [r["run_id"] for r in ranked])
+    ranks, comparisons = _ranks(runs, ranked, alpha)
+    return [runs.compare(a, b, alpha) for a, b in pairs], ranks, comparisons
 
 
 def compare_runs(
@@ -200,13 +215,22 @@ def paired_ranks(
     """Rank the given runs (rows of run_summary) within each suite by paired differences: rank =
     1 + the number of runs significantly better. Returns the ranks by run id and every pairwise
     comparison made (A = the run with the higher pass rate, so B - A reads "how far behind")."""
+    ranked = _rankable(rows)
+    return _ranks(_Runs(con, [r["run_id"] for r in ranked]), ranked, alpha)
+
+
+def _rankable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["pass_rate"] is not None]  # a run that scored nothing has no rank
+
+
+def _ranks(
+    fetched: _Runs, rows: Sequence[dict[str, Any]], alpha: float
+) -> tuple[dict[str, int], list[Comparison]]:
     ranks: dict[str, int] = {}
     comparisons: list[Comparison] = []
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r["pass_rate"] is not None:  # a run that scored nothing has no rank
-            by_suite.setdefault(r["suite"], []).append(r)
-    fetched = _Runs(con, [r["run_id"] for suite_runs in by_suite.values() for r in suite_runs])
+        by_suite.setdefault(r["suite"], []).append(r)
     for runs in by_suite.values():
         runs = sorted(runs, key=lambda r: (-r["pass_rate"], r["model"]))
         behind = {r["run_id"]: 0 for r in runs}

@@ -88,7 +88,7 @@ TASK_HEALTH = (
 WITH runs AS (
     SELECT run_id, suite, model, agent, suite_version,
         min(started_at) AS started_at, max(finished_at) AS finished_at
-    FROM results
+    FROM task_rollup
     GROUP BY run_id, suite, model, agent, suite_version
 ), current_version AS (
     SELECT suite, arg_max(suite_version, started_at) AS suite_version FROM runs GROUP BY suite
@@ -110,9 +110,9 @@ WITH runs AS (
     WHERE NOT p.is_oracle
 ), infra AS (
     SELECT r.suite, r.task_id,
-        count(*) FILTER (WHERE r.status = 'error' AND r.error_kind = 'infra') AS infra_errors,
-        count(*) FILTER (WHERE r.status = 'error') AS errors
-    FROM results r JOIN current_version USING (suite, suite_version)
+        CAST(sum(r.errors_infra) AS BIGINT) AS infra_errors,
+        CAST(sum(r.errors) AS BIGINT) AS errors
+    FROM task_rollup r JOIN current_version USING (suite, suite_version)
     GROUP BY r.suite, r.task_id
 ), counted AS (
     SELECT i.suite, i.task_id,

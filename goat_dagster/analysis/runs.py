@@ -12,6 +12,7 @@ was down.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import duckdb
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from goat_dagster import config
 from goat_dagster.analysis.snapshot import open_files, open_rows, open_snapshot, query
+from goat_dagster.analysis.summaries import write_summary
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries
 from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, RunIdentity, results_file
 from goat_dagster.bench.run_request import RunOutcome
@@ -93,8 +95,12 @@ def _shaped(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize_run(outcome: RunOutcome) -> RunSummary:
-    """The summary of a run that has just finished (`goat run --json`), from its Parquet file."""
+    """The summary of a run that has just finished (`goat run --json`), from its Parquet file; writes
+    the file's summary into the lake (summaries.py), which the leaderboard reads."""
     spec = outcome.spec
+    # what the analysis reads of the run; the next snapshot of the lake writes it if this cannot
+    with contextlib.suppress(OSError, duckdb.Error):
+        write_summary(outcome.results_path, config.paths().lake_summaries)
     with open_files([outcome.results_path]) as snap:
         found = run_totals(snap.con)
     totals = found[0] if found else _no_rows(spec)

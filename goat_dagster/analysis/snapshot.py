@@ -2,7 +2,9 @@
 over rows not in the lake yet (`open_rows`: a run's journal) — how every number is computed.
 
 A file still being written is skipped and reported, so one run in progress never breaks the
-analysis of the others, and nothing here waits on, or blocks, the warehouse file or a run.
+analysis of the others, and nothing here waits on, or blocks, the warehouse file or a run. A snapshot
+of the lake reads each results file's summary (its per-task rollup, summaries.py), written first when
+missing or stale, instead of its rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
 from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
 from goat_dagster.bench.manifest import CurrentSetup, current_setup
@@ -27,11 +30,20 @@ def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Pa
     """The complete Parquet files of a lake directory, and a note for each one skipped.
 
     A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
-    progress never breaks the analysis of the others.
+    progress never breaks the analysis of the others. The footers are read in one call; only when
+    one of them is bad, file by file.
     """
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        return [], []
+    try:
+        con.execute("SELECT count(*) FROM parquet_file_metadata(?)", [[str(p) for p in files]]).fetchall()
+        return files, []
+    except duckdb.Error:
+        pass
     good: list[Path] = []
     skipped: list[str] = []
-    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+    for path in files:
         try:
             con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]).fetchall()
         except duckdb.Error as exc:
@@ -72,25 +84,34 @@ def _define(
     traces: Source,
     manifests: Source = (),
     current: CurrentSetup | None = None,
+    summaries: SummaryPlan | None = None,
 ) -> None:
-    for stmt in warehouse_sql(results, traces, manifests, current, snapshot=True):
+    stored = (summaries.summaries, summaries.unsummarized) if summaries is not None else None
+    for stmt in warehouse_sql(results, traces, manifests, current, snapshot=True, summaries=stored):
         con.execute(stmt)
 
 
 @contextmanager
 def open_snapshot(
-    paths: config.GoatPaths | None = None, *, traces: bool = True, current: CurrentSetup | None = None
+    paths: config.GoatPaths | None = None,
+    *,
+    traces: bool = True,
+    current: CurrentSetup | None = None,
+    summaries: bool = True,
 ) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over the lake's complete files, in memory (closes on exit); with
     `traces=False` the traces lake is left out (what needs only the results reads less).
-    `current`: the setup whose runs the leaderboard counts (default: `current_setup()`, now)."""
+    `current`: the setup whose runs the leaderboard counts (default: `current_setup()`, now).
+    `summaries`: read each results file's summary (summaries.py; the missing or stale ones are
+    written first) instead of its rows; False reads every row (the same numbers, slower)."""
     paths = paths or config.paths()
     current = current or current_setup()
     with _connect() as con:
         results_files, skipped_results = lake_files(con, paths.lake_results)
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
         manifest_files, skipped_manifests = lake_files(con, paths.lake_runs)
-        _define(con, results_files, trace_files, manifest_files, current)
+        plan = summarize_missing(con, results_files, paths.lake_summaries) if summaries else None
+        _define(con, results_files, trace_files, manifest_files, current, plan)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
 

@@ -12,6 +12,8 @@ Objects (all in schema main):
   current_setup  one row: the prompt set and harness/grader versions a run made now would have
   calls          traces de-duplicated by call_id, run_id filled in from results.trace_id, latency_s
                  filled in from end_time - start_time when missing
+  task_rollup    one row per (run, task): the one pass over the results rows every number below reads
+                 (rollup_sql.py); in a snapshot, a run's stored summary where it has one
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
   run_intervals  one row per run: planned, scored, coverage, pass rate with its 95% interval, and the
                  errors-as-failures bound (quality_sql.py)
@@ -26,7 +28,8 @@ Objects (all in schema main):
   spend          cost by provider, model and month (UTC, of the attempt's start) over the results lake:
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
-                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips
+                 pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips,
+                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
@@ -58,6 +61,7 @@ Conventions (the numbers a user reads):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,8 +69,9 @@ from pathlib import Path
 
 from goat_dagster import config
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
+from goat_dagster.analysis.rollup_sql import task_rollup_sql
 from goat_dagster.analysis.stats import Z95
-from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES, STATUSES
+from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES
 from goat_dagster.bench.manifest import MANIFEST_TYPES, CurrentSetup
 from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
@@ -94,7 +99,7 @@ class Table:
 Source = str | Sequence[Path] | Table  # a glob of Parquet files, a list of them, or a table
 
 
-def _lake_relation(columns: dict[str, str], source: Source) -> str:
+def lake_relation(columns: dict[str, str], source: Source) -> str:
     """SELECT of exactly `columns` (typed) from a source: Parquet files (a glob string or a list of
     files) or a table.
 
@@ -122,15 +127,9 @@ def _z(power: int = 1) -> str:
     return repr(Z_95**power)
 
 
-def _sql_list(values: Sequence[str]) -> str:
-    return ", ".join(_literal(v) for v in values)
-
-
-# one count per error kind of the results schema: errors_infra, errors_timeout, ...
-_KIND_COUNTS = ",\n        ".join(
-    f"count(*) FILTER (WHERE status = 'error' AND error_kind = {_literal(k)}) AS errors_{k}"
-    for k in ERROR_KINDS
-)
+def _sums(*counts: str) -> str:
+    """Per-run totals of per-task counts (BIGINT, as the counts themselves)."""
+    return ", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in counts)
 
 
 # (name, kind for DROP, statement)
@@ -176,33 +175,18 @@ FROM traces t LEFT JOIN trace_runs tr ON t.trace_id = tr.trace_id
 QUALIFY t.call_id IS NULL
     OR row_number() OVER (PARTITION BY t.call_id ORDER BY t.source DESC, t.end_time DESC NULLS LAST) = 1""",
     ),
+    ("task_rollup", "VIEW", task_rollup_sql("results")),
     (
         "task_outcomes",
         "VIEW",
         """CREATE OR REPLACE VIEW task_outcomes AS
-WITH per_task AS (
-    SELECT run_id, suite, model, task_id,
-        count(*) AS attempts,
-        count(*) FILTER (WHERE status IN ('passed', 'failed')) AS scored,
-        count(*) FILTER (WHERE status = 'passed') AS passed,
-        count(*) FILTER (WHERE status = 'failed') AS failed,
-        count(*) FILTER (WHERE status = 'error') AS errors,
-        count(*) FILTER (WHERE status = 'unscored') AS unscored,
-        -- the distinct kinds, sorted, comma-separated (as string_agg(DISTINCT ... ORDER BY ...), at a
-        -- third of its cost over a large lake)
-        array_to_string(list_sort(list_distinct(
-            list(coalesce(error_kind, 'unknown')) FILTER (WHERE status = 'error'))), ',') AS error_kinds,
-        median(wall_s) AS wall_s,
-        sum(cost_usd) AS cost_usd,
-        list_unique(list(epoch)) AS epochs  -- count(DISTINCT epoch), at a third of its cost
-    FROM results
-    GROUP BY run_id, suite, model, task_id
-), judged AS (
-    SELECT *,
+WITH judged AS (
+    SELECT run_id, suite, model, task_id, attempts, scored, passed, failed, errors, unscored, error_kinds,
+        wall_s, cost_usd, epochs,
         CAST(passed AS DOUBLE) / nullif(scored, 0) AS pass_frac,
         CASE WHEN scored > 0 AND 2 * passed > scored THEN 'passed' WHEN scored > 0 THEN 'failed'
              WHEN unscored > 0 THEN 'unscored' ELSE 'error' END AS outcome
-    FROM per_task
+    FROM task_rollup
 )
 SELECT *,
     CASE
@@ -227,27 +211,20 @@ WITH runs AS (
         min(sandbox) AS sandbox,
         min(started_at) AS started_at,
         max(finished_at) AS finished_at,
-        count(DISTINCT task_id) AS tasks,
-        count(DISTINCT epoch) AS epochs,
-        count(*) AS attempts,
-        count(*) FILTER (WHERE status = 'passed') AS passed,
-        count(*) FILTER (WHERE status = 'failed') AS failed,
-        count(*) FILTER (WHERE status = 'error') AS errors,
-        count(*) FILTER (WHERE status = 'unscored') AS unscored,
-        {_KIND_COUNTS},
-        count(*) FILTER (WHERE status = 'error' AND (error_kind IS NULL
-            OR error_kind NOT IN ({_sql_list(ERROR_KINDS)}))) AS errors_other,
-        count(*) FILTER (WHERE status IS NULL OR status NOT IN ({_sql_list(STATUSES)})) AS invalid_rows,
+        count(*) AS tasks,  -- one row per task
+        any_value(run_epochs) AS epochs,
+        {_sums("attempts", "passed", "failed", "errors", "unscored")},
+        {_sums(*(f"errors_{k}" for k in ERROR_KINDS), "errors_other", "invalid_rows")},
         sum(cost_usd) AS cost_usd,
         sum(prompt_tokens) AS prompt_tokens,
         sum(completion_tokens) AS completion_tokens,
         sum(steps) AS steps,
         sum(tool_calls) AS tool_calls,
         (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
-        sum(wall_s) AS task_s,
-        quantile_cont(wall_s, 0.5) FILTER (WHERE status IN ('passed', 'failed')) AS task_p50_s,
-        quantile_cont(wall_s, 0.95) FILTER (WHERE status IN ('passed', 'failed')) AS task_p95_s
-    FROM results
+        sum(task_s) AS task_s,
+        any_value(run_task_p50_s) AS task_p50_s,
+        any_value(run_task_p95_s) AS task_p95_s
+    FROM task_rollup
     GROUP BY run_id, suite, model
 ), pass_k AS (
     SELECT o.run_id, o.suite, o.model,
@@ -341,10 +318,21 @@ FROM task_outcomes
 GROUP BY run_id, suite, model""",
     ),
     (
-        "ab_compare",
+        # the A/B of many pairs of runs in one pass (pair i = runs_a[i], runs_b[i]); `ab_compare` is
+        # the one pair
+        "ab_compare_pairs",
         "MACRO TABLE",
-        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
+        """CREATE OR REPLACE MACRO ab_compare_pairs(runs_a, runs_b) AS TABLE
+WITH p AS (
+    SELECT DISTINCT unnest(runs_a) AS pair_a, unnest(runs_b) AS pair_b
+), a AS (
+    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_a
+), b AS (
+    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_b
+)
 SELECT
+    coalesce(a.pair_a, b.pair_a) AS pair_a,
+    coalesce(a.pair_b, b.pair_b) AS pair_b,
     coalesce(a.task_id, b.task_id) AS task_id,
     coalesce(a.outcome, 'missing') AS outcome_a,
     coalesce(b.outcome, 'missing') AS outcome_b,
@@ -358,9 +346,14 @@ SELECT
         WHEN a.outcome = b.outcome AND a.outcome IN ('passed', 'failed') THEN 'unchanged'
         ELSE 'not comparable'
     END AS change
-FROM (SELECT * FROM task_outcomes WHERE run_id = run_a) a
-FULL OUTER JOIN (SELECT * FROM task_outcomes WHERE run_id = run_b) b ON a.task_id = b.task_id
-ORDER BY change, task_id""",
+FROM a FULL OUTER JOIN b ON a.pair_a = b.pair_a AND a.pair_b = b.pair_b AND a.task_id = b.task_id
+ORDER BY pair_a, pair_b, change, task_id""",
+    ),
+    (
+        "ab_compare",
+        "MACRO TABLE",
+        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
+SELECT * EXCLUDE (pair_a, pair_b) FROM ab_compare_pairs([run_a], [run_b]) ORDER BY change, task_id""",
     ),
 ]
 
@@ -388,12 +381,24 @@ OBJECTS: dict[str, str] = (
 
 def model_providers() -> dict[str, str]:
     """Registry key -> the provider that bills for it, from models.yaml (empty when the file is
-    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown')."""
+    invalid: the numbers do not wait for it to be fixed; spend then shows 'unknown'). Read again
+    only when the file changed (every snapshot asks)."""
+    path = config.models_file()
     try:
-        registry = load_registry()
+        st = path.stat()
+        signature = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        signature = (-1, -1)
+    return dict(_providers_of(path, signature))
+
+
+@functools.lru_cache(maxsize=8)
+def _providers_of(path: Path, signature: tuple[int, int]) -> tuple[tuple[str, str], ...]:
+    try:
+        registry = load_registry(path)
     except RegistryError:
-        return {}
-    return {m.key: m.billing_provider for m in registry.models.values()}
+        return ()
+    return tuple((m.key, m.billing_provider) for m in registry.models.values())
 
 
 def _providers_sql(providers: Mapping[str, str]) -> str:
@@ -409,13 +414,17 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("calls", "task_outcomes", "run_summary")
+SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_summary")
 
 
 def _as_table(sql: str, name: str) -> str:
     prefix = f"CREATE OR REPLACE VIEW {name} AS"
     assert sql.startswith(prefix), name
     return f"CREATE OR REPLACE TEMP TABLE {name} AS" + sql[len(prefix) :]
+
+
+def _snapshot_table(sql: str, name: str, snapshot: bool) -> str:
+    return _as_table(sql, name) if snapshot and name in SNAPSHOT_TABLES else sql
 
 
 def _current_setup_sql(current: CurrentSetup | None) -> str:
@@ -439,6 +448,7 @@ def warehouse_sql(
     *,
     snapshot: bool = False,
     providers: Mapping[str, str] | None = None,
+    summaries: tuple[Sequence[Path], Sequence[Path]] | None = None,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -448,14 +458,27 @@ def warehouse_sql(
     are computed once, as tables, from those same statements.
     `current`: the setup whose runs the leaderboard counts (`manifest.current_setup()`).
     `providers` (model -> billing provider) defaults to models.yaml's.
+    `summaries` (stored summaries, results files without one; summaries.py): `task_rollup` reads
+    those summaries and the rows of those files only (`results` is still every results file).
     """
-    analysis = [
-        _as_table(sql, name) if snapshot and name in SNAPSHOT_TABLES else sql for name, _, sql in ANALYSIS_SQL
-    ]
+    rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
+    sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
+    if summaries is not None:  # the stored summaries, and the rows of the results files without one
+        stored, unsummarized = summaries
+        rollup = [
+            f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
+        ]
+        sql_of["task_rollup"] = task_rollup_sql("unsummarized_results", stored)
+    analysis = [_snapshot_table(sql, name, snapshot) for name, sql in sql_of.items()]
     return [
-        f"CREATE OR REPLACE VIEW results AS\n{_lake_relation(RESULT_COLUMNS, results_source)}",
-        f"CREATE OR REPLACE VIEW traces AS\n{_lake_relation(TRACE_COLUMNS, traces_source)}",
-        f"CREATE OR REPLACE VIEW run_manifests AS\n{_lake_relation(MANIFEST_COLUMNS, manifests_source)}",
+        f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
+        *rollup,
+        f"CREATE OR REPLACE VIEW traces AS\n{lake_relation(TRACE_COLUMNS, traces_source)}",
+        _snapshot_table(
+            f"CREATE OR REPLACE VIEW run_manifests AS\n{lake_relation(MANIFEST_COLUMNS, manifests_source)}",
+            "run_manifests",
+            snapshot,
+        ),
         _current_setup_sql(current),
         *analysis,
         _providers_sql(model_providers() if providers is None else providers),

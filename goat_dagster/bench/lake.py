@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -107,13 +108,26 @@ def load_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[ResultR
 
 def write_lake_file(target: Path, rows: Sequence[BaseModel], types: Mapping[str, str]) -> Path:
     """Write (or replace) one Parquet file of a lake atomically (written aside, then renamed)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a name outside the lake's `*.parquet` glob until the final rename
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.parquet.tmp")
     with _duck() as con:
         load_models(con, "r", rows, types)
-        con.execute(f"COPY r TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
-    tmp.replace(target)
+        return copy_to_lake_file(con, "SELECT * FROM r", target)
+
+
+def copy_to_lake_file(
+    con: duckdb.DuckDBPyConnection, select: str, target: Path, *, kv_metadata: str | None = None
+) -> Path:
+    """Write (or replace) one Parquet file of a lake with the rows of a query, atomically: written
+    aside under a name of its own (outside the lake's `*.parquet` glob), then renamed, so readers
+    and concurrent writers of the same file never see half of one. `kv_metadata`: a DuckDB struct
+    literal of footer key-values."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.parquet.tmp")
+    kv = f", KV_METADATA {kv_metadata}" if kv_metadata else ""
+    try:
+        con.execute(f"COPY ({select}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd{kv})")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -1,0 +1,137 @@
+"""Run summaries (analysis/summaries.py): the leaderboard read from them is the leaderboard read from
+the rows, whatever state the summaries are in — all present, none (a lake from before them), one
+missing (a run killed between its results and its summary), one stale (a resumed run replaced its
+results file) — and concurrent writers never lose or duplicate a run's rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from goat_dagster.analysis.leaderboard import (
+    Leaderboard,
+    build_leaderboard,
+    comparison_markdown,
+    details_markdown,
+    leaderboard_markdown,
+    matrix_markdown,
+    paired_markdown,
+)
+from goat_dagster.analysis.snapshot import open_snapshot
+from goat_dagster.analysis.summaries import plan_summaries, summary_file, write_summary
+from goat_dagster.analysis.task_health import health_markdown
+from goat_dagster.config import GoatPaths
+
+from .conftest import fixed_results, result_row, write_parquet
+
+
+def _same_floats(x: Any) -> Any:
+    """Floats to 12 significant digits: a run's sums add the same numbers in another order."""
+    if isinstance(x, float):
+        return float(f"{x:.12g}") if math.isfinite(x) else x
+    if isinstance(x, dict):
+        return {k: _same_floats(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_same_floats(v) for v in x]
+    return x
+
+
+def seen(board: Leaderboard) -> tuple[Any, str]:
+    """Everything the leaderboard says: its JSON and every markdown the asset shows."""
+    text = "\n".join(
+        [
+            leaderboard_markdown(board),
+            details_markdown(board),
+            matrix_markdown(board),
+            comparison_markdown(board.comparisons, board.paired_ab),
+            paired_markdown(board),
+            health_markdown(board.health),
+        ]
+    )
+    return _same_floats(json.loads(json.dumps(board.to_json(), default=str))), text
+
+
+def summaries(paths: GoatPaths) -> list[Path]:
+    return sorted(paths.lake_summaries.glob("*.parquet"))
+
+
+def test_the_leaderboard_is_the_same_with_and_without_summaries(fixed_lake: GoatPaths) -> None:
+    from_rows = seen(build_leaderboard(fixed_lake, summaries=False))
+    assert summaries(fixed_lake) == []  # reading the rows writes nothing
+
+    first = build_leaderboard(fixed_lake)  # a lake from before summaries: written, then read
+    assert [p.name for p in summaries(fixed_lake)] == [f"{r}.parquet" for r in sorted(fixed_results())]
+    assert seen(first) == from_rows
+    assert first.result_rows == sum(len(rows) for rows in fixed_results().values())
+
+    with duckdb.connect() as con:  # now every results file is read through its summary
+        plan = plan_summaries(
+            con, sorted(fixed_lake.lake_results.glob("*.parquet")), fixed_lake.lake_summaries
+        )
+    assert len(plan.summaries) == 4 and plan.unsummarized == []
+    assert seen(build_leaderboard(fixed_lake)) == from_rows
+
+    # a run killed after its results and before its summary
+    summary_file(fixed_lake.lake_summaries, fixed_lake.lake_results / "run-b1.parquet").unlink()
+    with open_snapshot(fixed_lake, summaries=True) as snap:  # rebuilt and read
+        assert snap.count("task_rollup") == 5 * 4
+    assert seen(build_leaderboard(fixed_lake)) == from_rows
+
+
+def test_a_stale_summary_is_never_read(fixed_lake: GoatPaths) -> None:
+    build_leaderboard(fixed_lake)  # every run has its summary
+    a2 = fixed_lake.lake_results / "run-a2.parquet"
+    summary = summary_file(fixed_lake.lake_summaries, a2)
+    old_summary = summary.read_bytes()
+    # run-a2 resumed: its infra error redone and passed; the results file is replaced, the summary
+    # (of the old file) is left as it was, as when a run is killed before writing the new one
+    rows = fixed_results()["run-a2"]
+    rows[-1] = result_row("run-a2", "alpha", 5, 0, "passed", day=1, wall_s=5.0, cost_usd=0.005)
+    write_parquet(a2, rows)
+    summary.write_bytes(old_summary)
+    os.utime(summary)  # newer than the results file: only its recorded signature tells it is stale
+
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    board = build_leaderboard(fixed_lake)
+    assert seen(board) == expected
+    alpha = next(r for r in board.rows if r["model"] == "alpha")
+    assert (alpha["passed"], alpha["errors"]) == (3, 0)
+    assert summary.read_bytes() != old_summary  # rewritten for the new file
+
+
+def test_a_lake_that_takes_no_summary_is_read_row_by_row(fixed_lake: GoatPaths) -> None:
+    """Summaries that cannot be written (here `lake/summaries` is a file, as a read-only lake would
+    refuse them too): the rows are read instead, and the numbers are the same."""
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    fixed_lake.lake_summaries.write_text("not a directory")
+    assert seen(build_leaderboard(fixed_lake)) == expected
+
+
+def test_concurrent_writers_never_lose_or_duplicate_rows(fixed_lake: GoatPaths) -> None:
+    """Runs finishing (each writing its summary), snapshots rebuilding the same summaries and reading
+    the lake, all at once: every run's tasks are counted once, and the numbers never change."""
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    files = sorted(fixed_lake.lake_results.glob("*.parquet"))
+    attempts = sum(len(rows) for rows in fixed_results().values())
+
+    def read() -> tuple[int, int, Any]:
+        with open_snapshot(fixed_lake) as snap:
+            counted = snap.con.execute("SELECT count(*), sum(attempts) FROM task_rollup").fetchone()
+        assert counted is not None
+        return int(counted[0]), int(counted[1]), seen(build_leaderboard(fixed_lake))
+
+    with ThreadPoolExecutor(6) as pool:
+        writes = [pool.submit(write_summary, f, fixed_lake.lake_summaries) for f in files * 5]
+        reads = [pool.submit(read) for _ in range(6)]
+        for w in writes:
+            w.result()
+        for r in reads:
+            assert r.result() == (5 * len(files), attempts, expected)
+    assert [p.name for p in summaries(fixed_lake)] == [f.name for f in files]
+    assert not list(fixed_lake.lake_summaries.glob(".*"))  # no file left half-written
