@@ -19,8 +19,6 @@ from goat_dagster.bench.sandbox import SandboxError
 from goat_dagster.registry import Registry, RegistryError, load_registry
 from goat_dagster.routing.proxy import ProxyError, stop_proxy
 from goat_dagster.serving.backend import PrintLog, ServingError
-from goat_dagster.serving.local.client import ensure_control_plane, stop_control_plane
-from goat_dagster.serving.local.settings import ServeSettings
 from goat_dagster.textfmt import format_table
 from goat_dagster.tracing.langfuse_reader import LangfuseReadError
 
@@ -518,7 +516,9 @@ def serve(
     stop: bool,
 ) -> None:
     """The local llama.cpp control plane (OpenAI-compatible)."""
+    from goat_dagster.serving.local.client import ensure_control_plane, stop_control_plane  # huggingface_hub
     from goat_dagster.serving.local.server import PortInUse, run_serve  # FastAPI, uvicorn, aiohttp
+    from goat_dagster.serving.local.settings import ServeSettings
 
     if stop:
         pid = stop_control_plane()
@@ -568,6 +568,8 @@ def providers(as_json: bool, timeout_s: float) -> None:
 @main.command()
 def stop() -> None:
     """Stop what goat started in the background for this GOAT_HOME: goat serve and the LiteLLM proxy."""
+    from goat_dagster.serving.local.client import stop_control_plane  # huggingface_hub: not at start-up
+
     pid = stop_control_plane()
     click.echo(f"goat serve: {'stopped (pid ' + str(pid) + ')' if pid else 'not running'}")
     click.echo(f"LiteLLM proxy: {'stopped' if stop_proxy() else 'not running'}")

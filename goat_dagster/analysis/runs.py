@@ -24,7 +24,7 @@ from goat_dagster.analysis.summaries import write_summary
 from goat_dagster.bench.journal import RunSpec, journal_file, latest_rows, read_entries
 from goat_dagster.bench.lake import ERROR_KINDS, ResultRow, RunIdentity, results_file
 from goat_dagster.bench.run_request import RunOutcome
-from goat_dagster.tracing.export import export_path
+from goat_dagster.tracing.sink_store import export_path
 
 
 class RunSummary(BaseModel):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import py_compile
 import queue
 import shutil
 import signal
@@ -55,6 +56,8 @@ from goat_dagster.bench.bwrap import (
     SANDBOX_PATH,
     SUPPORT,
     WORKDIR,
+    WORKER_PROGRAM,
+    WORKER_SOURCE,
     base_interpreter,
     bwrap_command,
     bwrap_turned_off,
@@ -308,7 +311,9 @@ class LocalSandboxPool(SandboxPool):
             for i in range(max(1, options.size)):
                 slot = LocalSlot(self, i)
                 self._all.append(slot)
-                slot.worker.start()
+                slot.worker.launch()
+            for slot in self._all:  # launched side by side, then each waited for
+                slot.worker.wait_ready()
                 self.slots.put(slot)
         except BaseException:
             self.close()
@@ -320,7 +325,9 @@ class LocalSandboxPool(SandboxPool):
         """/opt/goat in the sandbox: the worker, `python`/`python3`, a passwd naming the sandbox user."""
         sup = self.base / "support"
         (sup / "bin").mkdir(parents=True)
-        shutil.copy2(sandbox_worker.__file__, sup / "sandbox_worker.py")
+        shutil.copy2(sandbox_worker.__file__, sup / WORKER_SOURCE)
+        source = f"{SUPPORT}/{WORKER_SOURCE}" if self.bwrap else str(sup / WORKER_SOURCE)
+        py_compile.compile(str(sup / WORKER_SOURCE), str(sup / WORKER_PROGRAM), dfile=source, doraise=True)
         for name in ("python", "python3"):
             (sup / "bin" / name).symlink_to(self.python)
         # checks run under an execute-only copy: a process whose binary it cannot read is made
@@ -359,7 +366,7 @@ class LocalSandboxPool(SandboxPool):
         if slot.uid is not None:
             worker_args += ["--uid", str(slot.uid), "--worker-uid", str(slot.worker_uid)]
         if not self.bwrap:
-            return [str(self.python), "-E", "-s", "-B", str(self.support / "sandbox_worker.py"), *worker_args]
+            return [str(self.python), "-E", "-s", "-B", str(self.support / WORKER_PROGRAM), *worker_args]
         return bwrap_command(
             self.bwrap,
             support=self.support,

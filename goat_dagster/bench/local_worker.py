@@ -42,7 +42,14 @@ class WorkerProcess:
         self.buf = bytearray()
 
     def start(self) -> None:
-        """(Re)start the worker, through `spawn` (the pool's spawner thread: see `LocalSandboxPool.spawn`)."""
+        """(Re)start the worker and wait until it is ready."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the worker process, through `spawn` (the pool's spawner thread: see
+        `LocalSandboxPool.spawn`), without waiting for it: a pool launches all its slots' workers
+        first, then waits for each (`wait_ready`), so they start side by side."""
         self.kill()  # whatever is left of a previous one: its process, pipes and log handle
         argv = self.argv
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
@@ -68,6 +75,9 @@ class WorkerProcess:
             raise
         self.stderr = log_file
         self.buf = bytearray()
+
+    def wait_ready(self) -> None:
+        """Wait for the launched worker's ready line (SandboxError if it does not come)."""
         try:
             first = self._readline(timeout=30)
         except WorkerExited as exc:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -29,7 +30,9 @@ from goat_dagster.bench.tasks import Suite
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.registry import Registry
 from goat_dagster.routing.gateway import Gateway
-from goat_dagster.serving.backends import Backends
+
+if TYPE_CHECKING:  # serving.backends imports modal (0.15 s of start-up a run without a model does not use)
+    from goat_dagster.serving.backends import Backends
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -15,6 +15,7 @@ import contextlib
 import secrets
 import threading
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from goat_dagster.bench.agent import Agent
@@ -39,7 +40,9 @@ from goat_dagster.bench.tasks import Task
 from goat_dagster.registry import ModelEntry, load_registry, slugify
 from goat_dagster.routing.gateway import Gateway, resolve_gateway
 from goat_dagster.routing.proxy import gateway_lease
-from goat_dagster.serving.backends import Backends
+
+if TYPE_CHECKING:  # serving.backends imports modal: only runs that call a model import it (_backends)
+    from goat_dagster.serving.backends import Backends
 
 
 def new_run_id(model: str, suite: str) -> str:
@@ -60,7 +63,15 @@ def parallel_for(request: RunRequest, agent: Agent, entry: ModelEntry) -> int:
         return request.parallel
     if not agent.needs_gateway:
         return SANDBOX_PARALLEL
-    return (request.backends or Backends.from_settings()).for_entry(entry).default_parallel
+    return _backends(request).for_entry(entry).default_parallel
+
+
+def _backends(request: RunRequest) -> Backends:
+    """The request's serving backends, else the environment's (asked only by runs that call a model)."""
+    # only now: the serving backends import modal (0.15 s an oracle run need not pay)
+    from goat_dagster.serving.backends import Backends
+
+    return request.backends or Backends.from_settings()
 
 
 def run_benchmark(request: RunRequest) -> RunOutcome:
@@ -136,7 +147,7 @@ def _describe(
     gateway: Gateway | None,
 ) -> RunManifest:
     """The run's manifest: what serves the model is asked only when the agent calls it."""
-    backends = (request.backends or Backends.from_settings()) if agent.needs_gateway else None
+    backends = _backends(request) if agent.needs_gateway else None
     return describe_run(
         spec,
         agent=agent,

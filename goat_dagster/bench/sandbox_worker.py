@@ -28,6 +28,7 @@ import _thread
 import base64
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import re
@@ -711,6 +712,7 @@ def zygote_main() -> None:
     except OSError:
         dumpable = None
     info = {"ready": True, "uid": os.getuid(), "dumpable": dumpable, "ctypes": "_ctypes" in sys.modules}
+    gc.freeze()  # what the zygote holds stays out of every check's collections (no copy-on-write)
     sock.send(json.dumps(info).encode())
     python = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "python")
     while True:
@@ -1406,10 +1408,10 @@ def print_user_traceback(exc: BaseException) -> None:
     import runpy
     import traceback
 
-    here = globals().get("__file__")  # none in a `python -c` check runner
+    # the runner's own frames: its code's file name (the source's path when it runs compiled,
+    # "<string>" as a `python -c` check runner)
     skip = {os.path.abspath(runpy.__file__), "<frozen runpy>", "<string>"}
-    if here:
-        skip.add(os.path.abspath(here))
+    skip.add(print_user_traceback.__code__.co_filename)
     tb = exc.__traceback__
     while tb is not None and (
         tb.tb_frame.f_code.co_filename in skip or os.path.abspath(tb.tb_frame.f_code.co_filename) in skip

@@ -30,7 +30,7 @@ from goat_dagster import config
 from goat_dagster.tabular import arrow_schema
 from goat_dagster.tracing.langfuse_reader import LangfuseReadError, LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import CallRecord, TraceRecord
-from goat_dagster.tracing.sink_store import read_sink, run_file
+from goat_dagster.tracing.sink_store import export_path, read_sink
 
 Source = Literal["auto", "sink", "langfuse"]
 R = TypeVar("R")
@@ -72,10 +72,6 @@ def collect_traces(
             )
         return used, read_langfuse(settings, run_id)
     return used, read_sink(run_id)
-
-
-def export_path(run_id: str) -> Path:
-    return config.paths().lake_traces / f"{run_file(run_id).stem}.parquet"
 
 
 @dataclass

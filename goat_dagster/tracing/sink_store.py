@@ -36,6 +36,12 @@ def run_file(run_id: str) -> Path:
     return sink_dir() / f"{name}.jsonl"
 
 
+def export_path(run_id: str) -> Path:
+    """The run's exported traces in the lake (`tracing.export` writes it; readers find it here
+    without importing pyarrow)."""
+    return config.paths().lake_traces / f"{run_file(run_id).stem}.parquet"
+
+
 def _ts(epoch: Any) -> datetime | None:
     if isinstance(epoch, int | float) and epoch > 0:
         return datetime.fromtimestamp(float(epoch), UTC)
