@@ -1,0 +1,5 @@
+"""`python -m goat_dagster.cli`: the `goat` command."""
+
+from goat_dagster.cli import main
+
+main()
