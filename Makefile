@@ -44,6 +44,9 @@ $(STAMP): pyproject.toml uv.lock Makefile
 	# --compile-bytecode: every process (each Dagster run worker included) then imports from .pyc
 	# files even where PYTHONDONTWRITEBYTECODE is set; otherwise it compiles ~1000 modules (~3 s)
 	$(UV) sync --locked --compile-bytecode --extra dev --group models
+	# goat's own modules too (an editable install: uv compiles only site-packages); a module
+	# edited later is compiled in memory until the next install
+	$(BIN)/python -m compileall -q goat_dagster
 ifeq ($(ENGINE),native)
 	# the locked version again, compiled -march=native outside uv's cache (--no-config: without the
 	# portable flags of pyproject.toml, which would otherwise come last and win)
