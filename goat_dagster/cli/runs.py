@@ -10,6 +10,7 @@ import click
 from goat_dagster import config
 from goat_dagster.bench.interrupt import Stopped, resume_command, stop_on_signals
 from goat_dagster.bench.sandbox import SandboxError
+from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.cli.common import emit, fail
 from goat_dagster.registry import Registry, load_registry
 from goat_dagster.routing.proxy import ProxyError
@@ -39,6 +40,21 @@ from goat_dagster.serving.backend import PrintLog, ServingError
     "goat serve worker answers one call at a time; 2 for Modal, cloud, or an agent calling no model).",
 )
 @click.option("--epochs", default=1, show_default=True, type=int)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    help=f"Model calls per task attempt (default {AgentLimits.max_steps}).",
+)
+@click.option(
+    "--max-output-tokens",
+    type=click.IntRange(min=16),
+    help=f"Completion tokens per call (default {AgentLimits.max_output_tokens}).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Wall clock of one task attempt's agent phase (default {AgentLimits.max_seconds:g} s).",
+)
 @click.option("--run-id", default=None, help="Resume (or name) a run.")
 @click.option("--budget-usd", default=None, type=float, help="Stop starting tasks once spent.")
 @click.option("--tasks", default=None, help="Only these task ids: ID[,ID...].")
@@ -65,6 +81,9 @@ def run(
     sandbox: str,
     parallel: int | None,
     epochs: int,
+    max_steps: int | None,
+    max_output_tokens: int | None,
+    max_seconds: float | None,
     run_id: str | None,
     budget_usd: float | None,
     tasks: str | None,
@@ -88,7 +107,6 @@ def run(
     from goat_dagster.bench.run_request import RunRequest
     from goat_dagster.bench.runner import run_benchmark
     from goat_dagster.bench.suite import SuiteError
-    from goat_dagster.bench.usage import AgentLimits
 
     registry = load_registry()
     bar = ProgressBar()
@@ -98,6 +116,8 @@ def run(
         started[:] = [spec.run_id]
         bar.start(spec, pending, total)
 
+    given = {"max_steps": max_steps, "max_output_tokens": max_output_tokens, "max_seconds": max_seconds}
+    limits = AgentLimits(**{k: v for k, v in given.items() if v is not None})  # else AgentLimits' defaults
     try:
         with stop_on_signals():  # SIGTERM/SIGINT: the run ends cleanly, resumable (bench/interrupt.py)
             work = tasks_to_run(suite, prompt, batch)
@@ -110,7 +130,7 @@ def run(
                 work,
                 epochs=epochs,
                 run_id=run_id,
-                limits=AgentLimits(),
+                limits=limits,
                 budget_usd=budget_usd,
             )
             if not over_budget:
@@ -127,6 +147,7 @@ def run(
                 budget_usd=budget_usd,
                 task_ids=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
                 mounts=mounts,
+                limits=limits,
                 on_start=on_start,
                 on_task=bar.task,
                 registry=registry,
