@@ -6,10 +6,12 @@ embedded PostgreSQL (pgserver) for the whole session, exactly as `goat` builds i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,13 @@ def benchmark(**request: Any) -> RunSummary:
     """A benchmark run as `goat run` makes one: the harness runs the request, then the warehouse SQL
     sums up its rows (what `goat run --json` prints)."""
     return summarize_run(run_benchmark(RunRequest(**request)))
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
+    """A stand-in server's JSON answer."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

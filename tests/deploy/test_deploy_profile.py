@@ -34,7 +34,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PROJECT, free_port
+from tests.conftest import PROJECT, free_port, send_json
 
 pytestmark = pytest.mark.integration
 DEPLOY = PROJECT / "deploy"
@@ -119,12 +119,7 @@ class FakeKubernetes:
                     return
                 outer.jobs.append((m.group(1), body, self.headers.get("authorization", "")))
                 body.setdefault("metadata", {})["uid"] = str(uuid.uuid4())
-                data = json.dumps(body).encode()
-                self.send_response(201)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 201, body)
 
             def log_message(self, *args: object) -> None:
                 pass

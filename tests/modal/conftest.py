@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from modal._utils.async_utils import synchronizer
 
+from tests.conftest import send_json
+
 
 def _cells(fn: Any) -> dict[str, Any]:
     code, closure = fn.__code__, fn.__closure__ or ()
@@ -102,16 +104,6 @@ def _no_goat_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 STAND_IN_KEY = "vllm-key-for-the-stand-in"
-
-
-def send_json(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
-    """A stand-in server's JSON answer."""
-    data = json.dumps(body).encode()
-    handler.send_response(code)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 @pytest.fixture(autouse=True)

@@ -55,8 +55,8 @@ from goat_dagster.serving.modal.langfuse_server import (
     store_password,
 )
 from goat_dagster.serving.modal.setup import apply_plan, build_plan
-from tests.conftest import PROJECT
-from tests.modal.conftest import _cells, send_json
+from tests.conftest import PROJECT, send_json
+from tests.modal.conftest import _cells
 
 REGISTRY = load_registry(PROJECT / "models.yaml")
 GOAT = str(Path(sys.executable).with_name("goat"))

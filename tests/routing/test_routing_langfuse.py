@@ -23,6 +23,7 @@ from goat_dagster.tracing.export import TRACE_SCHEMA, collect_traces, export_tra
 from goat_dagster.tracing.langfuse_reader import LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import call_metadata
 from goat_dagster.tracing.sink_store import read_sink_lines
+from tests.conftest import send_json
 
 from .conftest import gateway, wait_until
 
@@ -62,12 +63,7 @@ def langfuse_api():
             self._send(200, {"data": page, "meta": meta})
 
         def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, code, body)
 
         def log_message(self, *args: object) -> None:
             pass
