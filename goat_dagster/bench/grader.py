@@ -42,6 +42,9 @@ def _module_of(path: str) -> str | None:
     return stem if dot and ext in ("py", "pyc", "pyw", "so") and stem.isidentifier() else None
 
 
+_BLOCK_NODES = (ast.stmt, ast.excepthandler, ast.match_case)  # what holds statements
+
+
 def _imports(source: str) -> set[str]:
     """Top-level modules a test file imports (absolute imports only)."""
     try:
@@ -49,11 +52,16 @@ def _imports(source: str) -> set[str]:
     except (SyntaxError, ValueError):
         return set()
     names: set[str] = set()
-    for node in ast.walk(tree):
+    stack: list[ast.AST] = list(tree.body)
+    while stack:  # statements only (an import is one, anywhere): not every expression node of ast.walk
+        node = stack.pop()
         if isinstance(node, ast.Import):
             names.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
+        for _field, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                stack.extend(v for v in value if isinstance(v, _BLOCK_NODES))
     return names
 
 

@@ -704,6 +704,7 @@ def zygote_main() -> None:
     """`--check-zygote`: serve the worker on fd 3 (see Zygote). Never imports ctypes."""
     sock = socket.socket(fileno=3)
     completed_call_span()
+    guard_base()  # once, for every check forked from here
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
@@ -1173,6 +1174,34 @@ def _real(path: str, lstat: object, readlink: object, is_link: object, os_error:
     return "/" + "/".join(out)
 
 
+_GUARD_BASE: tuple | None = None
+
+
+def guard_base() -> tuple:
+    """What the guard of every check of this interpreter trusts: (the sys.path it was made for, the
+    trusted roots — the stdlib's prefixes and the runner's own directory —, the sys.path directories
+    beneath them, the stdlib's module names, importlib's and doctest's files). The check zygote makes
+    it once, before it forks any check (realpath and finder lookups: most of a guard's set-up); it is
+    immutable (a tuple of strings, tuples and a frozenset), so no check can change what another's
+    guard trusts, and it is made again in a process whose sys.path is not the one it was made for."""
+    global _GUARD_BASE
+    from importlib.machinery import PathFinder
+
+    path = tuple(sys.path)
+    if _GUARD_BASE is None or _GUARD_BASE[0] != path:
+        here = globals().get("__file__")  # none when the runner is `python -c` (the Modal sandbox)
+        roots = (sys.base_prefix, sys.prefix, *([os.path.dirname(here)] if here else []))
+        trusted = tuple({os.path.realpath(p) + "/" for p in roots})
+        under = [p for p in path if isinstance(p, str) and p and os.path.realpath(p).startswith(trusted)]
+        outside = tuple(under)
+        stdlib = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset(CUSTOMIZE)
+        doctest = PathFinder.find_spec("doctest", list(outside))
+        doctest_file = doctest.origin if doctest is not None else None
+        importlib_file = PathFinder.find_spec.__code__.co_filename
+        _GUARD_BASE = (path, trusted, outside, stdlib, importlib_file, doctest_file)
+    return _GUARD_BASE
+
+
 def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | None) -> object:
     """The audit hook of a check's process (see the comment above run_check)."""
     from importlib.machinery import PathFinder
@@ -1185,30 +1214,32 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
     type_, str_, bytes_, list_, tuple_ = type, str, bytes, list, tuple
     os_error, permission_error, natives = OSError, PermissionError, NATIVE_DOORS
     normpath = os.path.normpath  # before the program only
-    here = globals().get("__file__")  # none when the runner is `python -c` (the Modal sandbox)
-    roots = (sys.base_prefix, sys.prefix, *([os.path.dirname(here)] if here else []))
-    trusted = tuple({os.path.realpath(p) + "/" for p in roots})
-    outside = [p for p in sys.path if isinstance(p, str) and p and os.path.realpath(p).startswith(trusted)]
+    _path, trusted, outside, stdlib, importlib_file, doctest_file = guard_base()
 
     def found_outside(name: str) -> bool:
         try:
-            return name in sys.builtin_module_names or PathFinder.find_spec(name, outside) is not None
+            return name in sys.builtin_module_names or PathFinder.find_spec(name, list(outside)) is not None
         except Exception:
             return False
 
-    expected = set(check.get("expected") or ())
-    test_files = {_norm(os.path.join(cwd, f)) for f in check.get("test_files") or ()}
-    if script is not None:
-        test_files.add(_norm(script))  # the program itself is run, not imported
-    test_modules = set(check.get("test_modules") or ()) - expected
-    stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(CUSTOMIZE)
-    imported = {n for n in check.get("protect") or () if n not in stdlib and found_outside(n)}
-    shadowed = {n: "the standard library module" for n in stdlib - expected}
-    shadowed.update({n: "the module the tests import" for n in imported - expected})
-    shadowed.update({n: "the hidden test module" for n in test_modules})
-    importlib_file = PathFinder.find_spec.__code__.co_filename
-    doctest = PathFinder.find_spec("doctest", outside)
-    doctest_file = doctest.origin if doctest is not None else None
+    # frozen: what the hook reads can be reached from the program's frames, but not changed
+    expected = frozenset(check.get("expected") or ())
+    scripts = [script] if script is not None else []  # the program itself is run, not imported
+    test_files = frozenset(_norm(os.path.join(cwd, f)) for f in [*(check.get("test_files") or ()), *scripts])
+    test_modules = frozenset(check.get("test_modules") or ()) - expected
+    protect = check.get("protect") or ()
+    imported = frozenset(n for n in protect if n not in stdlib and found_outside(n)) - expected
+
+    def shadows(name: str) -> str | None:
+        """What a work-dir module of this name would shadow (None: nothing the check relies on)."""
+        if name in test_modules:
+            return "the hidden test module"
+        if name in imported:
+            return "the module the tests import"
+        if name in stdlib and name not in expected:
+            return "the standard library module"
+        return None
+
     deny = dict(DENIED_EVENTS)
     suffixes = (".py", ".pyc", ".pyw", ".so")
 
@@ -1239,15 +1270,18 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
 
     def check_module(path: str) -> None:
         found = module_name(path)
-        if found is None or found[0] not in shadowed or path in test_files:
+        if found is None or path in test_files:
             return
         name, where = found
+        what = shadows(name)
+        if what is None:
+            return
         rel = path[len(cwd) + 1 :] if path.startswith(cwd + "/") else path
-        violation(f"shadowing: {rel} (in {where}, on sys.path) shadows {shadowed[name]} {name!r}")
+        violation(f"shadowing: {rel} (in {where}, on sys.path) shadows {what} {name!r}")
 
     # Before the program runs: a module the tests import (or a hidden test module) that the program's
     # directory also holds is refused even when this interpreter has it loaded already.
-    wanted = {n for n in check.get("protect") or () if n in stdlib or n in imported} - expected
+    wanted = {n for n in protect if n in stdlib or n in imported} - expected
     wanted |= test_modules
     try:
         entries = os.listdir(path0)
@@ -1256,10 +1290,11 @@ def make_guard(path0: str, cwd: str, check: dict, chan_fd: int, script: str | No
     for entry in sorted(entries):
         full = normpath(os.path.join(path0, entry))
         name = entry.split(".", 1)[0]
-        is_module = entry.endswith(suffixes) or os.path.isfile(os.path.join(full, "__init__.py"))
-        if name in wanted and is_module and full not in test_files and name in shadowed:
+        if name not in wanted or full in test_files or shadows(name) is None:
+            continue
+        if entry.endswith(suffixes) or os.path.isfile(os.path.join(full, "__init__.py")):
             rel = os.path.relpath(full, cwd) if full.startswith(cwd + "/") else full
-            violation(f"shadowing: {rel} (in {path0}, on sys.path) shadows {shadowed[name]} {name!r}")
+            violation(f"shadowing: {rel} (in {path0}, on sys.path) shadows {shadows(name)} {name!r}")
 
     def hook(event: str, args: tuple) -> None:
         if type_(event) is not str_ or type_(args) is not tuple_:
