@@ -119,6 +119,9 @@ def run(
 
     given = {"max_steps": max_steps, "max_output_tokens": max_output_tokens, "max_seconds": max_seconds}
     limits = AgentLimits(**{k: v for k, v in given.items() if v is not None})  # else AgentLimits' defaults
+    # the DuckDB views people query themselves read the lake by glob, so they need not wait for this
+    # run's file: made or brought up to date beside the run (a CPU is often idle), done before we end
+    views = threading.Thread(target=update_views, name="goat-warehouse-views")
     try:
         with stop_on_signals():  # SIGTERM/SIGINT: the run ends cleanly, resumable (bench/interrupt.py)
             work = tasks_to_run(suite, prompt, batch)
@@ -154,9 +157,6 @@ def run(
                 registry=registry,
             )
             prepare_gateway(registry, model, agent, quiet=as_json)
-            # the DuckDB views people query themselves read the lake by glob, so they need not wait
-            # for this run's file: made or brought up to date beside the run (a CPU is often idle)
-            views = threading.Thread(target=update_views, name="goat-warehouse-views")
             views.start()
             outcome = run_benchmark(request)
     except Stopped as stop:
@@ -166,8 +166,9 @@ def run(
         fail(f"goat run: {exc.args[0] if isinstance(exc, KeyError) else exc}")
     finally:
         bar.close()
+        if views.is_alive():
+            views.join()
     summary = summarize_run(outcome).model_dump(mode="json")
-    views.join()
     answers = prompt_answers(outcome.run_id) if summary["unscored"] or not work.tasks[0].scored else None
     if as_json:
         emit({**summary, **({"answers": answers} if answers is not None else {})})
