@@ -29,7 +29,9 @@ Objects (all in schema main):
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips,
-                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once
+                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once,
+                 paired_compare_pairs(runs_a, runs_b) -> per pair: the paired statistics' counts and
+                 sums and the flipped tasks (paired_sql.py)
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
@@ -68,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goat_dagster import config
+from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
 from goat_dagster.analysis.rollup_sql import task_rollup_sql
 from goat_dagster.analysis.stats import Z95
@@ -355,6 +358,7 @@ ORDER BY pair_a, pair_b, change, task_id""",
         """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
 SELECT * EXCLUDE (pair_a, pair_b) FROM ab_compare_pairs([run_a], [run_b]) ORDER BY change, task_id""",
     ),
+    PAIRED_COMPARE_PAIRS,
 ]
 
 SPEND_SQL = """CREATE OR REPLACE VIEW spend AS
