@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from goat_dagster import config
 from goat_dagster.analysis.comparability import manifest_differences, manifests_of
+from goat_dagster.analysis.paired_sql import SCORED_BY_ONE
 from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.stats import mcnemar_exact, paired_interval
 
@@ -145,12 +146,15 @@ class _Runs:
         }
         return [self._comparison(a, b, rows.get((a, b)), alpha) for a, b in pairs]
 
+    def _scored_by_one(self, run: str, other: str) -> list[str]:
+        return [t for (t,) in self.con.execute(SCORED_BY_ONE, [run, other]).fetchall()]
+
     def _comparison(self, run_a: str, run_b: str, row: dict[str, Any] | None, alpha: float) -> Comparison:
         a, b = self.info[run_a], self.info[run_b]
-        row = row or {"shared_tasks": 0, "mean_d": None, "sd_d": None}  # neither scored a task
+        assert row is not None  # paired_compare_pairs has a row for every pair
         shared = row["shared_tasks"]
         interval = paired_interval(shared, row["mean_d"], row["sd_d"]) if shared else None
-        p2f, f2p = row.get("pass_to_fail") or [], row.get("fail_to_pass") or []
+        p2f, f2p = sorted(row["pass_to_fail"]), sorted(row["fail_to_pass"])
         p = mcnemar_exact(len(p2f), len(f2p))
         spread = interval is not None and interval.se is not None
         excludes_zero = spread and (interval.low > 0 or interval.high < 0)  # type: ignore[union-attr]
@@ -160,10 +164,10 @@ class _Runs:
             run_b=b,
             same_suite_version=a.suite == b.suite and a.suite_version == b.suite_version,
             shared_tasks=shared,
-            only_a=row.get("only_a") or [],
-            only_b=row.get("only_b") or [],
-            pass_rate_a=row.get("pass_rate_a"),
-            pass_rate_b=row.get("pass_rate_b"),
+            only_a=self._scored_by_one(run_a, run_b) if row["only_a_tasks"] else [],
+            only_b=self._scored_by_one(run_b, run_a) if row["only_b_tasks"] else [],
+            pass_rate_a=row["pass_rate_a"],
+            pass_rate_b=row["pass_rate_b"],
             difference=interval.estimate if interval else None,
             se=interval.se if interval else None,
             ci_low=interval.low if interval and interval.se is not None else None,
