@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis import lake_index
 from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
 from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
@@ -26,14 +27,18 @@ from goat_dagster.bench.manifest import CurrentSetup, current_setup
 ROWS_TABLE = "unsaved_results"
 
 
-def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Path], list[str]]:
+def lake_files(
+    con: duckdb.DuckDBPyConnection, directory: Path, known: Sequence[Path] = ()
+) -> tuple[list[Path], list[str]]:
     """The complete Parquet files of a lake directory, and a note for each one skipped.
 
     A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
     progress never breaks the analysis of the others. The footers are read in one call; only when
-    one of them is bad, file by file.
+    one of them is bad, file by file. `known`: files read whole since they last changed (the lake
+    index's), taken without reading their footers again.
     """
     files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    files = [f for f in files if f not in set(known)]
     if not files:
         return [], []
     try:
@@ -84,9 +89,9 @@ def _define(
     traces: Source,
     manifests: Source = (),
     current: CurrentSetup | None = None,
-    summaries: SummaryPlan | None = None,
+    summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
 ) -> None:
-    stored = (summaries.summaries, summaries.unsummarized) if summaries is not None else None
+    stored = summaries
     for stmt in warehouse_sql(results, traces, manifests, current, snapshot=True, summaries=stored):
         con.execute(stmt)
 
@@ -107,13 +112,59 @@ def open_snapshot(
     paths = paths or config.paths()
     current = current or current_setup()
     with _connect() as con:
-        results_files, skipped_results = lake_files(con, paths.lake_results)
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
-        manifest_files, skipped_manifests = lake_files(con, paths.lake_runs)
-        plan = summarize_missing(con, results_files, paths.lake_summaries) if summaries else None
-        _define(con, results_files, trace_files, manifest_files, current, plan)
+        if summaries:
+            results_files, skipped_results, rollup = _indexed_results(con, paths)
+            manifests, skipped_manifests = _indexed_manifests(con, paths)
+        else:
+            results_files, skipped_results = lake_files(con, paths.lake_results)
+            manifests, skipped_manifests = lake_files(con, paths.lake_runs)
+            rollup = None
+        _define(con, results_files, trace_files, manifests, current, rollup)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
+
+
+ROLLUP_TABLE, MANIFESTS_TABLE = "indexed_rollup", "indexed_manifests"
+
+
+def _indexed_results(
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths
+) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]]]:
+    """The results files, the notes of those skipped, and what `task_rollup` reads: the lake
+    index's rows of the files it covers (lake_index.py), the summaries of the others (written first
+    when missing or stale: summaries.py), the rows of the files left. The index is written again
+    when it lacked a run that has a summary."""
+    listed = sorted(paths.lake_results.glob("*.parquet")) if paths.lake_results.is_dir() else []
+    sigs = lake_index.signatures(listed)
+    index = lake_index.rollup_index(paths.lake_summaries)
+    names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
+    covered = [f for f in listed if f.name in names]
+    rest, skipped = lake_files(con, paths.lake_results, known=covered)
+    plan: SummaryPlan = summarize_missing(con, rest, paths.lake_summaries)
+    stored = lake_index.add(con, ROLLUP_TABLE, plan.summaries, sigs, lake_index.exists(con, ROLLUP_TABLE))
+    if plan.summaries:
+        lake_index.write(con, ROLLUP_TABLE, index)
+    return sorted([*covered, *rest]), skipped, (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+
+
+def _indexed_manifests(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths) -> tuple[Source, list[str]]:
+    """The runs lake through the index the same way: its rows of the files it covers, the others'
+    files (and the index written again with them)."""
+    listed = sorted(paths.lake_runs.glob("*.parquet")) if paths.lake_runs.is_dir() else []
+    sigs = lake_index.signatures(listed)
+    index = lake_index.manifests_index(paths.lake_summaries)
+    names = lake_index.load(con, index, MANIFESTS_TABLE, sigs)
+    covered = [f for f in listed if f.name in names]
+    rest, skipped = lake_files(con, paths.lake_runs, known=covered)
+    try:
+        stored = lake_index.add(con, MANIFESTS_TABLE, rest, sigs, lake_index.exists(con, MANIFESTS_TABLE))
+    except duckdb.Error:  # a manifest file the index's columns cannot take: read the files
+        files, skipped = lake_files(con, paths.lake_runs)
+        return files, skipped
+    if rest:
+        lake_index.write(con, MANIFESTS_TABLE, index)
+    return (Table(MANIFESTS_TABLE) if stored else []), skipped
 
 
 @contextmanager

@@ -452,7 +452,7 @@ def warehouse_sql(
     *,
     snapshot: bool = False,
     providers: Mapping[str, str] | None = None,
-    summaries: tuple[Sequence[Path], Sequence[Path]] | None = None,
+    summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -462,8 +462,9 @@ def warehouse_sql(
     are computed once, as tables, from those same statements.
     `current`: the setup whose runs the leaderboard counts (`manifest.current_setup()`).
     `providers` (model -> billing provider) defaults to models.yaml's.
-    `summaries` (stored summaries, results files without one; summaries.py): `task_rollup` reads
-    those summaries and the rows of those files only (`results` is still every results file).
+    `summaries` (stored summaries — files, or the table of the lake index's rows —, results files
+    without one; summaries.py, lake_index.py): `task_rollup` reads those summaries and the rows of
+    those files only (`results` is still every results file).
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
@@ -472,7 +473,11 @@ def warehouse_sql(
         rollup = [
             f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
         ]
-        sql_of["task_rollup"] = task_rollup_sql("unsummarized_results", stored)
+        sql_of["task_rollup"] = (
+            task_rollup_sql("unsummarized_results", stored_table=stored.name)
+            if isinstance(stored, Table)
+            else task_rollup_sql("unsummarized_results", stored)
+        )
     analysis = [_snapshot_table(sql, name, snapshot) for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
