@@ -28,17 +28,16 @@ ROWS_TABLE = "unsaved_results"
 
 
 def lake_files(
-    con: duckdb.DuckDBPyConnection, directory: Path, known: Sequence[Path] = ()
+    con: duckdb.DuckDBPyConnection, directory: Path, candidates: Sequence[Path] | None = None
 ) -> tuple[list[Path], list[str]]:
-    """The complete Parquet files of a lake directory, and a note for each one skipped.
+    """The complete Parquet files of a lake directory (or of `candidates`, files listed from it
+    before), and a note for each one skipped.
 
     A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
     progress never breaks the analysis of the others. The footers are read in one call; only when
-    one of them is bad, file by file. `known`: files read whole since they last changed (the lake
-    index's), taken without reading their footers again.
+    one of them is bad, file by file.
     """
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
-    files = [f for f in files if f not in set(known)]
+    files = _listed(directory) if candidates is None else list(candidates)
     if not files:
         return [], []
     try:
@@ -56,6 +55,10 @@ def lake_files(
             continue
         good.append(path)
     return good, skipped
+
+
+def _listed(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
 
 @dataclass
@@ -135,12 +138,13 @@ def _indexed_results(
     index's rows of the files it covers (lake_index.py), the summaries of the others (written first
     when missing or stale: summaries.py), the rows of the files left. The index is written again
     when it lacked a run that has a summary."""
-    listed = sorted(paths.lake_results.glob("*.parquet")) if paths.lake_results.is_dir() else []
+    listed = _listed(paths.lake_results)
     sigs = lake_index.signatures(listed)
     index = lake_index.rollup_index(paths.lake_summaries)
     names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
     covered = [f for f in listed if f.name in names]
-    rest, skipped = lake_files(con, paths.lake_results, known=covered)
+    # the others as listed with the signatures: a file landing from now on waits for the next snapshot
+    rest, skipped = lake_files(con, paths.lake_results, [f for f in listed if f.name not in names])
     plan: SummaryPlan = summarize_missing(con, rest, paths.lake_summaries)
     stored = lake_index.add(con, ROLLUP_TABLE, plan.summaries, sigs, lake_index.exists(con, ROLLUP_TABLE))
     if plan.summaries:
@@ -151,12 +155,11 @@ def _indexed_results(
 def _indexed_manifests(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths) -> tuple[Source, list[str]]:
     """The runs lake through the index the same way: its rows of the files it covers, the others'
     files (and the index written again with them)."""
-    listed = sorted(paths.lake_runs.glob("*.parquet")) if paths.lake_runs.is_dir() else []
+    listed = _listed(paths.lake_runs)
     sigs = lake_index.signatures(listed)
     index = lake_index.manifests_index(paths.lake_summaries)
     names = lake_index.load(con, index, MANIFESTS_TABLE, sigs)
-    covered = [f for f in listed if f.name in names]
-    rest, skipped = lake_files(con, paths.lake_runs, known=covered)
+    rest, skipped = lake_files(con, paths.lake_runs, [f for f in listed if f.name not in names])
     try:
         stored = lake_index.add(con, MANIFESTS_TABLE, rest, sigs, lake_index.exists(con, MANIFESTS_TABLE))
     except duckdb.Error:  # a manifest file the index's columns cannot take: read the files
