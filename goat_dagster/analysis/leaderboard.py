@@ -184,6 +184,7 @@ def compute_leaderboard(
         tasks = TaskMatrix.query(con, "SELECT * FROM task_matrix")
         selection = SELECTION_LATEST
     runs = con.execute("SELECT count(*) FROM run_summary").fetchone()
+    attempts = con.execute("SELECT sum(attempts) FROM run_summary").fetchone()
     mismatches = board_mismatches(con, rows)
     ranked = not mismatches or allow_mismatch
     current = query(con, "SELECT * FROM current_setup")
@@ -191,7 +192,7 @@ def compute_leaderboard(
         rows=_order(rows) if ranked else _by_model(rows),  # build_leaderboard ranks by paired tests
         tasks=tasks,
         selection=selection,
-        result_rows=snapshot.count("results"),
+        result_rows=int(attempts[0] or 0) if attempts else 0,  # = count(*) of results: each row once
         trace_rows=snapshot.count("traces"),
         runs_in_lake=int(runs[0]) if runs else 0,
         skipped_files=list(snapshot.skipped),

@@ -468,6 +468,7 @@ def warehouse_sql(
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
+    tables = SNAPSHOT_TABLES if snapshot else ()
     if summaries is not None:  # the stored summaries, and the rows of the results files without one
         stored, unsummarized = summaries
         rollup = [
@@ -478,7 +479,9 @@ def warehouse_sql(
             if isinstance(stored, Table)
             else task_rollup_sql("unsummarized_results", stored)
         )
-    analysis = [_snapshot_table(sql, name, snapshot) for name, sql in sql_of.items()]
+        if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
+            tables = tuple(t for t in tables if t != "task_rollup")
+    analysis = [_as_table(sql, name) if name in tables else sql for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
         *rollup,
