@@ -48,8 +48,8 @@ from goat_dagster.analysis.leaderboard import (
     matrix_markdown,
     paired_markdown,
 )
-from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.analysis.summaries import write_summary
+from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.config import GoatPaths
 
 BARE_QUERY = """
