@@ -10,11 +10,15 @@ tests), and gives one suite's task ids and the cells of some tasks without makin
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where it is used, as in tabular.py: `goat view` and the CLI start without it
+# (DuckDB imports it when it hands a table over).
 
 
 class TaskMatrix(Sequence[dict[str, Any]]):
@@ -22,7 +26,7 @@ class TaskMatrix(Sequence[dict[str, Any]]):
     of dicts over an Arrow table."""
 
     def __init__(self, table: pa.Table | None = None) -> None:
-        self.table = table if table is not None else pa.table({})
+        self.table = table
         self._rows: list[dict[str, Any]] | None = None
 
     @classmethod
@@ -34,11 +38,11 @@ class TaskMatrix(Sequence[dict[str, Any]]):
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            self._rows = self.table.to_pylist()
+            self._rows = self.table.to_pylist() if self.table is not None else []
         return self._rows
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self.table.num_rows if self.table is not None else 0
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
@@ -63,21 +67,29 @@ class TaskMatrix(Sequence[dict[str, Any]]):
         return f"TaskMatrix({len(self)} rows)"
 
     def _of(self, suite: str) -> pa.Table:
-        if not len(self):
-            return self.table
+        import pyarrow.compute as pc  # see the top of the module
+
+        assert self.table is not None
         return self.table.filter(pc.equal(self.table["suite"], suite))
 
     def suites(self) -> list[str]:
-        return sorted(pc.unique(self.table["suite"]).to_pylist()) if len(self) else []
+        import pyarrow.compute as pc
+
+        return sorted(pc.unique(self.table["suite"]).to_pylist()) if self.table is not None and len(self) else []
 
     def task_ids(self, suite: str) -> list[str]:
         """The suite's task ids, sorted."""
+        import pyarrow.compute as pc
+
         if not len(self):
             return []
         return sorted(pc.unique(self._of(suite)["task_id"]).to_pylist())
 
     def cells(self, suite: str, task_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """task id -> model -> its row, for these tasks of the suite."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if not len(self) or not task_ids:
             return {}
         mine = self._of(suite)
