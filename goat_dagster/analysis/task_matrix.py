@@ -75,7 +75,9 @@ class TaskMatrix(Sequence[dict[str, Any]]):
     def suites(self) -> list[str]:
         import pyarrow.compute as pc
 
-        return sorted(pc.unique(self.table["suite"]).to_pylist()) if self.table is not None and len(self) else []
+        if self.table is None or not len(self):
+            return []
+        return sorted(pc.unique(self.table["suite"]).to_pylist())
 
     def task_ids(self, suite: str) -> list[str]:
         """The suite's task ids, sorted."""
