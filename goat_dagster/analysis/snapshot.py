@@ -4,7 +4,8 @@ over rows not in the lake yet (`open_rows`: a run's journal) — how every numbe
 A file still being written is skipped and reported, so one run in progress never breaks the
 analysis of the others, and nothing here waits on, or blocks, the warehouse file or a run. A snapshot
 of the lake reads each results file's summary (its per-task rollup, summaries.py), written first when
-missing or stale, instead of its rows.
+missing or stale, instead of its rows; and the summaries and manifests of the runs the lake index
+covers from its two files (lake_index.py), which it writes again when it lacked some.
 """
 
 from __future__ import annotations
