@@ -10,8 +10,10 @@ timings:
 - the floor: one bare DuckDB query over the same files giving the latest run per (model, suite) with
   its pass rate and error counts;
 - the leaderboard: `build_leaderboard()` — the snapshot of the lake and everything computed from it,
-  the same call the `leaderboard` asset makes — then its markdown, as the asset renders it; read from
-  the runs' summaries (`lake/summaries/`, analysis/summaries.py: what a run writes when it finishes);
+  the same call the `leaderboard` asset makes — then every markdown the asset renders (leaderboard,
+  details, per-task matrix, A/B, paired comparisons, task health); read from the runs' summaries
+  through the lake index (`lake/summaries/`, analysis/summaries.py and lake_index.py: what a run
+  writes when it finishes, and the one file per kind the snapshots keep);
 - the same, reading every results row instead (`summaries=False`: the same numbers);
 - once: the first leaderboard of a lake without summaries (made before them), which writes them all,
   and what one run's summary costs when it finishes (`write_summary` of one file).
@@ -38,8 +40,16 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_lake import LakeShape, generate
 
-from goat_dagster.analysis.leaderboard import build_leaderboard, details_markdown, leaderboard_markdown
+from goat_dagster.analysis.leaderboard import (
+    build_leaderboard,
+    comparison_markdown,
+    details_markdown,
+    leaderboard_markdown,
+    matrix_markdown,
+    paired_markdown,
+)
 from goat_dagster.analysis.summaries import write_summary
+from goat_dagster.analysis.task_health import health_markdown
 from goat_dagster.config import GoatPaths
 
 BARE_QUERY = """
@@ -77,8 +87,11 @@ def bare(paths: GoatPaths) -> list[tuple[Any, ...]]:
 
 
 def leaderboard(paths: GoatPaths, summaries: bool = True) -> Any:
+    """What the asset computes and renders (its links apart)."""
     board = build_leaderboard(paths, summaries=summaries)
-    leaderboard_markdown(board), details_markdown(board)
+    leaderboard_markdown(board), details_markdown(board), matrix_markdown(board)
+    comparison_markdown(board.comparisons, board.paired_ab), paired_markdown(board)
+    health_markdown(board.health)
     return board
 
 

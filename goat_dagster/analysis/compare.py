@@ -5,10 +5,13 @@ the regression check, the results viewer's /compare page). On the tasks both run
 task's pass fraction over its scored epochs, 0/1 with one epoch):
 
 - the difference in pass rate B - A, with a paired 95% interval (Miller 2024: the SE of the mean of
-  per-task differences, stats.paired);
+  per-task differences, stats.paired_interval);
 - an exact McNemar test on the discordant tasks (stats.mcnemar_exact), a task's outcome being the
   strict majority of its scored epochs (the `task_outcomes` view);
 - the tasks that flipped each way: pass->fail (passed in A, failed in B) and fail->pass.
+
+The counts, sums and flipped tasks of every pair asked at once come from one query of the warehouse
+SQL (`paired_compare_pairs`, paired_sql.py); the interval and the McNemar p from them, here.
 
 A difference is *significant* (at alpha = 0.05) by the test that fits the data: with one epoch on
 both sides (0/1 per task), the exact McNemar test (valid for the handful of discordant tasks a
@@ -29,8 +32,9 @@ from pydantic import BaseModel, Field
 
 from goat_dagster import config
 from goat_dagster.analysis.comparability import manifest_differences, manifests_of
+from goat_dagster.analysis.paired_sql import SCORED_BY_ONE
 from goat_dagster.analysis.snapshot import open_snapshot, query
-from goat_dagster.analysis.stats import mcnemar_exact, paired
+from goat_dagster.analysis.stats import mcnemar_exact, paired_interval
 
 ALPHA = 0.05
 
@@ -108,12 +112,12 @@ class Comparison(BaseModel):
 
 
 class _Runs:
-    """What comparisons of some runs read, fetched once: each run's `RunInfo`, its scored tasks'
-    outcomes (task id -> the `task_outcomes` row) and its manifest. Ranking n runs makes n(n-1)/2
-    comparisons: with one query per comparison the leaderboard of 20 models spent seconds fetching
-    the same rows."""
+    """What comparisons of some runs read, fetched once: each run's `RunInfo` and its manifest.
+    The per-pair numbers come from the warehouse SQL (`paired_compare_pairs`, paired_sql.py): one
+    self-join of the runs' task outcomes for all the pairs asked at once, never their rows."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
+        self.con = con
         ids = list(dict.fromkeys(run_ids))
         self.info: dict[str, RunInfo] = {}
         for r in query(
@@ -126,25 +130,31 @@ class _Runs:
         for run_id in ids:
             if run_id not in self.info:
                 raise UnknownRunError(f"run not in the results lake: {run_id}")
-        # run id -> task id -> (pass fraction, outcome) of its scored tasks
-        self.scored: dict[str, dict[str, tuple[float, str]]] = {run_id: {} for run_id in ids}
-        for run_id, task_id, pass_frac, outcome in con.execute(
-            """SELECT run_id, task_id, pass_frac, outcome FROM task_outcomes
-               WHERE list_contains(?, run_id) AND scored > 0""",
-            [ids],
-        ).fetchall():
-            self.scored[run_id][task_id] = (pass_frac, outcome)
         self.manifests = manifests_of(con, ids)
 
-    def compare(self, run_a: str, run_b: str, alpha: float = ALPHA) -> Comparison:
+    def compare_all(self, pairs: Sequence[tuple[str, str]], alpha: float = ALPHA) -> list[Comparison]:
+        """The comparison of each (run A, run B), in order (one query for all of them)."""
+        if not pairs:
+            return []
+        rows = {
+            (r["pair_a"], r["pair_b"]): r
+            for r in query(
+                self.con,
+                "SELECT * FROM paired_compare_pairs(?, ?)",
+                [[a for a, _ in pairs], [b for _, b in pairs]],
+            )
+        }
+        return [self._comparison(a, b, rows.get((a, b)), alpha) for a, b in pairs]
+
+    def _scored_by_one(self, run: str, other: str) -> list[str]:
+        return [t for (t,) in self.con.execute(SCORED_BY_ONE, [run, other]).fetchall()]
+
+    def _comparison(self, run_a: str, run_b: str, row: dict[str, Any] | None, alpha: float) -> Comparison:
         a, b = self.info[run_a], self.info[run_b]
-        ta, tb = self.scored[run_a], self.scored[run_b]
-        shared = sorted(ta.keys() & tb.keys())
-        frac_a = [ta[t][0] for t in shared]
-        frac_b = [tb[t][0] for t in shared]
-        interval = paired([fb - fa for fa, fb in zip(frac_a, frac_b, strict=True)])
-        p2f = [t for t in shared if ta[t][1] == "passed" and tb[t][1] == "failed"]
-        f2p = [t for t in shared if ta[t][1] == "failed" and tb[t][1] == "passed"]
+        assert row is not None  # paired_compare_pairs has a row for every pair
+        shared = row["shared_tasks"]
+        interval = paired_interval(shared, row["mean_d"], row["sd_d"]) if shared else None
+        p2f, f2p = sorted(row["pass_to_fail"]), sorted(row["fail_to_pass"])
         p = mcnemar_exact(len(p2f), len(f2p))
         spread = interval is not None and interval.se is not None
         excludes_zero = spread and (interval.low > 0 or interval.high < 0)  # type: ignore[union-attr]
@@ -153,11 +163,11 @@ class _Runs:
             run_a=a,
             run_b=b,
             same_suite_version=a.suite == b.suite and a.suite_version == b.suite_version,
-            shared_tasks=len(shared),
-            only_a=sorted(ta.keys() - tb.keys()),
-            only_b=sorted(tb.keys() - ta.keys()),
-            pass_rate_a=sum(frac_a) / len(shared) if shared else None,
-            pass_rate_b=sum(frac_b) / len(shared) if shared else None,
+            shared_tasks=shared,
+            only_a=self._scored_by_one(run_a, run_b) if row["only_a_tasks"] else [],
+            only_b=self._scored_by_one(run_b, run_a) if row["only_b_tasks"] else [],
+            pass_rate_a=row["pass_rate_a"],
+            pass_rate_b=row["pass_rate_b"],
             difference=interval.estimate if interval else None,
             se=interval.se if interval else None,
             ci_low=interval.low if interval and interval.se is not None else None,
@@ -177,7 +187,7 @@ class _Runs:
 
 def compare_in(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, alpha: float = ALPHA) -> Comparison:
     """The comparison of two runs over an open warehouse connection (a snapshot)."""
-    return _Runs(con, [run_a, run_b]).compare(run_a, run_b, alpha)
+    return _Runs(con, [run_a, run_b]).compare_all([(run_a, run_b)], alpha)[0]
 
 
 def compare_pairs(
@@ -193,12 +203,14 @@ def comparisons_and_ranks(
     rows: Sequence[dict[str, Any]],
     alpha: float = ALPHA,
 ) -> tuple[list[Comparison], dict[str, int], list[Comparison]]:
-    """`compare_pairs(pairs)` and `paired_ranks(rows)` (what a leaderboard shows), every run's rows
-    fetched once for both."""
+    """`compare_pairs(pairs)` and `paired_ranks(rows)` (what a leaderboard shows): one query for
+    every comparison of both."""
     ranked = _rankable(rows)
     runs = _Runs(con, [run for pair in pairs for run in pair] + [r["run_id"] for r in ranked])
-    ranks, comparisons = _ranks(runs, ranked, alpha)
-    return [runs.compare(a, b, alpha) for a, b in pairs], ranks, comparisons
+    ranking = _ranking_pairs(ranked)
+    made = runs.compare_all([*ranking, *pairs], alpha)
+    ranks, comparisons = _ranks(ranked, made[: len(ranking)])
+    return made[len(ranking) :], ranks, comparisons
 
 
 def compare_runs(
@@ -215,33 +227,37 @@ def paired_ranks(
     """Rank the given runs (rows of run_summary) within each suite by paired differences: rank =
     1 + the number of runs significantly better. Returns the ranks by run id and every pairwise
     comparison made (A = the run with the higher pass rate, so B - A reads "how far behind")."""
-    ranked = _rankable(rows)
-    return _ranks(_Runs(con, [r["run_id"] for r in ranked]), ranked, alpha)
+    _, ranks, comparisons = comparisons_and_ranks(con, [], rows, alpha)
+    return ranks, comparisons
 
 
 def _rankable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["pass_rate"] is not None]  # a run that scored nothing has no rank
 
 
-def _ranks(
-    fetched: _Runs, rows: Sequence[dict[str, Any]], alpha: float
-) -> tuple[dict[str, int], list[Comparison]]:
-    ranks: dict[str, int] = {}
-    comparisons: list[Comparison] = []
-    by_suite: dict[str, list[dict[str, Any]]] = {}
+def _by_suite(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The runs of each suite, best pass rate first."""
+    suites: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        by_suite.setdefault(r["suite"], []).append(r)
-    for runs in by_suite.values():
-        runs = sorted(runs, key=lambda r: (-r["pass_rate"], r["model"]))
-        behind = {r["run_id"]: 0 for r in runs}
-        for ahead, after in combinations(runs, 2):
-            c = fetched.compare(ahead["run_id"], after["run_id"], alpha)
-            comparisons.append(c)
-            if c.significant and c.difference is not None:
-                behind[after["run_id"] if c.difference < 0 else ahead["run_id"]] += 1
-        for r in runs:
-            ranks[r["run_id"]] = 1 + behind[r["run_id"]]
-    return ranks, comparisons
+        suites.setdefault(r["suite"], []).append(r)
+    return [sorted(runs, key=lambda r: (-r["pass_rate"], r["model"])) for runs in suites.values()]
+
+
+def _ranking_pairs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Every pair of runs of a suite, the one with the higher pass rate as A."""
+    return [(a["run_id"], b["run_id"]) for runs in _by_suite(rows) for a, b in combinations(runs, 2)]
+
+
+def _ranks(
+    rows: Sequence[dict[str, Any]], comparisons: Sequence[Comparison]
+) -> tuple[dict[str, int], list[Comparison]]:
+    """rank = 1 + the runs of its suite significantly better; `comparisons` those of
+    `_ranking_pairs(rows)`, in order."""
+    behind = {r["run_id"]: 0 for runs in _by_suite(rows) for r in runs}
+    for c in comparisons:
+        if c.significant and c.difference is not None:
+            behind[c.run_b.run_id if c.difference < 0 else c.run_a.run_id] += 1
+    return {run_id: 1 + n for run_id, n in behind.items()}, list(comparisons)
 
 
 def comparison_text(c: Comparison) -> str:

@@ -35,6 +35,7 @@ from goat_dagster.analysis.comparability import (
 from goat_dagster.analysis.compare import Comparison, UnknownRunError, comparisons_and_ranks
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.analysis.task_health import TaskHealth, task_health_in
+from goat_dagster.analysis.task_matrix import TaskMatrix
 from goat_dagster.bench.lake import ERROR_KINDS
 from goat_dagster.bench.manifest import Difference
 from goat_dagster.textfmt import format_table, markdown_table
@@ -45,7 +46,8 @@ CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
 
 @dataclass(frozen=True)
 class RunComparison:
-    """Per-task A/B of two runs: `rows` from `ab_compare(run_a, run_b)`, `counts` per change."""
+    """Per-task A/B of two runs: `rows` from `ab_compare(run_a, run_b)` (every task; in a
+    leaderboard only the flipped ones, all it shows of them), `counts` per change."""
 
     run_a: str
     run_b: str
@@ -84,7 +86,7 @@ class Leaderboard:
     `task_outcomes`, and how the runs were chosen."""
 
     rows: list[dict[str, Any]]
-    tasks: list[dict[str, Any]]
+    tasks: TaskMatrix  # the task_outcomes rows of the ranked runs, as dicts when read
     selection: str
     result_rows: int = 0
     trace_rows: int = 0
@@ -171,7 +173,7 @@ def compute_leaderboard(
         missing = sorted(set(ids) - {r["run_id"] for r in rows})
         if missing:
             raise UnknownRunError(f"run(s) not in the results lake: {', '.join(missing)}")
-        tasks = query(
+        tasks = TaskMatrix.query(
             con,
             "SELECT * FROM task_outcomes WHERE list_contains(?, run_id) ORDER BY suite, task_id, model",
             [ids],
@@ -179,9 +181,10 @@ def compute_leaderboard(
         selection = "runs " + ", ".join(ids)
     else:
         rows = query(con, "SELECT * FROM leaderboard")
-        tasks = query(con, "SELECT * FROM task_matrix")
+        tasks = TaskMatrix.query(con, "SELECT * FROM task_matrix")
         selection = SELECTION_LATEST
     runs = con.execute("SELECT count(*) FROM run_summary").fetchone()
+    attempts = con.execute("SELECT sum(attempts) FROM run_summary").fetchone()
     mismatches = board_mismatches(con, rows)
     ranked = not mismatches or allow_mismatch
     current = query(con, "SELECT * FROM current_setup")
@@ -189,7 +192,7 @@ def compute_leaderboard(
         rows=_order(rows) if ranked else _by_model(rows),  # build_leaderboard ranks by paired tests
         tasks=tasks,
         selection=selection,
-        result_rows=snapshot.count("results"),
+        result_rows=int(attempts[0] or 0) if attempts else 0,  # = count(*) of results: each row once
         trace_rows=snapshot.count("traces"),
         runs_in_lake=int(runs[0]) if runs else 0,
         skipped_files=list(snapshot.skipped),
@@ -206,10 +209,11 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> RunC
 
 
 def compare_run_pairs(
-    con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]]
+    con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]], *, flips_only: bool = False
 ) -> list[RunComparison]:
     """`compare_runs` of each (run A, run B): one query for all of them (`ab_compare_pairs`), the
-    runs' labels and manifests read once."""
+    runs' labels and manifests read once. `flips_only`: keep only the flipped tasks' rows (with
+    the counts of every change), what a leaderboard shows, not a row per task of every pair."""
     if not pairs:
         return []
     ids = list(dict.fromkeys(run for pair in pairs for run in pair))
@@ -224,20 +228,27 @@ def compare_run_pairs(
     unknown = [run_id for run_id in ids if run_id not in labels]
     if unknown:
         raise UnknownRunError(f"run not in the results lake: {unknown[0]}")
+    runs_ab = [[a for a, _ in pairs], [b for _, b in pairs]]
+    flips = " WHERE change IN ('pass→fail', 'fail→pass')" if flips_only else ""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in query(
-        con,
-        "SELECT * FROM ab_compare_pairs(?, ?)",
-        [[a for a, _ in pairs], [b for _, b in pairs]],
-    ):
+    for r in query(con, f"SELECT * FROM ab_compare_pairs(?, ?){flips}", runs_ab):
         rows.setdefault((r.pop("pair_a"), r.pop("pair_b")), []).append(r)
+    counted: dict[tuple[str, str], dict[str, int]] = {}
+    if flips_only:
+        for a, b, change, n in con.execute(
+            "SELECT pair_a, pair_b, change, count(*) FROM ab_compare_pairs(?, ?) GROUP BY ALL", runs_ab
+        ).fetchall():
+            counted.setdefault((a, b), {})[change] = n
     manifests = manifests_of(con, ids)
     out = []
     for a, b in pairs:
         mine = rows.get((a, b), [])
         counts = {c: 0 for c in CHANGES}
-        for r in mine:
-            counts[r["change"]] += 1
+        if flips_only:
+            counts.update(counted.get((a, b), {}))
+        else:
+            for r in mine:
+                counts[r["change"]] += 1
         differences = manifest_differences(manifests.get(a), manifests.get(b))
         out.append(RunComparison(a, b, labels[a], labels[b], mine, counts, differences))
     return out
@@ -274,7 +285,7 @@ def build_leaderboard(
     with open_snapshot(paths, summaries=summaries) as snap:
         board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
-        comparisons = compare_run_pairs(snap.con, pairs)
+        comparisons = compare_run_pairs(snap.con, pairs, flips_only=True)
         paired_ab, ranks, paired = comparisons_and_ranks(snap.con, pairs, board.rows if board.ranked else [])
         health = task_health_in(snap.con)
     return replace(
@@ -510,25 +521,35 @@ def details_markdown(board: Leaderboard, run_url: RunLink | None = None) -> str:
     return markdown_table(rows, DETAIL_COLUMNS) + "\n\n" + notes + skipped + (f"\n\n{setup}" if setup else "")
 
 
-def matrix_markdown(board: Leaderboard, task_url: Callable[[str, str], str] | None = None) -> str:
+MATRIX_MD_TASKS = 100  # tasks per suite in the asset's matrix; goat view's leaderboard pages through all
+
+
+def matrix_markdown(
+    board: Leaderboard, task_url: Callable[[str, str], str] | None = None, limit: int = MATRIX_MD_TASKS
+) -> str:
     """One table per suite: tasks down, models across; ✓ passed, ✗ failed, E:<kind> error,
     `passed/scored` when a task ran several epochs. With `task_url` (run id, task id -> address),
-    each cell links to what the agent did."""
+    each cell links to what the agent did. The first `limit` tasks of each suite (by id), and how
+    many more there are."""
     if not board.tasks:
         return "_No task results yet._"
     parts = []
-    for suite in sorted({t["suite"] for t in board.tasks}):
+    for suite in board.tasks.suites():
         runs = [r for r in board.rows if r["suite"] == suite]
         models = [r["model"] for r in runs]
-        cells: dict[str, dict[str, str]] = {}
-        for t in board.tasks:
-            if t["suite"] == suite:
-                url = task_url(t["run_id"], t["task_id"]) if task_url else None
-                cells.setdefault(t["task_id"], {})[t["model"]] = _link(t["cell"], url)
-        rows: list[dict[str, Any]] = [
-            {"task": task, **{m: by_model.get(m, "-") for m in models}}
-            for task, by_model in sorted(cells.items())
-        ]
+        task_ids = board.tasks.task_ids(suite)
+        shown = board.tasks.cells(suite, task_ids[:limit])
+        rows: list[dict[str, Any]] = []
+        for task in task_ids[:limit]:
+            by_model = shown.get(task, {})
+            cells = {}
+            for m in models:
+                t = by_model.get(m)
+                url = task_url(t["run_id"], t["task_id"]) if task_url and t else None
+                cells[m] = _link(t["cell"], url) if t else "-"
+            rows.append({"task": task, **cells})
+        if len(task_ids) > limit:
+            rows.append({"task": f"… {len(task_ids) - limit} more tasks", **{m: "" for m in models}})
         rows.append({"task": "**passed**", **{r["model"]: f"{r['passed']}/{r['scored']}" for r in runs}})
         parts.append(f"**{suite}**\n\n" + markdown_table(rows, ["task", *models]))
     legend = "- ✓ passed, ✗ failed\n- E:kind error (not scored)\n- p/s: passed of scored epochs"

@@ -86,11 +86,17 @@ def rollup_of(source: str) -> str:
     return ROLLUP_SELECT.format(source=source)
 
 
-def task_rollup_sql(source: str, stored: Sequence[Path] = ()) -> str:
+def task_rollup_sql(source: str, stored: Sequence[Path] = (), stored_table: str | None = None) -> str:
     """The `task_rollup` view: the rollup of `source`'s rows, and the rows of the stored summaries
-    `stored` (summaries.py: of other results files than those `source` reads)."""
+    `stored` (summaries.py: of other results files than those `source` reads) or of the table
+    `stored_table` (the lake index's rows, lake_index.py: their source columns left out)."""
     body = rollup_of(source)
     if stored:
         files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in stored)
         body = f"{body}\nUNION ALL BY NAME\nSELECT * FROM read_parquet([{files}])"
+    if stored_table:
+        body = (
+            f"{body}\nUNION ALL BY NAME\n"
+            f"SELECT * EXCLUDE (source_file, source_size, source_mtime_ns) FROM {stored_table}"
+        )
     return f"CREATE OR REPLACE VIEW task_rollup AS\n{body}"

@@ -4,7 +4,8 @@ over rows not in the lake yet (`open_rows`: a run's journal) — how every numbe
 A file still being written is skipped and reported, so one run in progress never breaks the
 analysis of the others, and nothing here waits on, or blocks, the warehouse file or a run. A snapshot
 of the lake reads each results file's summary (its per-task rollup, summaries.py), written first when
-missing or stale, instead of its rows.
+missing or stale, instead of its rows; and the summaries and manifests of the runs the lake index
+covers from its two files (lake_index.py), which it writes again when it lacked some.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
+from goat_dagster.analysis import lake_index
 from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
 from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
@@ -27,14 +29,17 @@ from goat_dagster.bench.manifest import CurrentSetup, current_setup
 ROWS_TABLE = "unsaved_results"
 
 
-def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Path], list[str]]:
-    """The complete Parquet files of a lake directory, and a note for each one skipped.
+def lake_files(
+    con: duckdb.DuckDBPyConnection, directory: Path, candidates: Sequence[Path] | None = None
+) -> tuple[list[Path], list[str]]:
+    """The complete Parquet files of a lake directory (or of `candidates`, files listed from it
+    before), and a note for each one skipped.
 
     A file whose footer cannot be read (still being written, or truncated) is skipped, so one run in
     progress never breaks the analysis of the others. The footers are read in one call; only when
     one of them is bad, file by file.
     """
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    files = _listed(directory) if candidates is None else list(candidates)
     if not files:
         return [], []
     try:
@@ -52,6 +57,10 @@ def lake_files(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[list[Pa
             continue
         good.append(path)
     return good, skipped
+
+
+def _listed(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
 
 @dataclass
@@ -85,7 +94,7 @@ _DEFINES = re.compile(r"CREATE OR REPLACE (?:TEMP TABLE|VIEW|MACRO) (\w+)")
 def needed_statements(statements: Sequence[str], objects: Collection[str]) -> list[str]:
     """Of the warehouse statements (in dependency order: each reads only objects defined before
     it), those that define `objects` and everything they read, directly or not. DuckDB binds every
-    view and computes every snapshot table it is given: one run's totals need 11 of 21."""
+    view and computes every snapshot table it is given: one run's totals need 11 of 22."""
     named = [((m.group(1) if (m := _DEFINES.match(stmt)) else None), stmt) for stmt in statements]
     names = re.compile(r"\b(" + "|".join(re.escape(n) for n, _ in named if n) + r")\b")
     wanted = set(objects)
@@ -101,10 +110,10 @@ def _define(
     traces: Source,
     manifests: Source = (),
     current: CurrentSetup | None = None,
-    summaries: SummaryPlan | None = None,
+    summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
     objects: Collection[str] | None = None,
 ) -> None:
-    stored = (summaries.summaries, summaries.unsummarized) if summaries is not None else None
+    stored = summaries
     providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
     statements = warehouse_sql(
         results, traces, manifests, current, snapshot=True, summaries=stored, providers=providers
@@ -129,13 +138,59 @@ def open_snapshot(
     paths = paths or config.paths()
     current = current or current_setup()
     with _connect() as con:
-        results_files, skipped_results = lake_files(con, paths.lake_results)
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
-        manifest_files, skipped_manifests = lake_files(con, paths.lake_runs)
-        plan = summarize_missing(con, results_files, paths.lake_summaries) if summaries else None
-        _define(con, results_files, trace_files, manifest_files, current, plan)
+        if summaries:
+            results_files, skipped_results, rollup = _indexed_results(con, paths)
+            manifests, skipped_manifests = _indexed_manifests(con, paths)
+        else:
+            results_files, skipped_results = lake_files(con, paths.lake_results)
+            manifests, skipped_manifests = lake_files(con, paths.lake_runs)
+            rollup = None
+        _define(con, results_files, trace_files, manifests, current, rollup)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
+
+
+ROLLUP_TABLE, MANIFESTS_TABLE = "indexed_rollup", "indexed_manifests"
+
+
+def _indexed_results(
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths
+) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]]]:
+    """The results files, the notes of those skipped, and what `task_rollup` reads: the lake
+    index's rows of the files it covers (lake_index.py), the summaries of the others (written first
+    when missing or stale: summaries.py), the rows of the files left. The index is written again
+    when it lacked a run that has a summary."""
+    listed = _listed(paths.lake_results)
+    sigs = lake_index.signatures(listed)
+    index = lake_index.rollup_index(paths.lake_summaries)
+    names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
+    covered = [f for f in listed if f.name in names]
+    # the others as listed with the signatures: a file landing from now on waits for the next snapshot
+    rest, skipped = lake_files(con, paths.lake_results, [f for f in listed if f.name not in names])
+    plan: SummaryPlan = summarize_missing(con, rest, paths.lake_summaries)
+    stored = lake_index.add(con, ROLLUP_TABLE, plan.summaries, sigs, lake_index.exists(con, ROLLUP_TABLE))
+    if plan.summaries:
+        lake_index.write(con, ROLLUP_TABLE, index)
+    return sorted([*covered, *rest]), skipped, (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+
+
+def _indexed_manifests(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths) -> tuple[Source, list[str]]:
+    """The runs lake through the index the same way: its rows of the files it covers, the others'
+    files (and the index written again with them)."""
+    listed = _listed(paths.lake_runs)
+    sigs = lake_index.signatures(listed)
+    index = lake_index.manifests_index(paths.lake_summaries)
+    names = lake_index.load(con, index, MANIFESTS_TABLE, sigs)
+    rest, skipped = lake_files(con, paths.lake_runs, [f for f in listed if f.name not in names])
+    try:
+        stored = lake_index.add(con, MANIFESTS_TABLE, rest, sigs, lake_index.exists(con, MANIFESTS_TABLE))
+    except duckdb.Error:  # a manifest file the index's columns cannot take: read the files
+        files, skipped = lake_files(con, paths.lake_runs)
+        return files, skipped
+    if rest:
+        lake_index.write(con, MANIFESTS_TABLE, index)
+    return (Table(MANIFESTS_TABLE) if stored else []), skipped
 
 
 @contextmanager

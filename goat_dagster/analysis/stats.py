@@ -12,6 +12,9 @@
 - `paired(a, b)`: two runs on the tasks both scored: d_t = b_t - a_t with each task's pass fraction
   (0/1 with one epoch), mean d, SE = sd(d) / sqrt(n) (sample sd), 95% interval d +- 1.96 SE
   (Miller 2024, paired differences).
+  `paired_interval(n, mean, sd)` is the same from the differences' count, mean and sample sd, which
+  the warehouse SQL (`paired_compare_pairs`) computes for many pairs of runs in one pass: the
+  comparisons (compare.py) go through it; `paired` is the formula written out for the tests.
 - `mcnemar_exact(b, c)`: exact two-sided McNemar test on the discordant tasks (b: passed in A only,
   c: passed in B only): p = min(1, 2 P[Bin(b + c, 1/2) <= min(b, c)]).
 
@@ -82,18 +85,36 @@ def paired(diffs: Sequence[float], z: float = Z95) -> Interval | None:
     if n == 0:
         return None
     mean = sum(diffs) / n
-    if n == 1:
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else None
+    return paired_interval(n, mean, sd, z)
+
+
+def paired_interval(n: int, mean: float, sd: float | None, z: float = Z95) -> Interval | None:
+    """The paired 95% interval from n per-task differences, their mean and sample sd (the SQL of
+    `paired_compare_pairs` gives these for many pairs of runs at once); None without any task."""
+    if n == 0:
+        return None
+    if n == 1 or sd is None:
         return Interval(mean, mean, mean, None, "paired")
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     se = sd / math.sqrt(n)
     return Interval(mean, max(-1.0, mean - z * se), min(1.0, mean + z * se), se, "paired")
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for b and c discordant pairs (1.0 when there are none)."""
+    """Exact two-sided McNemar p-value for b and c discordant pairs (1.0 when there are none).
+
+    The binomial tail P[Bin(n, 1/2) <= k] summed from its largest term down, each term the one above
+    times i / (n - i + 1), until the rest cannot change the sum: a ranking makes hundreds of these
+    over a thousand tasks, and the sum of exact binomial coefficients cost milliseconds each."""
     n = b + c
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    term = math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2))
+    tail = 0.0
+    i = k
+    while i >= 0 and term > tail * 1e-17:
+        tail += term
+        term *= i / (n - i + 1)
+        i -= 1
     return min(1.0, 2 * tail)

@@ -29,7 +29,9 @@ Objects (all in schema main):
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips,
-                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once
+                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once,
+                 paired_compare_pairs(runs_a, runs_b) -> per pair: the paired statistics' counts and
+                 sums and the flipped tasks (paired_sql.py)
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
@@ -68,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goat_dagster import config
+from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
 from goat_dagster.analysis.rollup_sql import task_rollup_sql
 from goat_dagster.analysis.stats import Z95
@@ -355,6 +358,7 @@ ORDER BY pair_a, pair_b, change, task_id""",
         """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
 SELECT * EXCLUDE (pair_a, pair_b) FROM ab_compare_pairs([run_a], [run_b]) ORDER BY change, task_id""",
     ),
+    PAIRED_COMPARE_PAIRS,
 ]
 
 SPEND_SQL = """CREATE OR REPLACE VIEW spend AS
@@ -448,7 +452,7 @@ def warehouse_sql(
     *,
     snapshot: bool = False,
     providers: Mapping[str, str] | None = None,
-    summaries: tuple[Sequence[Path], Sequence[Path]] | None = None,
+    summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -458,18 +462,26 @@ def warehouse_sql(
     are computed once, as tables, from those same statements.
     `current`: the setup whose runs the leaderboard counts (`manifest.current_setup()`).
     `providers` (model -> billing provider) defaults to models.yaml's.
-    `summaries` (stored summaries, results files without one; summaries.py): `task_rollup` reads
-    those summaries and the rows of those files only (`results` is still every results file).
+    `summaries` (stored summaries — files, or the table of the lake index's rows —, results files
+    without one; summaries.py, lake_index.py): `task_rollup` reads those summaries and the rows of
+    those files only (`results` is still every results file).
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
+    tables = SNAPSHOT_TABLES if snapshot else ()
     if summaries is not None:  # the stored summaries, and the rows of the results files without one
         stored, unsummarized = summaries
         rollup = [
             f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
         ]
-        sql_of["task_rollup"] = task_rollup_sql("unsummarized_results", stored)
-    analysis = [_snapshot_table(sql, name, snapshot) for name, sql in sql_of.items()]
+        sql_of["task_rollup"] = (
+            task_rollup_sql("unsummarized_results", stored_table=stored.name)
+            if isinstance(stored, Table)
+            else task_rollup_sql("unsummarized_results", stored)
+        )
+        if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
+            tables = tuple(t for t in tables if t != "task_rollup")
+    analysis = [_as_table(sql, name) if name in tables else sql for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
         *rollup,

@@ -269,17 +269,13 @@ def leaderboard_page(request: Request) -> Response:
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for r in board.rows:
         by_suite.setdefault(r["suite"], []).append(r)
-    cells: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for t in board.tasks:
-        cells.setdefault(t["suite"], {}).setdefault(t["task_id"], {})[t["model"]] = t
     tasks_page = _int(request.query_params.get("tasks_page"), 1)
-    matrix = {
-        suite: {
-            "models": [r["model"] for r in rows],
-            "tasks": store.paginate(sorted(cells.get(suite, {}).items()), tasks_page, MATRIX_TASKS_PER_PAGE),
-        }
-        for suite, rows in by_suite.items()
-    }
+    matrix = {}
+    for suite, rows in by_suite.items():  # the cells of one page of tasks only
+        tasks = store.paginate(board.tasks.task_ids(suite), tasks_page, MATRIX_TASKS_PER_PAGE)
+        cells = board.tasks.cells(suite, tasks.rows)
+        tasks.rows = [(task_id, cells.get(task_id, {})) for task_id in tasks.rows]
+        matrix[suite] = {"models": [r["model"] for r in rows], "tasks": tasks}
     return page(
         request,
         "leaderboard.html",

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from goat_dagster.analysis.lake_index import index_dir, manifests_index, rollup_index
 from goat_dagster.analysis.leaderboard import (
     Leaderboard,
     build_leaderboard,
@@ -135,3 +136,74 @@ def test_concurrent_writers_never_lose_or_duplicate_rows(fixed_lake: GoatPaths) 
             assert r.result() == (5 * len(files), attempts, expected)
     assert [p.name for p in summaries(fixed_lake)] == [f.name for f in files]
     assert not list(fixed_lake.lake_summaries.glob(".*"))  # no file left half-written
+
+
+def _indexed(paths: GoatPaths) -> tuple[set[str], set[str]]:
+    """The results files the lake index's rollup covers, and the runs its manifests index holds."""
+    with duckdb.connect() as con:
+        rollup = con.execute(
+            "SELECT DISTINCT source_file FROM read_parquet(?)", [str(rollup_index(paths.lake_summaries))]
+        ).fetchall()
+        manifests = con.execute(
+            "SELECT run_id FROM read_parquet(?)", [str(manifests_index(paths.lake_summaries))]
+        ).fetchall()
+    return {r for (r,) in rollup}, {r for (r,) in manifests}
+
+
+def test_the_lake_index_holds_every_run_and_never_serves_a_replaced_file(fixed_lake: GoatPaths) -> None:
+    """The first snapshot writes the index (every run's summary and manifest in one file each); a
+    results file replaced since is read through its new summary, never through the index's rows
+    of the old file, and the index is written again with the new ones."""
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    assert seen(build_leaderboard(fixed_lake)) == expected
+    names = {f.name for f in fixed_lake.lake_results.glob("*.parquet")}
+    manifests = {f.stem for f in fixed_lake.lake_runs.glob("*.parquet")}
+    assert _indexed(fixed_lake) == (names, manifests)
+    assert seen(build_leaderboard(fixed_lake)) == expected  # read through the index
+
+    a2 = fixed_lake.lake_results / "run-a2.parquet"
+    rows = fixed_results()["run-a2"]
+    rows[-1] = result_row("run-a2", "alpha", 5, 0, "passed", day=1, wall_s=5.0, cost_usd=0.005)
+    write_parquet(a2, rows)  # its summary and the index's rows are of the old file now
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    board = build_leaderboard(fixed_lake)
+    assert seen(board) == expected
+    assert next(r for r in board.rows if r["model"] == "alpha")["errors"] == 0
+    with duckdb.connect() as con:
+        size = con.execute(
+            "SELECT DISTINCT source_size FROM read_parquet(?) WHERE source_file = 'run-a2.parquet'",
+            [str(rollup_index(fixed_lake.lake_summaries))],
+        ).fetchall()
+    assert size == [(a2.stat().st_size,)]  # rewritten for the new file
+
+
+def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_lake: GoatPaths) -> None:
+    """New runs land (results file, then summary) while snapshots read the lake and rewrite the
+    index at once: each snapshot counts every results file it lists exactly once, whichever index
+    version it read, and in the end the index covers every run."""
+    build_leaderboard(fixed_lake)  # the index of the first runs
+    template = fixed_results()["run-b1"]
+
+    def land(n: int) -> None:
+        run_id = f"run-new{n}"
+        path = write_parquet(
+            fixed_lake.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
+        )
+        write_summary(path, fixed_lake.lake_summaries)
+
+    def read() -> None:
+        with open_snapshot(fixed_lake) as snap:
+            files = len(snap.results_files)
+            row = snap.con.execute("SELECT count(*), sum(attempts), count(DISTINCT run_id) FROM task_rollup")
+            counted = row.fetchone()
+            assert counted is not None
+            assert (counted[0], counted[2]) == (5 * files, files)
+            assert int(counted[1]) == snap.count("results")
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(land, n) for n in range(8)] + [pool.submit(read) for _ in range(8)]
+        for job in jobs:
+            job.result()
+    build_leaderboard(fixed_lake)
+    assert _indexed(fixed_lake)[0] == {f.name for f in fixed_lake.lake_results.glob("*.parquet")}
+    assert not list(index_dir(fixed_lake.lake_summaries).glob(".*"))  # no file left half-written
