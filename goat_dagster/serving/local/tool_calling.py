@@ -57,8 +57,13 @@ NAME = "chatml-function-calling"
 END = "<|im_end|>"
 
 # no HTML autoescaping: llama-cpp-python's template escaped the conversation (a model saw `&#34;` for
-# every quote of its own earlier calls, `&lt;` in code), which also broke the cache's prefix match
-TEMPLATE = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined).from_string(
+# every quote of its own earlier calls, `&lt;` in code), which also broke the cache's prefix match.
+# The trailing newline is kept: the turn starts with `<|im_start|>assistant\n`, as ChatML and the
+# history render it (Jinja drops a template's last newline by default, so the model answered right
+# after `assistant` and the next prompt, which has the newline, matched the KV cache only up to there)
+TEMPLATE = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+).from_string(
     "{% for message in messages %}"
     "<|im_start|>{{ message.role }}\n"
     "{% if message.role == 'system' %}"
