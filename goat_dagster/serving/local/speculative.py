@@ -95,6 +95,9 @@ def tokens(
         draft_max = 0  # a logits processor reads `input_ids`, which holds the draft during a pass
     sampler = llama._init_sampler(**sampling, grammar=grammar)
     llama._sampler = sampler  # where llama-cpp-python keeps it (and goat's counters read it)
+    # under a grammar, draft only what the grammar allows (sampling.GrammarLastSampler): the rest
+    # could never be kept — a tool call's arguments end where its JSON object closes
+    bounded = getattr(sampler, "allowed_prefix", None) if grammar is not None else None
     prompt = list(prompt)
     history = np.zeros(len(prompt) + llama.n_ctx(), dtype=np.intc)
     history[: len(prompt)] = prompt
@@ -112,6 +115,8 @@ def tokens(
             if room < 0:
                 return
             draft = lookup_draft(history[:size], min(n_draft, room)) if wait == 0 else []
+            if draft and bounded is not None:  # not past where the grammar ends or forbids it
+                draft = draft[: bounded(draft)]
             wait = max(0, wait - 1)
             if len(pending) > 1 and len(pending) + len(draft) > llama.n_batch:
                 llama.eval(pending[:-1])  # a long prompt: in batches of n_batch, logits for none
