@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-DRAFT_MAX = 10  # tokens proposed per engine pass (llama-cpp-python's LlamaPromptLookupDecoding: 10)
+# tokens proposed per engine pass at most (llama-cpp-python's LlamaPromptLookupDecoding: 10). 32: an
+# agent's repeated tool call (~25 tokens) is drafted whole; the demo's benchmark took 139 s with 32
+# against 178 s with 10 (benchmarks/demo_calls.py); the draft shrinks after a wrong guess anyway
+DRAFT_MAX = 32
 NGRAM_MAX = 3  # the longest suffix looked up; shorter ones when it is not found
 
 
