@@ -67,7 +67,7 @@ demo: install
 test: install
 	$(DEBS) chromium
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=40
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not ui"

@@ -433,7 +433,7 @@ def _literal_secrets(obj: Any, path: str = "") -> list[str]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             where = f"{path}.{k}" if path else str(k)
-            if k in SECRET_FIELDS and isinstance(v, str) and v and not v.startswith(ENV_REF):
+            if k in SECRET_FIELDS and isinstance(v, str) and v and v != NO_KEY and not v.startswith(ENV_REF):
                 found.append(where)
             else:
                 found += _literal_secrets(v, where)
@@ -446,7 +446,8 @@ def _literal_secrets(obj: Any, path: str = "") -> list[str]:
 def for_public_proxy(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The config adapted for a proxy on a public URL (the one on Modal), and the model names dropped
     from it: deployments on this machine's loopback (unreachable from there), fallbacks naming them.
-    A literal credential is refused (it would be baked into an image); the master key is required."""
+    A literal credential is refused (it would be baked into an image; the `no-key` placeholder of a
+    server that takes no key is none); the master key is required."""
     bad = _literal_secrets(config)
     if bad:
         raise ConfigError(

@@ -18,7 +18,7 @@ import pytest
 from goat_dagster.config import ConfigError
 from goat_dagster.registry import load_registry
 from goat_dagster.routing import modal_proxy as modal_services
-from goat_dagster.routing.config import for_public_proxy
+from goat_dagster.routing.config import build_config, for_public_proxy
 from goat_dagster.serving.endpoint import load_endpoint
 from goat_dagster.serving.modal.cloud import ModalCloud, ModalUnavailable
 from goat_dagster.serving.modal.deploy import ensure_modal_endpoint, ensure_modal_weights, stop_modal_endpoint
@@ -259,6 +259,21 @@ def test_services_config_for_modal(goat_home, fake_cloud):
     assert rec["models"] == ["qwen3-4b-local", "gpt-5-nano"] and rec["dropped"] == ["smollm2-135m-local"]
     modal_services.ensure_modal_proxy(cfg, fake_cloud, LOG)
     assert len(fake_cloud.deployed) == 1  # current: found, not redeployed
+
+
+def test_every_shipped_model_enabled_passes_to_the_modal_proxy():
+    """models.yaml's disabled entries, all enabled at once: the config for the proxy on Modal is
+    accepted (the key-less local Ollama's `no-key` placeholder is no credential) and drops exactly
+    the deployments on this machine's loopback."""
+    cfg = build_config(REGISTRY, {}, include_disabled=True, langfuse=False).config
+    out, dropped = for_public_proxy(cfg)
+    loopback = [m for m in REGISTRY.models.values() if (m.api_base or "").startswith("http://127.")]
+    assert loopback and set(dropped) == {m.gateway_name for m in loopback}
+    kept = {m["model_name"] for m in out["model_list"]}
+    assert kept and not kept & set(dropped)
+    for m in out["model_list"]:
+        key = m["litellm_params"].get("api_key")
+        assert key is None or key == "no-key" or key.startswith("os.environ/"), m
 
 
 def test_real_edge_reports_modal_unreachable_quickly(monkeypatch):

@@ -21,6 +21,7 @@ cleanly, and the app then commits the Volume, so a graceful stop loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -386,8 +387,24 @@ class Stack:
                 p.send_signal(proc.stop_signal)
             try:
                 p.wait(max(deadline - time.monotonic(), 1.0))
+                if proc.group_stop and not group_gone(p.pid, deadline):
+                    raise subprocess.TimeoutExpired(proc.argv, total_s)
             except subprocess.TimeoutExpired:
                 print(f"[goat-langfuse] {proc.name} did not stop in time: killed", flush=True)
-                os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
+
+
+def group_gone(pgid: int, deadline: float, poll_s: float = 0.05) -> bool:
+    """Whether every process of group `pgid` has exited by `deadline` (a shell entrypoint's leader
+    may exit before the server it started: the server's writes are what must end)."""
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
