@@ -17,6 +17,9 @@ differs from llama-cpp-python's handler (measured in `benchmarks/agent_steps.py`
   (`token_history.py`), so the KV cache still holds it;
 - the request's `max_tokens` bounds the whole response (routing, every call's arguments, the
   follow-ups and the message), so a model that keeps starting new calls stops at the limit;
+- after the first call, "another call?" and that call's arguments are one completion under one
+  grammar (`next_call_grammar`), so a draft runs on from the call's name into its arguments: one
+  engine pass for a repeated call where two completions took two;
 - after a call the model ends its turn with its end-of-turn token (llama-cpp-python's follow-up
   grammar only allowed spelling `<|im_end|>` out in characters, so a model that wanted to stop was
   pushed into one more call), and a `message:` answer is free text (llama-cpp-python generated it
