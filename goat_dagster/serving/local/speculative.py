@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 # tokens proposed per engine pass at most (llama-cpp-python's LlamaPromptLookupDecoding: 10). 32: an
-# agent's repeated tool call (~25 tokens) is drafted whole; the demo's benchmark took 139 s with 32
-# against 178 s with 10 (benchmarks/demo_calls.py); the draft shrinks after a wrong guess anyway
+# agent's repeated tool call (~25 tokens) is drafted whole; benchmarks/demo_calls.py, one run each at
+# load 1.1-1.7: 139 s for 29 calls with 32, 178 s for 32 calls with 10 (the arguments 2.0 s per call
+# against 2.7 s); the draft shrinks after a wrong guess anyway
 DRAFT_MAX = 32
 NGRAM_MAX = 3  # the longest suffix looked up; shorter ones when it is not found
 
