@@ -40,8 +40,8 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_lake import LakeShape, generate
 
-from goat_dagster.analysis.leaderboard import (
-    build_leaderboard,
+from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
     details_markdown,
     leaderboard_markdown,

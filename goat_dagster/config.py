@@ -113,7 +113,7 @@ class GoatSettings(BaseSettings):
         json_schema_extra={**_group("core"), "shown_default": "256 (at most a quarter of the budget)"},
     )
     serve_draft_tokens: int = Field(
-        default=10,
+        default=32,
         ge=0,
         le=64,
         description="tokens a local worker drafts from the context and verifies in one pass "

@@ -27,7 +27,8 @@ from typing import Any
 import click
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
-from goat_dagster.analysis.leaderboard import build_leaderboard, render_leaderboard_text
+from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard_render import render_leaderboard_text
 from goat_dagster.assets.prompts import observed_prompts_version, prompts_observation
 from goat_dagster.bench.prompts import load_prompt_set
 from goat_dagster.bench.suite import load_suite

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from goat_dagster import config as goat_config
 from goat_dagster.analysis.chart import image_markdown, render_chart
-from goat_dagster.analysis.leaderboard import (
-    build_leaderboard,
+from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
     details_markdown,
     leaderboard_markdown,

@@ -3,7 +3,8 @@
 
 - `managed` (default): `litellm --config` as a detached process under `$GOAT_HOME/litellm`, on
   127.0.0.1:4000 (GOAT_LITELLM_HOST / GOAT_LITELLM_PORT). `ensure_proxy` writes the config (once,
-  checked by LiteLLM when it changed), reuses the running proxy when its config hash is unchanged
+  checked by LiteLLM when it changed: by `--validate_config` before a running proxy is restarted on
+  it, by the start itself when none runs), reuses the running proxy when its config hash is unchanged
   and it answers `/health/readiness`, and otherwise (re)starts it and waits until ready. State
   (`state.json`: pid, host, port, config hash), the config and the master key live in
   `config.paths().litellm`, the log in `$GOAT_HOME/logs/litellm-proxy.log`; a file lock makes
@@ -227,13 +228,14 @@ def _ensure_managed(cfg: dict[str, Any], host: str, port: int, timeout_s: float,
         return ProxyStatus("managed", action, st.base_url, True, path, changed, st.pid)
 
     with daemon.locked(state_dir() / "lock"):
-        changed = write_config(cfg, path)
         st = current()
-        if serving(st):
-            return status(st, "reused", changed)  # type: ignore[arg-type]
         if st is None:
             _state().remove()
-            return status(_start(path, sha, host, port, timeout_s), "started", changed)
+            started, changed = _start_on_new_config(cfg, path, sha, host, port, timeout_s)
+            return status(started, "started", changed)
+        changed = write_config(cfg, path)
+        if serving(st):
+            return status(st, "reused", changed)
     # a running proxy serves another config: wait for running benchmarks (not holding the state
     # lock meanwhile, so `goat stop` and readers of the state are never stuck behind the wait)
     with _exclusive_lease(log), daemon.locked(state_dir() / "lock"):
@@ -268,6 +270,27 @@ def proxy_environment() -> dict[str, str]:
         "LITELLM_TELEMETRY": "False",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def _start_on_new_config(
+    cfg: dict[str, Any], path: Path, sha: str, host: str, port: int, timeout_s: float
+) -> tuple[ProxyState, bool]:
+    """No proxy runs: the proxy's own start is LiteLLM's check of a changed config (it loads the
+    file as `litellm --validate_config` does, and is not ready when it cannot), so LiteLLM starts
+    once instead of twice (~10 s of `goat demo` here). A config it does not come up with is taken
+    back: the previous file is restored. Whether the file changed, and the proxy."""
+    previous = path.read_text() if path.exists() else None
+    changed = write_config(cfg, path, litellm_check=False)
+    try:
+        return _start(path, sha, host, port, timeout_s), changed
+    except ProxyError:
+        if changed and previous is None:
+            path.unlink(missing_ok=True)
+        elif changed:
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.previous")
+            tmp.write_text(previous)  # type: ignore[arg-type]
+            tmp.replace(path)
+        raise
 
 
 def _start(path: Path, sha: str, host: str, port: int, timeout_s: float) -> ProxyState:

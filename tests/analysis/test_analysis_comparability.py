@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from click.testing import CliRunner
 
-from goat_dagster.analysis.leaderboard import (
-    build_leaderboard,
+from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard_render import (
     details_markdown,
     leaderboard_markdown,
     render_leaderboard_text,

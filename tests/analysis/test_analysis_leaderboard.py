@@ -10,10 +10,8 @@ import struct
 import pytest
 
 from goat_dagster.analysis.chart import image_markdown, render_chart
-from goat_dagster.analysis.leaderboard import (
-    SELECTION_LATEST,
-    UnknownRunError,
-    build_leaderboard,
+from goat_dagster.analysis.leaderboard import SELECTION_LATEST, UnknownRunError, build_leaderboard
+from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
     details_markdown,
     leaderboard_markdown,

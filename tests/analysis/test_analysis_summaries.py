@@ -15,9 +15,8 @@ from typing import Any
 import duckdb
 
 from goat_dagster.analysis.lake_index import index_dir, manifests_index, rollup_index
-from goat_dagster.analysis.leaderboard import (
-    Leaderboard,
-    build_leaderboard,
+from goat_dagster.analysis.leaderboard import Leaderboard, build_leaderboard
+from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
     details_markdown,
     leaderboard_markdown,

@@ -110,7 +110,8 @@ def test_text_reports_do_not_depend_on_the_cli(goat_home: Path) -> None:
     code = (
         "import sys\n"
         "from goat_dagster.analysis.run_reports import results_view\n"
-        "from goat_dagster.analysis.leaderboard import Leaderboard, render_leaderboard_text\n"
+        "from goat_dagster.analysis.leaderboard import Leaderboard\n"
+        "from goat_dagster.analysis.leaderboard_render import render_leaderboard_text\n"
         "print(results_view(None, False)[1])\n"
         "print(render_leaderboard_text(Leaderboard(rows=[], tasks=[], selection='none')))\n"
         "print('goat_dagster.cli' in sys.modules)\n"

@@ -4,6 +4,7 @@ validation, LiteLLM's own validator, router settings and callbacks."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from goat_dagster.config import ConfigError, project_dir
 from goat_dagster.registry import load_registry, parse_registry
+from goat_dagster.routing import proxy
 from goat_dagster.routing.config import (
     build_config,
     config_yaml,
@@ -188,3 +190,21 @@ def test_litellm_accepts_the_generated_config(shipped, tmp_path):
     path = tmp_path / "config.yaml"
     write_config(shipped.config, path)  # checked by LiteLLM on the way
     validate_with_litellm(path)
+
+
+def test_a_proxy_that_does_not_come_up_on_a_new_config_leaves_the_previous_file(shipped, tmp_path):
+    """No proxy runs: the config is written without `--validate_config` and the proxy's own start
+    checks it; when the proxy does not come up (here: its port is taken), the previous file is
+    back, or none when there was none."""
+    path = tmp_path / "config.yaml"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(proxy.ProxyError, match="in use"):
+            proxy._start_on_new_config(shipped.config, path, "sha", "127.0.0.1", port, 5.0)
+        assert not path.exists()
+        path.write_text("# the previous config\n")
+        with pytest.raises(proxy.ProxyError, match="in use"):
+            proxy._start_on_new_config(shipped.config, path, "sha", "127.0.0.1", port, 5.0)
+        assert path.read_text() == "# the previous config\n"

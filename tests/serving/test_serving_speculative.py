@@ -121,3 +121,28 @@ def test_drafts_keep_a_grammar_and_the_prefix_cache(llama):
     again = generate(llama, follow, draft_max=10, n=4)
     assert again.evaluated <= 2, again.timing()
     assert_same_but_near_ties(llama, prompt, out[0].tokens, out[10].tokens)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_draft_stops_where_the_grammar_does(llama):
+    """Under a grammar, draft tokens the grammar forbids are never evaluated: the token sampled there
+    is always one the grammar allows, so they could never be kept (a tool call's draft ends where
+    its JSON object closes). The check runs on a copy: the grammar itself does not move."""
+    from llama_cpp import llama_grammar
+
+    grammar = llama_grammar.LlamaGrammar.from_string('root ::= "functions.Read:"\n', verbose=False)
+    sampler = llama._init_sampler(temp=0.0, grammar=grammar)
+    call = llama.tokenize(b"functions.Read:", add_bos=False)
+    after = llama.tokenize(b'\n{"path": "a.py"}', add_bos=False)
+    assert sampler.allowed_prefix(call + after) == len(call)
+    assert sampler.allowed_prefix(after) == 0
+    assert sampler.allowed_prefix(call) == len(call)  # unchanged by the checks before
+    # the literal is in the context, followed by more: the draft is the literal's rest, no further
+    prompt = llama.tokenize(
+        REPEAT.replace("alpha.py", "functions.Read:").encode(), add_bos=True, special=True
+    )
+    llama.reset()
+    piece = generate(llama, prompt, draft_max=32, grammar=grammar, n=16)
+    assert piece.text == "functions.Read:"
+    assert 0 < piece.draft.drafted == piece.draft.accepted, piece.draft

@@ -59,10 +59,29 @@ class GrammarLastSampler:
         return int(self.data[self.candidates.selected].id)
 
     def allows(self, token: int) -> bool:
+        return self._allows(self.grammar, token)
+
+    def _allows(self, grammar: Any, token: int) -> bool:
         self.one[0].id, self.one[0].logit, self.one[0].p = token, 1.0, 0.0
         self.one_array.size, self.one_array.selected, self.one_array.sorted = 1, -1, False
-        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self.one_array))
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self.one_array))
         return math.isfinite(self.one[0].logit)
+
+    def allowed_prefix(self, tokens: list[int]) -> int:
+        """How many of `tokens`, in order, the grammar allows from its current state (checked on a
+        copy: the grammar itself does not move). A draft token past that can never be kept: the
+        token sampled there is always one the grammar allows."""
+        if not tokens:
+            return 0
+        copy = llama_cpp.llama_sampler_clone(self.grammar)
+        try:
+            for n, token in enumerate(tokens):
+                if not self._allows(copy, token):
+                    return n
+                llama_cpp.llama_sampler_accept(copy, token)
+            return len(tokens)
+        finally:
+            llama_cpp.llama_sampler_free(copy)
 
     def sample(self, ctx: Any, idx: int = -1) -> int:
         self._fill(ctx, idx)

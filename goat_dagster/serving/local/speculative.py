@@ -25,7 +25,11 @@ from typing import Any
 
 import numpy as np
 
-DRAFT_MAX = 10  # tokens proposed per engine pass (llama-cpp-python's LlamaPromptLookupDecoding: 10)
+# tokens proposed per engine pass at most (llama-cpp-python's LlamaPromptLookupDecoding: 10). 32: an
+# agent's repeated tool call (~25 tokens) is drafted whole; benchmarks/demo_calls.py, one run each at
+# load 1.1-1.7: 139 s for 29 calls with 32, 178 s for 32 calls with 10 (the arguments 2.0 s per call
+# against 2.7 s); the draft shrinks after a wrong guess anyway
+DRAFT_MAX = 32
 NGRAM_MAX = 3  # the longest suffix looked up; shorter ones when it is not found
 
 
@@ -95,6 +99,9 @@ def tokens(
         draft_max = 0  # a logits processor reads `input_ids`, which holds the draft during a pass
     sampler = llama._init_sampler(**sampling, grammar=grammar)
     llama._sampler = sampler  # where llama-cpp-python keeps it (and goat's counters read it)
+    # under a grammar, draft only what the grammar allows (sampling.GrammarLastSampler): the rest
+    # could never be kept — a tool call's arguments end where its JSON object closes
+    bounded = getattr(sampler, "allowed_prefix", None) if grammar is not None else None
     prompt = list(prompt)
     history = np.zeros(len(prompt) + llama.n_ctx(), dtype=np.intc)
     history[: len(prompt)] = prompt
@@ -112,6 +119,8 @@ def tokens(
             if room < 0:
                 return
             draft = lookup_draft(history[:size], min(n_draft, room)) if wait == 0 else []
+            if draft and bounded is not None:  # not past where the grammar ends or forbids it
+                draft = draft[: bounded(draft)]
             wait = max(0, wait - 1)
             if len(pending) > 1 and len(pending) + len(draft) > llama.n_batch:
                 llama.eval(pending[:-1])  # a long prompt: in batches of n_batch, logits for none

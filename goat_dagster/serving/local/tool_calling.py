@@ -17,6 +17,9 @@ differs from llama-cpp-python's handler (measured in `benchmarks/agent_steps.py`
   (`token_history.py`), so the KV cache still holds it;
 - the request's `max_tokens` bounds the whole response (routing, every call's arguments, the
   follow-ups and the message), so a model that keeps starting new calls stops at the limit;
+- after the first call, "another call?" and that call's arguments are one completion under one
+  grammar (`next_call_grammar`), so a draft runs on from the call's name into its arguments: one
+  engine pass for a repeated call where two completions took two;
 - after a call the model ends its turn with its end-of-turn token (llama-cpp-python's follow-up
   grammar only allowed spelling `<|im_end|>` out in characters, so a model that wanted to stop was
   pushed into one more call), and a `message:` answer is free text (llama-cpp-python generated it
@@ -57,8 +60,13 @@ NAME = "chatml-function-calling"
 END = "<|im_end|>"
 
 # no HTML autoescaping: llama-cpp-python's template escaped the conversation (a model saw `&#34;` for
-# every quote of its own earlier calls, `&lt;` in code), which also broke the cache's prefix match
-TEMPLATE = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined).from_string(
+# every quote of its own earlier calls, `&lt;` in code), which also broke the cache's prefix match.
+# The trailing newline is kept: the turn starts with `<|im_start|>assistant\n`, as ChatML and the
+# history render it (Jinja drops a template's last newline by default, so the model answered right
+# after `assistant` and the next prompt, which has the newline, matched the KV cache only up to there)
+TEMPLATE = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+).from_string(
     "{% for message in messages %}"
     "<|im_start|>{{ message.role }}\n"
     "{% if message.role == 'system' %}"
@@ -118,6 +126,32 @@ def _schema_grammar(schema_json: str) -> llama_grammar.LlamaGrammar:
 def arguments_grammar(tool: dict[str, Any]) -> llama_grammar.LlamaGrammar:
     params = tool["function"].get("parameters") or {"type": "object"}
     return _schema_grammar(json.dumps(params, sort_keys=True))
+
+
+def next_call_grammar(tools: list[dict[str, Any]]) -> llama_grammar.LlamaGrammar | None:
+    """One grammar for "another call?" and that call's arguments: `functions.<name>:` and a newline,
+    then the tool's arguments as `arguments_grammar` constrains them — or nothing (the turn ends).
+    None when a tool's schema is beyond llama-cpp-python's converter."""
+    return _next_call_grammar(json.dumps(tools, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _next_call_grammar(tools_json: str) -> llama_grammar.LlamaGrammar | None:
+    try:
+        conv = llama_grammar.SchemaConverter(
+            prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+        )
+        calls = []
+        for i, tool in enumerate(json.loads(tools_json)):
+            fn = tool["function"]
+            schema = conv.resolve_refs(fn.get("parameters") or {"type": "object"}, f"tool{i}")
+            arguments = conv.visit(schema, f"tool{i}-arguments")
+            name = conv._format_literal("functions." + fn["name"] + ":\n")
+            calls.append(f"{name} {arguments}")
+        conv._add_rule("root", f"({' | '.join(calls)})?")
+        return llama_grammar.LlamaGrammar.from_string(conv.format_grammar(), verbose=False)
+    except Exception:  # the calls are then chosen and constrained one completion each
+        return None
 
 
 @dataclass
@@ -193,20 +227,43 @@ class Turn:
             fn["arguments"] += text
             yield {"tool_calls": [{"index": index, "function": {"arguments": text}}]}
 
-    def calls_until_done(
-        self, tool: dict[str, Any] | None, tools: list[dict[str, Any]]
-    ) -> Iterator[dict[str, Any]]:
+    def next_call(self, grammar: Any) -> Generator[dict[str, Any], None, bool]:
+        """ "Another call?" and its arguments in one completion (`next_call_grammar`): the drafts run
+        on from the call's name into its arguments, one engine pass where two completions took two;
+        whether the model made a call."""
+        index, text, fn = len(self.calls), "", None
+        for chunk in self.streamed("next call", grammar=grammar):
+            if fn is None:
+                text += chunk
+                head, newline, chunk = text.partition("\n")
+                if not newline:
+                    continue
+                fn = {"name": head[len("functions.") : -1], "arguments": ""}
+                self.calls.append({"id": f"{self.call_prefix}_{index}", "type": "function", "function": fn})
+                yield {"tool_calls": [{"index": index, **self.calls[-1], "function": dict(fn)}]}
+            if chunk:
+                fn["arguments"] += chunk
+                yield {"tool_calls": [{"index": index, "function": {"arguments": chunk}}]}
+        return fn is not None
+
+    def calls_until_done(self, tool: dict[str, Any], tools: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The call to `tool`, then more for as long as the model starts another one."""
         by_name = {t["function"]["name"]: t for t in tools}
         options = [f"functions.{n}:" for n in by_name]
-        while tool is not None:
+        grammar = next_call_grammar(tools)
+        self.append("\n")
+        yield from self.call(tool)
+        while self.finish_reason != "length" and self.budget.allows():
             self.append("\n")
-            yield from self.call(tool)
-            if self.finish_reason == "length" or not self.budget.allows():
+            if grammar is not None:
+                if not (yield from self.next_call(grammar)):
+                    return
+                continue
+            picked = self.choose("follow-up", options, greedy=False, optional=True)
+            if not picked:
                 return
             self.append("\n")
-            picked = self.choose("follow-up", options, greedy=False, optional=True)
-            tool = by_name.get(picked[len("functions.") : -1]) if picked else None
+            yield from self.call(by_name[picked[len("functions.") : -1]])
 
     # ---- the response ----------------------------------------------------------------------------
 
