@@ -169,10 +169,29 @@ def _indexed_results(
     # the others as listed with the signatures: a file landing from now on waits for the next snapshot
     rest, skipped = lake_files(con, paths.lake_results, [f for f in listed if f.name not in names])
     plan: SummaryPlan = summarize_missing(con, rest, paths.lake_summaries)
-    stored = lake_index.add(con, ROLLUP_TABLE, plan.summaries, sigs, lake_index.exists(con, ROLLUP_TABLE))
+    stored = _add_summaries(con, plan, sigs, paths.lake_results)
     if plan.summaries:
         lake_index.write(con, ROLLUP_TABLE, index)
     return sorted([*covered, *rest]), skipped, (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+
+
+def _add_summaries(
+    con: duckdb.DuckDBPyConnection, plan: SummaryPlan, sigs: lake_index.Signatures, results_dir: Path
+) -> bool:
+    """The plan's summaries added to the index table. Another process may replace a summary while
+    DuckDB reads it (a run writing its own summary that this snapshot also wrote: the same rows,
+    renamed into place), and a scan that opened the file before the rename and reads it after fails
+    ("Invalid data"); the files are complete again at once, so the read is tried again, and a third
+    failure reads those runs' rows instead."""
+    for _ in range(3):
+        exists = lake_index.exists(con, ROLLUP_TABLE)
+        try:
+            return lake_index.add(con, ROLLUP_TABLE, plan.summaries, sigs, exists)
+        except duckdb.Error:
+            continue
+    plan.unsummarized.extend(results_dir / s.name for s in plan.summaries)  # summary_file's inverse
+    plan.summaries.clear()
+    return lake_index.exists(con, ROLLUP_TABLE)
 
 
 def _indexed_manifests(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths) -> tuple[Source, list[str]]:
