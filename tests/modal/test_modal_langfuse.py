@@ -278,6 +278,30 @@ def test_stop_reaches_what_an_entrypoint_started(pg_layout):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def test_stop_does_not_wait_for_zombies_nobody_reaps(tmp_path):
+    """Under a child subreaper that never reaps (what PID 1 of a container may be, and what the test
+    process became in CI), the stopped servers stay zombies in their group: `stop` must see them
+    gone at once, not wait for its deadline."""
+    code = f"""
+import ctypes, socket, sys, time
+from pathlib import Path
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER; never reaps orphans
+from goat_dagster.serving.modal.langfuse_server import Layout, Proc, Stack
+layout = Layout(data=Path({str(tmp_path)!r}), pg_bin=Path("/nonexistent"), pg_user=None)
+stack = Stack(layout, {SECRETS!r}, {URL!r})
+for name, port in (("langfuse-worker", {_free_port()}), ("langfuse-web", {_free_port()})):
+    server = f"{{sys.executable}} -m http.server {{port}} --bind 127.0.0.1"
+    stack.spawn(Proc(name, ["sh", "-c", server + "; echo exited"], port, group_stop=True), timeout_s=30)
+t0 = time.monotonic()
+stack.stop(total_s=10)
+print("STOP", time.monotonic() - t0)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    took = float(res.stdout.split("STOP")[-1])
+    assert took < 5, f"stop took {took:.1f} s (waited for zombies)"
+
+
 # ---- deploying it -------------------------------------------------------------------------------
 
 

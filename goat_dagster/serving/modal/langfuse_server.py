@@ -400,11 +400,24 @@ class Stack:
 def group_gone(pgid: int, deadline: float, poll_s: float = 0.05) -> bool:
     """Whether every process of group `pgid` has exited by `deadline` (a shell entrypoint's leader
     may exit before the server it started: the server's writes are what must end)."""
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
+    while group_running(pgid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)
+    return True
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. A zombie does not count: it holds no file or
+    port, and an orphan's waits for whoever reaps it (PID 1, or a subreaper that may never do so)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _ppid, pgrp = stat[stat.rfind(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
