@@ -309,6 +309,21 @@ def _own(path: Path, user: str | None) -> None:
 # ---- running them ---------------------------------------------------------------------------
 
 
+def _ignore(_sig: int, _frame: object) -> None:
+    pass
+
+
+def signals_default_in_children() -> None:
+    """A signal this process ignores is ignored by every process it starts (exec keeps SIG_IGN, as
+    for anything started in the background), and a server that ignores SIGTERM would stop only when
+    killed at the deadline, without flushing. An ignored SIGTERM or SIGINT becomes a handler that
+    does nothing: the same for this process, the default for its children (exec resets handlers)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            with contextlib.suppress(ValueError):  # not the main thread: left as it is
+                signal.signal(sig, _ignore)
+
+
 def wait_port(port: int, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -333,6 +348,7 @@ class Stack:
 
     def spawn(self, proc: Proc, timeout_s: float) -> None:
         print(f"[goat-langfuse] starting {proc.name}", flush=True)
+        signals_default_in_children()
         proc.popen = subprocess.Popen(
             proc.argv,
             env={**os.environ, **proc.env},
