@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,16 +393,30 @@ def write_config(cfg: dict[str, Any], path: Path, *, litellm_check: bool = True)
     text = config_yaml(cfg)
     if path.exists() and path.read_text() == text:
         return False
+    _replace_text(path, text, validate_with_litellm if litellm_check else None)
+    return True
+
+
+def restore_config(path: Path, previous: str | None) -> None:
+    """Put back the config file as it was before a `write_config` (`previous`: its text, None: there
+    was none), atomically as it was written."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        _replace_text(path, previous)
+
+
+def _replace_text(path: Path, text: str, check: Callable[[Path], None] | None = None) -> None:
+    """`text` as the file `path`: written aside, checked there (`check`), then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     tmp.write_text(text)
     try:
-        if litellm_check:
-            validate_with_litellm(tmp)
+        if check is not None:
+            check(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return True
 
 
 def read_config(path: Path) -> dict[str, Any]:

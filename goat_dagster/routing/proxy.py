@@ -41,6 +41,7 @@ from goat_dagster.routing.config import (
     config_hash,
     config_path,
     litellm_executable,
+    restore_config,
     write_config,
 )
 from goat_dagster.serving import daemon
@@ -284,12 +285,8 @@ def _start_on_new_config(
     try:
         return _start(path, sha, host, port, timeout_s), changed
     except ProxyError:
-        if changed and previous is None:
-            path.unlink(missing_ok=True)
-        elif changed:
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.previous")
-            tmp.write_text(previous)  # type: ignore[arg-type]
-            tmp.replace(path)
+        if changed:
+            restore_config(path, previous)
         raise
 
 
