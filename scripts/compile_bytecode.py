@@ -97,7 +97,7 @@ def main() -> int:
     t0 = time.monotonic()
     files = [str(p) for p in files_to_compile()]
     workers = len(os.sched_getaffinity(0))
-    chunks = [files[i::workers * 8] for i in range(workers * 8)]  # round robin: similar sizes
+    chunks = [files[i :: workers * 8] for i in range(workers * 8)]  # round robin: similar sizes
     with ProcessPoolExecutor(max_workers=workers) as pool:
         failed = sum(pool.map(_compile, chunks))
     print(
