@@ -42,19 +42,20 @@ $(STAMP): pyproject.toml uv.lock Makefile scripts/compile_bytecode.py
 	# pyproject's flags from uv's cache, or builds it
 	if [ -f $@ ] && [ "$$(cat $@)" != portable ]; then $(UV) pip uninstall llama-cpp-python; fi
 	$(UV) sync --locked --extra dev --group models
-	# bytecode for what goat's processes import (site-packages less the test and lint tools and
-	# what no process imports, and goat_dagster), on every core: every process (each Dagster run
-	# worker included) then imports from .pyc files even where PYTHONDONTWRITEBYTECODE is set,
-	# instead of compiling ~1000 modules (~3 s) in memory. scripts/compile_bytecode.py says what
-	# it leaves out and why (`uv sync --compile-bytecode` compiled all 19,000 files: ~21 s here, now
-	# ~12 s); a module left out or edited later is compiled in memory until the next install
-	$(BIN)/python scripts/compile_bytecode.py
 ifeq ($(ENGINE),native)
 	# the locked version again, compiled -march=native outside uv's cache (--no-config: without the
 	# portable flags of pyproject.toml, which would otherwise come last and win)
 	$(UV) pip install --no-config --no-cache --no-deps --reinstall --no-binary llama-cpp-python \
 	  -C cmake.args=-DGGML_NATIVE=ON "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
 endif
+	# last, once everything is installed: bytecode for what goat's processes import (site-packages
+	# less the test and lint tools and what no process imports; goat_dagster), on every core: every
+	# process (each Dagster run worker included) then imports from .pyc files even where
+	# PYTHONDONTWRITEBYTECODE is set, instead of compiling ~1000 modules (~3 s) in memory.
+	# scripts/compile_bytecode.py says what it leaves out and why (`uv sync --compile-bytecode`
+	# compiled all 19,000 files: ~21 s here; this ~12 s); a module left out or edited later is
+	# compiled in memory until the next install
+	$(BIN)/python scripts/compile_bytecode.py
 	echo $(ENGINE) > $@
 
 # `make lock`: re-resolve uv.lock after editing dependencies in pyproject.toml (`make lock
