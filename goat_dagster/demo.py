@@ -72,7 +72,7 @@ def run_demo(echo: bool = True, suite: str = "smoke") -> dict[str, Any]:
 
     t0 = time.monotonic()
     instance = ensure_instance()
-    # the proxy's imports (~6-9 s) beside the code location, the weights and goat serve: the
+    # the proxy's imports (~6-9 s) beside the partitions, the weights and goat serve: the
     # `litellm_config` asset then starts the proxy on that interpreter (`routing.proxy.prewarm`)
     proxy.prewarm()
     try:

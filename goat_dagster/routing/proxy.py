@@ -13,12 +13,12 @@
   LITELLM_MASTER_KEY; chosen by GOAT_LITELLM_MODE=external or by setting GOAT_LITELLM_URL. Its
   config is deployed with it, so `ensure_proxy` writes ours and checks it is ready.
 
-`prewarm()` (what `goat demo` calls first) starts the managed proxy's interpreter ahead of its
-config: LiteLLM's imports take ~6-9 s of its ~8-10 s start, and they then overlap with the instance,
-the weights and `goat serve`. It is not a proxy yet — no port, no config — until `ensure_proxy` has
-a proxy to start: then that process is handed the same command line (`routing/proxy_main.py`) and
-is ready within a second; otherwise (a proxy is reused, or its environment would differ) it is let
-go and exits.
+`prewarm()` (what `goat demo` calls once its instance is up) starts the managed proxy's interpreter
+ahead of its config: LiteLLM's imports take ~6-9 s of its ~8-10 s start, and they then overlap with
+the demo's first steps (partitions, the weights, `goat serve`). It is not a proxy yet — no port, no
+config — until `ensure_proxy` has a proxy to start: then that process is handed the same command
+line (`routing/proxy_main.py`) and is ready within a second; otherwise (a proxy is reused, or its
+environment would differ) it is stopped.
 
 The managed proxy's environment is this process's environment (provider keys stay there, never in
 the config) plus `LITELLM_MASTER_KEY` and `LITELLM_LOCAL_MODEL_COST_MAP=True` (offline, LiteLLM

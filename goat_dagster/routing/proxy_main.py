@@ -18,7 +18,7 @@ import sys
 import litellm.proxy.proxy_server  # noqa: F401  (the ~6-9 s this process is here to spend early)
 from litellm.proxy.proxy_cli import run_server
 
-import goat_dagster.routing.auth
+import goat_dagster.routing.auth  # the config's custom_auth
 import goat_dagster.tracing.sink  # noqa: F401  (the config's callback)
 
 
