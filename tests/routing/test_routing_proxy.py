@@ -315,29 +315,26 @@ def test_a_streamed_call_through_the_proxy_carries_its_usage(proxy_url):
 
 
 def test_a_warm_interpreter_becomes_the_proxy(proxy_url, routing_env):
-    """`prewarm` (what `goat demo` calls first): LiteLLM imported ahead of its config, then handed
-    the start `ensure_proxy` would have spawned — the same process serves, with the same config,
-    port and checks. Not when a proxy already runs; let go (stopped) when nothing takes it."""
+    """`prewarm` (what `goat demo` calls): LiteLLM imported ahead of its config, then handed the
+    start `ensure_proxy` would have spawned — the same process serves, with the same config, port
+    and checks. Not when a proxy already runs; stopped when nothing takes it."""
     assert not proxy.prewarm()  # the session's proxy runs: no start is coming
     proxy.stop_proxy()
+    assert proxy.prewarm()
+    unused = proxy._warm.proc
+    proxy.release_warm()
+    assert unused.poll() is not None and proxy._warm is None
+
     assert proxy.prewarm()
     warm = proxy._warm.proc
     assert serve_registry() == proxy_url
     st = proxy.read_state()
     assert st.pid == warm.pid and proxy.is_ready(proxy_url)
     assert proxy._warm is None
-    log = proxy.log_path().read_text()
     args = f"--config {proxy.config_path()} --host 127.0.0.1 --port {routing_env.proxy_port}"
-    assert f"starting litellm: {args}" in log
+    assert f"starting litellm: {args}" in proxy.log_path().read_text()
     resp, _ = _call(gateway("smollm2-135m"), "run-warm-1", "hello")
     assert resp.choices[0].message.content
-
-    proxy.stop_proxy()
-    assert proxy.prewarm()
-    unused = proxy._warm.proc
-    proxy.release_warm()
-    assert unused.poll() is not None and proxy._warm is None
-    serve_registry()  # the session's proxy again, for whoever runs next
 
 
 def test_a_warm_interpreter_of_another_environment_is_not_used(proxy_url, monkeypatch):
@@ -349,6 +346,4 @@ def test_a_warm_interpreter_of_another_environment_is_not_used(proxy_url, monkey
     monkeypatch.setenv("GOAT_TEST_CHANGED_AFTER_PREWARM", "1")
     assert serve_registry() == proxy_url
     assert proxy.read_state().pid != warm.pid and warm.poll() is not None
-    monkeypatch.delenv("GOAT_TEST_CHANGED_AFTER_PREWARM")
-    proxy.stop_proxy()
-    serve_registry()
+    assert proxy.is_ready(proxy_url)
