@@ -16,9 +16,9 @@ from collections import deque
 from typing import Any
 
 # An idle or waiting worker sleeps instead of spinning (libgomp: OMP_WAIT_POLICY), after a short spin
-# (GOMP_SPINCOUNT: pause-loop iterations, 3,000 is ~0.1 ms). ggml's threads meet at an OpenMP barrier
-# after every operation of the graph (hundreds per engine pass): with no spin at all each
-# barrier put a thread to sleep and woke it through the kernel, and a one-token pass took 31-37 ms
+# (GOMP_SPINCOUNT: 3,000 pause-loop iterations, of the order of 0.1 ms). ggml's threads meet at an
+# OpenMP barrier after every operation of the graph (hundreds per engine pass): with no spin at all
+# each barrier put a thread to sleep and woke it through the kernel, and a one-token pass took 31-37 ms
 # instead of 12-14 ms, a 33-token draft pass 183-244 ms instead of 142-175 ms (2 threads, 2 cores, KV
 # cache at 2,000 tokens). With a CPU-bound process beside the worker on those cores, the spin costs
 # instead (one-token pass 20-24 -> 40-76 ms, draft pass 290-365 -> 410-420 ms): the thread budget
