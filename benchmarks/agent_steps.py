@@ -49,6 +49,7 @@ from goat_dagster.serving.local.client import ensure_control_plane, stop_control
 from goat_dagster.serving.local.engine import worker_spec
 from goat_dagster.serving.local.generation import Budget, run_piece
 from goat_dagster.serving.local.settings import ServeSettings
+from goat_dagster.serving.local.threads import WORKER_ENV
 from goat_dagster.serving.local.tool_calling import render
 from goat_dagster.serving.local.weights import locate_weights
 from goat_dagster.tracing.sink_store import iter_lines, run_file
@@ -56,6 +57,14 @@ from goat_dagster.tracing.sink_store import iter_lines, run_file
 DATA = Path(__file__).resolve().parent / "data" / "agent_steps.json"
 MODEL = "smollm2-135m"
 DEMO_LIMITS = {k: v for k, v in DEMO_BENCHMARK.items() if k != "parallel"}  # the demo's limits
+
+
+def run_as_worker() -> None:
+    """Run this script again with the OpenMP settings goat serve gives its workers where the
+    environment lacks them (`threads.WORKER_ENV`; libgomp reads them once, when llama.cpp loads), so
+    the engine in this process (the raw rates, the floor) waits at its barriers as the worker's does."""
+    if any(k not in os.environ for k in WORKER_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**WORKER_ENV, **os.environ})
 
 
 def free_port() -> int:
@@ -260,6 +269,7 @@ def main() -> None:
     ap.add_argument("--conversation", type=Path, default=DATA)
     ap.add_argument("--record", metavar="TASK", help="record a new conversation of this smoke task")
     args = ap.parse_args()
+    run_as_worker()
     if args.record:
         record(args.record, args.conversation)
         return

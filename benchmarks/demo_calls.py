@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 
-from agent_steps import free_port, open_engine, raw_rates
+from agent_steps import free_port, open_engine, raw_rates, run_as_worker
 
 from goat_dagster.analysis.runs import summarize_run
 from goat_dagster.bench.run_request import RunRequest
@@ -50,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=None, help="comma-separated task ids (default: the whole suite)")
     args = ap.parse_args()
+    run_as_worker()
     os.environ.update(
         {
             "GOAT_HOME": tempfile.mkdtemp(prefix="goat-demo-calls-"),
@@ -87,7 +88,8 @@ def main() -> None:
     p_rate, g_rate = raw_rates(open_engine(MODEL))
 
     print(
-        f"demo benchmark (smoke, {limits}, drafts {settings().serve_draft_tokens}): {wall:.1f} s wall "
+        f"demo benchmark (smoke, {limits}, drafts {settings().serve_draft_tokens}, OpenMP "
+        f"{os.environ['OMP_WAIT_POLICY']} spin {os.environ['GOMP_SPINCOUNT']}): {wall:.1f} s wall "
         f"({up_s:.1f} s to bring goat serve and the proxy up before), {s.n} tasks, {len(calls)} calls; "
         f"load average {load0:.2f} at start, {load1:.2f} at end on {os.cpu_count()} CPUs"
     )
@@ -113,11 +115,13 @@ def main() -> None:
     capped = sum(1 for c in calls if c["predicted_n"] >= limits.max_output_tokens)
     floor_s = evaluated / p_rate + generated / g_rate
     accepted, drafted = sum(c["draft_accepted"] for c in calls), sum(c["draft_n"] for c in calls)
+    passes = sum(c.get("passes", 0) for c in calls)
     print(
         f"calls: p50 {statistics.median(c['prompt_ms'] + c['predicted_ms'] for c in calls) / 1000:.2f} s in "
         f"the engine; {capped} of {len(calls)} hit the {limits.max_output_tokens}-token cap; prompt tokens "
         f"{sum(c['prompt_tokens'] for c in calls)} of which evaluated {evaluated}; generated {generated}; "
-        f"drafts kept {accepted} of {drafted}"
+        f"drafts kept {accepted} of {drafted}; {passes} engine passes sampled "
+        f"({generated / max(passes, 1):.1f} tokens per pass)"
     )
     print(
         f"time: wall {wall:.1f} s = engine {engine_s:.1f} s ("

@@ -94,6 +94,7 @@ def test_drafts_give_the_same_greedy_tokens_with_fewer_passes(llama):
     assert drafted.draft.accepted > 0, drafted.draft  # the list is copied from the prompt
     # the engine's own count: drafted tokens are evaluated in batches, so fewer passes than tokens
     assert drafted.evaluated == plain.evaluated == len(prompt)
+    assert plain.draft.passes >= len(plain.tokens) > drafted.draft.passes > 0, (plain.draft, drafted.draft)
 
 
 @pytest.mark.integration

@@ -5,6 +5,7 @@ OpenMP wait policy. Plus the budget's queue itself (FIFO, timeouts) without a mo
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,7 @@ import pytest
 
 from goat_dagster.serving.local.gguf import read_gguf_info
 from goat_dagster.serving.local.memory import estimate_memory
-from goat_dagster.serving.local.threads import ThreadBudget
+from goat_dagster.serving.local.threads import WORKER_ENV, ThreadBudget
 from tests.serving.plane_helpers import TEST_N_CTX, start_plane, write_models_yaml
 
 
@@ -62,7 +63,9 @@ def test_two_busy_workers_never_oversubscribe_the_cores(tmp_path, smollm2):
             r = plane.chat(model)
             assert r.status_code == 200, r.text
         for pid in plane.worker_pids():
-            assert psutil.Process(pid).environ().get("OMP_WAIT_POLICY") == "PASSIVE"
+            env = psutil.Process(pid).environ()
+            assert env.get("OMP_WAIT_POLICY") == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+            assert env.get("GOMP_SPINCOUNT") == os.environ.get("GOMP_SPINCOUNT", WORKER_ENV["GOMP_SPINCOUNT"])
 
         def long(model: str) -> httpx.Response:
             body = {

@@ -59,6 +59,7 @@ class Piece:
             "resampled": self.resampled,
             "draft_n": self.draft.drafted,
             "draft_accepted": self.draft.accepted,
+            "passes": self.draft.passes,
         }
 
 

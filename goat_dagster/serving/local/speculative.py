@@ -54,6 +54,7 @@ class DraftStats:
     drafted: int = 0  # draft tokens evaluated
     accepted: int = 0  # of those, equal to the sampled token (their engine pass was saved)
     with_prompt: int = 0  # draft tokens evaluated in the prompt's pass (not prompt tokens)
+    passes: int = 0  # engine passes that sampled (the prompt's last one included)
 
 
 def _reuse_prefix(llama: Any, prompt: list[int]) -> int:
@@ -128,6 +129,7 @@ def tokens(
             n_past, base = llama.n_tokens, len(pending) - 1  # logits of `base` predict draft[0]
             _decode(llama, [*pending, *draft], first_logits=base)
             stats.drafted += len(draft)
+            stats.passes += 1
             if first:
                 stats.with_prompt, first = len(draft), False
             for i in range(len(draft) + 1):

@@ -5,7 +5,7 @@ A llama.cpp worker evaluates a prompt with `n_threads_batch` threads and generat
 OpenMP threads wait for each other at every barrier, and on 2 cores a 500-token prompt went from
 about 1 s to 100+ s. So a request runs only when the threads of its worker fit beside those of the
 requests already running; otherwise it waits, first come first served. Workers are started with a
-passive OpenMP wait policy (`WORKER_ENV`) so a worker that waits spins on no core.
+passive OpenMP wait policy and a short spin (`WORKER_ENV`), so a worker that waits spins on no core.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ import os
 from collections import deque
 from typing import Any
 
-# An idle or waiting worker sleeps instead of spinning (libgomp: OMP_WAIT_POLICY; GOMP_SPINCOUNT
-# bounds the spin before it sleeps). The environment of goat serve may set them otherwise.
-WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}
+# An idle or waiting worker sleeps instead of spinning (libgomp: OMP_WAIT_POLICY), after a short spin
+# (GOMP_SPINCOUNT: 3,000 pause-loop iterations, of the order of 0.1 ms). ggml's threads meet at an
+# OpenMP barrier after every operation of the graph (hundreds per engine pass): with no spin at all
+# each barrier put a thread to sleep and woke it through the kernel, and a one-token pass took 31-37 ms
+# instead of 12-14 ms, a 33-token draft pass 183-244 ms instead of 142-175 ms (2 threads, 2 cores, KV
+# cache at 2,000 tokens). With a CPU-bound process beside the worker on those cores, the spin costs
+# instead (one-token pass 20-24 -> 40-76 ms, draft pass 290-365 -> 410-420 ms): the thread budget
+# keeps goat's workers off each other's cores, and where other work shares them (checks beside
+# generation), GOMP_SPINCOUNT=0 in goat serve's environment puts every barrier to sleep again. The
+# environment of goat serve may set both otherwise.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 
 def usable_cores() -> int:

@@ -310,6 +310,7 @@ class Turn:
             "finish_reason": self.final_reason(),
             "draft_n": sum(p.draft.drafted for p in self.pieces),
             "draft_accepted": sum(p.draft.accepted for p in self.pieces),
+            "passes": sum(p.draft.passes for p in self.pieces),
             "phases": {},
         }
         for p in self.pieces:
