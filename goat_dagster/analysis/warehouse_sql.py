@@ -72,7 +72,7 @@ from pathlib import Path
 from goat_dagster import config
 from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
-from goat_dagster.analysis.rollup_sql import task_rollup_sql
+from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION, task_rollup_sql
 from goat_dagster.analysis.stats import Z95
 from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES
 from goat_dagster.bench.manifest import MANIFEST_TYPES, CurrentSetup
@@ -204,9 +204,11 @@ FROM judged""",
     CLUSTERED_SE,
     RUN_INTERVALS,
     (
-        "run_summary",
+        # everything of run_summary that is the run's own (not its calls, not its recency among the
+        # others): what the lake index stores per run (lake_index.py), made by this statement
+        "run_totals",
         "VIEW",
-        f"""CREATE OR REPLACE VIEW run_summary AS
+        f"""CREATE OR REPLACE VIEW run_totals AS
 WITH runs AS (
     SELECT run_id, suite, model,
         min(suite_version) AS suite_version,
@@ -219,10 +221,7 @@ WITH runs AS (
         {_sums("attempts", "passed", "failed", "errors", "unscored")},
         {_sums(*(f"errors_{k}" for k in ERROR_KINDS), "errors_other", "invalid_rows")},
         sum(cost_usd) AS cost_usd,
-        sum(prompt_tokens) AS prompt_tokens,
-        sum(completion_tokens) AS completion_tokens,
-        sum(steps) AS steps,
-        sum(tool_calls) AS tool_calls,
+        {_sums("prompt_tokens", "completion_tokens", "steps", "tool_calls")},
         (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
         sum(task_s) AS task_s,
         any_value(run_task_p50_s) AS task_p50_s,
@@ -236,15 +235,6 @@ WITH runs AS (
     FROM task_outcomes o JOIN runs r USING (run_id, suite, model)
     WHERE r.epochs > 1
     GROUP BY o.run_id, o.suite, o.model
-), run_calls AS (
-    SELECT run_id,
-        count(*) AS calls,
-        count(*) FILTER (WHERE status = 'error') AS call_errors,
-        quantile_cont(latency_s, 0.5) AS call_p50_s,
-        quantile_cont(latency_s, 0.95) AS call_p95_s
-    FROM calls
-    WHERE run_id IS NOT NULL
-    GROUP BY run_id
 )
 SELECT
     r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
@@ -268,7 +258,27 @@ SELECT
     r.cost_usd,
     r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
     r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
-    r.task_p50_s, r.task_p95_s,
+    r.task_p50_s, r.task_p95_s
+FROM runs r
+LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
+LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model""",
+    ),
+    (
+        "run_summary",
+        "VIEW",
+        """CREATE OR REPLACE VIEW run_summary AS
+WITH run_calls AS (
+    SELECT run_id,
+        count(*) AS calls,
+        count(*) FILTER (WHERE status = 'error') AS call_errors,
+        quantile_cont(latency_s, 0.5) AS call_p50_s,
+        quantile_cont(latency_s, 0.95) AS call_p95_s
+    FROM calls
+    WHERE run_id IS NOT NULL
+    GROUP BY run_id
+)
+SELECT
+    r.*,
     coalesce(c.calls, 0) AS calls,
     coalesce(c.call_errors, 0) AS call_errors,
     c.call_p50_s, c.call_p95_s,
@@ -276,9 +286,7 @@ SELECT
         PARTITION BY r.model, r.suite, r.unscored > 0
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
-FROM runs r
-LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
-LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
+FROM run_totals r
 LEFT JOIN run_calls c ON c.run_id = r.run_id""",
     ),
     (
@@ -418,7 +426,47 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_summary")
+SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary")
+
+# The statements `run_totals` is made by (and `task_rollup`'s, by its version): a stored copy of its
+# rows (the lake index's, lake_index.py) is read only when it was made by this very SQL.
+_TOTALS_SQL = [
+    sql for name, _, sql in ANALYSIS_SQL[: [n for n, _, _ in ANALYSIS_SQL].index("run_totals") + 1]
+]
+TOTALS_VERSION = hashlib.sha256("\n;\n".join([ROLLUP_VERSION, *_TOTALS_SQL]).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StoredTotals:
+    """`run_totals` rows stored in a table of the connection (the lake index's, with their source
+    columns): `stored_runs` are read from it, `computed_runs` (every other run of `task_rollup`)
+    by the statement."""
+
+    table: str
+    stored_runs: Sequence[str]
+    computed_runs: Sequence[str | None]
+
+
+def run_filter(ids: Sequence[str | None]) -> str:
+    """A condition: run_id is one of these (None: NULL) — a constant list, which DuckDB pushes down
+    to the scan of a table."""
+    named = [i for i in ids if i is not None]
+    conditions = [f"run_id IN ({', '.join(_literal(i) for i in named)})"] if named else []
+    if len(named) < len(ids):
+        conditions.append("run_id IS NULL")
+    return " OR ".join(conditions) or "false"
+
+
+def _stored_totals_sql(sql: str, totals: StoredTotals) -> str:
+    """`run_totals` as a table: the statement over the computed runs only (DuckDB pushes the filter
+    on run_id down to the rows of `task_rollup` those runs have), and the stored runs' rows."""
+    body = sql.partition(" AS\n")[2]
+    return (
+        f"CREATE OR REPLACE TEMP TABLE run_totals AS\nSELECT * FROM (\n{body}\n)"
+        f"\nWHERE {run_filter(totals.computed_runs)}"
+        f"\nUNION ALL BY NAME\nSELECT * EXCLUDE (source_file, source_size, source_mtime_ns) "
+        f"FROM {totals.table} WHERE {run_filter(totals.stored_runs)}"
+    )
 
 
 def _as_table(sql: str, name: str) -> str:
@@ -453,6 +501,7 @@ def warehouse_sql(
     snapshot: bool = False,
     providers: Mapping[str, str] | None = None,
     summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
+    totals: StoredTotals | None = None,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -465,6 +514,8 @@ def warehouse_sql(
     `summaries` (stored summaries — files, or the table of the lake index's rows —, results files
     without one; summaries.py, lake_index.py): `task_rollup` reads those summaries and the rows of
     those files only (`results` is still every results file).
+    `totals` (a snapshot only): the `run_totals` rows of some runs stored in a table (the lake
+    index's); `task_outcomes` is then a view, read only for the runs something asks about.
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
@@ -481,6 +532,9 @@ def warehouse_sql(
         )
         if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
             tables = tuple(t for t in tables if t != "task_rollup")
+    if totals is not None:
+        tables = tuple(t for t in tables if t not in ("task_outcomes", "run_totals"))
+        sql_of["run_totals"] = _stored_totals_sql(sql_of["run_totals"], totals)
     analysis = [_as_table(sql, name) if name in tables else sql for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
