@@ -145,12 +145,14 @@ def open_snapshot(
     traces: bool = True,
     current: CurrentSetup | None = None,
     summaries: bool = True,
+    objects: Collection[str] | None = None,
 ) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over the lake's complete files, in memory (closes on exit); with
     `traces=False` the traces lake is left out (what needs only the results reads less).
     `current`: the setup whose runs the leaderboard counts (default: `current_setup()`, now).
     `summaries`: read each results file's summary (summaries.py; the missing or stale ones are
-    written first) instead of its rows; False reads every row (the same numbers, slower)."""
+    written first) instead of its rows; False reads every row (the same numbers, slower).
+    `objects`: only these objects and what they read (default: every one)."""
     paths = paths or config.paths()
     current = current or current_setup()
     with _connect() as con:
@@ -164,7 +166,7 @@ def open_snapshot(
             results_files, skipped_results = lake_files(con, paths.lake_results)
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
             rollup = None
-        _define(con, results_files, trace_files, manifests, current, rollup, totals=totals)
+        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals)
         if totals is not None and storable:
             _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests

@@ -168,8 +168,10 @@ CASE WHEN k < 1 OR n < k THEN NULL
         "calls",
         "VIEW",
         """CREATE OR REPLACE VIEW calls AS
-WITH trace_runs AS (
-    SELECT trace_id, min(run_id) AS run_id FROM results WHERE trace_id IS NOT NULL GROUP BY trace_id
+WITH trace_runs AS (  -- the run of a trace that does not name it
+    SELECT trace_id, min(run_id) AS run_id FROM results
+    WHERE trace_id IN (SELECT trace_id FROM traces WHERE run_id IS NULL)
+    GROUP BY trace_id
 )
 SELECT t.* REPLACE (
     coalesce(t.run_id, tr.run_id) AS run_id,
