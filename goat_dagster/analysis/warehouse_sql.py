@@ -17,9 +17,11 @@ Objects (all in schema main):
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
   run_intervals  one row per run: planned, scored, coverage, pass rate with its 95% interval, and the
                  errors-as-failures bound (quality_sql.py)
-  run_summary    one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
-                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite);
-                 prompt runs apart)
+  run_totals     one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
+                 cost, tokens, times — everything of run_summary that is the run's own (in a
+                 snapshot, stored per run in the lake index where it has them: lake_index.py)
+  run_summary    run_totals with the run's calls (latency) and `recency` (1 = the latest run of its
+                 (model, suite); prompt runs apart)
   leaderboard    run_summary of the latest scored run per (model, suite) among the runs made with
                  the current setup (prompt set, harness and grader versions)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -176,19 +177,26 @@ def test_the_lake_index_holds_every_run_and_never_serves_a_replaced_file(fixed_l
     assert size == [(a2.stat().st_size,)]  # rewritten for the new file
 
 
-def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_lake: GoatPaths) -> None:
-    """New runs land (results file, then summary) while snapshots read the lake and rewrite the
-    index at once: each snapshot counts every results file it lists exactly once, whichever index
-    version it read, and in the end the index covers every run."""
-    build_leaderboard(fixed_lake)  # the index of the first runs
+def _lander(paths: GoatPaths) -> Callable[[int], None]:
+    """`land(n)`: run `run-new<n>` (run-b1's rows) lands: its results file, then its summary."""
     template = fixed_results()["run-b1"]
 
     def land(n: int) -> None:
         run_id = f"run-new{n}"
         path = write_parquet(
-            fixed_lake.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
+            paths.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
         )
-        write_summary(path, fixed_lake.lake_summaries)
+        write_summary(path, paths.lake_summaries)
+
+    return land
+
+
+def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_lake: GoatPaths) -> None:
+    """New runs land (results file, then summary) while snapshots read the lake and rewrite the
+    index at once: each snapshot counts every results file it lists exactly once, whichever index
+    version it read, and in the end the index covers every run."""
+    build_leaderboard(fixed_lake)  # the index of the first runs
+    land = _lander(fixed_lake)
 
     def read() -> None:
         with open_snapshot(fixed_lake) as snap:
@@ -282,14 +290,7 @@ def test_runs_landing_while_snapshots_rewrite_the_stored_totals_are_counted_once
     snapshot's `run_summary` has each results file's run exactly once, with all its attempts, and in
     the end the index stores every run's totals."""
     build_leaderboard(fixed_lake)
-    template = fixed_results()["run-b1"]
-
-    def land(n: int) -> None:
-        run_id = f"run-new{n}"
-        path = write_parquet(
-            fixed_lake.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
-        )
-        write_summary(path, fixed_lake.lake_summaries)
+    land = _lander(fixed_lake)
 
     def read() -> None:
         with open_snapshot(fixed_lake) as snap:
