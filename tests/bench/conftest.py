@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -109,9 +110,15 @@ def model_gateway(llama_server: LlamaServer) -> Gateway:
     )
 
 
-def proxy_in_front_of(server: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+class OpenAIServer(Protocol):
+    @property
+    def base_url(self) -> str: ...  # http://host:port/v1
+
+
+def proxy_in_front_of(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The managed LiteLLM proxy (with its trace sink) on a free port, routing smollm2-135m to
-    `server`: the default gateway of a run. Stop it with `routing.proxy.stop_proxy()`."""
+    `server` (a llama.cpp server, or `goat serve`): the default gateway of a run. Stop it with
+    `routing.proxy.stop_proxy()`."""
 
     monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
     for var in ("GOAT_LITELLM_URL", "GOAT_LITELLM_MODE", "LITELLM_MASTER_KEY", "GOAT_LLM_BASE_URL"):

@@ -1,5 +1,6 @@
-"""`goat view` over a run of the real builtin agent: SmolLM2-135M on a real llama.cpp server behind
-the real LiteLLM proxy and its trace sink (small limits), read in headless Chromium."""
+"""`goat view` over a run of the real builtin agent: SmolLM2-135M served by a real `goat serve` (goat's
+own llama.cpp worker, as the demo serves it) behind the real LiteLLM proxy and its trace sink (small
+limits), read in headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.routing import proxy
 from goat_dagster.tracing.export import export_traces
 from goat_dagster.viewer import links
-from tests.bench.conftest import LlamaServer, proxy_in_front_of
+from tests.bench.conftest import proxy_in_front_of
 from tests.conftest import benchmark
+from tests.serving.plane_helpers import Plane, start_plane
 
 from .conftest import Viewer
 
@@ -26,16 +28,19 @@ SMALL = AgentLimits(max_steps=2, max_output_tokens=128, max_seconds=300)
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
-    yield server
-    server.stop()
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """`goat serve` with the shipped models.yaml: smollm2-135m as `make demo` serves it."""
+    plane = start_plane(tmp_path_factory.mktemp("serve-home"), Path("models.yaml").resolve())
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def test_a_smollm2_transcript_in_the_browser(
-    goat_home: Path, llama: LlamaServer, monkeypatch: pytest.MonkeyPatch, page, tmp_path: Path
+    goat_home: Path, served: Plane, monkeypatch: pytest.MonkeyPatch, page, tmp_path: Path
 ) -> None:
-    proxy_in_front_of(llama, monkeypatch)  # the managed LiteLLM proxy, with the trace sink
+    proxy_in_front_of(served, monkeypatch)  # the managed LiteLLM proxy, with the trace sink
     try:
         s = benchmark(
             suite="smoke", model="smollm2-135m", agent="builtin", task_ids=TASKS, limits=SMALL, parallel=1,
