@@ -13,6 +13,13 @@
   LITELLM_MASTER_KEY; chosen by GOAT_LITELLM_MODE=external or by setting GOAT_LITELLM_URL. Its
   config is deployed with it, so `ensure_proxy` writes ours and checks it is ready.
 
+`prewarm()` (what `goat demo` calls once its instance is up) starts the managed proxy's interpreter
+ahead of its config: LiteLLM's imports take ~6-9 s of its ~8-10 s start, and they then overlap with
+the demo's first steps (partitions, the weights, `goat serve`). It is not a proxy yet — no port, no
+config — until `ensure_proxy` has a proxy to start: then that process is handed the same command
+line (`routing/proxy_main.py`) and is ready within a second; otherwise (a proxy is reused, or its
+environment would differ) it is stopped.
+
 The managed proxy's environment is this process's environment (provider keys stay there, never in
 the config) plus `LITELLM_MASTER_KEY` and `LITELLM_LOCAL_MODEL_COST_MAP=True` (offline, LiteLLM
 would otherwise retry fetching its cost map from the internet at every start).
@@ -22,9 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -297,11 +307,13 @@ def _start(path: Path, sha: str, host: str, port: int, timeout_s: float) -> Prox
             "stop it or give the proxy another port (GOAT_LITELLM_PORT)"
         )
     log = log_path()
-    proc = daemon.spawn(
-        [litellm_executable(), "--config", str(path), "--host", host, "--port", str(port)],
+    args = ["--config", str(path), "--host", host, "--port", str(port)]
+    env = proxy_environment()
+    proc = _take_warm(args, env) or daemon.spawn(
+        [litellm_executable(), *args],
         log_path=log,
         banner=f"starting litellm on {host}:{port}",
-        env=proxy_environment(),
+        env=env,
         cwd=state_dir(),
     )
     st = ProxyState(proc.pid, host, port, sha, datetime.now(UTC).isoformat(), str(path), str(log))
@@ -316,6 +328,71 @@ def _start(path: Path, sha: str, host: str, port: int, timeout_s: float) -> Prox
     )
     _state().write(asdict(st))
     return st
+
+
+@dataclass
+class _Warm:
+    proc: subprocess.Popen
+    handoff: int  # the write end of the pipe the process waits on
+    env: dict[str, str]
+    cwd: Path
+
+
+_warm: _Warm | None = None  # this process's warm interpreter (`prewarm`), until taken or let go
+
+
+def prewarm() -> bool:
+    """Start the managed proxy's interpreter ahead of its config (module docstring), when a start
+    is coming: managed mode and no proxy of this GOAT_HOME running. Whether one was started."""
+    global _warm
+    settings = ProxySettings.from_settings()
+    st = read_state()
+    if _warm is not None or settings.mode != "managed" or (st is not None and daemon.pid_alive(st.pid)):
+        return False
+    read_end, write_end = os.pipe()
+    env, cwd = proxy_environment(), state_dir()
+    cwd.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = daemon.spawn(
+            [sys.executable, "-m", "goat_dagster.routing.proxy_main", str(read_end)],
+            log_path=log_path(),
+            banner="litellm: importing ahead of its config (goat's prewarm)",
+            env=env,
+            cwd=cwd,
+            pass_fds=(read_end,),
+        )
+    finally:
+        os.close(read_end)
+    _warm = _Warm(proc, write_end, env, cwd)
+    return True
+
+
+def _take_warm(args: list[str], env: dict[str, str]) -> subprocess.Popen | None:
+    """The warm interpreter made the proxy (`args` handed over), when it is alive and would run as
+    a fresh start would (same environment and directory); else None, and it is stopped."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is None:
+        return None
+    try:
+        if warm.proc.poll() is None and warm.env == env and warm.cwd == state_dir():
+            os.write(warm.handoff, (json.dumps({"args": args}) + "\n").encode())
+            return warm.proc
+    except OSError:
+        pass
+    finally:
+        os.close(warm.handoff)
+    daemon.stop_group(warm.proc.pid)
+    return None
+
+
+def release_warm() -> None:
+    """Stop the warm interpreter if nothing took it."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is not None:
+        os.close(warm.handoff)
+        daemon.stop_group(warm.proc.pid)
 
 
 def stop_proxy() -> bool:

@@ -312,3 +312,38 @@ def test_a_streamed_call_through_the_proxy_carries_its_usage(proxy_url):
     assert usage is not None and not any(c.usage for c in chunks[:-1])
     assert usage.completion_tokens == plain.completion_tokens > 0
     assert usage.prompt_tokens == plain.prompt_tokens > 0
+
+
+def test_a_warm_interpreter_becomes_the_proxy(proxy_url, routing_env):
+    """`prewarm` (what `goat demo` calls): LiteLLM imported ahead of its config, then handed the
+    start `ensure_proxy` would have spawned — the same process serves, with the same config, port
+    and checks. Not when a proxy already runs; stopped when nothing takes it."""
+    assert not proxy.prewarm()  # the session's proxy runs: no start is coming
+    proxy.stop_proxy()
+    assert proxy.prewarm()
+    unused = proxy._warm.proc
+    proxy.release_warm()
+    assert unused.poll() is not None and proxy._warm is None
+
+    assert proxy.prewarm()
+    warm = proxy._warm.proc
+    assert serve_registry() == proxy_url
+    st = proxy.read_state()
+    assert st.pid == warm.pid and proxy.is_ready(proxy_url)
+    assert proxy._warm is None
+    args = f"--config {proxy.config_path()} --host 127.0.0.1 --port {routing_env.proxy_port}"
+    assert f"starting litellm: {args}" in proxy.log_path().read_text()
+    resp, _ = _call(gateway("smollm2-135m"), "run-warm-1", "hello")
+    assert resp.choices[0].message.content
+
+
+def test_a_warm_interpreter_of_another_environment_is_not_used(proxy_url, monkeypatch):
+    """The warm process got its environment when it was spawned: when the proxy's environment has
+    changed since, a fresh `litellm` starts instead (and the warm one is stopped)."""
+    proxy.stop_proxy()
+    assert proxy.prewarm()
+    warm = proxy._warm.proc
+    monkeypatch.setenv("GOAT_TEST_CHANGED_AFTER_PREWARM", "1")
+    assert serve_registry() == proxy_url
+    assert proxy.read_state().pid != warm.pid and warm.poll() is not None
+    assert proxy.is_ready(proxy_url)
