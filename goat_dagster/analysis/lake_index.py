@@ -9,7 +9,7 @@ file: more than the rest of the SQL. The index holds the same rows in two files,
                                     `source_file` (name), `source_size`, `source_mtime_ns`
   manifests-<version>.parquet       the runs lake's rows (`RunManifest`), each with its file's name,
                                     size and modification time the same way
-  runs-<TOTALS_VERSION>.parquet     each run's `run_totals` row (warehouse_sql.py: its counts, interval,
+  runs-<TOTALS_VERSION>.parquet     each run's `run_totals` row (totals_sql.py: its counts, interval,
                                     pass@k, cost, tokens, times; made by that statement from the run's
                                     rollup rows), with the results file the run's rows all came from,
                                     the same way: a snapshot aggregates 200 rows, not 200,000

@@ -22,15 +22,8 @@ import duckdb
 from goat_dagster import config
 from goat_dagster.analysis import lake_index
 from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
-from goat_dagster.analysis.warehouse_sql import (
-    RESULT_COLUMNS,
-    Source,
-    StoredTotals,
-    Table,
-    lake_relation,
-    run_filter,
-    warehouse_sql,
-)
+from goat_dagster.analysis.totals_sql import StoredTotals, run_filter
+from goat_dagster.analysis.warehouse_sql import RESULT_COLUMNS, Source, Table, lake_relation, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
 from goat_dagster.bench.manifest import CurrentSetup, current_setup
 

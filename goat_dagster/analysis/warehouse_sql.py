@@ -19,7 +19,7 @@ Objects (all in schema main):
                  errors-as-failures bound (quality_sql.py)
   run_totals     one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
                  cost, tokens, times — everything of run_summary that is the run's own (in a
-                 snapshot, stored per run in the lake index where it has them: lake_index.py)
+                 snapshot, stored per run in the lake index where it has them: totals_sql.py)
   run_summary    run_totals with the run's calls (latency) and `recency` (1 = the latest run of its
                  (model, suite); prompt runs apart)
   leaderboard    run_summary of the latest scored run per (model, suite) among the runs made with
@@ -76,7 +76,8 @@ from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
 from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION, task_rollup_sql
 from goat_dagster.analysis.stats import Z95
-from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES
+from goat_dagster.analysis.totals_sql import RUN_TOTALS, StoredTotals, stored_totals_sql
+from goat_dagster.bench.lake import RESULT_TYPES
 from goat_dagster.bench.manifest import MANIFEST_TYPES, CurrentSetup
 from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
@@ -130,11 +131,6 @@ def lake_relation(columns: dict[str, str], source: Source) -> str:
 
 def _z(power: int = 1) -> str:
     return repr(Z_95**power)
-
-
-def _sums(*counts: str) -> str:
-    """Per-run totals of per-task counts (BIGINT, as the counts themselves)."""
-    return ", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in counts)
 
 
 # (name, kind for DROP, statement)
@@ -207,66 +203,7 @@ FROM judged""",
     ),
     CLUSTERED_SE,
     RUN_INTERVALS,
-    (
-        # everything of run_summary that is the run's own (not its calls, not its recency among the
-        # others): what the lake index stores per run (lake_index.py), made by this statement
-        "run_totals",
-        "VIEW",
-        f"""CREATE OR REPLACE VIEW run_totals AS
-WITH runs AS (
-    SELECT run_id, suite, model,
-        min(suite_version) AS suite_version,
-        min(agent) AS agent,
-        min(sandbox) AS sandbox,
-        min(started_at) AS started_at,
-        max(finished_at) AS finished_at,
-        count(*) AS tasks,  -- one row per task
-        any_value(run_epochs) AS epochs,
-        {_sums("attempts", "passed", "failed", "errors", "unscored")},
-        {_sums(*(f"errors_{k}" for k in ERROR_KINDS), "errors_other", "invalid_rows")},
-        sum(cost_usd) AS cost_usd,
-        {_sums("prompt_tokens", "completion_tokens", "steps", "tool_calls")},
-        (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
-        sum(task_s) AS task_s,
-        any_value(run_task_p50_s) AS task_p50_s,
-        any_value(run_task_p95_s) AS task_p95_s
-    FROM task_rollup
-    GROUP BY run_id, suite, model
-), pass_k AS (
-    SELECT o.run_id, o.suite, o.model,
-        avg(pass_at_k(o.scored, o.passed, r.epochs)) AS pass_at_k,
-        count(*) FILTER (WHERE o.scored >= r.epochs) AS pass_at_k_tasks
-    FROM task_outcomes o JOIN runs r USING (run_id, suite, model)
-    WHERE r.epochs > 1
-    GROUP BY o.run_id, o.suite, o.model
-)
-SELECT
-    r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
-    r.tasks, r.epochs, r.attempts,
-    r.passed + r.failed AS scored,
-    r.passed, r.failed, r.errors, r.unscored,
-    {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
-    CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
-    ri.ci_low,
-    ri.ci_high,
-    ri.ci_method,
-    ri.se,
-    ri.planned,
-    ri.coverage,
-    ri.strict_pass_rate,
-    ri.strict_ci_low,
-    ri.strict_ci_high,
-    CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
-    pk.pass_at_k,
-    pk.pass_at_k_tasks,
-    r.cost_usd,
-    r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
-    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
-    r.task_p50_s, r.task_p95_s
-FROM runs r
-LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
-LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model""",
-    ),
+    RUN_TOTALS,
     (
         "run_summary",
         "VIEW",
@@ -440,39 +377,6 @@ _TOTALS_SQL = [
 TOTALS_VERSION = hashlib.sha256("\n;\n".join([ROLLUP_VERSION, *_TOTALS_SQL]).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class StoredTotals:
-    """`run_totals` rows stored in a table of the connection (the lake index's, with their source
-    columns): `stored_runs` are read from it, `computed_runs` (every other run of `task_rollup`)
-    by the statement."""
-
-    table: str
-    stored_runs: Sequence[str]
-    computed_runs: Sequence[str | None]
-
-
-def run_filter(ids: Sequence[str | None]) -> str:
-    """A condition: run_id is one of these (None: NULL) — a constant list, which DuckDB pushes down
-    to the scan of a table."""
-    named = [i for i in ids if i is not None]
-    conditions = [f"run_id IN ({', '.join(_literal(i) for i in named)})"] if named else []
-    if len(named) < len(ids):
-        conditions.append("run_id IS NULL")
-    return " OR ".join(conditions) or "false"
-
-
-def _stored_totals_sql(sql: str, totals: StoredTotals) -> str:
-    """`run_totals` as a table: the statement over the computed runs only (DuckDB pushes the filter
-    on run_id down to the rows of `task_rollup` those runs have), and the stored runs' rows."""
-    body = sql.partition(" AS\n")[2]
-    return (
-        f"CREATE OR REPLACE TEMP TABLE run_totals AS\nSELECT * FROM (\n{body}\n)"
-        f"\nWHERE {run_filter(totals.computed_runs)}"
-        f"\nUNION ALL BY NAME\nSELECT * EXCLUDE (source_file, source_size, source_mtime_ns) "
-        f"FROM {totals.table} WHERE {run_filter(totals.stored_runs)}"
-    )
-
-
 def _as_table(sql: str, name: str) -> str:
     prefix = f"CREATE OR REPLACE VIEW {name} AS"
     assert sql.startswith(prefix), name
@@ -538,7 +442,7 @@ def warehouse_sql(
             tables = tuple(t for t in tables if t != "task_rollup")
     if totals is not None:
         tables = tuple(t for t in tables if t not in ("task_outcomes", "run_totals"))
-        sql_of["run_totals"] = _stored_totals_sql(sql_of["run_totals"], totals)
+        sql_of["run_totals"] = stored_totals_sql(sql_of["run_totals"], totals)
     analysis = [_as_table(sql, name) if name in tables else sql for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",
