@@ -9,6 +9,10 @@ file: more than the rest of the SQL. The index holds the same rows in two files,
                                     `source_file` (name), `source_size`, `source_mtime_ns`
   manifests-<version>.parquet       the runs lake's rows (`RunManifest`), each with its file's name,
                                     size and modification time the same way
+  runs-<TOTALS_VERSION>.parquet     each run's `run_totals` row (totals_sql.py: its counts, interval,
+                                    pass@k, cost, tokens, times; made by that statement from the run's
+                                    rollup rows), with the results file the run's rows all came from,
+                                    the same way: a snapshot aggregates 200 rows, not 200,000
 
 How it is read (snapshot.py): only the rows whose source is still the file of that name, same size,
 same modification time (one query: the rows and their check together, from one version of the
@@ -21,7 +25,11 @@ from before the index) writes it again from what it read — the index's rows st
 summaries of the others — aside and renamed (`copy_to_lake_file`). Two snapshots doing that at once
 each write a complete index of what they saw; whichever lands last, every run it lacks is read from
 its own summary until the next rewrite: nothing is lost or counted twice. A version of the rollup
-statement or the manifest columns is in the file's name: another version of goat ignores it.
+statement, of the statements `run_totals` is made by, or of the manifest columns is in the file's
+name: another version of goat ignores it. A run's stored totals are read only when every rollup row
+of that run in the snapshot comes from the one file they name, as it was; any other run (a new one,
+one whose file changed, one spread over several files or read from its rows) is computed by the
+statement, and the index written again.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from pathlib import Path
 import duckdb
 
 from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION
+from goat_dagster.analysis.warehouse_sql import TOTALS_VERSION
 from goat_dagster.bench.lake import copy_to_lake_file
 from goat_dagster.bench.manifest import MANIFEST_TYPES
 
@@ -53,6 +62,10 @@ def rollup_index(summaries_dir: Path) -> Path:
 
 def manifests_index(summaries_dir: Path) -> Path:
     return index_dir(summaries_dir) / f"manifests-{MANIFESTS_VERSION}.parquet"
+
+
+def totals_index(summaries_dir: Path) -> Path:
+    return index_dir(summaries_dir) / f"runs-{TOTALS_VERSION}.parquet"
 
 
 def signatures(files: Sequence[Path]) -> Signatures:

@@ -39,6 +39,19 @@ from goat_dagster.bench.manifest import Difference
 
 SELECTION_LATEST = "latest run per (model, suite) with the current prompt set and harness"
 CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
+# what `build_leaderboard` reads of its snapshot (and, defined with them, what they read)
+LEADERBOARD_OBJECTS = (
+    "leaderboard",
+    "task_matrix",
+    "run_summary",
+    "task_outcomes",
+    "current_setup",
+    "traces",
+    "run_manifests",
+    "ab_compare_pairs",
+    "paired_compare_pairs",
+    "task_health",
+)
 
 
 @dataclass(frozen=True)
@@ -226,16 +239,22 @@ def compare_run_pairs(
     if unknown:
         raise UnknownRunError(f"run not in the results lake: {unknown[0]}")
     runs_ab = [[a for a, _ in pairs], [b for _, b in pairs]]
-    flips = " WHERE change IN ('pass→fail', 'fail→pass')" if flips_only else ""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in query(con, f"SELECT * FROM ab_compare_pairs(?, ?){flips}", runs_ab):
-        rows.setdefault((r.pop("pair_a"), r.pop("pair_b")), []).append(r)
     counted: dict[tuple[str, str], dict[str, int]] = {}
-    if flips_only:
-        for a, b, change, n in con.execute(
-            "SELECT pair_a, pair_b, change, count(*) FROM ab_compare_pairs(?, ?) GROUP BY ALL", runs_ab
+    if flips_only:  # one pass: the count of every change, the rows of the flipped ones
+        for a, b, change, n, flipped in con.execute(
+            """SELECT pair_a, pair_b, change, count(*),
+                   list(r ORDER BY r.task_id) FILTER (WHERE change IN ('pass→fail', 'fail→pass'))
+               FROM ab_compare_pairs(?, ?) r GROUP BY ALL ORDER BY pair_a, pair_b, change""",
+            runs_ab,
         ).fetchall():
             counted.setdefault((a, b), {})[change] = n
+            for r in flipped or []:
+                del r["pair_a"], r["pair_b"]
+                rows.setdefault((a, b), []).append(r)
+    else:
+        for r in query(con, "SELECT * FROM ab_compare_pairs(?, ?)", runs_ab):
+            rows.setdefault((r.pop("pair_a"), r.pop("pair_b")), []).append(r)
     manifests = manifests_of(con, ids)
     out = []
     for a, b in pairs:
@@ -279,7 +298,7 @@ def build_leaderboard(
     rank runs that differ in more than the model (what differs is shown either way). `summaries`:
     read the runs' summaries (summaries.py), not their rows: the same numbers, sooner.
     """
-    with open_snapshot(paths, summaries=summaries) as snap:
+    with open_snapshot(paths, summaries=summaries, objects=LEADERBOARD_OBJECTS) as snap:
         board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
         comparisons = compare_run_pairs(snap.con, pairs, flips_only=True)

@@ -250,7 +250,7 @@ def matrix_markdown(
         runs = [r for r in board.rows if r["suite"] == suite]
         models = [r["model"] for r in runs]
         task_ids = board.tasks.task_ids(suite)
-        shown = board.tasks.cells(suite, task_ids[:limit])
+        shown = board.tasks.cells(suite, task_ids[:limit], columns=("run_id", "cell"))
         rows: list[dict[str, Any]] = []
         for task in task_ids[:limit]:
             by_model = shown.get(task, {})

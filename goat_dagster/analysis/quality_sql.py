@@ -39,7 +39,7 @@ WITH per_task AS (
     SELECT run_id, suite, model,
         count(*) AS tasks,
         max(epochs) AS epochs,
-        sum(planned) AS planned,
+        CAST(sum(planned) AS BIGINT) AS planned,
         sum(scored) AS scored,
         sum(passed) AS passed,
         CAST(sum(passed) AS DOUBLE) / nullif(sum(scored), 0) AS m,

@@ -22,7 +22,8 @@ import duckdb
 from goat_dagster import config
 from goat_dagster.analysis import lake_index
 from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
-from goat_dagster.analysis.warehouse_sql import Source, Table, warehouse_sql
+from goat_dagster.analysis.totals_sql import StoredTotals, run_filter
+from goat_dagster.analysis.warehouse_sql import RESULT_COLUMNS, Source, Table, lake_relation, warehouse_sql
 from goat_dagster.bench.lake import ResultRow, load_rows
 from goat_dagster.bench.manifest import CurrentSetup, current_setup
 
@@ -112,11 +113,19 @@ def _define(
     current: CurrentSetup | None = None,
     summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
     objects: Collection[str] | None = None,
+    totals: StoredTotals | None = None,
 ) -> None:
     stored = summaries
     providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
     statements = warehouse_sql(
-        results, traces, manifests, current, snapshot=True, summaries=stored, providers=providers
+        results,
+        traces,
+        manifests,
+        current,
+        snapshot=True,
+        summaries=stored,
+        providers=providers,
+        totals=totals,
     )
     for stmt in statements if objects is None else needed_statements(statements, objects):
         con.execute(stmt)
@@ -129,29 +138,35 @@ def open_snapshot(
     traces: bool = True,
     current: CurrentSetup | None = None,
     summaries: bool = True,
+    objects: Collection[str] | None = None,
 ) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over the lake's complete files, in memory (closes on exit); with
     `traces=False` the traces lake is left out (what needs only the results reads less).
     `current`: the setup whose runs the leaderboard counts (default: `current_setup()`, now).
     `summaries`: read each results file's summary (summaries.py; the missing or stale ones are
-    written first) instead of its rows; False reads every row (the same numbers, slower)."""
+    written first) instead of its rows; False reads every row (the same numbers, slower).
+    `objects`: only these objects and what they read (default: every one)."""
     paths = paths or config.paths()
     current = current or current_setup()
     with _connect() as con:
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
+        totals: StoredTotals | None = None
         if summaries:
             results_files, skipped_results, rollup = _indexed_results(con, paths)
             manifests, skipped_manifests = _indexed_manifests(con, paths)
+            totals, storable = _stored_totals(con, paths, rollup[1])
         else:
             results_files, skipped_results = lake_files(con, paths.lake_results)
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
             rollup = None
-        _define(con, results_files, trace_files, manifests, current, rollup)
+        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals)
+        if totals is not None and storable:
+            _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
 
 
-ROLLUP_TABLE, MANIFESTS_TABLE = "indexed_rollup", "indexed_manifests"
+ROLLUP_TABLE, MANIFESTS_TABLE, TOTALS_TABLE = "indexed_rollup", "indexed_manifests", "indexed_totals"
 
 
 def _indexed_results(
@@ -210,6 +225,74 @@ def _indexed_manifests(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths) 
     if rest:
         lake_index.write(con, MANIFESTS_TABLE, index)
     return (Table(MANIFESTS_TABLE) if stored else []), skipped
+
+
+def _stored_totals(
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, unsummarized: Sequence[Path]
+) -> tuple[StoredTotals | None, list[str]]:
+    """Which runs' `run_totals` rows are read from the lake index (lake_index.py) and which are
+    computed, and the runs the index should hold but lacks (then written again, `_write_totals`).
+
+    A run's stored totals are read only when all its rollup rows in this snapshot come from one
+    results file, through its summary or the index, and the stored row names that file as those rows
+    do (name, size, modification time): a run with rows read from a results file, or spread over
+    several files, is always computed."""
+    if not lake_index.exists(con, ROLLUP_TABLE):
+        return None, []
+    sources: dict[str, set[tuple[str, int, int]]] = {}
+    for run_id, *source in con.execute(
+        f"SELECT DISTINCT run_id, {', '.join(lake_index.SOURCE_COLUMNS)} FROM {ROLLUP_TABLE}"
+    ).fetchall():
+        sources.setdefault(run_id, set()).add(tuple(source))
+    from_rows: set[str] = set()
+    if unsummarized:
+        from_rows = {
+            r
+            for (r,) in con.execute(
+                f"SELECT DISTINCT run_id FROM ({lake_relation(RESULT_COLUMNS, unsummarized)})"
+            ).fetchall()
+        }
+    single = {
+        run_id: next(iter(found))
+        for run_id, found in sources.items()
+        if run_id is not None and len(found) == 1 and run_id not in from_rows
+    }
+    sigs = {name: (size, mtime) for name, size, mtime in single.values()}
+    lake_index.load(con, lake_index.totals_index(paths.lake_summaries), TOTALS_TABLE, sigs)
+    stored: dict[str, set[tuple[str, int, int]]] = {}
+    if lake_index.exists(con, TOTALS_TABLE):
+        for run_id, *source in con.execute(
+            f"SELECT run_id, {', '.join(lake_index.SOURCE_COLUMNS)} FROM {TOTALS_TABLE}"
+        ).fetchall():
+            stored.setdefault(run_id, set()).add(tuple(source))
+    else:
+        con.execute(
+            f"""CREATE TEMP TABLE {TOTALS_TABLE} AS SELECT NULL::VARCHAR AS run_id,
+            NULL::VARCHAR AS source_file, NULL::BIGINT AS source_size, NULL::BIGINT AS source_mtime_ns
+            LIMIT 0"""
+        )
+    good = sorted(r for r, source in single.items() if stored.get(r) == {source})
+    computed = [
+        *sorted((set(sources) | from_rows) - set(good) - {None}),
+        *([None] if None in sources else []),
+    ]
+    # written again when it lacks a run it could hold: then with every such run
+    return StoredTotals(TOTALS_TABLE, good, computed), sorted(single) if len(good) < len(single) else []
+
+
+def _write_totals(con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, runs: Sequence[str]) -> None:
+    """The lake index's `run_totals` written again: the rows of `runs` (each read from one summarized
+    file), each with that file's signature."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW totals_to_index AS
+        SELECT * FROM (
+            SELECT t.*, s.source_file, s.source_size, s.source_mtime_ns
+            FROM run_totals t JOIN (
+                SELECT DISTINCT run_id, {", ".join(lake_index.SOURCE_COLUMNS)} FROM {ROLLUP_TABLE}
+            ) s ON s.run_id = t.run_id
+        ) WHERE {run_filter(runs)}"""
+    )
+    lake_index.write(con, "totals_to_index", lake_index.totals_index(paths.lake_summaries))
 
 
 @contextmanager

@@ -87,8 +87,11 @@ class TaskMatrix(Sequence[dict[str, Any]]):
             return []
         return sorted(pc.unique(self._of(suite)["task_id"]).to_pylist())
 
-    def cells(self, suite: str, task_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """task id -> model -> its row, for these tasks of the suite."""
+    def cells(
+        self, suite: str, task_ids: Sequence[str], columns: Sequence[str] | None = None
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """task id -> model -> its row (`columns`: only these, with task_id and model), for these
+        tasks of the suite."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -96,6 +99,8 @@ class TaskMatrix(Sequence[dict[str, Any]]):
             return {}
         mine = self._of(suite)
         mine = mine.filter(pc.is_in(mine["task_id"], pa.array(list(task_ids), pa.string())))
+        if columns is not None:
+            mine = mine.select(list(dict.fromkeys(["task_id", "model", *columns])))
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for row in mine.to_pylist():
             out.setdefault(row["task_id"], {})[row["model"]] = row

@@ -17,9 +17,11 @@ Objects (all in schema main):
   task_outcomes  one row per (run, task): attempts, scored, passed, failed, errors, outcome, cell
   run_intervals  one row per run: planned, scored, coverage, pass rate with its 95% interval, and the
                  errors-as-failures bound (quality_sql.py)
-  run_summary    one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
-                 cost, latency, tokens, and `recency` (1 = the latest run of its (model, suite);
-                 prompt runs apart)
+  run_totals     one row per run: counts, pass rate with its 95% interval (run_intervals), pass@k,
+                 cost, tokens, times — everything of run_summary that is the run's own (in a
+                 snapshot, stored per run in the lake index where it has them: totals_sql.py)
+  run_summary    run_totals with the run's calls (latency) and `recency` (1 = the latest run of its
+                 (model, suite); prompt runs apart)
   leaderboard    run_summary of the latest scored run per (model, suite) among the runs made with
                  the current setup (prompt set, harness and grader versions)
   task_matrix    task_outcomes of those same runs (long form: suite, task_id, model, cell)
@@ -72,9 +74,10 @@ from pathlib import Path
 from goat_dagster import config
 from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
-from goat_dagster.analysis.rollup_sql import task_rollup_sql
+from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION, task_rollup_sql
 from goat_dagster.analysis.stats import Z95
-from goat_dagster.bench.lake import ERROR_KINDS, RESULT_TYPES
+from goat_dagster.analysis.totals_sql import RUN_TOTALS, StoredTotals, stored_totals_sql
+from goat_dagster.bench.lake import RESULT_TYPES
 from goat_dagster.bench.manifest import MANIFEST_TYPES, CurrentSetup
 from goat_dagster.registry import RegistryError, load_registry
 from goat_dagster.tabular import duckdb_columns
@@ -130,11 +133,6 @@ def _z(power: int = 1) -> str:
     return repr(Z_95**power)
 
 
-def _sums(*counts: str) -> str:
-    """Per-run totals of per-task counts (BIGINT, as the counts themselves)."""
-    return ", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in counts)
-
-
 # (name, kind for DROP, statement)
 ANALYSIS_SQL: list[tuple[str, str, str]] = [
     (
@@ -168,8 +166,10 @@ CASE WHEN k < 1 OR n < k THEN NULL
         "calls",
         "VIEW",
         """CREATE OR REPLACE VIEW calls AS
-WITH trace_runs AS (
-    SELECT trace_id, min(run_id) AS run_id FROM results WHERE trace_id IS NOT NULL GROUP BY trace_id
+WITH trace_runs AS (  -- the run of a trace that does not name it
+    SELECT trace_id, min(run_id) AS run_id FROM results
+    WHERE trace_id IN (SELECT trace_id FROM traces WHERE run_id IS NULL)
+    GROUP BY trace_id
 )
 SELECT t.* REPLACE (
     coalesce(t.run_id, tr.run_id) AS run_id,
@@ -203,40 +203,12 @@ FROM judged""",
     ),
     CLUSTERED_SE,
     RUN_INTERVALS,
+    RUN_TOTALS,
     (
         "run_summary",
         "VIEW",
-        f"""CREATE OR REPLACE VIEW run_summary AS
-WITH runs AS (
-    SELECT run_id, suite, model,
-        min(suite_version) AS suite_version,
-        min(agent) AS agent,
-        min(sandbox) AS sandbox,
-        min(started_at) AS started_at,
-        max(finished_at) AS finished_at,
-        count(*) AS tasks,  -- one row per task
-        any_value(run_epochs) AS epochs,
-        {_sums("attempts", "passed", "failed", "errors", "unscored")},
-        {_sums(*(f"errors_{k}" for k in ERROR_KINDS), "errors_other", "invalid_rows")},
-        sum(cost_usd) AS cost_usd,
-        sum(prompt_tokens) AS prompt_tokens,
-        sum(completion_tokens) AS completion_tokens,
-        sum(steps) AS steps,
-        sum(tool_calls) AS tool_calls,
-        (epoch_us(max(finished_at)) - epoch_us(min(started_at))) / 1e6 AS wall_s,
-        sum(task_s) AS task_s,
-        any_value(run_task_p50_s) AS task_p50_s,
-        any_value(run_task_p95_s) AS task_p95_s
-    FROM task_rollup
-    GROUP BY run_id, suite, model
-), pass_k AS (
-    SELECT o.run_id, o.suite, o.model,
-        avg(pass_at_k(o.scored, o.passed, r.epochs)) AS pass_at_k,
-        count(*) FILTER (WHERE o.scored >= r.epochs) AS pass_at_k_tasks
-    FROM task_outcomes o JOIN runs r USING (run_id, suite, model)
-    WHERE r.epochs > 1
-    GROUP BY o.run_id, o.suite, o.model
-), run_calls AS (
+        """CREATE OR REPLACE VIEW run_summary AS
+WITH run_calls AS (
     SELECT run_id,
         count(*) AS calls,
         count(*) FILTER (WHERE status = 'error') AS call_errors,
@@ -247,28 +219,7 @@ WITH runs AS (
     GROUP BY run_id
 )
 SELECT
-    r.model, r.suite, r.run_id, r.suite_version, r.agent, r.sandbox, r.started_at, r.finished_at,
-    r.tasks, r.epochs, r.attempts,
-    r.passed + r.failed AS scored,
-    r.passed, r.failed, r.errors, r.unscored,
-    {", ".join(f"r.errors_{k}" for k in ERROR_KINDS)}, r.errors_other, r.invalid_rows,
-    CAST(r.passed AS DOUBLE) / nullif(r.passed + r.failed, 0) AS pass_rate,
-    ri.ci_low,
-    ri.ci_high,
-    ri.ci_method,
-    ri.se,
-    ri.planned,
-    ri.coverage,
-    ri.strict_pass_rate,
-    ri.strict_ci_low,
-    ri.strict_ci_high,
-    CASE WHEN r.epochs > 1 THEN r.epochs END AS k,
-    pk.pass_at_k,
-    pk.pass_at_k_tasks,
-    r.cost_usd,
-    r.cost_usd / nullif(r.passed, 0) AS cost_per_solved,
-    r.prompt_tokens, r.completion_tokens, r.steps, r.tool_calls, r.wall_s, r.task_s,
-    r.task_p50_s, r.task_p95_s,
+    r.*,
     coalesce(c.calls, 0) AS calls,
     coalesce(c.call_errors, 0) AS call_errors,
     c.call_p50_s, c.call_p95_s,
@@ -276,9 +227,7 @@ SELECT
         PARTITION BY r.model, r.suite, r.unscored > 0
         ORDER BY r.started_at DESC NULLS LAST, r.finished_at DESC NULLS LAST, r.run_id DESC
     ) AS recency
-FROM runs r
-LEFT JOIN run_intervals ri ON ri.run_id = r.run_id AND ri.suite = r.suite AND ri.model = r.model
-LEFT JOIN pass_k pk ON pk.run_id = r.run_id AND pk.suite = r.suite AND pk.model = r.model
+FROM run_totals r
 LEFT JOIN run_calls c ON c.run_id = r.run_id""",
     ),
     (
@@ -418,7 +367,14 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_summary")
+SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary")
+
+# The statements `run_totals` is made by (and `task_rollup`'s, by its version): a stored copy of its
+# rows (the lake index's, lake_index.py) is read only when it was made by this very SQL.
+_TOTALS_SQL = [
+    sql for name, _, sql in ANALYSIS_SQL[: [n for n, _, _ in ANALYSIS_SQL].index("run_totals") + 1]
+]
+TOTALS_VERSION = hashlib.sha256("\n;\n".join([ROLLUP_VERSION, *_TOTALS_SQL]).encode()).hexdigest()[:16]
 
 
 def _as_table(sql: str, name: str) -> str:
@@ -453,6 +409,7 @@ def warehouse_sql(
     snapshot: bool = False,
     providers: Mapping[str, str] | None = None,
     summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
+    totals: StoredTotals | None = None,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -465,6 +422,8 @@ def warehouse_sql(
     `summaries` (stored summaries — files, or the table of the lake index's rows —, results files
     without one; summaries.py, lake_index.py): `task_rollup` reads those summaries and the rows of
     those files only (`results` is still every results file).
+    `totals` (a snapshot only): the `run_totals` rows of some runs stored in a table (the lake
+    index's); `task_outcomes` is then a view, read only for the runs something asks about.
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
@@ -481,6 +440,9 @@ def warehouse_sql(
         )
         if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
             tables = tuple(t for t in tables if t != "task_rollup")
+    if totals is not None:
+        tables = tuple(t for t in tables if t not in ("task_outcomes", "run_totals"))
+        sql_of["run_totals"] = stored_totals_sql(sql_of["run_totals"], totals)
     analysis = [_as_table(sql, name) if name in tables else sql for name, sql in sql_of.items()]
     return [
         f"CREATE OR REPLACE VIEW results AS\n{lake_relation(RESULT_COLUMNS, results_source)}",

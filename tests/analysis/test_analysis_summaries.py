@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from goat_dagster.analysis.lake_index import index_dir, manifests_index, rollup_index
+from goat_dagster.analysis.lake_index import index_dir, manifests_index, rollup_index, totals_index
 from goat_dagster.analysis.leaderboard import Leaderboard, build_leaderboard
 from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
@@ -176,19 +177,26 @@ def test_the_lake_index_holds_every_run_and_never_serves_a_replaced_file(fixed_l
     assert size == [(a2.stat().st_size,)]  # rewritten for the new file
 
 
-def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_lake: GoatPaths) -> None:
-    """New runs land (results file, then summary) while snapshots read the lake and rewrite the
-    index at once: each snapshot counts every results file it lists exactly once, whichever index
-    version it read, and in the end the index covers every run."""
-    build_leaderboard(fixed_lake)  # the index of the first runs
+def _lander(paths: GoatPaths) -> Callable[[int], None]:
+    """`land(n)`: run `run-new<n>` (run-b1's rows) lands: its results file, then its summary."""
     template = fixed_results()["run-b1"]
 
     def land(n: int) -> None:
         run_id = f"run-new{n}"
         path = write_parquet(
-            fixed_lake.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
+            paths.lake_results / f"{run_id}.parquet", [{**r, "run_id": run_id} for r in template]
         )
-        write_summary(path, fixed_lake.lake_summaries)
+        write_summary(path, paths.lake_summaries)
+
+    return land
+
+
+def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_lake: GoatPaths) -> None:
+    """New runs land (results file, then summary) while snapshots read the lake and rewrite the
+    index at once: each snapshot counts every results file it lists exactly once, whichever index
+    version it read, and in the end the index covers every run."""
+    build_leaderboard(fixed_lake)  # the index of the first runs
+    land = _lander(fixed_lake)
 
     def read() -> None:
         with open_snapshot(fixed_lake) as snap:
@@ -206,3 +214,96 @@ def test_runs_landing_while_snapshots_rewrite_the_index_are_counted_once(fixed_l
     build_leaderboard(fixed_lake)
     assert _indexed(fixed_lake)[0] == {f.name for f in fixed_lake.lake_results.glob("*.parquet")}
     assert not list(index_dir(fixed_lake.lake_summaries).glob(".*"))  # no file left half-written
+
+
+def _totals(paths: GoatPaths, index: Path | None = None) -> dict[str, tuple[str, int, int]]:
+    """Run id -> (passed, source file, source size) of the lake index's stored `run_totals`."""
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "SELECT run_id, passed, source_file, source_size FROM read_parquet(?)",
+            [str(index or totals_index(paths.lake_summaries))],
+        ).fetchall()
+    return {run_id: (passed, name, size) for run_id, passed, name, size in rows}
+
+
+def _doctor_totals(source: Path, target: Path) -> None:
+    """`target`: the stored totals of `source` with every run's `passed` changed (same signatures)."""
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT * REPLACE (passed + 100 AS passed) FROM read_parquet('{source}')) "
+            f"TO '{target}' (FORMAT parquet)"
+        )
+
+
+def test_stored_run_totals_are_read_only_from_this_sql_and_this_file(fixed_lake: GoatPaths) -> None:
+    """Each run's totals (`run_totals`: counts, interval, pass@k, cost, tokens) are stored in the
+    lake index and read from there: only from the file named by the version of the SQL that makes
+    them, and only while the run's results file is the one they were made from."""
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    assert seen(build_leaderboard(fixed_lake)) == expected  # computed, then stored
+    index = totals_index(fixed_lake.lake_summaries)
+    stored = _totals(fixed_lake)
+    assert {name for _, name, _ in stored.values()} == {
+        f.name for f in fixed_lake.lake_results.glob("*.parquet")
+    }
+    assert seen(build_leaderboard(fixed_lake)) == expected  # read through the index
+
+    # the stored rows are what the snapshot reads: doctored in place, the board says so
+    original = index.read_bytes()
+    aside = index.with_name("aside.parquet")
+    aside.write_bytes(original)
+    _doctor_totals(aside, index)
+    with open_snapshot(fixed_lake) as snap:
+        passed = dict(snap.con.execute("SELECT run_id, passed FROM run_summary").fetchall())
+    assert passed == {run_id: p + 100 for run_id, (p, _, _) in stored.items()}
+
+    # the same rows under another version of the SQL are never read: computed, and stored again
+    index.rename(index.with_name("runs-0123456789abcdef.parquet"))
+    aside.unlink()
+    assert seen(build_leaderboard(fixed_lake)) == expected
+    assert _totals(fixed_lake) == stored
+
+    # a results file replaced since: its run's totals are computed from its new summary
+    a2 = fixed_lake.lake_results / "run-a2.parquet"
+    rows = fixed_results()["run-a2"]
+    rows[-1] = result_row("run-a2", "alpha", 5, 0, "passed", day=1, wall_s=5.0, cost_usd=0.005)
+    write_parquet(a2, rows)
+    aside.write_bytes(index.read_bytes())
+    _doctor_totals(aside, index)  # the other runs' stored rows doctored: still read, a2's never
+    aside.unlink()
+    with open_snapshot(fixed_lake) as snap:
+        passed = dict(snap.con.execute("SELECT run_id, passed FROM run_summary").fetchall())
+    assert passed["run-a2"] == 3
+    assert {r: p for r, p in passed.items() if r != "run-a2"} == {
+        r: p + 100 for r, (p, _, _) in stored.items() if r != "run-a2"
+    }
+    assert _totals(fixed_lake)["run-a2"] == (3, "run-a2.parquet", a2.stat().st_size)  # stored again
+    index.unlink()
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    assert seen(build_leaderboard(fixed_lake)) == expected
+
+
+def test_runs_landing_while_snapshots_rewrite_the_stored_totals_are_counted_once(
+    fixed_lake: GoatPaths,
+) -> None:
+    """New runs land while snapshots read the lake and rewrite the stored run totals at once: every
+    snapshot's `run_summary` has each results file's run exactly once, with all its attempts, and in
+    the end the index stores every run's totals."""
+    build_leaderboard(fixed_lake)
+    land = _lander(fixed_lake)
+
+    def read() -> None:
+        with open_snapshot(fixed_lake) as snap:
+            files = {f.stem for f in snap.results_files}
+            runs = snap.con.execute("SELECT run_id, attempts FROM run_summary").fetchall()
+            assert sorted(r for r, _ in runs) == sorted(files)
+            assert sum(a for _, a in runs) == snap.count("results")
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(land, n) for n in range(8)] + [pool.submit(read) for _ in range(8)]
+        for job in jobs:
+            job.result()
+    expected = seen(build_leaderboard(fixed_lake, summaries=False))
+    assert seen(build_leaderboard(fixed_lake)) == expected
+    assert set(_totals(fixed_lake)) == {f.stem for f in fixed_lake.lake_results.glob("*.parquet")}
+    assert not list(index_dir(fixed_lake.lake_summaries).glob(".*"))
