@@ -3,6 +3,7 @@ by hand here, written out step by step."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import struct
@@ -10,7 +11,12 @@ import struct
 import pytest
 
 from goat_dagster.analysis.chart import image_markdown, render_chart
-from goat_dagster.analysis.leaderboard import SELECTION_LATEST, UnknownRunError, build_leaderboard
+from goat_dagster.analysis.leaderboard import (
+    LEADERBOARD_OBJECTS,
+    SELECTION_LATEST,
+    UnknownRunError,
+    build_leaderboard,
+)
 from goat_dagster.analysis.leaderboard_render import (
     comparison_markdown,
     details_markdown,
@@ -20,6 +26,8 @@ from goat_dagster.analysis.leaderboard_render import (
 )
 from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.config import GoatPaths
+
+from .conftest import fixed_traces, write_parquet
 
 Z = 1.959963984540054  # standard normal 97.5% quantile
 
@@ -259,3 +267,34 @@ def test_chart_of_a_model_that_solved_nothing(goat_paths: GoatPaths) -> None:
     assert board.rows[0]["passed"] == 0 and board.rows[0]["ci_low"] < 1e-9
     path = render_chart(board.rows, goat_paths.lake / "leaderboard" / "zero.png")
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_lake_without_trace_files_ranks_the_same(results_only_lake: GoatPaths) -> None:
+    """With no trace file the snapshot's `calls` does not look traces up in the results (no scan of
+    every results file); the board is the one of the same lake with a trace file whose calls are
+    all another run's (there the lookup runs, a call without its run_id included)."""
+    without = build_leaderboard(results_only_lake)
+    elsewhere = [{**t, "run_id": "run-elsewhere", "trace_id": "tr-x"} for t in fixed_traces()]
+    elsewhere[0]["run_id"] = None  # looked up in the results: not found there
+    write_parquet(results_only_lake.lake_traces / "run-elsewhere.parquet", elsewhere)
+    with_traces = build_leaderboard(results_only_lake)
+    assert with_traces.trace_rows == len(elsewhere) and without.trace_rows == 0
+    assert {**with_traces.to_json(), "trace_rows": 0} == without.to_json()
+    assert details_markdown(with_traces) == details_markdown(without)
+    assert matrix_markdown(with_traces) == matrix_markdown(without)
+    with open_snapshot(results_only_lake, traces=False, objects=LEADERBOARD_OBJECTS) as snap:
+        assert "results" not in {
+            name for (name,) in snap.con.execute("SELECT view_name FROM duckdb_views()").fetchall()
+        }, "nothing the snapshot defines reads the results' rows"
+
+
+def test_the_build_leaves_the_garbage_collector_as_it_found_it(fixed_lake: GoatPaths) -> None:
+    assert gc.isenabled()
+    build_leaderboard(fixed_lake)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        build_leaderboard(fixed_lake)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
