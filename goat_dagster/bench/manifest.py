@@ -41,7 +41,7 @@ from goat_dagster.bench.agent import Agent
 from goat_dagster.bench.journal import RunError, RunSpec
 from goat_dagster.bench.lake import RunIdentity, read_lake_rows, write_lake_file
 from goat_dagster.bench.llm_client import TOOL_CHOICE
-from goat_dagster.bench.prompts import PromptError, PromptSet, load_prompt_set
+from goat_dagster.bench.prompts import PROMPT_FILES, PromptError, PromptSet, load_prompt_set, prompt_set_dir
 from goat_dagster.bench.sandbox import SandboxLimits
 from goat_dagster.bench.usage import AgentLimits
 from goat_dagster.registry import ModelEntry
@@ -186,10 +186,30 @@ class CurrentSetup:
 
 
 def current_setup() -> CurrentSetup:
+    """The setup now. The prompt set is validated again only when its files' bytes changed: every
+    leaderboard asks, and reading three small files is cheaper than validating them (10-15 ms)."""
+    name, path = prompt_set_dir()
     try:
-        return CurrentSetup(load_prompt_set().sha256)
+        return CurrentSetup(_prompt_sha256(name, path, _prompt_files(path)))
     except PromptError as exc:
         return CurrentSetup(None, problem=str(exc))
+
+
+@functools.lru_cache(maxsize=8)
+def _prompt_sha256(name: str, path: Path, files: tuple[bytes | None, ...]) -> str:
+    """The prompt set's content hash; `path` and `files` (its files' bytes now: `_prompt_files`)
+    only key the cache. A broken set raises, and is not cached."""
+    return load_prompt_set(name).sha256
+
+
+def _prompt_files(path: Path) -> tuple[bytes | None, ...]:
+    out: list[bytes | None] = []
+    for name in PROMPT_FILES:
+        try:
+            out.append((path / name).read_bytes())
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 # ---- making one ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from goat_dagster.bench.journal import RunError
+from goat_dagster.bench.manifest import current_setup
 from goat_dagster.bench.prompts import PromptError, load_prompt_set, prompt_set_dir
 from goat_dagster.bench.run_request import RunRequest
 from goat_dagster.bench.runner import run_benchmark
@@ -173,3 +174,21 @@ def test_prompts_are_part_of_what_a_resumed_run_must_match(goat_home: Path, prom
     other = first.model_copy(update={"prompt_sha256": "b" * 64, "sampling": {"temperature": 0.7}})
     with pytest.raises(RunError, match=r"prompt_sha256: a+ vs b+; sampling.temperature: 0.3 vs 0.7"):
         settle_manifest(journal, other)
+
+
+def test_current_setup_follows_the_prompt_files(prompt_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`current_setup()` validates the set again only when its files' bytes changed: an edit of the
+    same size at once, a broken set and its repair are all seen."""
+    monkeypatch.setenv("GOAT_PROMPTS", str(prompt_copy))
+    base = current_setup()
+    assert base.prompt_sha256 == load_prompt_set(str(prompt_copy)).sha256 and current_setup() == base
+    system = prompt_copy / "system.md"
+    text = system.read_text()
+    system.write_text(text.replace("smallest change", "simplest change"))  # the same size
+    changed = current_setup()
+    assert changed.prompt_sha256 not in (None, base.prompt_sha256)
+    system.unlink()
+    broken = current_setup()
+    assert broken.prompt_sha256 is None and "system.md" in broken.problem
+    system.write_text(text)
+    assert current_setup() == base
