@@ -23,7 +23,14 @@ from goat_dagster import config
 from goat_dagster.analysis import lake_index
 from goat_dagster.analysis.summaries import SummaryPlan, summarize_missing
 from goat_dagster.analysis.totals_sql import StoredTotals, run_filter
-from goat_dagster.analysis.warehouse_sql import RESULT_COLUMNS, Source, Table, lake_relation, warehouse_sql
+from goat_dagster.analysis.warehouse_sql import (
+    RESULT_COLUMNS,
+    TRACE_COLUMNS,
+    Source,
+    Table,
+    lake_relation,
+    warehouse_sql,
+)
 from goat_dagster.bench.lake import ResultRow, load_rows
 from goat_dagster.bench.manifest import CurrentSetup, current_setup
 
@@ -114,6 +121,7 @@ def _define(
     summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
     objects: Collection[str] | None = None,
     totals: StoredTotals | None = None,
+    traces_lack_runs: bool = True,
 ) -> None:
     stored = summaries
     providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
@@ -126,6 +134,7 @@ def _define(
         summaries=stored,
         providers=providers,
         totals=totals,
+        traces_lack_runs=traces_lack_runs,
     )
     for stmt in statements if objects is None else needed_statements(statements, objects):
         con.execute(stmt)
@@ -159,11 +168,23 @@ def open_snapshot(
             results_files, skipped_results = lake_files(con, paths.lake_results)
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
             rollup = None
-        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals)
+        lookup = _some_trace_lacks_its_run(con, trace_files)
+        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup)
         if totals is not None and storable:
             _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
+
+
+def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Sequence[Path]) -> bool:
+    """Whether a trace of these files names no run (`calls` then finds it in the results by its
+    trace_id); reads only their run_id column."""
+    if not trace_files:
+        return False
+    row = con.execute(
+        f"SELECT count(*) FROM ({lake_relation(TRACE_COLUMNS, trace_files)}) WHERE run_id IS NULL"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 ROLLUP_TABLE, MANIFESTS_TABLE, TOTALS_TABLE = "indexed_rollup", "indexed_manifests", "indexed_totals"

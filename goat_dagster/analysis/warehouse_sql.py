@@ -135,8 +135,8 @@ def _z(power: int = 1) -> str:
 
 def calls_sql(results: str = "results") -> str:
     """The `calls` view; `results`: where a trace that does not name its run finds it (by trace_id).
-    A snapshot with no trace files passes `NO_TRACE_RUNS`: no trace to look up, no scan of every
-    results file's trace_id (31 ms at 1M rows) — the same empty table."""
+    A snapshot whose traces all name their run (or with no trace files) passes `NO_TRACE_RUNS`:
+    nothing to look up, no scan of every results file's trace_id (31 ms at 1M rows), the same rows."""
     return f"""CREATE OR REPLACE VIEW calls AS
 WITH trace_runs AS (  -- the run of a trace that does not name it
     SELECT trace_id, min(run_id) AS run_id FROM {results}
@@ -416,6 +416,7 @@ def warehouse_sql(
     providers: Mapping[str, str] | None = None,
     summaries: tuple[Sequence[Path] | Table, Sequence[Path]] | None = None,
     totals: StoredTotals | None = None,
+    traces_lack_runs: bool = True,
 ) -> list[str]:
     """Every statement that defines the warehouse objects, in dependency order.
 
@@ -430,6 +431,8 @@ def warehouse_sql(
     those files only (`results` is still every results file).
     `totals` (a snapshot only): the `run_totals` rows of some runs stored in a table (the lake
     index's); `task_outcomes` is then a view, read only for the runs something asks about.
+    `traces_lack_runs`: whether a trace may not name its run (False, or no trace files: `calls`
+    looks nothing up in the results, `NO_TRACE_RUNS`).
     """
     rollup: list[str] = []  # the rows `task_rollup` reads: by default every results row
     sql_of = {name: sql for name, _, sql in ANALYSIS_SQL}
@@ -446,7 +449,10 @@ def warehouse_sql(
         )
         if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
             tables = tuple(t for t in tables if t != "task_rollup")
-    if isinstance(traces_source, Sequence) and not isinstance(traces_source, str) and not traces_source:
+    no_trace_files = (
+        isinstance(traces_source, Sequence) and not isinstance(traces_source, str) and not traces_source
+    )
+    if no_trace_files or not traces_lack_runs:
         sql_of["calls"] = calls_sql(NO_TRACE_RUNS)
     if totals is not None:
         tables = tuple(t for t in tables if t not in ("task_outcomes", "run_totals"))

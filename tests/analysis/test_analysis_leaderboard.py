@@ -298,3 +298,22 @@ def test_the_build_leaves_the_garbage_collector_as_it_found_it(fixed_lake: GoatP
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _views(paths: GoatPaths) -> set[str]:
+    with open_snapshot(paths, objects=LEADERBOARD_OBJECTS) as snap:
+        return {name for (name,) in snap.con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+
+
+def test_traces_that_all_name_their_run_are_not_looked_up(fixed_lake: GoatPaths) -> None:
+    """A call without its run_id (c5) is found through its trace_id in the results; once every trace
+    names its run the results are not read for it, and the numbers are the same."""
+    looked_up = build_leaderboard(fixed_lake)
+    assert "results" in _views(fixed_lake)
+    named = [{**t, "run_id": t["run_id"] or "run-a2"} for t in fixed_traces()]
+    write_parquet(fixed_lake.lake_traces / "run-a2.parquet", named)
+    assert "results" not in _views(fixed_lake)
+    board = build_leaderboard(fixed_lake)
+    assert by_model(board)["alpha"]["calls"] == by_model(looked_up)["alpha"]["calls"] > 0
+    assert board.to_json() == looked_up.to_json()
+    assert details_markdown(board) == details_markdown(looked_up)
