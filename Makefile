@@ -21,33 +21,24 @@ debian-packages:
 # at the version the lock pins, then `uv sync --frozen` installs the lock and nothing else.
 # llama-cpp-python is compiled from source with the CPU flags of [tool.uv] in pyproject.toml (portable
 # x86-64-v3; about 4 minutes on 2 cores the first time, then uv's cache, which is keyed on the flags).
-# ENGINE=native builds for this machine's CPU only (see README, "The engine build"); the engine is
-# reinstalled whenever ENGINE changes, so a build of other flags never stays installed.
+# There is no build for the host's CPU (-march=native): it would run only on CPUs like this one
+# (see README, "The engine build"). A venv whose stamp says another build (an older install's
+# `native`) is synced again with the portable engine.
 # CMAKE_ARGS from the shell is ignored: the flags come from one place.
 UV_VERSION := 0.13.9
 UV         := $(BIN)/uv
-ENGINE     ?= portable
-ifeq ($(filter $(ENGINE),portable native),)
-$(error ENGINE must be portable or native, not '$(ENGINE)')
-endif
-ifneq ($(shell cat $(STAMP) 2>/dev/null),$(ENGINE))
-.PHONY: $(STAMP)  # installed with the other engine flags (or not yet): sync again
+ifneq ($(shell cat $(STAMP) 2>/dev/null),portable)
+.PHONY: $(STAMP)  # installed with other engine flags (or not yet): sync again
 endif
 unexport CMAKE_ARGS FORCE_CMAKE
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 $(STAMP): pyproject.toml uv.lock Makefile scripts/compile_bytecode.py
 	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
-	# an engine of other flags (ENGINE changed) is removed first: sync then installs the one of
-	# pyproject's flags from uv's cache, or builds it
+	# an engine of other flags (an older install's native build) is removed first: sync then
+	# installs the one of pyproject's flags from uv's cache, or builds it
 	if [ -f $@ ] && [ "$$(cat $@)" != portable ]; then $(UV) pip uninstall llama-cpp-python; fi
 	$(UV) sync --locked --extra dev --group models
-ifeq ($(ENGINE),native)
-	# the locked version again, compiled -march=native outside uv's cache (--no-config: without the
-	# portable flags of pyproject.toml, which would otherwise come last and win)
-	$(UV) pip install --no-config --no-cache --no-deps --reinstall --no-binary llama-cpp-python \
-	  -C cmake.args=-DGGML_NATIVE=ON "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
-endif
 	# last, once everything is installed: bytecode for what goat's processes import (site-packages
 	# less the test and lint tools and what no process imports; goat_dagster), on every core: every
 	# process (each Dagster run worker included) then imports from .pyc files even where
@@ -56,7 +47,7 @@ endif
 	# compiled all 19,000 files: ~21 s here; this ~12 s); a module left out or edited later is
 	# compiled in memory until the next install
 	$(BIN)/python scripts/compile_bytecode.py
-	echo $(ENGINE) > $@
+	echo portable > $@
 
 # `make lock`: re-resolve uv.lock after editing dependencies in pyproject.toml (`make lock
 # UPGRADE=1` moves every package to its newest allowed version), then `make install`.

@@ -127,10 +127,9 @@ def worker_command(spec: WorkerSpec, *, listen_fd: int, ready_fd: int, parent_pi
 # ---- what the engine is, for a run's manifest ------------------------------------------------------
 
 ENGINE_PACKAGE = "llama-cpp-python"
-# What `make install` builds (Makefile, ENGINE=...; the venv's `.installed` says which): `portable`
-# with the cmake args of [tool.uv.config-settings-package.llama-cpp-python] in pyproject.toml,
-# `native` with only -DGGML_NATIVE=ON (for the machine that built it).
-NATIVE_ARGS = ["-DGGML_NATIVE=ON"]
+# What `make install` builds (the venv's `.installed` says so): `portable`, with the cmake args of
+# [tool.uv.config-settings-package.llama-cpp-python] in pyproject.toml. A venv of an older install
+# may say `native` (a -march=native build, since removed): its cmake args are then not known here.
 _PROBE = """
 import importlib.metadata as md, json, pathlib, llama_cpp
 lib = pathlib.Path(llama_cpp.__file__).parent / "lib"
@@ -177,5 +176,5 @@ def engine_info() -> dict[str, Any]:
         "ggml": found["ggml"],
         "system_info": found["system_info"],
         "build": flavour,
-        "cmake_args": NATIVE_ARGS if flavour == "native" else pyproject_cmake_args(),
+        "cmake_args": pyproject_cmake_args() if flavour == "portable" else None,
     }

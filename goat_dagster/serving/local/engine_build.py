@@ -45,7 +45,7 @@ CPUINFO_FLAG = {
     "AVX512_BF16": "avx512_bf16",
     "AMX_INT8": "amx_int8",
 }
-REBUILD = "rebuild the portable engine with `make install` (ENGINE=native builds for this CPU only)"
+REBUILD = "rebuild the portable engine with `make install`"
 _FEATURE = re.compile(r"([A-Z][A-Z0-9_]*) = 1")
 
 
