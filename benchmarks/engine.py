@@ -4,7 +4,7 @@ prompt tokens/s and generation tokens/s of SmolLM2-135M with a given number of t
     .venv/bin/python benchmarks/engine.py [--threads 1] [--prompt-tokens 512] [--gen-tokens 128] [--repeat 3]
 
 Run it once per build to compare builds (README, "The engine build": the portable x86-64-v3 build
-against `make install ENGINE=native`). It prints the CPU features the engine was compiled with
+was measured against a -march=native one this way). It prints the CPU features the engine was compiled with
 (`llama_print_system_info`) so the figures say which build produced them.
 """
 
