@@ -170,10 +170,20 @@ def open_snapshot(
             rollup = None
         lookup = _some_trace_lacks_its_run(con, trace_files)
         _define(con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup)
-        if totals is not None and storable:
+        if totals is not None and storable and _defines(con, "run_totals"):  # `objects` may leave it out
             _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
+
+
+def _defines(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection has a table or view `name` (a snapshot makes some objects tables)."""
+    row = con.execute(
+        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)"
+        " + (SELECT count(*) FROM duckdb_views() WHERE view_name = $1)",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Sequence[Path]) -> bool:
