@@ -11,6 +11,7 @@ process that started it is gone) and it exits.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -18,8 +19,10 @@ import sys
 import litellm.proxy.proxy_server  # noqa: F401  (the ~6-9 s this process is here to spend early)
 from litellm.proxy.proxy_cli import run_server
 
-import goat_dagster.routing.auth  # the config's custom_auth
-import goat_dagster.tracing.sink  # noqa: F401  (the config's callback)
+from goat_dagster.routing.config import CUSTOM_AUTH, SINK_CALLBACK
+
+for _hook in (SINK_CALLBACK, CUSTOM_AUTH):  # the modules of the hooks the config names
+    importlib.import_module(_hook.rpartition(".")[0])
 
 
 def main(argv: list[str]) -> int:
