@@ -56,6 +56,10 @@ def goat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("GOAT_HOME", str(home))
     monkeypatch.setenv("GOAT_PROJECT_DIR", str(PROJECT))
+    # the services a test's `goat run` may start (goat serve, the proxy) on free ports, never the
+    # defaults: another test session on this machine (or a user's stack) may hold 8100 and 4000
+    monkeypatch.setenv("GOAT_SERVE_PORT", str(free_port()))
+    monkeypatch.setenv("GOAT_LITELLM_PORT", str(free_port()))
     return home
 
 
