@@ -3,7 +3,7 @@ view) and what differs between them apart from the model.
 
 - `manifest_differences(a, b)`: what two runs (their manifests, `manifests_of`) differ in — every
   SETUP field, and the MODEL fields when both ran the same model (`goat compare`, the leaderboard's
-  A/B).
+  A/B); `ManifestDifferences` the same for many pairs, once per distinct pair of manifests.
 - `board_mismatches(con, rows)`: for runs ranked together (a leaderboard), per suite, each field
   they do not all agree on and which runs hold which value. A ranking across such runs is refused
   unless asked for (`allow_mismatch`).
@@ -16,14 +16,23 @@ A run without a manifest (made before manifests) differs from every run in `mani
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
 from goat_dagster.analysis.snapshot import query
-from goat_dagster.bench.manifest import MODEL_FIELDS, Difference, RunManifest, differences, disagreements
+from goat_dagster.bench.manifest import (
+    MODEL_FIELDS,
+    Difference,
+    RunManifest,
+    compared_fields,
+    differences,
+    disagreements,
+    flat_differences,
+    flat_fields,
+)
 
 NO_MANIFEST = "none (made before manifests)"
 
@@ -55,6 +64,35 @@ def manifest_differences(a: RunManifest | None, b: RunManifest | None) -> list[D
         shown = [NO_MANIFEST if m is None else "recorded" for m in (a, b)]
         return [Difference("manifest", shown[0], shown[1])]
     return differences(a, b)
+
+
+class ManifestDifferences:
+    """`manifest_differences` of many pairs of some runs (run id -> manifest), each computed once per
+    distinct pair of what is compared (a leaderboard's 400 pairs of runs made with one setup are a
+    handful): the runs' compared fields flattened once each."""
+
+    def __init__(self, manifests: Mapping[str, RunManifest]) -> None:
+        self.manifests = manifests
+        self._flat: dict[tuple[str, bool], tuple[str, dict[str, Any]]] = {}
+        self._made: dict[tuple[str, str], list[Difference]] = {}
+
+    def _of(self, run_id: str, same_model: bool) -> tuple[str, dict[str, Any]]:
+        """The run's compared fields, flattened, and a key of exactly them (values and order)."""
+        key = (run_id, same_model)
+        if key not in self._flat:
+            flat = flat_fields(self.manifests[run_id], compared_fields(same_model))
+            self._flat[key] = (json.dumps(list(flat.items()), default=str), flat)
+        return self._flat[key]
+
+    def __call__(self, run_a: str, run_b: str) -> list[Difference]:
+        a, b = self.manifests.get(run_a), self.manifests.get(run_b)
+        if a is None or b is None:
+            return manifest_differences(a, b)
+        same = a.model == b.model
+        (key_a, flat_a), (key_b, flat_b) = self._of(run_a, same), self._of(run_b, same)
+        if (key_a, key_b) not in self._made:
+            self._made[(key_a, key_b)] = flat_differences(flat_a, flat_b)
+        return list(self._made[(key_a, key_b)])
 
 
 def _show(value: Any) -> str:

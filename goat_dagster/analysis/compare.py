@@ -10,8 +10,9 @@ task's pass fraction over its scored epochs, 0/1 with one epoch):
   strict majority of its scored epochs (the `task_outcomes` view);
 - the tasks that flipped each way: pass->fail (passed in A, failed in B) and fail->pass.
 
-The counts, sums and flipped tasks of every pair asked at once come from one query of the warehouse
-SQL (`paired_compare_pairs`, paired_sql.py); the interval and the McNemar p from them, here.
+The runs' task outcomes (the warehouse's `task_outcomes`) are read once for every pair asked
+(`ComparedRuns`: one query, a run x task matrix, pair_matrix.py), which gives each pair's counts,
+exact sums and flipped tasks; the interval and the McNemar p from them, here.
 
 A difference is *significant* (at alpha = 0.05) by the test that fits the data: with one epoch on
 both sides (0/1 per task), the exact McNemar test (valid for the handful of discordant tasks a
@@ -31,8 +32,8 @@ import duckdb
 from pydantic import BaseModel, Field
 
 from goat_dagster import config
-from goat_dagster.analysis.comparability import manifest_differences, manifests_of
-from goat_dagster.analysis.paired_sql import SCORED_BY_ONE
+from goat_dagster.analysis.comparability import ManifestDifferences, manifests_of
+from goat_dagster.analysis.pair_matrix import OutcomeMatrix, PairNumbers
 from goat_dagster.analysis.snapshot import open_snapshot, query
 from goat_dagster.analysis.stats import mcnemar_exact, paired_interval
 
@@ -111,13 +112,12 @@ class Comparison(BaseModel):
         )
 
 
-class _Runs:
-    """What comparisons of some runs read, fetched once: each run's `RunInfo` and its manifest.
-    The per-pair numbers come from the warehouse SQL (`paired_compare_pairs`, paired_sql.py): one
-    self-join of the runs' task outcomes for all the pairs asked at once, never their rows."""
+class ComparedRuns:
+    """What comparisons of some runs read, fetched once: each run's `RunInfo`, its manifest, and the
+    runs' task outcomes as one run x task matrix (pair_matrix.py) from which every pair's numbers
+    come, never the runs' rows pair by pair. The leaderboard's A/B and paired comparisons share one."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
-        self.con = con
         ids = list(dict.fromkeys(run_ids))
         self.info: dict[str, RunInfo] = {}
         for r in query(
@@ -131,30 +131,25 @@ class _Runs:
             if run_id not in self.info:
                 raise UnknownRunError(f"run not in the results lake: {run_id}")
         self.manifests = manifests_of(con, ids)
+        self.differences = ManifestDifferences(self.manifests)
+        self.matrix = OutcomeMatrix.load(con, ids)
+        self._numbers: dict[tuple[str, str], PairNumbers] = {}
+
+    def numbers(self, pairs: Sequence[tuple[str, str]]) -> list[PairNumbers]:
+        """Each pair's numbers (pair_matrix.py), those not made yet in one pass over the matrix."""
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._numbers))
+        self._numbers.update(zip(todo, self.matrix.pairs(todo), strict=True))
+        return [self._numbers[p] for p in pairs]
 
     def compare_all(self, pairs: Sequence[tuple[str, str]], alpha: float = ALPHA) -> list[Comparison]:
-        """The comparison of each (run A, run B), in order (one query for all of them)."""
-        if not pairs:
-            return []
-        rows = {
-            (r["pair_a"], r["pair_b"]): r
-            for r in query(
-                self.con,
-                "SELECT * FROM paired_compare_pairs(?, ?)",
-                [[a for a, _ in pairs], [b for _, b in pairs]],
-            )
-        }
-        return [self._comparison(a, b, rows.get((a, b)), alpha) for a, b in pairs]
+        """The comparison of each (run A, run B), in order."""
+        return [self._comparison(numbers, alpha) for numbers in self.numbers(pairs)]
 
-    def _scored_by_one(self, run: str, other: str) -> list[str]:
-        return [t for (t,) in self.con.execute(SCORED_BY_ONE, [run, other]).fetchall()]
-
-    def _comparison(self, run_a: str, run_b: str, row: dict[str, Any] | None, alpha: float) -> Comparison:
-        a, b = self.info[run_a], self.info[run_b]
-        assert row is not None  # paired_compare_pairs has a row for every pair
-        shared = row["shared_tasks"]
-        interval = paired_interval(shared, row["mean_d"], row["sd_d"]) if shared else None
-        p2f, f2p = sorted(row["pass_to_fail"]), sorted(row["fail_to_pass"])
+    def _comparison(self, numbers: PairNumbers, alpha: float) -> Comparison:
+        a, b = self.info[numbers.run_a], self.info[numbers.run_b]
+        shared = numbers.shared_tasks
+        interval = paired_interval(shared, numbers.mean_d, numbers.sd_d) if shared else None  # type: ignore[arg-type]
+        p2f, f2p = numbers.pass_to_fail, numbers.fail_to_pass
         p = mcnemar_exact(len(p2f), len(f2p))
         spread = interval is not None and interval.se is not None
         excludes_zero = spread and (interval.low > 0 or interval.high < 0)  # type: ignore[union-attr]
@@ -164,10 +159,10 @@ class _Runs:
             run_b=b,
             same_suite_version=a.suite == b.suite and a.suite_version == b.suite_version,
             shared_tasks=shared,
-            only_a=self._scored_by_one(run_a, run_b) if row["only_a_tasks"] else [],
-            only_b=self._scored_by_one(run_b, run_a) if row["only_b_tasks"] else [],
-            pass_rate_a=row["pass_rate_a"],
-            pass_rate_b=row["pass_rate_b"],
+            only_a=numbers.only_a,
+            only_b=numbers.only_b,
+            pass_rate_a=numbers.pass_rate_a,
+            pass_rate_b=numbers.pass_rate_b,
             difference=interval.estimate if interval else None,
             se=interval.se if interval else None,
             ci_low=interval.low if interval and interval.se is not None else None,
@@ -179,15 +174,14 @@ class _Runs:
             test="mcnemar" if single else "paired interval",
             significant=bool(shared) and (p < alpha if single else bool(excludes_zero)),
             differences=[
-                {"field": d.field, "a": d.a, "b": d.b}
-                for d in manifest_differences(self.manifests.get(run_a), self.manifests.get(run_b))
+                {"field": d.field, "a": d.a, "b": d.b} for d in self.differences(a.run_id, b.run_id)
             ],
         )
 
 
 def compare_in(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, alpha: float = ALPHA) -> Comparison:
     """The comparison of two runs over an open warehouse connection (a snapshot)."""
-    return _Runs(con, [run_a, run_b]).compare_all([(run_a, run_b)], alpha)[0]
+    return ComparedRuns(con, [run_a, run_b]).compare_all([(run_a, run_b)], alpha)[0]
 
 
 def compare_pairs(
@@ -202,11 +196,13 @@ def comparisons_and_ranks(
     pairs: Sequence[tuple[str, str]],
     rows: Sequence[dict[str, Any]],
     alpha: float = ALPHA,
+    runs: ComparedRuns | None = None,
 ) -> tuple[list[Comparison], dict[str, int], list[Comparison]]:
-    """`compare_pairs(pairs)` and `paired_ranks(rows)` (what a leaderboard shows): one query for
-    every comparison of both."""
+    """`compare_pairs(pairs)` and `paired_ranks(rows)` (what a leaderboard shows): one matrix for
+    every comparison of both (`runs`, when given, must hold every run of them)."""
     ranked = _rankable(rows)
-    runs = _Runs(con, [run for pair in pairs for run in pair] + [r["run_id"] for r in ranked])
+    if runs is None:
+        runs = ComparedRuns(con, [run for pair in pairs for run in pair] + [r["run_id"] for r in ranked])
     ranking = _ranking_pairs(ranked)
     made = runs.compare_all([*ranking, *pairs], alpha)
     ranks, comparisons = _ranks(ranked, made[: len(ranking)])
@@ -354,7 +350,7 @@ def regression(
         run_id = run_id or latest_run_in(snap.con, model)
         if run_id is None:
             return Regression(description=f"no run of {model} in the results lake yet")
-        _Runs(snap.con, [run_id])  # an unknown run is an error, not "no regression"
+        ComparedRuns(snap.con, [run_id])  # an unknown run is an error, not "no regression"
         prev = previous_run_in(snap.con, run_id)
         if prev is None:
             return Regression(

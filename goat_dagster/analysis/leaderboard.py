@@ -26,21 +26,20 @@ from typing import Any
 import duckdb
 
 from goat_dagster import config
-from goat_dagster.analysis.comparability import (
-    Mismatch,
-    board_mismatches,
-    manifest_differences,
-    manifests_of,
-    outdated_runs,
+from goat_dagster.analysis.comparability import Mismatch, board_mismatches, outdated_runs
+from goat_dagster.analysis.compare import (
+    ComparedRuns,
+    Comparison,
+    UnknownRunError,
+    comparisons_and_ranks,
 )
-from goat_dagster.analysis.compare import Comparison, UnknownRunError, comparisons_and_ranks
+from goat_dagster.analysis.pair_matrix import FLIPS, ABRows
 from goat_dagster.analysis.snapshot import LakeSnapshot, open_snapshot, query
 from goat_dagster.analysis.task_health import TaskHealth, task_health_in
 from goat_dagster.analysis.task_matrix import TaskMatrix
 from goat_dagster.bench.manifest import Difference
 
 SELECTION_LATEST = "latest run per (model, suite) with the current prompt set and harness"
-CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
 # what `build_leaderboard` reads of its snapshot (and, defined with them, what they read)
 LEADERBOARD_OBJECTS = (
     "leaderboard",
@@ -50,28 +49,34 @@ LEADERBOARD_OBJECTS = (
     "current_setup",
     "traces",
     "run_manifests",
-    "ab_compare_pairs",
-    "paired_compare_pairs",
+    "ab_change",
     "task_health",
 )
 
 
 @dataclass(frozen=True)
 class RunComparison:
-    """Per-task A/B of two runs: `rows` from `ab_compare(run_a, run_b)` (every task; in a
-    leaderboard only the flipped ones, all it shows of them), `counts` per change."""
+    """Per-task A/B of two runs: `rows` as `ab_compare(run_a, run_b)` has them (every task; in a
+    leaderboard only the flipped ones, all it shows of them; made as dicts when read), `counts` per
+    change."""
 
     run_a: str
     run_b: str
     label_a: str
     label_b: str
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     counts: dict[str, int]
     differences: list[Difference] = field(default_factory=list)  # besides the model (manifests)
 
     @property
     def flipped(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["change"] in ("pass→fail", "fail→pass")]
+        return [r for r in self.rows if r["change"] in FLIPS]
+
+    def changes(self) -> list[tuple[str, str]]:
+        """(task id, change) of each row, in order, without making the rows."""
+        if isinstance(self.rows, ABRows):
+            return self.rows.changes()
+        return [(r["task_id"], r["change"]) for r in self.rows]
 
     @property
     def comparable(self) -> bool:
@@ -221,54 +226,34 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str) -> RunC
 
 
 def compare_run_pairs(
-    con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]], *, flips_only: bool = False
+    con: duckdb.DuckDBPyConnection,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    flips_only: bool = False,
+    runs: ComparedRuns | None = None,
 ) -> list[RunComparison]:
-    """`compare_runs` of each (run A, run B): one query for all of them (`ab_compare_pairs`), the
-    runs' labels and manifests read once. `flips_only`: keep only the flipped tasks' rows (with
-    the counts of every change), what a leaderboard shows, not a row per task of every pair."""
+    """`compare_runs` of each (run A, run B), from one read of the runs (`runs`, when given, must hold
+    every run of the pairs: the leaderboard shares it with its paired comparisons). `flips_only`:
+    keep only the flipped tasks' rows (with the counts of every change), what a leaderboard shows,
+    not a row per task of every pair."""
     if not pairs:
         return []
-    ids = list(dict.fromkeys(run for pair in pairs for run in pair))
-    labels = {
-        run_id: f"{model} on {suite} ({run_id})"
-        for run_id, model, suite in con.execute(
-            """SELECT DISTINCT ON (run_id) run_id, model, suite FROM run_summary
-               WHERE list_contains(?, run_id)""",
-            [ids],
-        ).fetchall()
-    }
-    unknown = [run_id for run_id in ids if run_id not in labels]
-    if unknown:
-        raise UnknownRunError(f"run not in the results lake: {unknown[0]}")
-    runs_ab = [[a for a, _ in pairs], [b for _, b in pairs]]
-    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    counted: dict[tuple[str, str], dict[str, int]] = {}
-    if flips_only:  # one pass: the count of every change, the rows of the flipped ones
-        for a, b, change, n, flipped in con.execute(
-            """SELECT pair_a, pair_b, change, count(*),
-                   list(r ORDER BY r.task_id) FILTER (WHERE change IN ('pass→fail', 'fail→pass'))
-               FROM ab_compare_pairs(?, ?) r GROUP BY ALL ORDER BY pair_a, pair_b, change""",
-            runs_ab,
-        ).fetchall():
-            counted.setdefault((a, b), {})[change] = n
-            for r in flipped or []:
-                del r["pair_a"], r["pair_b"]
-                rows.setdefault((a, b), []).append(r)
-    else:
-        for r in query(con, "SELECT * FROM ab_compare_pairs(?, ?)", runs_ab):
-            rows.setdefault((r.pop("pair_a"), r.pop("pair_b")), []).append(r)
-    manifests = manifests_of(con, ids)
+    if runs is None:
+        runs = ComparedRuns(con, [run for pair in pairs for run in pair])
     out = []
-    for a, b in pairs:
-        mine = rows.get((a, b), [])
-        counts = {c: 0 for c in CHANGES}
-        if flips_only:
-            counts.update(counted.get((a, b), {}))
-        else:
-            for r in mine:
-                counts[r["change"]] += 1
-        differences = manifest_differences(manifests.get(a), manifests.get(b))
-        out.append(RunComparison(a, b, labels[a], labels[b], mine, counts, differences))
+    for numbers in runs.numbers(pairs):
+        a, b = numbers.run_a, numbers.run_b
+        out.append(
+            RunComparison(
+                a,
+                b,
+                runs.info[a].label,
+                runs.info[b].label,
+                runs.matrix.ab(a, b, flips_only=flips_only),
+                numbers.counts,
+                runs.differences(a, b),
+            )
+        )
     return out
 
 
@@ -318,8 +303,10 @@ def build_leaderboard(
     with _no_cyclic_gc(), open_snapshot(paths, summaries=summaries, objects=LEADERBOARD_OBJECTS) as snap:
         board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
         pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
-        comparisons = compare_run_pairs(snap.con, pairs, flips_only=True)
-        paired_ab, ranks, paired = comparisons_and_ranks(snap.con, pairs, board.rows if board.ranked else [])
+        ranked = board.rows if board.ranked else []
+        runs = ComparedRuns(snap.con, [*(r for pair in pairs for r in pair), *(r["run_id"] for r in ranked)])
+        paired_ab, ranks, paired = comparisons_and_ranks(snap.con, pairs, ranked, runs=runs)
+        comparisons = compare_run_pairs(snap.con, pairs, flips_only=True, runs=runs)  # the same pass
         health = task_health_in(snap.con)
     return replace(
         board,

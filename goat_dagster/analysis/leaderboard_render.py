@@ -9,6 +9,7 @@ from typing import Any
 
 from goat_dagster.analysis.compare import Comparison
 from goat_dagster.analysis.leaderboard import Leaderboard, RunComparison
+from goat_dagster.analysis.pair_matrix import FLIPS
 from goat_dagster.bench.lake import ERROR_KINDS
 from goat_dagster.textfmt import format_table, markdown_table
 
@@ -268,8 +269,8 @@ def matrix_markdown(
     return "\n\n".join(parts) + "\n\n" + legend
 
 
-def _tasks(rows: list[dict[str, Any]], change: str, limit: int = 20) -> str:
-    ids = [r["task_id"] for r in rows if r["change"] == change]
+def _tasks(c: RunComparison, change: str, limit: int = 20) -> str:
+    ids = [task_id for task_id, changed in c.changes() if changed == change]
     return ", ".join(ids[:limit]) + (f", … ({len(ids) - limit} more)" if len(ids) > limit else "")
 
 
@@ -287,7 +288,7 @@ def comparison_markdown(comparisons: Sequence[RunComparison], paired: Sequence[C
             lines.append(f"- paired: {by_pair[(c.run_a, c.run_b)].summary()}")
         for change in ("pass→fail", "fail→pass"):
             n = c.counts[change]
-            lines.append(f"- {change}: {n}" + (f" ({_tasks(c.rows, change)})" if n else ""))
+            lines.append(f"- {change}: {n}" + (f" ({_tasks(c, change)})" if n else ""))
         lines.append(f"- unchanged: {c.counts['unchanged']}, not comparable: {c.counts['not comparable']}")
         parts.append("\n".join(lines))
     return "\n\n---\n\n".join(parts)
@@ -335,7 +336,7 @@ def render_leaderboard_text(board: Leaderboard) -> str:
     ]
     for c, p in zip(board.comparisons, board._paired_ab(), strict=True):
         counts = ", ".join(f"{k} {n}" for k, n in c.counts.items())
-        flips = "; ".join(f"{r['task_id']} {r['change']}" for r in c.flipped)
+        flips = "; ".join(f"{task_id} {change}" for task_id, change in c.changes() if change in FLIPS)
         lines.append(f"A/B {c.label_a} -> {c.label_b}: {counts}" + (f" ({flips})" if flips else ""))
         if c.differences:
             lines.append("  also differ in (A vs B): " + "; ".join(str(d) for d in c.differences))

@@ -31,9 +31,8 @@ Objects (all in schema main):
                  runs, attempts, cost_usd, tokens (what models.yaml's `budgets` are held against)
   macros         wilson_low(x, n), wilson_high(x, n), clustered_se(sq, cross, n), pass_at_k(n, c, k),
                  pass_at(k) -> per-run pass@k table, ab_compare(run_a, run_b) -> per-task flips,
-                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once,
-                 paired_compare_pairs(runs_a, runs_b) -> per pair: the paired statistics' counts and
-                 sums and the flipped tasks (paired_sql.py)
+                 ab_compare_pairs(runs_a, runs_b) -> the same for many pairs at once, ab_change(a, b)
+                 -> a task's change between two outcomes (compare_sql.py)
 
 Conventions (the numbers a user reads):
 - An attempt is one (task, epoch) row. `status = 'error'` rows are infrastructure (error_kind infra,
@@ -72,7 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goat_dagster import config
-from goat_dagster.analysis.paired_sql import PAIRED_COMPARE_PAIRS
+from goat_dagster.analysis.compare_sql import AB_SQL
 from goat_dagster.analysis.quality_sql import CLUSTERED_SE, RUN_INTERVALS, TASK_HEALTH
 from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION, task_rollup_sql
 from goat_dagster.analysis.stats import Z95
@@ -275,45 +274,7 @@ SELECT run_id, suite, model, k AS k,
 FROM task_outcomes
 GROUP BY run_id, suite, model""",
     ),
-    (
-        # the A/B of many pairs of runs in one pass (pair i = runs_a[i], runs_b[i]); `ab_compare` is
-        # the one pair
-        "ab_compare_pairs",
-        "MACRO TABLE",
-        """CREATE OR REPLACE MACRO ab_compare_pairs(runs_a, runs_b) AS TABLE
-WITH p AS (
-    SELECT DISTINCT unnest(runs_a) AS pair_a, unnest(runs_b) AS pair_b
-), a AS (
-    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_a
-), b AS (
-    SELECT p.pair_a, p.pair_b, o.* FROM p JOIN task_outcomes o ON o.run_id = p.pair_b
-)
-SELECT
-    coalesce(a.pair_a, b.pair_a) AS pair_a,
-    coalesce(a.pair_b, b.pair_b) AS pair_b,
-    coalesce(a.task_id, b.task_id) AS task_id,
-    coalesce(a.outcome, 'missing') AS outcome_a,
-    coalesce(b.outcome, 'missing') AS outcome_b,
-    a.pass_frac AS pass_frac_a,
-    b.pass_frac AS pass_frac_b,
-    a.cell AS cell_a,
-    b.cell AS cell_b,
-    CASE
-        WHEN a.outcome = 'passed' AND b.outcome = 'failed' THEN 'pass→fail'
-        WHEN a.outcome = 'failed' AND b.outcome = 'passed' THEN 'fail→pass'
-        WHEN a.outcome = b.outcome AND a.outcome IN ('passed', 'failed') THEN 'unchanged'
-        ELSE 'not comparable'
-    END AS change
-FROM a FULL OUTER JOIN b ON a.pair_a = b.pair_a AND a.pair_b = b.pair_b AND a.task_id = b.task_id
-ORDER BY pair_a, pair_b, change, task_id""",
-    ),
-    (
-        "ab_compare",
-        "MACRO TABLE",
-        """CREATE OR REPLACE MACRO ab_compare(run_a, run_b) AS TABLE
-SELECT * EXCLUDE (pair_a, pair_b) FROM ab_compare_pairs([run_a], [run_b]) ORDER BY change, task_id""",
-    ),
-    PAIRED_COMPARE_PAIRS,
+    *AB_SQL,
 ]
 
 SPEND_SQL = """CREATE OR REPLACE VIEW spend AS

@@ -152,8 +152,17 @@ def differences(a: RunManifest, b: RunManifest, *, same_model: bool | None = Non
     """The fields on which two runs differ: SETUP always, MODEL when both ran the same model (by
     default: when their model keys are equal), mappings key by key."""
     same = a.model == b.model if same_model is None else same_model
-    fields = (*SETUP_FIELDS, *(MODEL_FIELDS if same else ()))
-    fa, fb = flat_fields(a, fields), flat_fields(b, fields)
+    fields = compared_fields(same)
+    return flat_differences(flat_fields(a, fields), flat_fields(b, fields))
+
+
+def compared_fields(same_model: bool) -> tuple[str, ...]:
+    """The fields `differences` compares: SETUP, and MODEL between runs of the same model."""
+    return (*SETUP_FIELDS, *(MODEL_FIELDS if same_model else ()))
+
+
+def flat_differences(fa: dict[str, Any], fb: dict[str, Any]) -> list[Difference]:
+    """`differences` of two manifests' `flat_fields`."""
     return [Difference(k, fa.get(k), fb.get(k)) for k in _ordered(fa, fb) if fa.get(k) != fb.get(k)]
 
 

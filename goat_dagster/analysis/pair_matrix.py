@@ -1,0 +1,302 @@
+"""The task outcomes of the runs being compared, as one run x task matrix, and what each pair of runs
+gives: the A/B change of every task and the paired statistics' exact sums.
+
+`OutcomeMatrix.load(con, run_ids)` reads the runs' rows of the warehouse's `task_outcomes` (one query:
+scored, passed, pass fraction, outcome and cell per (run, task)) into integer-keyed arrays: a row per
+run, a column per task id (sorted, as DuckDB sorts them). `pairs(...)` then computes every pair asked
+at once, with numpy over those arrays, never a join of rows by string keys:
+
+- the change of each task either run has, by the warehouse's own `ab_change(outcome_a, outcome_b)`
+  (paired_sql.py: the one definition, which `ab_compare_pairs` uses too; evaluated here once for each
+  combination of outcomes, a missing task being NULL as in that macro's outer join), and the count of
+  each change (the A/B);
+- on the tasks both runs scored (`scored > 0`): their number, the mean pass fraction of each, the mean
+  and sample standard deviation of the per-task differences d = frac_b - frac_a, the tasks each
+  run scored alone, and the flipped tasks (changes pass→fail and fail→pass: they are scored by both).
+
+The sums are exact: a pass fraction passed/scored is an integer in units of 1/L (L the least common
+multiple of the scored counts in the matrix), so every sum is an integer (int64 while T x L^2 fits,
+Python integers beyond) and each number is one correctly rounded division of integers: nothing
+depends on the order of addition, nor on which other runs are in the matrix (`goat compare A B` gives
+the numbers the leaderboard gives for the pair).
+
+A/B rows (`rows`) are made only when read: the board shows the flipped tasks' ids and counts; the
+pass fractions and cells stay in the Arrow table DuckDB returned until `--json` or a viewer page asks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+import duckdb
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where it is used (see task_matrix.py): DuckDB imports it when it hands a
+# table over.
+
+CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
+FLIPS = ("pass→fail", "fail→pass")
+ROW_ORDER = tuple(sorted(CHANGES))  # ab_compare_pairs' rows: by change, then task id
+
+OUTCOMES_SQL = """SELECT run_id, task_id, scored, passed, pass_frac, outcome, cell
+FROM task_outcomes WHERE list_contains($1, run_id)"""
+
+CHANGE_TABLE_SQL = """SELECT ab_change(a.outcome, b.outcome)
+FROM (SELECT unnest($1) AS outcome, generate_subscripts($1, 1) AS i) a,
+     (SELECT unnest($1) AS outcome, generate_subscripts($1, 1) AS i) b
+ORDER BY a.i, b.i"""
+
+_INT64_SUMS = 2**62  # below this, every sum of products fits an int64
+
+
+@dataclass(frozen=True)
+class PairNumbers:
+    """Run B against run A (see the module docstring): what compare.py makes a `Comparison` of, and
+    the A/B's counts and flipped tasks."""
+
+    run_a: str
+    run_b: str
+    shared_tasks: int
+    only_a: list[str]  # tasks only A scored
+    only_b: list[str]
+    pass_rate_a: float | None  # mean pass fraction on the shared tasks
+    pass_rate_b: float | None
+    mean_d: float | None
+    sd_d: float | None  # sample standard deviation of the differences (None below two tasks)
+    pass_to_fail: list[str]  # by task id
+    fail_to_pass: list[str]
+    counts: dict[str, int]  # per change, over the tasks either run has
+
+
+class ABRows(Sequence[dict[str, Any]]):
+    """The per-task rows of one pair's A/B, as `ab_compare_pairs` has them (task_id, outcome_a,
+    outcome_b — 'missing' for a task the run lacks —, pass_frac_a, pass_frac_b, cell_a, cell_b,
+    change), made as dicts when first read."""
+
+    def __init__(self, matrix: OutcomeMatrix, a: int, b: int, tasks: np.ndarray, changes: np.ndarray) -> None:
+        self._matrix, self._a, self._b = matrix, a, b
+        self._tasks, self._changes = tasks, changes
+        self._rows: list[dict[str, Any]] | None = None
+
+    def changes(self) -> list[tuple[str, str]]:
+        """(task id, change) of each row, in order, without making the rows."""
+        names = self._matrix.task_names[self._tasks].tolist()
+        return list(zip(names, [CHANGES[c] for c in self._changes.tolist()], strict=True))
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = self._matrix.ab_rows(self._a, self._b, self._tasks, self._changes)
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        return self.rows() == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ABRows({len(self)} rows)"
+
+
+class OutcomeMatrix:
+    """The `task_outcomes` of some runs, a row per run and a column per task id (see the module
+    docstring)."""
+
+    def __init__(self, table: pa.Table, ab_change: Callable[[list[str | None]], list[str]]) -> None:
+        """`table`: `task_outcomes` rows (OUTCOMES_SQL's columns); `ab_change`: the change of each
+        combination of the given outcomes (A's outer, B's inner; CHANGE_TABLE_SQL)."""
+        import pyarrow.compute as pc  # see the top of the module
+
+        self.table = table
+        runs = pc.dictionary_encode(table["run_id"]).combine_chunks()
+        tasks = pc.dictionary_encode(table["task_id"]).combine_chunks()
+        outcomes = pc.dictionary_encode(table["outcome"]).combine_chunks()
+        self.run_index = {run_id: i for i, run_id in enumerate(runs.dictionary.to_pylist())}
+        names = tasks.dictionary.to_pylist()
+        order = sorted(range(len(names)), key=names.__getitem__)
+        column = np.empty(len(names), dtype=np.int64)
+        column[order] = np.arange(len(names))
+        self.task_names = np.array([names[i] for i in order], dtype=object)
+        # outcome code 0: no row (the task is missing from the run), else 1 + the outcome's index
+        self.outcomes: list[str | None] = [None, *outcomes.dictionary.to_pylist()]
+        r = runs.indices.to_numpy()
+        t = column[tasks.indices.to_numpy()]
+        shape = (len(self.run_index), len(names))
+        self.row = np.full(shape, -1, dtype=np.int64)  # the table's row of (run, task)
+        self.row[r, t] = np.arange(len(r))
+        if len(r) and np.count_nonzero(self.row >= 0) != len(r):
+            raise ValueError("task_outcomes has more than one row for a (run, task)")
+        self.code = np.zeros(shape, dtype=np.int8)
+        self.code[r, t] = outcomes.indices.to_numpy(zero_copy_only=False) + 1
+        self.scored = np.zeros(shape, dtype=np.int64)
+        self.scored[r, t] = table["scored"].to_numpy()
+        self.passed = np.zeros(shape, dtype=np.int64)
+        self.passed[r, t] = table["passed"].to_numpy()
+        # change code (index in CHANGES) of each pair of outcome codes, by `ab_change`
+        n = len(self.outcomes)
+        changes = [CHANGES.index(c) for c in ab_change(self.outcomes)]
+        self.change = np.array(changes, dtype=np.int8).reshape(n, n)
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> OutcomeMatrix:
+        """The runs' `task_outcomes` rows in one query, and `ab_change` of their outcomes."""
+        table = con.sql(OUTCOMES_SQL, params=[list(dict.fromkeys(run_ids))]).to_arrow_table()
+
+        def ab_change(outcomes: list[str | None]) -> list[str]:
+            return [c for (c,) in con.execute(CHANGE_TABLE_SQL, [outcomes]).fetchall()]
+
+        return cls(table, ab_change)
+
+    def _index(self, run_ids: Sequence[str]) -> np.ndarray:
+        # a run without any task_outcomes row (not in the lake, or no rows) has an empty row
+        return np.fromiter((self.run_index.get(r, -1) for r in run_ids), dtype=np.int64, count=len(run_ids))
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> list[PairNumbers]:
+        """The numbers of each (run A, run B), in order."""
+        if not pairs:
+            return []
+        ia, ib = self._index([a for a, _ in pairs]), self._index([b for _, b in pairs])
+        code_a, code_b = self._rows_of(self.code, ia), self._rows_of(self.code, ib)
+        present = (code_a != 0) | (code_b != 0)
+        change = self.change[code_a, code_b]
+        counted = np.where(present, change, len(CHANGES))
+        counts = np.stack([np.count_nonzero(counted == c, axis=1) for c in range(len(CHANGES))], axis=1)
+        scored_a, scored_b = self._rows_of(self.scored, ia) > 0, self._rows_of(self.scored, ib) > 0
+        both = scored_a & scored_b
+        shared = np.count_nonzero(both, axis=1)
+        x, unit = self._scaled_fractions()
+        x_a, x_b = self._rows_of(x, ia), self._rows_of(x, ib)
+        sum_a = (x_a * scored_b).sum(axis=1)  # x is 0 where unscored: the sums run over shared tasks
+        sum_b = (x_b * scored_a).sum(axis=1)
+        d = (x_b - x_a) * both
+        sum_d2 = (d * d).sum(axis=1)
+        only_a, only_b = scored_a & ~scored_b, scored_b & ~scored_a
+        flips = {c: _per_row(change == CHANGES.index(c), self.task_names) for c in FLIPS}
+        out = []
+        for k, (run_a, run_b) in enumerate(pairs):
+            n = int(shared[k])
+            numbers = _paired_numbers(n, int(sum_a[k]), int(sum_b[k]), int(sum_d2[k]), unit)
+            out.append(
+                PairNumbers(
+                    run_a=run_a,
+                    run_b=run_b,
+                    shared_tasks=n,
+                    only_a=self.task_names[only_a[k]].tolist() if only_a[k].any() else [],
+                    only_b=self.task_names[only_b[k]].tolist() if only_b[k].any() else [],
+                    **numbers,
+                    pass_to_fail=flips["pass→fail"][k],
+                    fail_to_pass=flips["fail→pass"][k],
+                    counts=dict(zip(CHANGES, counts[k].tolist(), strict=True)),
+                )
+            )
+        return out
+
+    def ab(self, run_a: str, run_b: str, *, flips_only: bool) -> ABRows:
+        """The A/B rows of one pair: every task either run has, or (`flips_only`) the flipped
+        tasks, ordered by change and task id as `ab_compare_pairs` orders them."""
+        (a,), (b,) = self._index([run_a]), self._index([run_b])
+        code_a, code_b = self._rows_of(self.code, np.array([a, b]))
+        change = self.change[code_a, code_b]
+        if flips_only:
+            tasks = np.flatnonzero((change == CHANGES.index(FLIPS[0])) | (change == CHANGES.index(FLIPS[1])))
+        else:
+            tasks = np.flatnonzero((code_a != 0) | (code_b != 0))
+        rank = np.array([ROW_ORDER.index(c) for c in CHANGES])[change[tasks]]
+        tasks = tasks[np.argsort(rank, kind="stable")]
+        return ABRows(self, a, b, tasks, change[tasks])
+
+    def ab_rows(self, a: int, b: int, tasks: np.ndarray, changes: np.ndarray) -> list[dict[str, Any]]:
+        """The rows of `ABRows` (a, b: the runs' rows in the matrix, -1 for a run without any)."""
+        rows_a = self.row[a, tasks] if a >= 0 else np.full(len(tasks), -1)
+        rows_b = self.row[b, tasks] if b >= 0 else np.full(len(tasks), -1)
+        side_a, side_b = self._side(rows_a), self._side(rows_b)
+        return [
+            {
+                "task_id": task_id,
+                "outcome_a": oa,
+                "outcome_b": ob,
+                "pass_frac_a": fa,
+                "pass_frac_b": fb,
+                "cell_a": ca,
+                "cell_b": cb,
+                "change": CHANGES[c],
+            }
+            for task_id, (oa, fa, ca), (ob, fb, cb), c in zip(
+                self.task_names[tasks].tolist(), side_a, side_b, changes.tolist(), strict=True
+            )
+        ]
+
+    def _side(self, rows: np.ndarray) -> list[tuple[str, float | None, str | None]]:
+        """(outcome or 'missing', pass_frac, cell) of each table row (-1: none)."""
+        import pyarrow as pa  # see the top of the module
+
+        columns = self.table.select(["outcome", "pass_frac", "cell"])
+        taken = columns.take(pa.array(np.where(rows >= 0, rows, 0)))
+        cols = [c.to_pylist() for c in taken.columns]
+        return [
+            (o, f, c) if i >= 0 else ("missing", None, None)
+            for i, o, f, c in zip(rows.tolist(), *cols, strict=True)
+        ]
+
+    @staticmethod
+    def _rows_of(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """values[index] with a zero row for index -1 (a run without task outcomes)."""
+        if len(values) == 0:
+            return np.zeros((len(index), values.shape[1]), dtype=values.dtype)
+        taken = values[np.maximum(index, 0)]
+        taken[index < 0] = 0
+        return taken
+
+    def _scaled_fractions(self) -> tuple[np.ndarray, int]:
+        """Each task's pass fraction passed / scored as an integer in units of 1 / L (0 where
+        unscored), and L: the least common multiple of the scored counts."""
+        scored = self.scored > 0
+        unit = math.lcm(*np.unique(self.scored[scored]).tolist()) if scored.any() else 1
+        columns = self.scored.shape[1]
+        big = columns * unit * unit >= _INT64_SUMS  # sums of squares would overflow int64
+        dtype: Any = object if big else np.int64
+        x = np.zeros(self.scored.shape, dtype=dtype)
+        per = np.floor_divide(unit, np.where(scored, self.scored, 1)).astype(dtype)
+        x[scored] = (self.passed.astype(dtype) * per)[scored]
+        return x, unit
+
+
+def _per_row(mask: np.ndarray, names: np.ndarray) -> list[list[str]]:
+    """For each row of a boolean matrix, the names of its True columns (in column order)."""
+    rows, cols = np.nonzero(mask)
+    bounds = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
+    flat = names[cols].tolist()
+    return [flat[bounds[k] : bounds[k + 1]] for k in range(mask.shape[0])]
+
+
+def _paired_numbers(n: int, sum_a: int, sum_b: int, sum_d2: int, unit: int) -> dict[str, float | None]:
+    """Pass rates, mean and sample sd of the differences from exact sums in units of 1/unit: each a
+    correctly rounded division of integers (the sd's variance; then its square root)."""
+    if n == 0:
+        return {"pass_rate_a": None, "pass_rate_b": None, "mean_d": None, "sd_d": None}
+    sum_d = sum_b - sum_a
+    sd = math.sqrt((n * sum_d2 - sum_d * sum_d) / (n * (n - 1) * unit * unit)) if n > 1 else None
+    return {
+        "pass_rate_a": sum_a / (n * unit),
+        "pass_rate_b": sum_b / (n * unit),
+        "mean_d": sum_d / (n * unit),
+        "sd_d": sd,
+    }
