@@ -44,13 +44,13 @@ CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
 FLIPS = ("pass→fail", "fail→pass")
 ROW_ORDER = tuple(sorted(CHANGES))  # ab_compare_pairs' rows: by change, then task id
 
-OUTCOMES_SQL = """SELECT run_id, task_id, scored, passed, pass_frac, outcome, cell
-FROM task_outcomes WHERE list_contains($1, run_id)"""
+# the runs' rows, each with its run's index in $1 (an integer key instead of the run id's string)
+OUTCOMES_SQL = """SELECT r.run, o.task_id, o.scored, o.passed, o.pass_frac, o.outcome, o.cell
+FROM task_outcomes o JOIN (SELECT unnest($1) AS run_id, generate_subscripts($1, 1) - 1 AS run) r
+    ON r.run_id = o.run_id"""
 
-CHANGE_TABLE_SQL = """SELECT ab_change(a.outcome, b.outcome)
-FROM (SELECT unnest($1) AS outcome, generate_subscripts($1, 1) AS i) a,
-     (SELECT unnest($1) AS outcome, generate_subscripts($1, 1) AS i) b
-ORDER BY a.i, b.i"""
+# ab_change of every pair of the outcomes $1: one list per outcome of A, over the outcomes of B
+CHANGE_TABLE_SQL = "SELECT list_transform($1, lambda a: list_transform($1, lambda b: ab_change(a, b)))"
 
 _INT64_SUMS = 2**62  # below this, every sum of products fits an int64
 
@@ -120,114 +120,111 @@ class OutcomeMatrix:
     """The `task_outcomes` of some runs, a row per run and a column per task id (see the module
     docstring)."""
 
-    def __init__(self, table: pa.Table, ab_change: Callable[[list[str | None]], list[str]]) -> None:
-        """`table`: `task_outcomes` rows (OUTCOMES_SQL's columns); `ab_change`: the change of each
-        combination of the given outcomes (A's outer, B's inner; CHANGE_TABLE_SQL)."""
+    def __init__(
+        self, run_ids: Sequence[str], table: pa.Table, ab_change: Callable[[list[str | None]], list[str]]
+    ) -> None:
+        """`table`: the `task_outcomes` rows of the runs `run_ids` (distinct), OUTCOMES_SQL's columns;
+        `ab_change`: the change of each combination of the given outcomes (A's outer, B's inner;
+        CHANGE_TABLE_SQL)."""
         import pyarrow.compute as pc  # see the top of the module
 
         self.table = table
-        runs = pc.dictionary_encode(table["run_id"]).combine_chunks()
+        self.run_index = {run_id: i for i, run_id in enumerate(run_ids)}
         tasks = pc.dictionary_encode(table["task_id"]).combine_chunks()
-        outcomes = pc.dictionary_encode(table["outcome"]).combine_chunks()
-        self.run_index = {run_id: i for i, run_id in enumerate(runs.dictionary.to_pylist())}
         names = tasks.dictionary.to_pylist()
         order = sorted(range(len(names)), key=names.__getitem__)
         column = np.empty(len(names), dtype=np.int64)
         column[order] = np.arange(len(names))
         self.task_names = np.array([names[i] for i in order], dtype=object)
-        # outcome code 0: no row (the task is missing from the run), else 1 + the outcome's index
-        self.outcomes: list[str | None] = [None, *outcomes.dictionary.to_pylist()]
-        r = runs.indices.to_numpy()
-        t = column[tasks.indices.to_numpy()]
+        r, t = table["run"].to_numpy(), column[tasks.indices.to_numpy()]
         shape = (len(self.run_index), len(names))
-        self.row = np.full(shape, -1, dtype=np.int64)  # the table's row of (run, task)
+        self.row = np.full(shape, -1, dtype=np.int64)  # the table's row of (run, task), -1: none
         self.row[r, t] = np.arange(len(r))
-        if len(r) and np.count_nonzero(self.row >= 0) != len(r):
+        if np.count_nonzero(self.row >= 0) != len(r):
             raise ValueError("task_outcomes has more than one row for a (run, task)")
+        # outcome code 0: no row (the run lacks the task), else 1 + the outcome's index in `outcomes`
+        outcomes = pc.dictionary_encode(table["outcome"]).combine_chunks()
+        self.outcomes: list[str | None] = [None, *outcomes.dictionary.to_pylist()]
         self.code = np.zeros(shape, dtype=np.int8)
         self.code[r, t] = outcomes.indices.to_numpy(zero_copy_only=False) + 1
-        self.scored = np.zeros(shape, dtype=np.int64)
-        self.scored[r, t] = table["scored"].to_numpy()
-        self.passed = np.zeros(shape, dtype=np.int64)
-        self.passed[r, t] = table["passed"].to_numpy()
-        # change code (index in CHANGES) of each pair of outcome codes, by `ab_change`
-        n = len(self.outcomes)
+        n = len(self.outcomes)  # the change (index in CHANGES) of each pair of outcome codes
         changes = [CHANGES.index(c) for c in ab_change(self.outcomes)]
         self.change = np.array(changes, dtype=np.int8).reshape(n, n)
+        scored, passed = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+        scored[r, t], passed[r, t] = table["scored"].to_numpy(), table["passed"].to_numpy()
+        self.scored = scored > 0
+        self.x, self.unit = _scaled_fractions(scored, passed)
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> OutcomeMatrix:
         """The runs' `task_outcomes` rows in one query, and `ab_change` of their outcomes."""
-        table = con.sql(OUTCOMES_SQL, params=[list(dict.fromkeys(run_ids))]).to_arrow_table()
+        ids = list(dict.fromkeys(run_ids))
+        table = con.sql(OUTCOMES_SQL, params=[ids]).to_arrow_table()
 
         def ab_change(outcomes: list[str | None]) -> list[str]:
-            return [c for (c,) in con.execute(CHANGE_TABLE_SQL, [outcomes]).fetchall()]
+            ((table,),) = con.execute(CHANGE_TABLE_SQL, [outcomes]).fetchall()
+            return [change for row in table for change in row]
 
-        return cls(table, ab_change)
+        return cls(ids, table, ab_change)
 
     def _index(self, run_ids: Sequence[str]) -> np.ndarray:
-        # a run without any task_outcomes row (not in the lake, or no rows) has an empty row
-        return np.fromiter((self.run_index.get(r, -1) for r in run_ids), dtype=np.int64, count=len(run_ids))
+        return np.fromiter((self.run_index[r] for r in run_ids), dtype=np.int64, count=len(run_ids))
 
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> list[PairNumbers]:
-        """The numbers of each (run A, run B), in order."""
+        """The numbers of each (run A, run B), in order; every run must be one of the matrix's."""
         if not pairs:
             return []
         ia, ib = self._index([a for a, _ in pairs]), self._index([b for _, b in pairs])
-        code_a, code_b = self._rows_of(self.code, ia), self._rows_of(self.code, ib)
-        present = (code_a != 0) | (code_b != 0)
-        change = self.change[code_a, code_b]
-        counted = np.where(present, change, len(CHANGES))
-        counts = np.stack([np.count_nonzero(counted == c, axis=1) for c in range(len(CHANGES))], axis=1)
-        scored_a, scored_b = self._rows_of(self.scored, ia) > 0, self._rows_of(self.scored, ib) > 0
+        code_a, code_b = self.code[ia], self.code[ib]
+        change = self.changes_of(code_a, code_b)
+        change[(code_a == 0) & (code_b == 0)] = len(CHANGES)  # neither run has the task: not counted
+        counts = np.stack([np.count_nonzero(change == c, axis=1) for c in range(len(CHANGES))], axis=1)
+        scored_a, scored_b = self.scored[ia], self.scored[ib]
         both = scored_a & scored_b
         shared = np.count_nonzero(both, axis=1)
-        x, unit = self._scaled_fractions()
-        x_a, x_b = self._rows_of(x, ia), self._rows_of(x, ib)
-        sum_a = (x_a * scored_b).sum(axis=1)  # x is 0 where unscored: the sums run over shared tasks
+        x_a, x_b = self.x[ia], self.x[ib]
+        sum_a = (x_a * scored_b).sum(axis=1)  # x is 0 where unscored: these run over the shared tasks
         sum_b = (x_b * scored_a).sum(axis=1)
         d = (x_b - x_a) * both
         sum_d2 = (d * d).sum(axis=1)
-        only_a, only_b = scored_a & ~scored_b, scored_b & ~scored_a
-        flips = {c: _per_row(change == CHANGES.index(c), self.task_names) for c in FLIPS}
-        out = []
-        for k, (run_a, run_b) in enumerate(pairs):
-            n = int(shared[k])
-            numbers = _paired_numbers(n, int(sum_a[k]), int(sum_b[k]), int(sum_d2[k]), unit)
-            out.append(
-                PairNumbers(
-                    run_a=run_a,
-                    run_b=run_b,
-                    shared_tasks=n,
-                    only_a=self.task_names[only_a[k]].tolist() if only_a[k].any() else [],
-                    only_b=self.task_names[only_b[k]].tolist() if only_b[k].any() else [],
-                    **numbers,
-                    pass_to_fail=flips["pass→fail"][k],
-                    fail_to_pass=flips["fail→pass"][k],
-                    counts=dict(zip(CHANGES, counts[k].tolist(), strict=True)),
-                )
+        only_a = _per_row(scored_a & ~scored_b, self.task_names)
+        only_b = _per_row(scored_b & ~scored_a, self.task_names)
+        flips = [_per_row(change == CHANGES.index(c), self.task_names) for c in FLIPS]
+        return [
+            PairNumbers(
+                run_a=run_a,
+                run_b=run_b,
+                shared_tasks=int(shared[k]),
+                only_a=only_a[k],
+                only_b=only_b[k],
+                **_paired_numbers(int(shared[k]), int(sum_a[k]), int(sum_b[k]), int(sum_d2[k]), self.unit),
+                pass_to_fail=flips[0][k],
+                fail_to_pass=flips[1][k],
+                counts=dict(zip(CHANGES, counts[k].tolist(), strict=True)),
             )
-        return out
+            for k, (run_a, run_b) in enumerate(pairs)
+        ]
+
+    def changes_of(self, code_a: np.ndarray, code_b: np.ndarray) -> np.ndarray:
+        """The change code of each pair of outcome codes (arrays of one shape)."""
+        n = np.int16(len(self.outcomes))
+        return np.take(self.change.ravel(), code_a.astype(np.int16) * n + code_b)
 
     def ab(self, run_a: str, run_b: str, *, flips_only: bool) -> ABRows:
         """The A/B rows of one pair: every task either run has, or (`flips_only`) the flipped
         tasks, ordered by change and task id as `ab_compare_pairs` orders them."""
-        (a,), (b,) = self._index([run_a]), self._index([run_b])
-        code_a, code_b = self._rows_of(self.code, np.array([a, b]))
-        change = self.change[code_a, code_b]
+        a, b = self.run_index[run_a], self.run_index[run_b]
+        change = self.changes_of(self.code[a], self.code[b])
         if flips_only:
             tasks = np.flatnonzero((change == CHANGES.index(FLIPS[0])) | (change == CHANGES.index(FLIPS[1])))
         else:
-            tasks = np.flatnonzero((code_a != 0) | (code_b != 0))
+            tasks = np.flatnonzero((self.code[a] != 0) | (self.code[b] != 0))
         rank = np.array([ROW_ORDER.index(c) for c in CHANGES])[change[tasks]]
         tasks = tasks[np.argsort(rank, kind="stable")]
         return ABRows(self, a, b, tasks, change[tasks])
 
     def ab_rows(self, a: int, b: int, tasks: np.ndarray, changes: np.ndarray) -> list[dict[str, Any]]:
-        """The rows of `ABRows` (a, b: the runs' rows in the matrix, -1 for a run without any)."""
-        rows_a = self.row[a, tasks] if a >= 0 else np.full(len(tasks), -1)
-        rows_b = self.row[b, tasks] if b >= 0 else np.full(len(tasks), -1)
-        side_a, side_b = self._side(rows_a), self._side(rows_b)
+        """The rows of `ABRows` (a, b: the runs' rows in the matrix)."""
         return [
             {
                 "task_id": task_id,
@@ -240,51 +237,42 @@ class OutcomeMatrix:
                 "change": CHANGES[c],
             }
             for task_id, (oa, fa, ca), (ob, fb, cb), c in zip(
-                self.task_names[tasks].tolist(), side_a, side_b, changes.tolist(), strict=True
+                self.task_names[tasks].tolist(),
+                self._side(self.row[a, tasks]),
+                self._side(self.row[b, tasks]),
+                changes.tolist(),
+                strict=True,
             )
         ]
 
     def _side(self, rows: np.ndarray) -> list[tuple[str, float | None, str | None]]:
-        """(outcome or 'missing', pass_frac, cell) of each table row (-1: none)."""
+        """(outcome, pass_frac, cell) of each table row; ('missing', None, None) for -1."""
         import pyarrow as pa  # see the top of the module
 
         columns = self.table.select(["outcome", "pass_frac", "cell"])
-        taken = columns.take(pa.array(np.where(rows >= 0, rows, 0)))
-        cols = [c.to_pylist() for c in taken.columns]
+        taken = columns.take(pa.array(np.maximum(rows, 0)))
         return [
             (o, f, c) if i >= 0 else ("missing", None, None)
-            for i, o, f, c in zip(rows.tolist(), *cols, strict=True)
+            for i, o, f, c in zip(rows.tolist(), *(col.to_pylist() for col in taken.columns), strict=True)
         ]
 
-    @staticmethod
-    def _rows_of(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """values[index] with a zero row for index -1 (a run without task outcomes)."""
-        if len(values) == 0:
-            return np.zeros((len(index), values.shape[1]), dtype=values.dtype)
-        taken = values[np.maximum(index, 0)]
-        taken[index < 0] = 0
-        return taken
 
-    def _scaled_fractions(self) -> tuple[np.ndarray, int]:
-        """Each task's pass fraction passed / scored as an integer in units of 1 / L (0 where
-        unscored), and L: the least common multiple of the scored counts."""
-        scored = self.scored > 0
-        unit = math.lcm(*np.unique(self.scored[scored]).tolist()) if scored.any() else 1
-        columns = self.scored.shape[1]
-        big = columns * unit * unit >= _INT64_SUMS  # sums of squares would overflow int64
-        dtype: Any = object if big else np.int64
-        x = np.zeros(self.scored.shape, dtype=dtype)
-        per = np.floor_divide(unit, np.where(scored, self.scored, 1)).astype(dtype)
-        x[scored] = (self.passed.astype(dtype) * per)[scored]
-        return x, unit
+def _scaled_fractions(scored: np.ndarray, passed: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each task's pass fraction passed / scored as an integer in units of 1 / L (0 where unscored),
+    and L: the least common multiple of the scored counts."""
+    mask = scored > 0
+    unit = math.lcm(*np.flatnonzero(np.bincount(scored.ravel()))[1:].tolist())  # 1 without any
+    big = scored.shape[1] * unit * unit >= _INT64_SUMS  # sums of squares could overflow an int64
+    dtype: Any = object if big else np.int64
+    per = np.floor_divide(unit, np.where(mask, scored, 1)).astype(dtype)  # unit // scored, exact
+    return np.where(mask, passed.astype(dtype) * per, 0).astype(dtype), unit
 
 
 def _per_row(mask: np.ndarray, names: np.ndarray) -> list[list[str]]:
     """For each row of a boolean matrix, the names of its True columns (in column order)."""
-    rows, cols = np.nonzero(mask)
-    bounds = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
-    flat = names[cols].tolist()
-    return [flat[bounds[k] : bounds[k + 1]] for k in range(mask.shape[0])]
+    if not mask.any():
+        return [[] for _ in range(mask.shape[0])]
+    return [names[np.flatnonzero(row)].tolist() for row in mask]
 
 
 def _paired_numbers(n: int, sum_a: int, sum_b: int, sum_d2: int, unit: int) -> dict[str, float | None]:
