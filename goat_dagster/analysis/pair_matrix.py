@@ -7,7 +7,7 @@ run, a column per task id (sorted, as DuckDB sorts them). `pairs(...)` then comp
 at once, with numpy over those arrays, never a join of rows by string keys:
 
 - the change of each task either run has, by the warehouse's own `ab_change(outcome_a, outcome_b)`
-  (paired_sql.py: the one definition, which `ab_compare_pairs` uses too; evaluated here once for each
+  (compare_sql.py: the one definition, which `ab_compare_pairs` uses too; evaluated here once for each
   combination of outcomes, a missing task being NULL as in that macro's outer join), and the count of
   each change (the A/B);
 - on the tasks both runs scored (`scored > 0`): their number, the mean pass fraction of each, the mean

@@ -13,8 +13,8 @@
   (0/1 with one epoch), mean d, SE = sd(d) / sqrt(n) (sample sd), 95% interval d +- 1.96 SE
   (Miller 2024, paired differences).
   `paired_interval(n, mean, sd)` is the same from the differences' count, mean and sample sd, which
-  the warehouse SQL (`paired_compare_pairs`) computes for many pairs of runs in one pass: the
-  comparisons (compare.py) go through it; `paired` is the formula written out for the tests.
+  pair_matrix.py computes exactly for many pairs of runs in one pass: the comparisons (compare.py)
+  go through it; `paired` is the formula written out for the tests.
 - `mcnemar_exact(b, c)`: exact two-sided McNemar test on the discordant tasks (b: passed in A only,
   c: passed in B only): p = min(1, 2 P[Bin(b + c, 1/2) <= min(b, c)]).
 
@@ -91,7 +91,7 @@ def paired(diffs: Sequence[float], z: float = Z95) -> Interval | None:
 
 def paired_interval(n: int, mean: float, sd: float | None, z: float = Z95) -> Interval | None:
     """The paired 95% interval from n per-task differences, their mean and sample sd (the SQL of
-    `paired_compare_pairs` gives these for many pairs of runs at once); None without any task."""
+    pair_matrix.py gives these for many pairs of runs at once); None without any task."""
     if n == 0:
         return None
     if n == 1 or sd is None:
