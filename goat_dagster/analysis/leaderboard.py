@@ -16,6 +16,7 @@ there is one; pass `compare=(run_a, run_b)` for any two runs. Each says what els
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,16 +58,20 @@ LEADERBOARD_OBJECTS = (
 @dataclass(frozen=True)
 class RunComparison:
     """Per-task A/B of two runs: `rows` as `ab_compare(run_a, run_b)` has them (every task; in a
-    leaderboard only the flipped ones, all it shows of them; made as dicts when read), `counts` per
+    leaderboard only the flipped ones, all it shows of them; made when first read), `counts` per
     change."""
 
     run_a: str
     run_b: str
     label_a: str
     label_b: str
-    rows: Sequence[dict[str, Any]]
+    tasks: ABRows  # the rows' tasks and changes
     counts: dict[str, int]
     differences: list[Difference] = field(default_factory=list)  # besides the model (manifests)
+
+    @functools.cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.tasks.rows()
 
     @property
     def flipped(self) -> list[dict[str, Any]]:
@@ -74,9 +79,7 @@ class RunComparison:
 
     def changes(self) -> list[tuple[str, str]]:
         """(task id, change) of each row, in order, without making the rows."""
-        if isinstance(self.rows, ABRows):
-            return self.rows.changes()
-        return [(r["task_id"], r["change"]) for r in self.rows]
+        return self.tasks.changes()
 
     @property
     def comparable(self) -> bool:

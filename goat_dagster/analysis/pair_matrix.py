@@ -27,9 +27,9 @@ pass fractions and cells stay in the Arrow table DuckDB returned until `--json` 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -74,15 +74,14 @@ class PairNumbers:
     counts: dict[str, int]  # per change, over the tasks either run has
 
 
-class ABRows(Sequence[dict[str, Any]]):
+class ABRows:
     """The per-task rows of one pair's A/B, as `ab_compare_pairs` has them (task_id, outcome_a,
     outcome_b — 'missing' for a task the run lacks —, pass_frac_a, pass_frac_b, cell_a, cell_b,
-    change), made as dicts when first read."""
+    change): their tasks and changes, the rows made as dicts when asked for."""
 
     def __init__(self, matrix: OutcomeMatrix, a: int, b: int, tasks: np.ndarray, changes: np.ndarray) -> None:
         self._matrix, self._a, self._b = matrix, a, b
         self._tasks, self._changes = tasks, changes
-        self._rows: list[dict[str, Any]] | None = None
 
     def changes(self) -> list[tuple[str, str]]:
         """(task id, change) of each row, in order, without making the rows."""
@@ -90,30 +89,15 @@ class ABRows(Sequence[dict[str, Any]]):
         return list(zip(names, [CHANGES[c] for c in self._changes.tolist()], strict=True))
 
     def rows(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            self._rows = self._matrix.ab_rows(self._a, self._b, self._tasks, self._changes)
-        return self._rows
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
-    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        return self.rows()[i]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.rows())
+        return self._matrix.ab_rows(self._a, self._b, self._tasks, self._changes)
 
     def __eq__(self, other: object) -> bool:
-        return self.rows() == list(other) if isinstance(other, Sequence) else NotImplemented
+        return self.rows() == other.rows() if isinstance(other, ABRows) else NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"ABRows({len(self)} rows)"
+        return f"ABRows({len(self._tasks)} rows)"
 
 
 class OutcomeMatrix:
