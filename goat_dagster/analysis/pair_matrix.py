@@ -245,7 +245,8 @@ def _scaled_fractions(scored: np.ndarray, passed: np.ndarray) -> tuple[np.ndarra
     """Each task's pass fraction passed / scored as an integer in units of 1 / L (0 where unscored),
     and L: the least common multiple of the scored counts."""
     mask = scored > 0
-    unit = math.lcm(*np.flatnonzero(np.bincount(scored.ravel()))[1:].tolist())  # 1 without any
+    counts = np.flatnonzero(np.bincount(scored.ravel()))  # the scored counts there are (and 0)
+    unit = math.lcm(*counts[counts > 0].tolist())  # 1 without any
     big = scored.shape[1] * unit * unit >= _INT64_SUMS  # sums of squares could overflow an int64
     dtype: Any = object if big else np.int64
     per = np.floor_divide(unit, np.where(mask, scored, 1)).astype(dtype)  # unit // scored, exact

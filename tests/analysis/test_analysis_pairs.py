@@ -164,13 +164,10 @@ def test_two_runs_alone_give_what_the_leaderboard_gives(varied: tuple[GoatPaths,
         assert list(reversed(again)) == board.paired
 
 
-def test_sums_beyond_int64_are_exact() -> None:
-    """23 epochs with every scored count from 1 to 23: L = lcm(1..23) and T x L^2 passes 2^62, so
-    the sums are Python integers; the numbers are still the exact ones."""
+def outcome_table(runs: dict[str, dict[int, tuple[int, int]]]) -> duckdb.DuckDBPyConnection:
+    """A connection whose `task_outcomes` holds these runs' (passed, scored) per task, and `ab_change`."""
     con = duckdb.connect()
     con.execute(AB_CHANGE[2])
-    tasks = range(1, 24)
-    runs = {"x": {t: (t // 2, t) for t in tasks}, "y": {t: ((3 * t) // 4, t) for t in tasks}}
     rows = [
         {
             "run_id": run,
@@ -185,6 +182,29 @@ def test_sums_beyond_int64_are_exact() -> None:
         for t, (p, s) in by_task.items()
     ]
     con.register("task_outcomes", pa.Table.from_pylist(rows))
+    return con
+
+
+def exact_mean_d(runs: dict[str, dict[int, tuple[int, int]]]) -> Fraction:
+    d = [Fraction(*runs["y"][t]) - Fraction(*runs["x"][t]) for t in runs["x"]]
+    return sum(d, Fraction(0)) / len(d)
+
+
+def test_the_unit_divides_every_scored_count() -> None:
+    """Scored counts 2 and 3 only (every task scored, none by one attempt): the unit is their least
+    common multiple, 6, whichever of them is smallest."""
+    runs = {"x": {1: (1, 2), 2: (2, 3), 3: (0, 3)}, "y": {1: (2, 3), 2: (1, 2), 3: (1, 2)}}
+    matrix = OutcomeMatrix.load(outcome_table(runs), ["x", "y"])
+    (got,) = matrix.pairs([("x", "y")])
+    assert matrix.unit == 6 and got.mean_d == float(exact_mean_d(runs))
+
+
+def test_sums_beyond_int64_are_exact() -> None:
+    """23 epochs with every scored count from 1 to 23: L = lcm(1..23) and T x L^2 passes 2^62, so
+    the sums are Python integers; the numbers are still the exact ones."""
+    tasks = range(1, 24)
+    runs = {"x": {t: (t // 2, t) for t in tasks}, "y": {t: ((3 * t) // 4, t) for t in tasks}}
+    con = outcome_table(runs)
     matrix = OutcomeMatrix.load(con, ["x", "y"])
     assert matrix.x.dtype == object and matrix.unit == math.lcm(*tasks)
     (got,) = matrix.pairs([("x", "y")])
@@ -194,7 +214,8 @@ def test_sums_beyond_int64_are_exact() -> None:
     assert got.sd_d == math.sqrt(float(sum(((x - mean) ** 2 for x in d), Fraction(0)) / (len(d) - 1)))
     assert got.pass_rate_a == float(sum((Fraction(p, s) for p, s in runs["x"].values()), Fraction(0)) / 23)
 
-    con.register("task_outcomes", pa.Table.from_pylist(rows + rows[:1]))  # a (run, task) twice
+    twice = con.sql("SELECT * FROM task_outcomes UNION ALL (FROM task_outcomes LIMIT 1)").to_arrow_table()
+    con.register("task_outcomes", twice)  # a (run, task) twice
     with pytest.raises(ValueError, match="more than one row"):
         OutcomeMatrix.load(con, ["x", "y"])
 
