@@ -124,8 +124,13 @@ class OutcomeMatrix:
         shape = (len(self.run_index), len(names))
         self.row = np.full(shape, -1, dtype=np.int64)  # the table's row of (run, task), -1: none
         self.row[r, t] = np.arange(len(r))
-        if np.count_nonzero(self.row >= 0) != len(r):
-            raise ValueError("task_outcomes has more than one row for a (run, task)")
+        if np.count_nonzero(self.row >= 0) != len(r):  # a (run, task) twice: of two suites or models
+            keys, times = np.unique(r * shape[1] + t, return_counts=True)
+            run, task = divmod(int(keys[times > 1][0]), shape[1])
+            raise ValueError(
+                f"run {list(self.run_index)[run]} has more than one row for task {self.task_names[task]} "
+                "in task_outcomes (rows of several suites or models under one run id)"
+            )
         # outcome code 0: no row (the run lacks the task), else 1 + the outcome's index in `outcomes`
         outcomes = pc.dictionary_encode(table["outcome"]).combine_chunks()
         self.outcomes: list[str | None] = [None, *outcomes.dictionary.to_pylist()]

@@ -216,7 +216,7 @@ def test_sums_beyond_int64_are_exact() -> None:
 
     twice = con.sql("SELECT * FROM task_outcomes UNION ALL (FROM task_outcomes LIMIT 1)").to_arrow_table()
     con.register("task_outcomes", twice)  # a (run, task) twice
-    with pytest.raises(ValueError, match="more than one row"):
+    with pytest.raises(ValueError, match="run x has more than one row for task t01"):
         OutcomeMatrix.load(con, ["x", "y"])
 
 
