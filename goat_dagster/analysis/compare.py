@@ -112,6 +112,22 @@ class Comparison(BaseModel):
         )
 
 
+def run_infos(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[str, RunInfo]:
+    """Each run's `RunInfo`; `UnknownRunError` for a run not in the lake."""
+    info: dict[str, RunInfo] = {}
+    for r in query(
+        con,
+        """SELECT run_id, model, suite, suite_version, agent, epochs, tasks, scored, pass_rate
+           FROM run_summary WHERE list_contains(?, run_id)""",
+        [list(run_ids)],
+    ):
+        info.setdefault(r["run_id"], RunInfo.model_validate(r))
+    for run_id in run_ids:
+        if run_id not in info:
+            raise UnknownRunError(f"run not in the results lake: {run_id}")
+    return info
+
+
 class ComparedRuns:
     """What comparisons of some runs read, fetched once: each run's `RunInfo`, its manifest, and the
     runs' task outcomes as one run x task matrix (pair_matrix.py) from which every pair's numbers
@@ -119,17 +135,7 @@ class ComparedRuns:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(run_ids))
-        self.info: dict[str, RunInfo] = {}
-        for r in query(
-            con,
-            """SELECT run_id, model, suite, suite_version, agent, epochs, tasks, scored, pass_rate
-               FROM run_summary WHERE list_contains(?, run_id)""",
-            [ids],
-        ):
-            self.info.setdefault(r["run_id"], RunInfo.model_validate(r))
-        for run_id in ids:
-            if run_id not in self.info:
-                raise UnknownRunError(f"run not in the results lake: {run_id}")
+        self.info = run_infos(con, ids)
         self.manifests = manifests_of(con, ids)
         self.differences = ManifestDifferences(self.manifests)
         self.matrix = OutcomeMatrix.load(con, ids)
@@ -350,7 +356,7 @@ def regression(
         run_id = run_id or latest_run_in(snap.con, model)
         if run_id is None:
             return Regression(description=f"no run of {model} in the results lake yet")
-        ComparedRuns(snap.con, [run_id])  # an unknown run is an error, not "no regression"
+        run_infos(snap.con, [run_id])  # an unknown run is an error, not "no regression"
         prev = previous_run_in(snap.con, run_id)
         if prev is None:
             return Regression(
