@@ -53,6 +53,7 @@ FROM task_outcomes o JOIN (SELECT unnest($1) AS run_id, generate_subscripts($1, 
 CHANGE_TABLE_SQL = "SELECT list_transform($1, lambda a: list_transform($1, lambda b: ab_change(a, b)))"
 
 _INT64_SUMS = 2**62  # below this, every sum of products fits an int64
+_CELLS_AT_ONCE = 2**20  # pair x task cells computed at once (memory: ~8 MB per int64 array)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,13 @@ class OutcomeMatrix:
         return np.fromiter((self.run_index[r] for r in run_ids), dtype=np.int64, count=len(run_ids))
 
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> list[PairNumbers]:
-        """The numbers of each (run A, run B), in order; every run must be one of the matrix's."""
+        """The numbers of each (run A, run B), in order; every run must be one of the matrix's. In
+        chunks of pairs of about a million pair x task cells each: 100 models of a 1000-task suite
+        make 4950 pairs, and each array of the pairs' cells would be 40 MB at once."""
+        chunk = max(1, _CELLS_AT_ONCE // max(1, len(self.task_names)))
+        return [n for i in range(0, len(pairs), chunk) for n in self._pairs(pairs[i : i + chunk])]
+
+    def _pairs(self, pairs: Sequence[tuple[str, str]]) -> list[PairNumbers]:
         if not pairs:
             return []
         ia, ib = self._index([a for a, _ in pairs]), self._index([b for _, b in pairs])

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from goat_dagster.analysis import pair_matrix
 from goat_dagster.analysis.comparability import ManifestDifferences, manifest_differences, manifests_of
 from goat_dagster.analysis.compare import ComparedRuns, compare_in, comparisons_and_ranks
 from goat_dagster.analysis.compare_sql import AB_CHANGE
@@ -112,8 +113,12 @@ def varied(goat_paths: GoatPaths) -> tuple[GoatPaths, dict[str, dict[str, list[s
     return goat_paths, varied_lake(goat_paths)
 
 
-def test_every_pair_has_the_exact_numbers(varied: tuple[GoatPaths, dict]) -> None:
+@pytest.mark.parametrize("cells_at_once", [2**20, 40])  # all pairs at once; one pair at a time
+def test_every_pair_has_the_exact_numbers(
+    varied: tuple[GoatPaths, dict], cells_at_once: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths, statuses = varied
+    monkeypatch.setattr(pair_matrix, "_CELLS_AT_ONCE", cells_at_once)
     pairs = list(permutations(RUNS, 2))
     with open_snapshot(paths) as snap:
         numbers = ComparedRuns(snap.con, list(RUNS)).numbers(pairs)
