@@ -151,7 +151,9 @@ def _define(
     objects: Collection[str] | None = None,
     totals: StoredTotals | None = None,
     traces_lack_runs: bool = True,
-) -> None:
+) -> set[str]:
+    """Define the warehouse objects (`objects`: those and what they read); returns the names
+    defined."""
     stored = summaries
     providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
     statements = warehouse_sql(
@@ -165,8 +167,12 @@ def _define(
         totals=totals,
         traces_lack_runs=traces_lack_runs,
     )
+    defined: set[str] = set()
     for stmt in statements if objects is None else needed_statements(statements, objects):
         con.execute(_temporary(stmt))
+        if m := _DEFINES.match(stmt):
+            defined.add(m.group(1))
+    return defined
 
 
 @contextmanager
@@ -198,21 +204,13 @@ def open_snapshot(
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
             rollup = None
         lookup = _some_trace_lacks_its_run(con, trace_files)
-        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup)
-        if totals is not None and storable and _defines(con, "run_totals"):  # `objects` may leave it out
+        defined = _define(
+            con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup
+        )
+        if totals is not None and storable and "run_totals" in defined:  # `objects` may leave it out
             _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
-
-
-def _defines(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the connection has a table or view `name` (a snapshot makes some objects tables)."""
-    row = con.execute(
-        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)"
-        " + (SELECT count(*) FROM duckdb_views() WHERE view_name = $1)",
-        [name],
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Sequence[Path]) -> bool:

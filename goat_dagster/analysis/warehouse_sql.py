@@ -442,10 +442,13 @@ def warehouse_sql(
         rollup = [
             f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
         ]
+        # None: every results file has its summary (and there is one at least)
+        some = isinstance(stored, Table) or bool(stored)
+        rows = "unsummarized_results" if unsummarized or not some else None
         sql_of["task_rollup"] = (
-            task_rollup_sql("unsummarized_results", stored_table=stored.name)
+            task_rollup_sql(rows, stored_table=stored.name)
             if isinstance(stored, Table)
-            else task_rollup_sql("unsummarized_results", stored)
+            else task_rollup_sql(rows, stored)
         )
         if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
             tables = tuple(t for t in tables if t != "task_rollup")
