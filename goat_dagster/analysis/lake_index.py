@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +109,29 @@ def exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return True
 
 
-def load(con: duckdb.DuckDBPyConnection, index: Path, table: str, sigs: Signatures) -> set[str]:
+def load(
+    con: duckdb.DuckDBPyConnection,
+    index: Path,
+    table: str,
+    sigs: Signatures,
+    columns: Collection[str] | None = None,
+) -> set[str]:
     """Temporary table `table`: the index's rows whose source file is still as it was (`sigs`: the
     files now); returns the names of the files it covers. No index, or an unreadable one: no table
-    and an empty set."""
+    and an empty set. `columns`: only those of the index's columns (and the source columns): a
+    table that is not what the index is written from (`write`)."""
     con.execute(f"DROP TABLE IF EXISTS {table}")
     if not index.is_file() or not sigs:
         return set()
     rows, params = _signature_rows(sigs)
+    select = "i.*"
+    if columns is not None:
+        names = ", ".join(_literal(c) for c in sorted({*columns, *SOURCE_COLUMNS}))
+        select = f"COLUMNS(lambda c: list_contains([{names}], c))"
     try:
         con.execute(
             f"""CREATE TEMP TABLE {table} AS
-            SELECT i.* FROM read_parquet({_literal(str(index))}) i
+            SELECT {select} FROM read_parquet({_literal(str(index))}) i
             SEMI JOIN ({rows}) s USING ({", ".join(SOURCE_COLUMNS)})""",
             params,
         )

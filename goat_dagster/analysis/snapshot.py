@@ -196,9 +196,14 @@ def open_snapshot(
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
         totals: StoredTotals | None = None
         if summaries:
-            results_files, skipped_results, rollup = _indexed_results(con, paths)
+            columns = _rollup_columns(objects, current)
+            results_files, skipped_results, rollup = _indexed_results(con, paths, columns)
             manifests, skipped_manifests = _indexed_manifests(con, paths)
             totals, storable = _stored_totals(con, paths, rollup[1])
+            if columns is not None and (totals is None or totals.computed_runs):
+                # a run's totals computed from its rollup rows read every column: read them again
+                results_files, skipped_results, rollup = _indexed_results(con, paths)
+                totals, storable = _stored_totals(con, paths, rollup[1])
         else:
             results_files, skipped_results = lake_files(con, paths.lake_results)
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
@@ -227,17 +232,42 @@ def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Seque
 ROLLUP_TABLE, MANIFESTS_TABLE, TOTALS_TABLE = "indexed_rollup", "indexed_manifests", "indexed_totals"
 
 
+def _rollup_columns(objects: Collection[str] | None, current: CurrentSetup | None) -> set[str] | None:
+    """The `task_rollup` columns the statements that define `objects` can read when every run's
+    totals are stored (then `run_totals` reads none): every word of those that read it. None (every column)
+    when the caller reads `task_rollup` itself or did not say what it reads. A column left out
+    that a statement reads fails that statement: never a number read as NULL."""
+    if objects is None or "task_rollup" in objects:
+        return None
+    statements = warehouse_sql(
+        [], [], [], current, snapshot=True, providers={}, summaries=(Table(ROLLUP_TABLE), []),
+        totals=StoredTotals(TOTALS_TABLE, ["-"], []), traces_lack_runs=False,
+    )  # fmt: skip
+    reading = [
+        stmt.partition(" AS")[2]
+        for stmt in needed_statements(statements, objects)
+        if _READS_ROLLUP.search(stmt.partition(" AS")[2])
+    ]
+    return set(re.findall(r"\w+", "\n".join(reading)))
+
+
+_READS_ROLLUP = re.compile(r"\btask_rollup\b")
+
+
 def _indexed_results(
-    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, columns: Collection[str] | None = None
 ) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]]]:
     """The results files, the notes of those skipped, and what `task_rollup` reads: the lake
     index's rows of the files it covers (lake_index.py), the summaries of the others (written first
     when missing or stale: summaries.py), the rows of the files left. The index is written again
-    when it lacked a run that has a summary."""
+    when it lacked a run that has a summary. `columns`: only those of the index's rows while it
+    covers every file (then nothing is written from them)."""
     listed = _listed(paths.lake_results)
     sigs = lake_index.signatures(listed)
     index = lake_index.rollup_index(paths.lake_summaries)
-    names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
+    names = lake_index.load(con, index, ROLLUP_TABLE, sigs, columns)
+    if columns is not None and len(names) < len(sigs):  # the index is written again: every column
+        names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
     covered = [f for f in listed if f.name in names]
     # the others as listed with the signatures: a file landing from now on waits for the next snapshot
     rest, skipped = lake_files(con, paths.lake_results, [f for f in listed if f.name not in names])

@@ -1,8 +1,8 @@
 """Task health against a Python reference, on a lake with two suite versions, an oracle run, flaky
 models, infra errors and a task only an older run of the current version has; read from the rows,
 from the summaries, and from the lake index with stored run totals (what the leaderboard reads).
-And the snapshots' shared in-memory database: nothing of one snapshot is left in it or seen by
-another."""
+The snapshots' shared in-memory database: nothing of one snapshot is left in it or seen by
+another. The leaderboard's snapshot loading only the rollup columns its SQL reads."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from goat_dagster.analysis import snapshot
-from goat_dagster.analysis.leaderboard import build_leaderboard
+from goat_dagster.analysis.leaderboard import LEADERBOARD_OBJECTS, build_leaderboard
 from goat_dagster.analysis.snapshot import open_snapshot
 from goat_dagster.analysis.task_health import task_health, task_health_in
 from goat_dagster.config import GoatPaths
@@ -186,3 +188,40 @@ def test_snapshots_share_a_database_and_nothing_else(goat_paths: GoatPaths, tmp_
             " + (SELECT count(*) FROM duckdb_functions() WHERE function_type = 'macro' AND NOT internal)"
         ).fetchone()
         assert left == (0,)
+
+
+def _index_columns(paths: GoatPaths) -> list[str]:
+    (index,) = (paths.lake_summaries / "index").glob("rollup-*.parquet")
+    return [name for name, *_ in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{index}')").fetchall()]
+
+
+def test_leaderboard_reads_the_columns_it_needs_and_the_index_keeps_every_one(goat_paths: GoatPaths) -> None:
+    """The leaderboard's snapshot loads only the rollup columns its SQL reads while the index covers
+    every file and every run's totals are stored; otherwise (a new run, totals not stored) every
+    column, and the index it writes again has them all. The numbers are the same each way."""
+    rows = _lake(goat_paths)
+    build_leaderboard(goat_paths)  # writes the summaries, the index, the stored totals
+    full = _index_columns(goat_paths)
+    assert {"tool_calls", "run_task_p95_s", "sandbox"} <= set(full)
+
+    def same_as_rows() -> None:
+        assert (
+            build_leaderboard(goat_paths).to_json()
+            == build_leaderboard(goat_paths, summaries=False).to_json()
+        )
+
+    with open_snapshot(goat_paths, objects=LEADERBOARD_OBJECTS) as snap:
+        loaded = {name for name, *_ in snap.con.execute(f"DESCRIBE {snapshot.ROLLUP_TABLE}").fetchall()}
+        assert "tool_calls" not in loaded and "errors_infra" in loaded
+    same_as_rows()
+    new = _run("newest-alpha", "alpha", 9, "v2", range(1, 10), 3, random.Random(1))
+    write_parquet(goat_paths.lake_results / "newest-alpha.parquet", new)  # the index lacks it
+    same_as_rows()
+    assert _index_columns(goat_paths) == full
+    (index,) = (goat_paths.lake_summaries / "index").glob("rollup-*.parquet")
+    assert duckdb.sql(f"SELECT count(*) FROM '{index}' WHERE run_id = 'newest-alpha'").fetchall() == [(9,)]
+    for stored in (goat_paths.lake_summaries / "index").glob("runs-*.parquet"):
+        stored.unlink()  # no stored totals: every run computed, from every column
+    same_as_rows()
+    assert _index_columns(goat_paths) == full
+    assert len(rows) + len(new) == build_leaderboard(goat_paths).result_rows
