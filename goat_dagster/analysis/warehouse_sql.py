@@ -373,7 +373,15 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary")
+SNAPSHOT_TABLES = (
+    "run_manifests",
+    "calls",
+    "task_rollup",
+    "task_outcomes",
+    "run_totals",
+    "run_summary",
+    "leaderboard",  # 40 rows the leaderboard reads three times (its rows, task_matrix, outdated runs)
+)
 
 # The statements `run_totals` is made by (and `task_rollup`'s, by its version): a stored copy of its
 # rows (the lake index's, lake_index.py) is read only when it was made by this very SQL.
