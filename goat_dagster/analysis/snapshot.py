@@ -197,12 +197,12 @@ def open_snapshot(
         totals: StoredTotals | None = None
         if summaries:
             columns = _rollup_columns(objects, current)
-            results_files, skipped_results, rollup = _indexed_results(con, paths, columns)
+            results_files, skipped_results, rollup, narrow = _indexed_results(con, paths, columns)
             manifests, skipped_manifests = _indexed_manifests(con, paths)
             totals, storable = _stored_totals(con, paths, rollup[1])
-            if columns is not None and (totals is None or totals.computed_runs):
+            if narrow and (totals is None or totals.computed_runs):
                 # a run's totals computed from its rollup rows read every column: read them again
-                results_files, skipped_results, rollup = _indexed_results(con, paths)
+                results_files, skipped_results, rollup, _ = _indexed_results(con, paths)
                 totals, storable = _stored_totals(con, paths, rollup[1])
         else:
             results_files, skipped_results = lake_files(con, paths.lake_results)
@@ -256,17 +256,18 @@ _READS_ROLLUP = re.compile(r"\btask_rollup\b")
 
 def _indexed_results(
     con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, columns: Collection[str] | None = None
-) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]]]:
+) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]], bool]:
     """The results files, the notes of those skipped, and what `task_rollup` reads: the lake
     index's rows of the files it covers (lake_index.py), the summaries of the others (written first
     when missing or stale: summaries.py), the rows of the files left. The index is written again
     when it lacked a run that has a summary. `columns`: only those of the index's rows while it
-    covers every file (then nothing is written from them)."""
+    covers every file (then nothing is written from them; the last item says whether it did)."""
     listed = _listed(paths.lake_results)
     sigs = lake_index.signatures(listed)
     index = lake_index.rollup_index(paths.lake_summaries)
     names = lake_index.load(con, index, ROLLUP_TABLE, sigs, columns)
-    if columns is not None and len(names) < len(sigs):  # the index is written again: every column
+    narrow = columns is not None and len(names) == len(sigs) > 0
+    if columns is not None and not narrow:  # the index is written again: every column
         names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
     covered = [f for f in listed if f.name in names]
     # the others as listed with the signatures: a file landing from now on waits for the next snapshot
@@ -275,7 +276,8 @@ def _indexed_results(
     stored = _add_summaries(con, plan, sigs, paths.lake_results)
     if plan.summaries:
         lake_index.write(con, ROLLUP_TABLE, index)
-    return sorted([*covered, *rest]), skipped, (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+    rollup = (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+    return sorted([*covered, *rest]), skipped, rollup, narrow
 
 
 def _add_summaries(
