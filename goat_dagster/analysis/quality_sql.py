@@ -8,7 +8,9 @@ Part of the warehouse SQL (warehouse_sql.py runs these statements among its own,
   task_health    one row per task of each suite's current version (its newest run's): the latest oracle
                  run's outcome, how many models' latest runs scored / passed / failed it, models whose
                  epochs disagree (flaky), infra errors; `flags`: oracle fails, flaky, every model
-                 fails / passes (2+ models), infra errors
+                 fails / passes (2+ models), infra errors. A run is its `run_totals` row (its suite
+                 version, agent, start and finish: stored in a snapshot, so only the infra and error
+                 counts of the current versions read every rollup row)
 
 The same numbers in Python, for tests and for the paired comparisons, are in stats.py.
 """
