@@ -4,10 +4,11 @@ solved task costs (or, when no model has a cost, how long a task takes) against 
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from goat_dagster.atomic import written_aside
 
 
 def _label(row: dict[str, Any], many_suites: bool) -> str:
@@ -80,10 +81,8 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     scatter.grid(alpha=0.3)
 
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=90)
-    tmp.replace(path)
+    with written_aside(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     return path
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.bench.lake import ResultRow, RunIdentity
 
 RETRY_ON_RESUME = ("infra", "budget")
@@ -79,9 +79,7 @@ class RunJournal:
                 )
             self.spec = old
         else:
-            tmp = spec_file.with_suffix(".tmp")
-            tmp.write_text(spec.model_dump_json(indent=2))
-            tmp.replace(spec_file)
+            atomic.write_text(spec_file, spec.model_dump_json(indent=2))
             self.spec = spec
         self.results_path = self.dir / "results.jsonl"
         self._repair_tail()

@@ -7,9 +7,7 @@ runs never share a file or a lock. Queries read the files with an in-memory Duck
 
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +17,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict
 
 from goat_dagster import config
+from goat_dagster.atomic import written_aside
 from goat_dagster.tabular import Int32, duckdb_columns, literal_values
 
 
@@ -120,14 +119,9 @@ def copy_to_lake_file(
     aside under a name of its own (outside the lake's `*.parquet` glob), then renamed, so readers
     and concurrent writers of the same file never see half of one. `kv_metadata`: a DuckDB struct
     literal of footer key-values."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.parquet.tmp")
     kv = f", KV_METADATA {kv_metadata}" if kv_metadata else ""
-    try:
+    with written_aside(target) as tmp:
         con.execute(f"COPY ({select}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd{kv})")
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.bench.agent import Agent
 from goat_dagster.bench.journal import RunError, RunSpec
 from goat_dagster.bench.lake import RunIdentity, read_lake_rows, write_lake_file
@@ -348,9 +348,7 @@ def settle_manifest(journal_dir: Path, manifest: RunManifest) -> RunManifest:
                 "its rows would not be comparable: use a new --run-id"
             )
         return started
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2))
-    tmp.replace(path)
+    atomic.write_text(path, manifest.model_dump_json(indent=2))
     return manifest
 
 

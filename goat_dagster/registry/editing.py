@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from goat_dagster.atomic import written_aside
 from goat_dagster.registry.loading import Problem, RegistryError, parse_registry
 from goat_dagster.registry.schema import HFWeights, ModelEntry, Registry
 
@@ -82,14 +82,8 @@ def pin_revision(path: Path, key: str, revision: str) -> RevisionEdit:
 
 def _replace(path: Path, text: str, *, expected_sha256: str) -> None:
     """Write `text` beside `path` and rename it over `path`, unless `path` changed meanwhile."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+    with written_aside(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, path.stat().st_mode & 0o7777)
         if hashlib.sha256(path.read_bytes()).hexdigest() != expected_sha256:
             raise _refuse(path, "the file changed while it was being edited; nothing was written, try again")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

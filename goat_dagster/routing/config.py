@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import yaml
 
 from goat_dagster import config
+from goat_dagster.atomic import written_aside
 from goat_dagster.config import ConfigError
 from goat_dagster.registry import ModelEntry, Registry
 from goat_dagster.serving.endpoint import Endpoint
@@ -408,15 +409,10 @@ def restore_config(path: Path, previous: str | None) -> None:
 
 def _replace_text(path: Path, text: str, check: Callable[[Path], None] | None = None) -> None:
     """`text` as the file `path`: written aside, checked there (`check`), then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    tmp.write_text(text)
-    try:
+    with written_aside(path, suffix=path.suffix) as tmp:  # the check reads it as YAML
+        tmp.write_text(text)
         if check is not None:
             check(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import modal
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.config import ConfigError, GoatSettings, settings
 from goat_dagster.routing.config import config_path, for_public_proxy, read_config
 from goat_dagster.serving.modal.spec import (
@@ -175,9 +175,7 @@ def ensure_modal_proxy(litellm_config: dict[str, Any] | Path | None, cloud: Moda
         "dropped": dropped,
         "checked_at": datetime.now(UTC).isoformat(),
     }
-    path = services_record_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    atomic.write_text(services_record_path(), json.dumps(record, indent=2))
     log.info(f"LiteLLM proxy on Modal: {url} (set GOAT_LITELLM_URL={url} to route through it)")
     return url
 

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from goat_dagster import atomic
+
 T = TypeVar("T")
 # Handles of the processes this process started, so that Python does not warn about (or lose the
 # exit status of) a child still running when its Popen object would be collected.
@@ -97,10 +99,7 @@ class StateFile:
         return data if isinstance(data, dict) else None
 
     def write(self, data: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(data), indent=2))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(dict(data), indent=2))
 
     def remove(self, pid: int | None = None) -> None:
         """Remove the record; with `pid`, only if it is still that process's."""

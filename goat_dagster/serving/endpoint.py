@@ -8,14 +8,13 @@ back, so `goat run` outside Dagster sees the same endpoints the asset graph made
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.registry import slugify
 
 
@@ -44,12 +43,7 @@ def endpoint_path(model_key: str) -> Path:
 
 
 def save_endpoint(ep: Endpoint) -> Path:
-    target = endpoint_path(ep.model_key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(ep.model_dump_json(indent=2))
-    tmp.replace(target)  # atomic: readers never see half a record
-    return target
+    return atomic.write_text(endpoint_path(ep.model_key), ep.model_dump_json(indent=2))
 
 
 def load_endpoint(model_key: str) -> Endpoint | None:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from goat_dagster import config
+from goat_dagster.atomic import written_aside
 from goat_dagster.tabular import arrow_schema
 from goat_dagster.tracing.langfuse_reader import LangfuseReadError, LangfuseSettings, read_langfuse
 from goat_dagster.tracing.schema import CallRecord, TraceRecord
@@ -99,10 +100,8 @@ class ExportResult:
 
 
 def write_traces(records: list[TraceRecord], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(traces_table(records), tmp)
-    tmp.replace(path)
+    with written_aside(path) as tmp:
+        pq.write_table(traces_table(records), tmp)
     return path
 
 

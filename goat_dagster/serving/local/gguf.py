@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 
 
 class GGUFError(ValueError):
@@ -121,12 +121,8 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     info = _parse(path)
     cache = _disk_cache()
     cache[path] = {"stamp": stamp, "info": asdict(info)}
-    target = _disk_cache_file()
     with contextlib.suppress(OSError):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(target)
+        atomic.write_text(_disk_cache_file(), json.dumps(cache, indent=1, sort_keys=True))
     return info
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.registry import HFWeights, ModelEntry, PackageWeights, PathWeights
 from goat_dagster.serving.backend import ServingError
 from goat_dagster.serving.local.gguf import GGUFError, read_gguf_info
@@ -291,11 +291,7 @@ def _read_sha_cache() -> dict[str, dict[str, Any]]:
 
 
 def _write_sha_cache(cache: dict[str, dict[str, Any]]) -> None:
-    target = _sha_cache_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-    tmp.replace(target)
+    atomic.write_text(_sha_cache_file(), json.dumps(cache, indent=1, sort_keys=True))
 
 
 def file_sha256(path: Path, cache: dict[str, dict[str, Any]] | None = None) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from dotenv import set_key
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.serving.modal.langfuse_app import build_langfuse_app, spec_digest
 from goat_dagster.serving.modal.langfuse_server import (
     ADMIN_EMAIL,
@@ -83,8 +83,6 @@ def ensure_langfuse(cloud: Any, echo: Callable[[str], None]) -> str:
     if not url:
         raise RuntimeError(f"{APP_NAME} was deployed but Modal has no URL for it in {cloud.environment}")
     url = url.rstrip("/")
-    path = record_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "app_name": APP_NAME,
         "url": url,
@@ -94,7 +92,7 @@ def ensure_langfuse(cloud: Any, echo: Callable[[str], None]) -> str:
         "admin_email": ADMIN_EMAIL,
         "checked_at": datetime.now(UTC).isoformat(),
     }
-    path.write_text(json.dumps(record, indent=2))
+    atomic.write_text(record_path(), json.dumps(record, indent=2))
     return url
 
 

@@ -9,11 +9,10 @@ Host side only: in the container the apps rebuild themselves from the spec baked
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from goat_dagster import config
+from goat_dagster import atomic, config
 from goat_dagster.registry import HFWeights, ModelEntry, Registry, load_registry, slugify
 from goat_dagster.serving.modal.spec import ENGINE_GPT_OSS, HF_CACHE_DIR, ServeSpec, app_name_for, is_commit
 
@@ -107,12 +106,9 @@ def load_weights_record(model_key: str) -> dict[str, Any] | None:
 
 
 def save_weights_record(record: dict[str, Any]) -> Path:
-    p = weights_record_path(record["model_key"])
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(p)
-    return p
+    return atomic.write_text(
+        weights_record_path(record["model_key"]), json.dumps(record, indent=2, default=str)
+    )
 
 
 def spec_for(entry: ModelEntry, weights: dict[str, Any] | None = None) -> ServeSpec:
