@@ -374,13 +374,8 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
 SNAPSHOT_TABLES = (
-    "run_manifests",
-    "calls",
-    "task_rollup",
-    "task_outcomes",
-    "run_totals",
-    "run_summary",
-    "leaderboard",  # 40 rows the leaderboard reads three times (its rows, task_matrix, outdated runs)
+    *("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary"),
+    "leaderboard",  # 40 rows a leaderboard reads three times: its rows, task_matrix, the outdated runs
 )
 
 # The statements `run_totals` is made by (and `task_rollup`'s, by its version): a stored copy of its
@@ -450,8 +445,7 @@ def warehouse_sql(
         rollup = [
             f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
         ]
-        # None: every results file has its summary (and there is one at least)
-        some = isinstance(stored, Table) or bool(stored)
+        some = isinstance(stored, Table) or bool(stored)  # rows None: every results file has a summary
         rows = "unsummarized_results" if unsummarized or not some else None
         sql_of["task_rollup"] = (
             task_rollup_sql(rows, stored_table=stored.name)
