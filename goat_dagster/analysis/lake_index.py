@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -84,34 +85,55 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _signature_rows(sigs: Signatures) -> str:
-    """The signatures as a relation (source_file, source_size, source_mtime_ns)."""
-    if not sigs:
-        return (
-            "SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS source_size, "
-            "NULL::BIGINT AS source_mtime_ns LIMIT 0"
-        )
-    values = ", ".join(f"({_literal(n)}, {s}, {m})" for n, (s, m) in sorted(sigs.items()))
-    return f"SELECT * FROM (VALUES {values}) AS t(source_file, source_size, source_mtime_ns)"
+def _signature_rows(sigs: Signatures) -> tuple[str, dict[str, list[Any]]]:
+    """The signatures as a relation (source_file, source_size, source_mtime_ns) and its parameters
+    (lists: a tenth of the time DuckDB takes to parse as many VALUES rows)."""
+    names = sorted(sigs)
+    params = {
+        "sig_names": names,
+        "sig_sizes": [sigs[n][0] for n in names],
+        "sig_mtimes": [sigs[n][1] for n in names],
+    }
+    return (
+        "SELECT unnest($sig_names::VARCHAR[]) AS source_file, unnest($sig_sizes::BIGINT[]) AS source_size, "
+        "unnest($sig_mtimes::BIGINT[]) AS source_mtime_ns"
+    ), params
 
 
 def exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
-    return bool(row and row[0])
+    """Whether the connection has the table (binding a query of it: a tenth of asking the catalog)."""
+    try:
+        con.execute(f"SELECT NULL FROM {table} LIMIT 0")
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
-def load(con: duckdb.DuckDBPyConnection, index: Path, table: str, sigs: Signatures) -> set[str]:
+def load(
+    con: duckdb.DuckDBPyConnection,
+    index: Path,
+    table: str,
+    sigs: Signatures,
+    columns: Collection[str] | None = None,
+) -> set[str]:
     """Temporary table `table`: the index's rows whose source file is still as it was (`sigs`: the
     files now); returns the names of the files it covers. No index, or an unreadable one: no table
-    and an empty set."""
+    and an empty set. `columns`: only those of the index's columns (and the source columns): a
+    table that is not what the index is written from (`write`)."""
     con.execute(f"DROP TABLE IF EXISTS {table}")
     if not index.is_file() or not sigs:
         return set()
+    rows, params = _signature_rows(sigs)
+    select = "i.*"
+    if columns is not None:
+        names = ", ".join(_literal(c) for c in sorted({*columns, *SOURCE_COLUMNS}))
+        select = f"COLUMNS(lambda c: list_contains([{names}], c))"
     try:
         con.execute(
             f"""CREATE TEMP TABLE {table} AS
-            SELECT i.* FROM read_parquet({_literal(str(index))}) i
-            SEMI JOIN ({_signature_rows(sigs)}) s USING ({", ".join(SOURCE_COLUMNS)})"""
+            SELECT {select} FROM read_parquet({_literal(str(index))}) i
+            SEMI JOIN ({rows}) s USING ({", ".join(SOURCE_COLUMNS)})""",
+            params,
         )
     except duckdb.Error:  # removed meanwhile, truncated, another layout: read without it
         con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -126,14 +148,15 @@ def add(
     `table`, created when it does not exist; returns whether it exists now."""
     if not files:
         return exists
+    rows, params = _signature_rows(sigs)
     source = f"""SELECT f.* EXCLUDE (filename), s.source_file, s.source_size, s.source_mtime_ns
         FROM read_parquet([{", ".join(_literal(str(p)) for p in files)}], filename = true,
                           union_by_name = true) f
-        JOIN ({_signature_rows(sigs)}) s ON s.source_file = parse_filename(f.filename)"""
+        JOIN ({rows}) s ON s.source_file = parse_filename(f.filename)"""
     if exists:
-        con.execute(f"INSERT INTO {table} BY NAME {source}")
+        con.execute(f"INSERT INTO {table} BY NAME {source}", params)
     else:
-        con.execute(f"CREATE TEMP TABLE {table} AS {source}")
+        con.execute(f"CREATE TEMP TABLE {table} AS {source}", params)
     return True
 
 

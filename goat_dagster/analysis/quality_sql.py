@@ -8,7 +8,9 @@ Part of the warehouse SQL (warehouse_sql.py runs these statements among its own,
   task_health    one row per task of each suite's current version (its newest run's): the latest oracle
                  run's outcome, how many models' latest runs scored / passed / failed it, models whose
                  epochs disagree (flaky), infra errors; `flags`: oracle fails, flaky, every model
-                 fails / passes (2+ models), infra errors
+                 fails / passes (2+ models), infra errors. A run is its `run_totals` row (its suite
+                 version, agent, start and finish: stored in a snapshot, so only the infra and error
+                 counts of the current versions read every rollup row)
 
 The same numbers in Python, for tests and for the paired comparisons, are in stats.py.
 """
@@ -85,11 +87,8 @@ TASK_HEALTH = (
     "task_health",
     "VIEW",
     """CREATE OR REPLACE VIEW task_health AS
-WITH runs AS (
-    SELECT run_id, suite, model, agent, suite_version,
-        min(started_at) AS started_at, max(finished_at) AS finished_at
-    FROM task_rollup
-    GROUP BY run_id, suite, model, agent, suite_version
+WITH runs AS (  -- one row per run, as run_totals has it (stored in a snapshot: no pass over the rows)
+    SELECT run_id, suite, model, agent, suite_version, started_at, finished_at FROM run_totals
 ), current_version AS (
     SELECT suite, arg_max(suite_version, started_at) AS suite_version FROM runs GROUP BY suite
 ), picked AS (
@@ -108,27 +107,40 @@ WITH runs AS (
     SELECT o.suite, o.task_id, o.model, o.outcome, o.scored, o.passed
     FROM task_outcomes o JOIN picked p ON o.run_id = p.run_id
     WHERE NOT p.is_oracle
-), infra AS (
-    SELECT r.suite, r.task_id,
-        CAST(sum(r.errors_infra) AS BIGINT) AS infra_errors,
-        CAST(sum(r.errors) AS BIGINT) AS errors
-    FROM task_rollup r JOIN current_version USING (suite, suite_version)
-    GROUP BY r.suite, r.task_id
+), infra AS (  -- grouped first, then the current versions' groups kept: no join of every row
+    SELECT g.suite, g.task_id, g.infra_errors, g.errors
+    FROM (
+        SELECT suite, suite_version, task_id,
+            CAST(sum(errors_infra) AS BIGINT) AS infra_errors,
+            CAST(sum(errors) AS BIGINT) AS errors
+        FROM task_rollup
+        GROUP BY suite, suite_version, task_id
+    ) g JOIN current_version USING (suite, suite_version)
+), per_task AS (  -- the models' counts of each task, before the (one row a task) joins
+    SELECT suite, task_id,
+        count(model) FILTER (WHERE scored > 0) AS models_scored,
+        count(model) FILTER (WHERE outcome = 'passed') AS models_passed,
+        count(model) FILTER (WHERE outcome = 'failed') AS models_failed,
+        count(model) FILTER (WHERE passed > 0 AND passed < scored) AS flaky_models,
+        -- as string_agg(model, ',' ORDER BY model) would, without an ordered aggregate
+        array_to_string(list_sort(list(model) FILTER (WHERE passed > 0 AND passed < scored
+            AND model IS NOT NULL)), ',') AS flaky_in
+    FROM models
+    GROUP BY suite, task_id
 ), counted AS (
     SELECT i.suite, i.task_id,
-        any_value(ot.outcome) AS oracle,
-        count(m.model) FILTER (WHERE m.scored > 0) AS models_scored,
-        count(m.model) FILTER (WHERE m.outcome = 'passed') AS models_passed,
-        count(m.model) FILTER (WHERE m.outcome = 'failed') AS models_failed,
-        count(m.model) FILTER (WHERE m.passed > 0 AND m.passed < m.scored) AS flaky_models,
-        string_agg(m.model, ',' ORDER BY m.model) FILTER (WHERE m.passed > 0 AND m.passed < m.scored)
-            AS flaky_in,
-        any_value(i.infra_errors) AS infra_errors,
-        any_value(i.errors) AS errors
+        ot.outcome AS oracle,
+        coalesce(m.models_scored, 0) AS models_scored,
+        coalesce(m.models_passed, 0) AS models_passed,
+        coalesce(m.models_failed, 0) AS models_failed,
+        coalesce(m.flaky_models, 0) AS flaky_models,
+        m.flaky_in,
+        i.infra_errors,
+        i.errors
     FROM infra i
-    LEFT JOIN models m USING (suite, task_id)
-    LEFT JOIN oracle ot USING (suite, task_id)
-    GROUP BY i.suite, i.task_id
+    LEFT JOIN per_task m USING (suite, task_id)
+    LEFT JOIN (SELECT suite, task_id, any_value(outcome) AS outcome FROM oracle GROUP BY suite, task_id) ot
+        USING (suite, task_id)
 )
 SELECT c.suite, v.suite_version, c.task_id, c.oracle, c.models_scored, c.models_passed, c.models_failed,
     c.flaky_models, c.flaky_in, c.infra_errors, c.errors,

@@ -86,17 +86,18 @@ def rollup_of(source: str) -> str:
     return ROLLUP_SELECT.format(source=source)
 
 
-def task_rollup_sql(source: str, stored: Sequence[Path] = (), stored_table: str | None = None) -> str:
+def task_rollup_sql(source: str | None, stored: Sequence[Path] = (), stored_table: str | None = None) -> str:
     """The `task_rollup` view: the rollup of `source`'s rows, and the rows of the stored summaries
     `stored` (summaries.py: of other results files than those `source` reads) or of the table
-    `stored_table` (the lake index's rows, lake_index.py: their source columns left out)."""
-    body = rollup_of(source)
+    `stored_table` (the lake index's rows, lake_index.py: their source columns left out).
+    `source` None (every file has its summary): the stored rows only, no rollup of an empty
+    relation for DuckDB to bind again in every view and query that reads this one."""
+    parts = [rollup_of(source)] if source is not None else []
     if stored:
         files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in stored)
-        body = f"{body}\nUNION ALL BY NAME\nSELECT * FROM read_parquet([{files}])"
+        parts.append(f"SELECT * FROM read_parquet([{files}])")
     if stored_table:
-        body = (
-            f"{body}\nUNION ALL BY NAME\n"
-            f"SELECT * EXCLUDE (source_file, source_size, source_mtime_ns) FROM {stored_table}"
-        )
+        parts.append(f"SELECT * EXCLUDE (source_file, source_size, source_mtime_ns) FROM {stored_table}")
+    assert parts, "task_rollup of nothing"
+    body = "\nUNION ALL BY NAME\n".join(parts)
     return f"CREATE OR REPLACE VIEW task_rollup AS\n{body}"

@@ -10,7 +10,9 @@ covers from its two files (lake_index.py), which it writes again when it lacked 
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,14 +88,41 @@ class LakeSnapshot:
         return int(row[0]) if row else 0
 
 
+_shared: tuple[int, duckdb.DuckDBPyConnection] | None = None  # (pid, the process's in-memory database)
+_shared_lock = threading.Lock()
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB database the snapshots open their connections on: opening and
+    closing a database costs ~13 ms each time, a connection to an open one ~0.3 ms. It holds no
+    object of its own: a snapshot's are temporary (`_temporary`), its connection's alone, dropped
+    when it closes. A forked child (DuckDB's threads do not survive a fork) opens its own."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid():
+            _shared = (os.getpid(), duckdb.connect(":memory:"))
+        return _shared[1]
+
+
 @contextmanager
-def _connect() -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(":memory:")
+def _connect(private: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection of its own to the process's database (`private`: a database of its own, for
+    what creates objects that are not temporary, such as `open_rows`' table)."""
+    con = duckdb.connect(":memory:") if private else _database().cursor()
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET TimeZone = 'UTC'")  # every snapshot's, so the same for the whole database
         yield con
     finally:
         con.close()
+
+
+def _temporary(stmt: str) -> str:
+    """A warehouse statement's view or macro made temporary: seen by its own connection only."""
+    for kind in ("VIEW", "MACRO"):
+        prefix = f"CREATE OR REPLACE {kind} "
+        if stmt.startswith(prefix):
+            return f"CREATE OR REPLACE TEMP {kind} " + stmt[len(prefix) :]
+    return stmt
 
 
 _DEFINES = re.compile(r"CREATE OR REPLACE (?:TEMP TABLE|VIEW|MACRO) (\w+)")
@@ -122,7 +151,9 @@ def _define(
     objects: Collection[str] | None = None,
     totals: StoredTotals | None = None,
     traces_lack_runs: bool = True,
-) -> None:
+) -> set[str]:
+    """Define the warehouse objects (`objects`: those and what they read); returns the names
+    defined."""
     stored = summaries
     providers = None if objects is None or "model_providers" in objects else {}  # else read from models.yaml
     statements = warehouse_sql(
@@ -136,8 +167,12 @@ def _define(
         totals=totals,
         traces_lack_runs=traces_lack_runs,
     )
+    defined: set[str] = set()
     for stmt in statements if objects is None else needed_statements(statements, objects):
-        con.execute(stmt)
+        con.execute(_temporary(stmt))
+        if m := _DEFINES.match(stmt):
+            defined.add(m.group(1))
+    return defined
 
 
 @contextmanager
@@ -161,29 +196,26 @@ def open_snapshot(
         trace_files, skipped_traces = lake_files(con, paths.lake_traces) if traces else ([], [])
         totals: StoredTotals | None = None
         if summaries:
-            results_files, skipped_results, rollup = _indexed_results(con, paths)
+            columns = _rollup_columns(objects, current)
+            results_files, skipped_results, rollup, narrow = _indexed_results(con, paths, columns)
             manifests, skipped_manifests = _indexed_manifests(con, paths)
             totals, storable = _stored_totals(con, paths, rollup[1])
+            if narrow and (totals is None or totals.computed_runs):
+                # a run's totals computed from its rollup rows read every column: read them again
+                results_files, skipped_results, rollup, _ = _indexed_results(con, paths)
+                totals, storable = _stored_totals(con, paths, rollup[1])
         else:
             results_files, skipped_results = lake_files(con, paths.lake_results)
             manifests, skipped_manifests = lake_files(con, paths.lake_runs)
             rollup = None
         lookup = _some_trace_lacks_its_run(con, trace_files)
-        _define(con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup)
-        if totals is not None and storable and _defines(con, "run_totals"):  # `objects` may leave it out
+        defined = _define(
+            con, results_files, trace_files, manifests, current, rollup, objects, totals, lookup
+        )
+        if totals is not None and storable and "run_totals" in defined:  # `objects` may leave it out
             _write_totals(con, paths, storable)
         skipped = skipped_results + skipped_traces + skipped_manifests
         yield LakeSnapshot(con, results_files, trace_files, skipped, current)
-
-
-def _defines(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the connection has a table or view `name` (a snapshot makes some objects tables)."""
-    row = con.execute(
-        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)"
-        " + (SELECT count(*) FROM duckdb_views() WHERE view_name = $1)",
-        [name],
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Sequence[Path]) -> bool:
@@ -200,17 +232,43 @@ def _some_trace_lacks_its_run(con: duckdb.DuckDBPyConnection, trace_files: Seque
 ROLLUP_TABLE, MANIFESTS_TABLE, TOTALS_TABLE = "indexed_rollup", "indexed_manifests", "indexed_totals"
 
 
+def _rollup_columns(objects: Collection[str] | None, current: CurrentSetup | None) -> set[str] | None:
+    """The `task_rollup` columns the statements that define `objects` can read when every run's
+    totals are stored (then `run_totals` reads none): every word of those that read it. None (every column)
+    when the caller reads `task_rollup` itself or did not say what it reads. A column left out
+    that a statement reads fails that statement: never a number read as NULL."""
+    if objects is None or "task_rollup" in objects:
+        return None
+    statements = warehouse_sql(
+        [], [], [], current, snapshot=True, providers={}, summaries=(Table(ROLLUP_TABLE), []),
+        totals=StoredTotals(TOTALS_TABLE, ["-"], []), traces_lack_runs=False,
+    )  # fmt: skip
+    reading = [
+        stmt.partition(" AS")[2]
+        for stmt in needed_statements(statements, objects)
+        if _READS_ROLLUP.search(stmt.partition(" AS")[2])
+    ]
+    return set(re.findall(r"\w+", "\n".join(reading)))
+
+
+_READS_ROLLUP = re.compile(r"\btask_rollup\b")
+
+
 def _indexed_results(
-    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths
-) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]]]:
+    con: duckdb.DuckDBPyConnection, paths: config.GoatPaths, columns: Collection[str] | None = None
+) -> tuple[list[Path], list[str], tuple[Sequence[Path] | Table, Sequence[Path]], bool]:
     """The results files, the notes of those skipped, and what `task_rollup` reads: the lake
     index's rows of the files it covers (lake_index.py), the summaries of the others (written first
     when missing or stale: summaries.py), the rows of the files left. The index is written again
-    when it lacked a run that has a summary."""
+    when it lacked a run that has a summary. `columns`: only those of the index's rows while it
+    covers every file (then nothing is written from them; the last item says whether it did)."""
     listed = _listed(paths.lake_results)
     sigs = lake_index.signatures(listed)
     index = lake_index.rollup_index(paths.lake_summaries)
-    names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
+    names = lake_index.load(con, index, ROLLUP_TABLE, sigs, columns)
+    narrow = columns is not None and len(names) == len(sigs) > 0
+    if columns is not None and not narrow:  # the index is written again: every column
+        names = lake_index.load(con, index, ROLLUP_TABLE, sigs)
     covered = [f for f in listed if f.name in names]
     # the others as listed with the signatures: a file landing from now on waits for the next snapshot
     rest, skipped = lake_files(con, paths.lake_results, [f for f in listed if f.name not in names])
@@ -218,7 +276,8 @@ def _indexed_results(
     stored = _add_summaries(con, plan, sigs, paths.lake_results)
     if plan.summaries:
         lake_index.write(con, ROLLUP_TABLE, index)
-    return sorted([*covered, *rest]), skipped, (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+    rollup = (Table(ROLLUP_TABLE) if stored else [], plan.unsummarized)
+    return sorted([*covered, *rest]), skipped, rollup, narrow
 
 
 def _add_summaries(
@@ -341,7 +400,7 @@ def open_files(
 @contextmanager
 def open_rows(rows: Sequence[ResultRow]) -> Iterator[LakeSnapshot]:
     """The warehouse SQL over results rows that are not in the lake (an unfinished run's journal)."""
-    with _connect() as con:
+    with _connect(private=True) as con:  # the rows' table is not temporary
         load_rows(con, ROWS_TABLE, rows)
         _define(con, Table(ROWS_TABLE), [])
         yield LakeSnapshot(con)

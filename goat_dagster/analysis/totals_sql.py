@@ -115,10 +115,15 @@ def run_filter(ids: Sequence[str | None]) -> str:
 def stored_totals_sql(sql: str, totals: StoredTotals) -> str:
     """`run_totals` as a table: the statement over the computed runs only (DuckDB pushes the filter
     on run_id down to the rows of `task_rollup` those runs have), and the stored runs' rows."""
+    stored = (
+        f"SELECT * EXCLUDE (source_file, source_size, source_mtime_ns) "
+        f"FROM {totals.table} WHERE {run_filter(totals.stored_runs)}"
+    )
+    if not totals.computed_runs:  # every run's row stored: the statement is not even bound
+        return f"CREATE OR REPLACE TEMP TABLE run_totals AS\n{stored}"
     body = sql.partition(" AS\n")[2]
     return (
         f"CREATE OR REPLACE TEMP TABLE run_totals AS\nSELECT * FROM (\n{body}\n)"
         f"\nWHERE {run_filter(totals.computed_runs)}"
-        f"\nUNION ALL BY NAME\nSELECT * EXCLUDE (source_file, source_size, source_mtime_ns) "
-        f"FROM {totals.table} WHERE {run_filter(totals.stored_runs)}"
+        f"\nUNION ALL BY NAME\n{stored}"
     )

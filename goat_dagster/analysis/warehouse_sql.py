@@ -334,7 +334,10 @@ def _providers_sql(providers: Mapping[str, str]) -> str:
 # The aggregates every other object reads. A snapshot (a fixed list of files) computes each of them
 # once, as a temporary table, instead of scanning the lake again for every query that reads them: the
 # leaderboard asks a dozen questions and more of one snapshot, each a scan of the lake as a view.
-SNAPSHOT_TABLES = ("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary")
+SNAPSHOT_TABLES = (
+    *("run_manifests", "calls", "task_rollup", "task_outcomes", "run_totals", "run_summary"),
+    "leaderboard",  # 40 rows a leaderboard reads three times: its rows, task_matrix, the outdated runs
+)
 
 # The statements `run_totals` is made by (and `task_rollup`'s, by its version): a stored copy of its
 # rows (the lake index's, lake_index.py) is read only when it was made by this very SQL.
@@ -403,10 +406,12 @@ def warehouse_sql(
         rollup = [
             f"CREATE OR REPLACE VIEW unsummarized_results AS\n{lake_relation(RESULT_COLUMNS, unsummarized)}"
         ]
+        some = isinstance(stored, Table) or bool(stored)  # rows None: every results file has a summary
+        rows = "unsummarized_results" if unsummarized or not some else None
         sql_of["task_rollup"] = (
-            task_rollup_sql("unsummarized_results", stored_table=stored.name)
+            task_rollup_sql(rows, stored_table=stored.name)
             if isinstance(stored, Table)
-            else task_rollup_sql("unsummarized_results", stored)
+            else task_rollup_sql(rows, stored)
         )
         if isinstance(stored, Table) and not unsummarized:  # already a table: not copied again
             tables = tuple(t for t in tables if t != "task_rollup")
