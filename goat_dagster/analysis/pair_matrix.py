@@ -261,7 +261,7 @@ def _scaled_fractions(scored: np.ndarray, passed: np.ndarray) -> tuple[np.ndarra
     unit = math.lcm(*counts[counts > 0].tolist())  # 1 without any
     big = scored.shape[1] * unit * unit >= _INT64_SUMS  # sums of squares could overflow an int64
     dtype: Any = object if big else np.int64
-    per = np.floor_divide(unit, np.where(mask, scored, 1)).astype(dtype)  # unit // scored, exact
+    per = unit // np.where(mask, scored, 1).astype(dtype)  # exact; Python integers when L is large
     return np.where(mask, passed.astype(dtype) * per, 0).astype(dtype), unit
 
 
