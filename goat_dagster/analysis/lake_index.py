@@ -38,7 +38,7 @@ import contextlib
 import hashlib
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -46,6 +46,12 @@ from goat_dagster.analysis.rollup_sql import ROLLUP_VERSION
 from goat_dagster.analysis.warehouse_sql import TOTALS_VERSION
 from goat_dagster.bench.lake import copy_to_lake_file
 from goat_dagster.bench.manifest import MANIFEST_TYPES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where it is used, as in task_matrix.py: `goat view` and the CLI start without it
+# (DuckDB imports it when it hands a table over).
 
 SOURCE_COLUMNS = ("source_file", "source_size", "source_mtime_ns")
 MANIFESTS_VERSION = hashlib.sha256(repr(sorted(MANIFEST_TYPES.items())).encode()).hexdigest()[:16]
@@ -116,29 +122,62 @@ def load(
     sigs: Signatures,
     columns: Collection[str] | None = None,
 ) -> set[str]:
-    """Temporary table `table`: the index's rows whose source file is still as it was (`sigs`: the
-    files now); returns the names of the files it covers. No index, or an unreadable one: no table
-    and an empty set. `columns`: only those of the index's columns (and the source columns): a
-    table that is not what the index is written from (`write`)."""
-    con.execute(f"DROP TABLE IF EXISTS {table}")
+    """`table`: the index's rows whose source file is still as it was (`sigs`: the files now);
+    returns the names of the files it covers. No index, or an unreadable one: no table and an empty
+    set. `columns`: only those of the index's columns (and the source columns): a table that is not
+    what the index is written from (`write`).
+
+    The file is read once, with Arrow (strings as dictionaries, as Parquet stores them), and the
+    connection scans that Arrow table in place (`register`): copying 200,000 rows into a DuckDB table
+    cost more than reading them. When every row's source is still as it was (the usual case), that is
+    the table; otherwise the rows of the files still as they were are copied into a temporary one."""
+    _drop(con, table)
     if not index.is_file() or not sigs:
         return set()
-    rows, params = _signature_rows(sigs)
-    select = "i.*"
-    if columns is not None:
-        names = ", ".join(_literal(c) for c in sorted({*columns, *SOURCE_COLUMNS}))
-        select = f"COLUMNS(lambda c: list_contains([{names}], c))"
+    rows = _read(index, columns)
+    if rows is None or not set(SOURCE_COLUMNS) <= set(rows.column_names):
+        return set()  # removed meanwhile, truncated, another layout: read without it
+    con.register(table, rows)
+    found = con.execute(f"SELECT DISTINCT {', '.join(SOURCE_COLUMNS)} FROM {table}").fetchall()
+    if all(sigs.get(name) == (size, mtime) for name, size, mtime in found):
+        return {name for name, _, _ in found}
+    con.unregister(table)  # some files changed since: the rows of the others only
+    everything, (relation, params) = f"{table}_as_read", _signature_rows(sigs)
+    con.register(everything, rows)
     try:
         con.execute(
-            f"""CREATE TEMP TABLE {table} AS
-            SELECT {select} FROM read_parquet({_literal(str(index))}) i
-            SEMI JOIN ({rows}) s USING ({", ".join(SOURCE_COLUMNS)})""",
+            f"CREATE TEMP TABLE {table} AS SELECT * FROM {everything} SEMI JOIN ({relation}) s "
+            f"USING ({', '.join(SOURCE_COLUMNS)})",
             params,
         )
-    except duckdb.Error:  # removed meanwhile, truncated, another layout: read without it
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-        return set()
+    finally:
+        con.unregister(everything)
     return {name for (name,) in con.execute(f"SELECT DISTINCT source_file FROM {table}").fetchall()}
+
+
+def _read(index: Path, columns: Collection[str] | None) -> pa.Table | None:
+    """The index file's rows (`columns`: those of them, and the source columns), from one open file;
+    None when it cannot be read."""
+    import pyarrow as pa  # see the top of the module
+    import pyarrow.parquet as pq
+
+    try:
+        with index.open("rb") as f:
+            schema = pq.ParquetFile(f).schema_arrow
+            strings = [
+                c.name for c in schema if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)
+            ]
+            keep = None if columns is None else {*columns, *SOURCE_COLUMNS}
+            wanted = None if keep is None else [n for n in schema.names if n in keep]
+            return pq.ParquetFile(f, read_dictionary=strings).read(columns=wanted)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _drop(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Drop `table`, an Arrow table registered by `load` or a temporary table."""
+    con.unregister(table)
+    con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def add(
@@ -154,10 +193,28 @@ def add(
                           union_by_name = true) f
         JOIN ({rows}) s ON s.source_file = parse_filename(f.filename)"""
     if exists:
+        _as_temporary_table(con, table)
         con.execute(f"INSERT INTO {table} BY NAME {source}", params)
     else:
         con.execute(f"CREATE TEMP TABLE {table} AS {source}", params)
     return True
+
+
+def _as_temporary_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """`table` made a temporary table (rows can be added), when it is an Arrow table `load`
+    registered."""
+    if con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [table]
+    ).fetchall() == [(1,)]:
+        return
+    rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+    con.unregister(table)
+    everything = f"{table}_as_read"
+    con.register(everything, rows)
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {everything}")
+    finally:
+        con.unregister(everything)
 
 
 def write(con: duckdb.DuckDBPyConnection, table: str, index: Path) -> None:
