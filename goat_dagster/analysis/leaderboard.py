@@ -44,7 +44,6 @@ SELECTION_LATEST = "latest run per (model, suite) with the current prompt set an
 # what `build_leaderboard` reads of its snapshot (and, defined with them, what they read)
 LEADERBOARD_OBJECTS = (
     "leaderboard",
-    "task_matrix",
     "run_summary",
     "task_outcomes",
     "current_setup",
@@ -182,10 +181,16 @@ def _by_model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compute_leaderboard(
-    snapshot: LakeSnapshot, run_ids: Sequence[str] | None = None, *, allow_mismatch: bool = False
+    snapshot: LakeSnapshot,
+    run_ids: Sequence[str] | None = None,
+    *,
+    allow_mismatch: bool = False,
+    with_tasks: bool = True,
 ) -> Leaderboard:
     """The leaderboard of one snapshot: the `leaderboard` view, or the given runs of `run_summary`;
-    ranked only when the runs of each suite differ in nothing but the model, or `allow_mismatch`."""
+    ranked only when the runs of each suite differ in nothing but the model, or `allow_mismatch`.
+    `with_tasks`: read the runs' per-task matrix too (else it is left empty: `build_leaderboard`
+    makes it from the rows its comparisons read)."""
     con = snapshot.con
     if run_ids:
         ids = list(dict.fromkeys(run_ids))
@@ -193,16 +198,14 @@ def compute_leaderboard(
         missing = sorted(set(ids) - {r["run_id"] for r in rows})
         if missing:
             raise UnknownRunError(f"run(s) not in the results lake: {', '.join(missing)}")
-        tasks = TaskMatrix.query(
-            con,
-            "SELECT * FROM task_outcomes WHERE list_contains(?, run_id) ORDER BY suite, task_id, model",
-            [ids],
-        )
+        sql = "SELECT * FROM task_outcomes WHERE list_contains(?, run_id) ORDER BY suite, task_id, model"
+        params: list[Any] = [ids]
         selection = "runs " + ", ".join(ids)
     else:
         rows = query(con, "SELECT * FROM leaderboard")
-        tasks = TaskMatrix.query(con, "SELECT * FROM task_matrix")
+        sql, params = "SELECT * FROM task_matrix", []
         selection = SELECTION_LATEST
+    tasks = TaskMatrix.query(con, sql, params) if with_tasks else TaskMatrix()
     runs = con.execute("SELECT count(*) FROM run_summary").fetchone()
     attempts = con.execute("SELECT sum(attempts) FROM run_summary").fetchone()
     mismatches = board_mismatches(con, rows)
@@ -304,15 +307,18 @@ def build_leaderboard(
     read the runs' summaries (summaries.py), not their rows: the same numbers, sooner.
     """
     with _no_cyclic_gc(), open_snapshot(paths, summaries=summaries, objects=LEADERBOARD_OBJECTS) as snap:
-        board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch)
-        pairs = [compare] if compare else previous_runs(snap.con, [r["run_id"] for r in board.rows])
+        board = compute_leaderboard(snap, run_ids, allow_mismatch=allow_mismatch, with_tasks=False)
+        shown = [r["run_id"] for r in board.rows]
+        pairs = [compare] if compare else previous_runs(snap.con, shown)
         ranked = board.rows if board.ranked else []
-        runs = ComparedRuns(snap.con, [*(r for pair in pairs for r in pair), *(r["run_id"] for r in ranked)])
+        # one read of the task outcomes of every run shown or compared: the comparisons and the matrix
+        runs = ComparedRuns(snap.con, [*(r for pair in pairs for r in pair), *shown])
         paired_ab, ranks, paired = comparisons_and_ranks(snap.con, pairs, ranked, runs=runs)
         comparisons = compare_run_pairs(snap.con, pairs, flips_only=True, runs=runs)  # the same pass
         health = task_health_in(snap.con)
     return replace(
         board,
+        tasks=TaskMatrix.of_runs(runs.matrix.task_outcomes, shown),
         rows=_order(board.rows, ranks) if board.ranked else board.rows,
         comparisons=comparisons,
         paired_ab=paired_ab,

@@ -44,8 +44,9 @@ CHANGES = ("pass→fail", "fail→pass", "unchanged", "not comparable")
 FLIPS = ("pass→fail", "fail→pass")
 ROW_ORDER = tuple(sorted(CHANGES))  # ab_compare_pairs' rows: by change, then task id
 
-# the runs' rows, each with its run's index in $1 (an integer key instead of the run id's string)
-OUTCOMES_SQL = """SELECT r.run, o.task_id, o.scored, o.passed, o.pass_frac, o.outcome, o.cell
+# the runs' rows, each with its run's index in $1 (an integer key instead of the run id's string);
+# every column, as the leaderboard's per-task matrix (task_matrix.py) is made of the same rows
+OUTCOMES_SQL = """SELECT r.run, o.*
 FROM task_outcomes o JOIN (SELECT unnest($1) AS run_id, generate_subscripts($1, 1) - 1 AS run) r
     ON r.run_id = o.run_id"""
 
@@ -108,7 +109,8 @@ class OutcomeMatrix:
     def __init__(
         self, run_ids: Sequence[str], table: pa.Table, ab_change: Callable[[list[str | None]], list[str]]
     ) -> None:
-        """`table`: the `task_outcomes` rows of the runs `run_ids` (distinct), OUTCOMES_SQL's columns;
+        """`table`: the `task_outcomes` rows of the runs `run_ids` (distinct), OUTCOMES_SQL's columns
+        (kept: `table`);
         `ab_change`: the change of each combination of the given outcomes (A's outer, B's inner;
         CHANGE_TABLE_SQL)."""
         import pyarrow.compute as pc  # see the top of the module
@@ -144,6 +146,11 @@ class OutcomeMatrix:
         scored[r, t], passed[r, t] = table["scored"].to_numpy(), table["passed"].to_numpy()
         self.scored = scored > 0
         self.x, self.unit = _scaled_fractions(scored, passed)
+
+    @property
+    def task_outcomes(self) -> pa.Table:
+        """The runs' `task_outcomes` rows as read (every column of the view, in its order)."""
+        return self.table.drop_columns(["run"])
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> OutcomeMatrix:

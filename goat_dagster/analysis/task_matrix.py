@@ -25,9 +25,21 @@ class TaskMatrix(Sequence[dict[str, Any]]):
     """`task_matrix` rows (suite, task_id, model, run_id, cell, outcome, counts, ...) as a sequence
     of dicts over an Arrow table."""
 
-    def __init__(self, table: pa.Table | None = None) -> None:
+    def __init__(self, table: pa.Table | None = None, *, ordered: bool = True) -> None:
+        """`ordered`: the table's rows are in `task_matrix`'s order already (else sorted when read)."""
         self.table = table
+        self._ordered = ordered
         self._rows: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of_runs(cls, outcomes: pa.Table, run_ids: Sequence[str]) -> TaskMatrix:
+        """The rows of these runs among `outcomes` (`task_outcomes` rows of some runs, in any order:
+        those the comparisons read, `OutcomeMatrix.task_outcomes`), as `task_matrix` has them."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        keep = pc.is_in(outcomes["run_id"], pa.array(list(run_ids), pa.string()))
+        return cls(outcomes.filter(keep), ordered=False)
 
     @classmethod
     def query(
@@ -38,6 +50,9 @@ class TaskMatrix(Sequence[dict[str, Any]]):
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
+            if self.table is not None and not self._ordered:  # as task_matrix's ORDER BY
+                self.table = self.table.sort_by([(c, "ascending") for c in ("suite", "task_id", "model")])
+                self._ordered = True
             self._rows = self.table.to_pylist() if self.table is not None else []
         return self._rows
 

@@ -169,6 +169,22 @@ def test_task_matrix_and_markdown(fixed_lake: GoatPaths) -> None:
     assert "pass→fail 1, fail→pass 1" in text
 
 
+def test_the_boards_matrix_is_the_task_matrix_view(fixed_lake: GoatPaths) -> None:
+    """The board makes its per-task matrix from the task outcomes its comparisons read
+    (`TaskMatrix.of_runs`): the same rows, in the same order, as the warehouse's `task_matrix`
+    view (and, for chosen runs, as `task_outcomes` of those runs), columns and values alike."""
+    for run_ids, sql in (
+        (None, "SELECT * FROM task_matrix"),
+        (["run-a1", "run-b1"], "SELECT * FROM task_outcomes WHERE run_id IN ('run-a1', 'run-b1') "
+         "ORDER BY suite, task_id, model"),
+    ):  # fmt: skip
+        board = build_leaderboard(fixed_lake, run_ids=run_ids)
+        with open_snapshot(fixed_lake) as snap:
+            expected = query(snap.con, sql)
+        assert expected and list(board.tasks) == expected
+        assert list(board.tasks.rows()[0]) == list(expected[0])  # the columns in the view's order
+
+
 def test_ab_comparison_of_two_runs(fixed_lake: GoatPaths) -> None:
     # default: each ranked run against the previous run of its (model, suite): only alpha has one
     board = build_leaderboard(fixed_lake)
