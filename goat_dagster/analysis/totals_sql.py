@@ -119,8 +119,8 @@ def stored_totals_sql(sql: str, totals: StoredTotals) -> str:
         f"SELECT * EXCLUDE (source_file, source_size, source_mtime_ns) "
         f"FROM {totals.table} WHERE {run_filter(totals.stored_runs)}"
     )
-    if not totals.computed_runs:  # every run's row stored: the statement is not even bound
-        return f"CREATE OR REPLACE TEMP TABLE run_totals AS\n{stored}"
+    if not totals.computed_runs:  # every run's row stored: the statement is not even bound, nor
+        return f"CREATE OR REPLACE VIEW run_totals AS\n{stored}"  # the rows copied
     body = sql.partition(" AS\n")[2]
     return (
         f"CREATE OR REPLACE TEMP TABLE run_totals AS\nSELECT * FROM (\n{body}\n)"

@@ -431,7 +431,7 @@ def warehouse_sql(
         _snapshot_table(
             f"CREATE OR REPLACE VIEW run_manifests AS\n{lake_relation(MANIFEST_COLUMNS, manifests_source)}",
             "run_manifests",
-            snapshot,
+            snapshot and not isinstance(manifests_source, Table),  # a table (the index's): no copy
         ),
         _current_setup_sql(current),
         *analysis,
