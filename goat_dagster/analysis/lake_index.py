@@ -141,18 +141,19 @@ def load(
     found = con.execute(f"SELECT DISTINCT {', '.join(SOURCE_COLUMNS)} FROM {table}").fetchall()
     if all(sigs.get(name) == (size, mtime) for name, size, mtime in found):
         return {name for name, _, _ in found}
-    con.unregister(table)  # some files changed since: the rows of the others only
-    everything, (relation, params) = f"{table}_as_read", _signature_rows(sigs)
-    con.register(everything, rows)
-    try:
-        con.execute(
-            f"CREATE TEMP TABLE {table} AS SELECT * FROM {everything} SEMI JOIN ({relation}) s "
-            f"USING ({', '.join(SOURCE_COLUMNS)})",
-            params,
-        )
-    finally:
-        con.unregister(everything)
+    relation, params = _signature_rows(sigs)  # some files changed since: the rows of the others only
+    _copy_registered(con, table, f"SEMI JOIN ({relation}) s USING ({', '.join(SOURCE_COLUMNS)})", params)
     return {name for (name,) in con.execute(f"SELECT DISTINCT source_file FROM {table}").fetchall()}
+
+
+def _copy_registered(
+    con: duckdb.DuckDBPyConnection, table: str, join: str = "", params: dict[str, Any] | None = None
+) -> None:
+    """The Arrow table `load` registered as `table` replaced by a temporary table of that name with
+    its rows (`join`: those of them it keeps), one rows can be added to."""
+    con.execute(f"CREATE TEMP TABLE {table}__copy AS SELECT * FROM {table} {join}", params or {})
+    con.unregister(table)
+    con.execute(f"ALTER TABLE {table}__copy RENAME TO {table}")
 
 
 def _read(index: Path, columns: Collection[str] | None) -> pa.Table | None:
@@ -205,16 +206,8 @@ def _as_temporary_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
     registered."""
     if con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [table]
-    ).fetchall() == [(1,)]:
-        return
-    rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-    con.unregister(table)
-    everything = f"{table}_as_read"
-    con.register(everything, rows)
-    try:
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {everything}")
-    finally:
-        con.unregister(everything)
+    ).fetchall() != [(1,)]:
+        _copy_registered(con, table)
 
 
 def write(con: duckdb.DuckDBPyConnection, table: str, index: Path) -> None:
